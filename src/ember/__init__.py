@@ -1,0 +1,69 @@
+"""ember: a distributed computing framework with Ray Core's API, in pure Python.
+
+    import ember as ray
+
+    ray.init()
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    print(ray.get([square.remote(i) for i in range(4)]))  # [0, 1, 4, 9]
+"""
+from __future__ import annotations
+
+import inspect
+
+__version__ = "0.1.0"
+
+from . import exceptions  # noqa: E402
+from .generator import ObjectRefGenerator  # noqa: E402
+from .ids import ActorID, JobID, NodeID, ObjectID, PlacementGroupID, TaskID, WorkerID  # noqa: E402
+from .object_ref import ObjectRef  # noqa: E402
+from .remote_function import RemoteFunction  # noqa: E402
+from .runtime_context import get_runtime_context  # noqa: E402
+from .worker import (available_resources, cancel, cluster_resources, get,  # noqa: E402
+                     get_gpu_ids, init, is_initialized, nodes, put, shutdown, wait)
+
+ObjectRefGenerator = ObjectRefGenerator
+DynamicObjectRefGenerator = ObjectRefGenerator
+
+
+def remote(*args, **kwargs):
+    """Make a function a remote function (or a class an actor class).
+
+    Use bare (``@ember.remote``) or with options (``@ember.remote(num_cpus=2)``).
+    """
+    if len(args) == 1 and not kwargs and (callable(args[0])):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError(
+            "The @ember.remote decorator must be applied either with no arguments and no "
+            "parentheses, for example '@ember.remote', or it must be applied using some of "
+            "the arguments in the list ['num_returns', 'num_cpus', 'num_gpus', 'memory', "
+            "'resources', 'max_calls', 'max_retries', 'retry_exceptions', "
+            "'scheduling_strategy', ...], for example '@ember.remote(num_returns=2, "
+            "resources={\"CustomResource\": 1})'.")
+
+    def decorator(obj):
+        return _make_remote(obj, kwargs)
+    return decorator
+
+
+def _make_remote(obj, options: dict):
+    if inspect.isclass(obj):
+        from .actor import ActorClass
+        return ActorClass._from_class(obj, options)
+    if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj) or callable(obj):
+        return RemoteFunction(obj, options)
+    raise TypeError("The @ember.remote decorator must be applied to either a function or "
+                    "a class.")
+
+
+__all__ = [
+    "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
+    "nodes", "cluster_resources", "available_resources", "get_gpu_ids",
+    "get_runtime_context", "ObjectRef", "ObjectRefGenerator", "exceptions",
+    "JobID", "TaskID", "ActorID", "NodeID", "ObjectID", "WorkerID", "PlacementGroupID",
+    "__version__",
+]

@@ -1,0 +1,142 @@
+"""The ``ember`` command: start, stop and inspect clusters, run benchmarks and the demo.
+
+    ember start --head [--port 6379] [--num-cpus N] [--resources JSON]
+    ember start --address HEAD_IP:PORT       # add this machine as a node
+    ember status [--address ...]
+    ember stop [--force]
+    ember microbenchmark [--filter SUBSTR] [--json]
+    ember demo
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import click
+
+from . import node as node_mod
+
+
+def _parse_json(value: str | None, what: str) -> dict:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} must be a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"{what} must be a JSON object, got {value!r}")
+    return parsed
+
+
+@click.group()
+@click.version_option(package_name="ember")
+def main():
+    """ember: Ray Core's API, in pure Python."""
+
+
+@main.command()
+@click.option("--head", is_flag=True, help="Start the head node (GCS and raylet).")
+@click.option("--address", default=None, help="HEAD_IP:PORT of the cluster to join.")
+@click.option("--port", type=int, default=6379, show_default=True,
+              help="GCS port, for --head.")
+@click.option("--num-cpus", type=float, default=None)
+@click.option("--num-gpus", type=float, default=None)
+@click.option("--memory", type=int, default=None, help="Bytes of memory to advertise.")
+@click.option("--resources", default=None, help='Custom resources as JSON, e.g. \'{"a": 2}\'.')
+@click.option("--labels", default=None, help='Node labels as JSON, e.g. \'{"zone": "a"}\'.')
+@click.option("--object-store-memory", type=int, default=None)
+@click.option("--node-ip-address", default=None, help="This node's IP, if it has several.")
+@click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
+def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
+          object_store_memory, node_ip_address, block):
+    """Start ember's processes on this machine."""
+    if head == bool(address):
+        raise click.UsageError("Give exactly one of --head or --address.")
+    resources = _parse_json(resources, "--resources")
+    labels = _parse_json(labels, "--labels")
+    node_ip = node_ip_address or node_mod.default_node_ip()
+    try:
+        if head:
+            procs = node_mod.start_head(
+                num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
+                object_store_memory=object_store_memory, labels=labels, port=port,
+                node_ip=node_ip, detached=True)
+            gcs_address = procs.gcs_address
+        else:
+            gcs_address = address
+            procs = node_mod.start_worker_node(
+                gcs_address=gcs_address, num_cpus=num_cpus, num_gpus=num_gpus,
+                resources=resources, memory=memory, object_store_memory=object_store_memory,
+                labels=labels, node_ip=node_ip, detached=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30):
+        procs.stop()
+        raise click.ClickException(
+            f"The node did not come up; see the logs in {procs.session_dir}/logs.")
+    if head:
+        node_mod.write_current_cluster(gcs_address)
+        click.echo(f"ember started a head node at {gcs_address}.\n\n"
+                   "To add another machine to this cluster, run there:\n"
+                   f"    ember start --address {gcs_address}\n\n"
+                   "To connect a driver on this machine:\n"
+                   "    import ember\n    ember.init(address='auto')\n\n"
+                   "To stop: ember stop")
+    else:
+        click.echo(f"ember started a node that joined the cluster at {gcs_address}.")
+    if block:
+        try:
+            while all(p.poll() is None for p in procs.processes):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        procs.stop()
+
+
+@main.command()
+@click.option("--force", "-f", is_flag=True, help="Kill with SIGKILL at once.")
+@click.option("--grace-period", type=float, default=10.0, show_default=True)
+def stop(force, grace_period):
+    """Stop every ember process on this machine."""
+    stopped = node_mod.stop_all_processes(force=force, grace_period=grace_period)
+    node_mod.clear_current_cluster()
+    click.echo(f"Stopped {stopped} ember process(es).")
+
+
+@main.command()
+@click.option("--address", default=None, help="GCS address; default: the local cluster.")
+def status(address):
+    """Show the cluster's nodes and resource usage."""
+    from . import state
+    gcs_address = address or os.environ.get("EMBER_ADDRESS") or node_mod.read_current_cluster()
+    if not gcs_address:
+        raise click.ClickException("No running cluster found; start one with "
+                                   "`ember start --head` or pass --address.")
+    try:
+        click.echo(state.format_status(gcs_address))
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--filter", "filters", multiple=True, help="Run workloads whose name has this.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per workload.")
+def microbenchmark(filters, as_json):
+    """Run Ray's microbenchmark workloads against a fresh local cluster."""
+    from . import microbenchmark as mb
+    mb.main(list(filters), as_json)
+
+
+@main.command()
+def demo():
+    """Run a short tour of ember on a local cluster: tasks, objects, errors."""
+    from . import demo as demo_mod
+    demo_mod.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""One typed configuration for every ember process.
+
+Each field has a default here and can be overridden by an environment variable
+named ``EMBER_<FIELD NAME IN UPPER CASE>``. Child processes (gcs, raylet,
+workers) inherit the environment of whoever started them, so setting a variable
+before ``ember.init()`` or ``ember start`` reaches the whole local cluster.
+
+Why environment variables and not a config file: tests and users need to tune
+one knob for one run (a short health-check timeout, a bigger lease pipeline)
+without writing files, and Ray users already know the ``RAY_<name>`` habit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+
+
+@dataclasses.dataclass
+class Config:
+    # --- rpc -------------------------------------------------------------
+    #: Seconds a client keeps retrying to connect before it gives up.
+    connect_timeout_s: float = 30.0
+    #: First retry delay when a connection attempt fails; doubles each time.
+    connect_backoff_initial_s: float = 0.005
+    connect_backoff_max_s: float = 0.5
+
+    # --- gcs -------------------------------------------------------------
+    #: How often the GCS pings each raylet.
+    health_check_period_s: float = 1.0
+    #: How long a raylet may stay silent before the GCS declares its node dead.
+    health_check_timeout_s: float = 30.0
+    #: "memory" or "redis://host:port".
+    gcs_storage: str = "memory"
+
+    # --- raylet ----------------------------------------------------------
+    #: Workers started ahead of demand; -1 means num_cpus.
+    num_prestart_workers: int = -1
+    #: Idle workers above this number are reaped after ``idle_worker_timeout_s``.
+    idle_worker_soft_limit: int = -1
+    idle_worker_timeout_s: float = 60.0
+    #: How long a worker has to register before the raylet gives up on it.
+    worker_register_timeout_s: float = 30.0
+    #: How often the raylet reads worker log files for lines to send to drivers.
+    log_poll_period_s: float = 0.1
+    #: How long to wait between reports of resource availability to the GCS.
+    resource_report_period_s: float = 0.1
+    #: Fraction of local utilisation above which the hybrid policy spreads.
+    scheduler_spread_threshold: float = 0.5
+
+    # --- core worker -----------------------------------------------------
+    #: Tasks pushed to one leased worker before waiting for a reply, for
+    #: tasks that run shorter than ``pipeline_max_task_duration_s``; longer
+    #: ones go one at a time so that they spread over workers.
+    max_tasks_in_flight_per_worker: int = 8
+    pipeline_max_task_duration_s: float = 0.002
+    #: Lease requests outstanding at once per scheduling key.
+    max_pending_lease_requests: int = 10
+    #: An idle lease is kept this long before it is returned to the raylet,
+    #: so that a tight submit/get loop does not pay a lease per task.
+    lease_idle_timeout_s: float = 0.05
+    #: Values smaller than this travel inline; larger ones go to the object store.
+    max_direct_call_object_size: int = 100 * 1024
+    #: Seconds between reminders that a task cannot be scheduled.
+    infeasible_warning_period_s: float = 10.0
+
+    # --- object store ----------------------------------------------------
+    #: Cap for the default store size (30% of RAM).
+    object_store_memory_cap: int = 200 * 1024**3
+
+    # --- sessions --------------------------------------------------------
+    temp_dir: str = "/tmp/ember"
+
+    @classmethod
+    def from_env(cls, environ: typing.Mapping[str, str] = os.environ) -> "Config":
+        """Build a config from defaults overridden by ``EMBER_<NAME>`` variables."""
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get("EMBER_" + field.name.upper())
+            if raw is None:
+                continue
+            kind = hints[field.name]
+            try:
+                values[field.name] = _parse(kind, raw)
+            except ValueError as exc:
+                raise ValueError(
+                    f"Environment variable EMBER_{field.name.upper()}={raw!r} is not a valid "
+                    f"{kind.__name__}: {exc}"
+                ) from None
+        return cls(**values)
+
+
+def _parse(kind, raw: str):
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true/false")
+    return kind(raw)
+
+
+#: The configuration of this process, read once at import.
+config = Config.from_env()

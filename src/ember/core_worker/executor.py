@@ -1,0 +1,294 @@
+"""The executor: how a worker runs the tasks pushed to it.
+
+Pushes arrive on the I/O thread and are queued to the main thread, which runs
+user code, so that a task that blocks (in ``ray.get``, in C code, in a sleep)
+never stops the worker from answering RPCs, receiving more pushes, or being
+cancelled. Replies go back through :meth:`LoopThread.post`, batched.
+
+Cancellation of a running task is delivered as a signal to the main thread,
+whose handler raises ``TaskCancelledError`` inside the user's code, the way a
+Ctrl-C would; a sleeping task wakes up to it. Force-cancellation is done by
+the raylet, which kills the process.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+from ..exceptions import RayTaskError, TaskCancelledError
+from ..ids import object_id_for_return
+from ..protocol import core_worker as cw
+from ..protocol import gcs as gcs_msg
+from .serialization import deserialize, serialize, serialize_error, task_error
+
+logger = logging.getLogger(__name__)
+
+CANCEL_SIGNAL = signal.SIGUSR1
+
+
+class TaskContext:
+    """What the running task may ask about itself (runtime context)."""
+
+    __slots__ = ("task", "spec", "gpu_ids", "lease_id")
+
+    def __init__(self, spec: cw.TaskSpec, gpu_ids, lease_id):
+        self.task = spec.task_id
+        self.spec = spec
+        self.gpu_ids = gpu_ids
+        self.lease_id = lease_id
+
+
+class TaskExecutor:
+    def __init__(self, core, streams=()):
+        self.core = core
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancelled: set[bytes] = set()
+        self._running: bytes | None = None
+        self._calls: dict[bytes, int] = {}
+        self._jobs_loaded: set[bytes] = set()
+        self._streams = streams
+        self._async_loop = None
+        core.handlers[cw.PushTask] = self.handle_push
+        core.handlers[cw.CancelTask] = self.handle_cancel
+        core.handlers[cw.Exit] = self.handle_exit
+        signal.signal(CANCEL_SIGNAL, self._on_cancel_signal)
+
+    # --- I/O thread -------------------------------------------------------------
+
+    def handle_push(self, conn, req: cw.PushTask):
+        fut = self.core.io.loop.create_future()
+        spec = req.spec
+        if not self.core.functions.is_loaded(spec.function_id) and not spec.actor_id:
+            async def fetch_then_queue():
+                try:
+                    pickled = await self.core.functions.fetch(spec.function_id)
+                except Exception as exc:  # noqa: BLE001
+                    pickled = exc
+                self._queue.put((req, conn, fut, pickled))
+            self.core.io.loop.create_task(fetch_then_queue())
+        else:
+            self._queue.put((req, conn, fut, None))
+        return fut
+
+    def handle_cancel(self, conn, req: cw.CancelTask) -> None:
+        if self._running == req.task_id:
+            self._cancelled.add(req.task_id)
+            signal.pthread_kill(threading.main_thread().ident, CANCEL_SIGNAL)
+        else:
+            self._cancelled.add(req.task_id)
+
+    def handle_exit(self, conn, req) -> None:
+        self._queue.put(None)
+
+    def _on_cancel_signal(self, signum, frame):
+        if self._running is not None and self._running in self._cancelled:
+            raise TaskCancelledError(self._running.hex())
+
+    # --- main thread --------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        post = self.core.io.post
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            req, conn, fut, pickled = item
+            reply = self.execute(req, conn, pickled)
+            post(_set_result, fut, reply)
+            if reply.worker_exiting:
+                self._flush_streams()
+                post(_exit_soon, self.core)
+                return
+
+    def execute(self, req: cw.PushTask, conn, pickled) -> cw.PushTaskReply:
+        spec = req.spec
+        if spec.task_id in self._cancelled:
+            self._cancelled.discard(spec.task_id)
+            return self._error_reply(spec, TaskCancelledError(spec.task_id.hex()), False)
+        if spec.job_id not in self._jobs_loaded:
+            self._load_job(spec.job_id)
+        try:
+            if isinstance(pickled, Exception):
+                raise pickled
+            function = self.core.functions.load(spec.function_id, pickled)
+        except Exception as exc:  # noqa: BLE001
+            err = RayTaskError(spec.function_name,
+                               f"Could not load function {spec.function_name}: {exc}", exc,
+                               ip=self.core.node_ip)
+            return self._error_reply(spec, err, False)
+        ctx = self.core.task_context
+        ctx.task = spec.task_id
+        ctx.spec = spec
+        ctx.gpu_ids = req.gpu_ids
+        if req.gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, req.gpu_ids))
+        for stream in self._streams:
+            stream.task_name = spec.name or spec.function_name.rsplit(".", 1)[-1]
+        self._running = spec.task_id
+        started = time.perf_counter()
+        try:
+            try:
+                args, kwargs = self._resolve_args(spec)
+                result = function(*args, **kwargs)
+                if inspect.iscoroutine(result):
+                    result = self._run_async(result)
+                if spec.num_returns == -1:
+                    count = self._stream(spec, result, conn)
+                    reply = cw.PushTaskReply([], num_generator_items=count)
+                else:
+                    reply = cw.PushTaskReply(self._package(spec, result))
+            finally:
+                self._running = None
+        except TaskCancelledError as exc:
+            reply = self._error_reply(spec, exc, False)
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+            reply = self._error_reply(spec, self._wrap(spec, exc),
+                                      self._retryable(spec, exc))
+        finally:
+            ctx.task = None
+            ctx.spec = None
+            self._cancelled.discard(spec.task_id)
+        reply.duration = time.perf_counter() - started
+        if spec.max_calls:
+            count = self._calls.get(spec.function_id, 0) + 1
+            self._calls[spec.function_id] = count
+            if count >= spec.max_calls:
+                reply.worker_exiting = True
+        return reply
+
+    def _resolve_args(self, spec: cw.TaskSpec):
+        from ..object_ref import ObjectRef
+        values = []
+        refs = []
+        for i, arg in enumerate(spec.args):
+            if arg.value is not None:
+                values.append(deserialize(arg.value))
+            else:
+                values.append(None)
+                refs.append((i, ObjectRef(arg.object_id, arg.owner)))
+        if refs:
+            fetched = self.core.get([r for _, r in refs])
+            for (i, _), value in zip(refs, fetched):
+                values[i] = value
+        n_kw = len(spec.kwarg_names)
+        if n_kw:
+            return values[:-n_kw], dict(zip(spec.kwarg_names, values[-n_kw:]))
+        return values, {}
+
+    def _package(self, spec: cw.TaskSpec, result) -> list[cw.ReturnObject]:
+        n = spec.num_returns
+        tid = spec.task_id
+        if n == 1:
+            return [cw.ReturnObject(object_id_for_return(tid, 0), serialize(result))]
+        if n == 0:
+            return []
+        if inspect.isgenerator(result):
+            result = list(result)
+        try:
+            values = list(result)
+        except TypeError:
+            raise ValueError(f"Task {spec.function_name} has num_returns={n} but returned "
+                             f"a {type(result).__name__}, which is not iterable.") from None
+        if len(values) != n:
+            raise ValueError(f"Task {spec.function_name} has num_returns={n} but returned "
+                             f"{len(values)} values.")
+        return [cw.ReturnObject(object_id_for_return(tid, i), serialize(v))
+                for i, v in enumerate(values)]
+
+    def _stream(self, spec: cw.TaskSpec, result, conn) -> int:
+        """Report each yielded value to the owner as it comes; returns the count."""
+        post = self.core.io.post
+        index = 0
+        if not inspect.isgenerator(result) and not hasattr(result, "__next__"):
+            result = iter([result])
+        try:
+            for value in result:
+                item = cw.GeneratorItem(spec.task_id, index, cw.ReturnObject(
+                    object_id_for_return(spec.task_id, index), serialize(value)))
+                post(_notify, conn, item)
+                index += 1
+        except Exception as exc:  # noqa: BLE001
+            err = serialize_error(self._wrap(spec, exc))
+            post(_notify, conn, cw.GeneratorItem(spec.task_id, index, cw.ReturnObject(
+                object_id_for_return(spec.task_id, index), err)))
+            index += 1
+        return index
+
+    def _run_async(self, coro):
+        if self._async_loop is None:
+            self._async_loop = asyncio.new_event_loop()
+        return self._async_loop.run_until_complete(coro)
+
+    def _wrap(self, spec: cw.TaskSpec, exc: BaseException) -> RayTaskError:
+        return task_error(exc, spec.name or spec.function_name, self.core.node_ip)
+
+    def _retryable(self, spec: cw.TaskSpec, exc: BaseException) -> bool:
+        if not spec.retry_exceptions:
+            return False
+        if not spec.retry_exception_allowlist:
+            return True
+        import pickle
+        try:
+            allowed = pickle.loads(spec.retry_exception_allowlist)
+        except Exception:  # noqa: BLE001
+            return False
+        return isinstance(exc, tuple(allowed))
+
+    def _error_reply(self, spec: cw.TaskSpec, err: BaseException,
+                     retryable: bool) -> cw.PushTaskReply:
+        value = serialize_error(err)
+        n = spec.num_returns
+        if n == -1:
+            # A failed streaming task reports its error as its only item.
+            return cw.PushTaskReply([cw.ReturnObject(object_id_for_return(spec.task_id, 0),
+                                                     value)],
+                                    is_application_error=True, retryable=retryable)
+        returns = [cw.ReturnObject(object_id_for_return(spec.task_id, i), value)
+                   for i in range(max(n, 1))]
+        return cw.PushTaskReply(returns, is_application_error=True, retryable=retryable)
+
+    def _load_job(self, job_id: bytes) -> None:
+        """First task of a job here: put the driver's import paths on sys.path."""
+        try:
+            reply = self.core.io.run(self.core.gcs.call(gcs_msg.GetJobInfo(job_id)), 10)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("could not load job %s info: %s", job_id.hex(), exc)
+            return
+        self._jobs_loaded.add(job_id)
+        if reply.info is not None:
+            self.core.job_id = job_id
+            self.core.ids.job_id = job_id
+            self.core.namespace = reply.info.namespace
+            for path in reversed(reply.info.code_search_path):
+                if path not in sys.path:
+                    sys.path.insert(0, path)
+
+    def _flush_streams(self) -> None:
+        for stream in self._streams:
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _set_result(fut, reply) -> None:
+    if not fut.done():
+        fut.set_result(reply)
+
+
+def _notify(conn, message) -> None:
+    if not conn.closed:
+        conn.notify(message)
+
+
+def _exit_soon(core) -> None:
+    # Let the reply leave first: the connection flushes at the end of this turn.
+    core.io.loop.call_later(0.05, os._exit, 0)

@@ -1,0 +1,174 @@
+"""Turning values into bytes and back, as Ray does.
+
+- Values of the common plain types (bytes, str, int, float, bool, None, and
+  flat containers of them) go through the C pickler directly: the fast path
+  that tiny task arguments and results take.
+- Everything else goes through cloudpickle, which also handles lambdas,
+  closures and classes defined in ``__main__``.
+- Pickle protocol 5 is used throughout, so numpy arrays and other buffer
+  owners can travel out of band (the object store maps them without copying).
+- ObjectRefs found inside a value are recorded while pickling
+  (``ObjectRef.__reduce__`` calls :func:`record_ref`), so the owner can learn
+  who borrows them.
+
+A value that cannot be pickled raises ``TypeError`` naming the offending
+object, the way Ray's ``inspect_serializability`` would, instead of a bare
+pickle traceback.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+import traceback
+
+import cloudpickle
+
+from ..exceptions import RaySystemError, RayTaskError
+from ..protocol.common import (VALUE_ERROR, VALUE_PICKLE, ObjectRefInfo,
+                               SerializedValue)
+
+_PLAIN = (bytes, str, int, float, bool, type(None))
+_context = threading.local()
+
+
+def record_ref(object_id: bytes, owner) -> None:
+    """Called by ObjectRef.__reduce__: note a ref inside the value being pickled."""
+    refs = getattr(_context, "refs", None)
+    if refs is not None:
+        refs.append(ObjectRefInfo(object_id, owner))
+
+
+def _is_plain(value) -> bool:
+    t = type(value)
+    if t in _PLAIN:
+        return True
+    if t in (list, tuple) and len(value) <= 16:
+        return all(type(v) in _PLAIN for v in value)
+    return False
+
+
+def dumps(value, buffer_callback=None) -> bytes:
+    """Pickle ``value`` (protocol 5), with a clear error when it cannot be."""
+    if _is_plain(value):
+        return pickle.dumps(value, 5)
+    try:
+        return cloudpickle.dumps(value, 5, buffer_callback=buffer_callback)
+    except Exception as exc:
+        raise TypeError(_unpicklable_message(value, exc)) from exc
+
+
+def serialize(value) -> SerializedValue:
+    """Serialize a value in band, recording any ObjectRefs it contains."""
+    if _is_plain(value):
+        data = pickle.dumps(value, 5)
+        return SerializedValue(VALUE_PICKLE, data, size=len(data))
+    _context.refs = refs = []
+    try:
+        data = dumps(value)
+    finally:
+        _context.refs = None
+    return SerializedValue(VALUE_PICKLE, data, nested_refs=refs, size=len(data))
+
+
+def deserialize(value: SerializedValue):
+    """The Python value of a SerializedValue; raises if it carries an error."""
+    if value.kind == VALUE_PICKLE:
+        if value.buffers:
+            return pickle.loads(value.data, buffers=value.buffers)
+        return pickle.loads(value.data)
+    if value.kind == VALUE_ERROR:
+        raise _load_error(value)
+    raise RaySystemError(f"cannot read a value of kind {value.kind} here")
+
+
+def _load_error(value: SerializedValue) -> BaseException:
+    try:
+        err = pickle.loads(value.data)
+    except Exception as exc:  # the error's class is not importable here
+        return RaySystemError(f"could not deserialize a remote error: {exc}")
+    if isinstance(err, RayTaskError):
+        return err.as_instanceof_cause()
+    return err
+
+
+def serialize_error(err: BaseException) -> SerializedValue:
+    """Serialize an exception to raise at ``get``; never fails."""
+    try:
+        data = cloudpickle.dumps(err, 5)
+    except Exception as exc:
+        if isinstance(err, RayTaskError):
+            # The cause is not picklable: keep its text and traceback.
+            fallback = RayTaskError(err.function_name, err.traceback_str,
+                                    RuntimeError(f"{type(err.cause).__name__}: {err.cause}"),
+                                    err.proctitle, err.pid, err.ip, err.actor_repr)
+        else:
+            fallback = RaySystemError(f"{type(err).__name__}: {err} (unpicklable: {exc})")
+        data = cloudpickle.dumps(fallback, 5)
+    return SerializedValue(VALUE_ERROR, data, size=len(data))
+
+
+def error_value(err: BaseException) -> SerializedValue:
+    return serialize_error(err)
+
+
+def task_error(exc: BaseException, function_name: str, ip: str | None,
+               actor_repr: str | None = None) -> RayTaskError:
+    """Wrap an exception raised by user code, keeping only the user's frames."""
+    tb = exc.__traceback__
+    # Drop the executor's own frame(s): the user wants to see their code.
+    while tb is not None and "ember/core_worker" in tb.tb_frame.f_code.co_filename:
+        tb = tb.tb_next
+    text = "Traceback (most recent call last):\n" + "".join(traceback.format_tb(tb)) if tb else ""
+    text += "".join(traceback.format_exception_only(type(exc), exc))
+    return RayTaskError(function_name, text, exc, ip=ip, actor_repr=actor_repr)
+
+
+def _unpicklable_message(value, exc: Exception) -> str:
+    culprit = _find_unpicklable(value)
+    what = f"{type(value).__name__} object {_short_repr(value)}"
+    if culprit is not None and culprit is not value:
+        return (f"Could not serialize {what}: it contains {_short_repr(culprit)} "
+                f"of type {type(culprit).__name__}, which cannot be pickled ({exc}). "
+                "Create it inside the task instead, or pass something picklable.")
+    return (f"Could not serialize {what}: {exc}. Create it inside the task instead, "
+            "or pass something picklable.")
+
+
+def _short_repr(obj) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _find_unpicklable(value, depth: int = 0):
+    """Depth-first search for the innermost object that fails to pickle."""
+    if depth > 4:
+        return None
+    children = []
+    if isinstance(value, dict):
+        children = list(value.values())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        children = list(value)
+    elif callable(value) and getattr(value, "__closure__", None):
+        children = [c.cell_contents for c in value.__closure__ if _cell_has(c)]
+        children += [v for k, v in getattr(value, "__globals__", {}).items()
+                     if k in value.__code__.co_names and not isinstance(v, type(io))]
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        children = list(vars(value).values())
+    for child in children:
+        try:
+            cloudpickle.dumps(child)
+        except Exception:
+            return _find_unpicklable(child, depth + 1) or child
+    return None
+
+
+def _cell_has(cell) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:
+        return False

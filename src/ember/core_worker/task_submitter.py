@@ -1,0 +1,404 @@
+"""Direct task submission: the owner leases workers and pushes tasks straight to them.
+
+For each scheduling key (function, resources, strategy) the submitter keeps a
+queue of ready tasks, the workers it currently leases for that key, and its
+outstanding lease requests. Tasks are pushed to the least-loaded leased worker,
+up to ``max_tasks_in_flight_per_worker`` at a time (pipelining hides the round
+trip). More leases are requested while tasks are queued, and a worker that
+runs dry is kept for ``lease_idle_timeout_s`` before it goes back to the
+raylet, so a tight ``get(f.remote())`` loop leases once, not once per task.
+
+A task's life here::
+
+    WAITING_FOR_DEPENDENCIES ──► QUEUED ──push──► RUNNING ──reply──► FINISHED
+                 │                 ▲               │
+                 │                 └──retry────────┤ (worker died / retryable error)
+                 └──────── cancel ─────────────────┴──► FINISHED (TaskCancelledError)
+
+Everything here runs on the core worker's I/O thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import enum
+import logging
+import os
+
+import msgspec
+
+from .. import rpc
+from ..config import config
+from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCrashedError,
+                          LocalRayletDiedError)
+from ..protocol import core_worker as cw
+from ..protocol import raylet as rl
+from ..protocol.common import SchedulingStrategy
+from .memory_store import CallbackWaiter
+from .serialization import error_value
+
+logger = logging.getLogger(__name__)
+
+
+class TaskState(enum.Enum):
+    WAITING_FOR_DEPENDENCIES = "waiting for dependencies"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class PendingTask:
+    """A submitted task until its results are stored."""
+
+    __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
+                 "cancelled", "worker", "generator", "unresolved")
+
+    def __init__(self, spec: cw.TaskSpec, return_ids: list[bytes], keep_alive, key):
+        self.spec = spec
+        self.return_ids = return_ids
+        #: ObjectRefs the task's arguments mention; held until it finishes.
+        self.keep_alive = keep_alive
+        self.retries_left = spec.max_retries
+        self.key: SchedulingKey = key
+        self.state = TaskState.WAITING_FOR_DEPENDENCIES
+        self.cancelled = False
+        self.worker: LeasedWorker | None = None
+        self.generator = None
+        self.unresolved = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulingKey:
+    """Tasks with equal keys can share leased workers."""
+
+    function_id: bytes
+    resources: tuple
+    strategy: SchedulingStrategy = dataclasses.field(compare=False, hash=False)
+    job_id: bytes = b""
+    description: str = dataclasses.field(default="", compare=False, hash=False)
+    #: The strategy's encoding, which (unlike the strategy) is hashable.
+    strategy_key: bytes = b""
+
+    @classmethod
+    def make(cls, function_id, resources, strategy, job_id, description) -> "SchedulingKey":
+        return cls(function_id, resources, strategy, job_id, description,
+                   msgspec.msgpack.encode(strategy))
+
+    def wire_key(self) -> bytes:
+        return self.function_id + repr(self.resources).encode() + self.strategy_key
+
+
+class LeasedWorker:
+    __slots__ = ("conn", "address", "lease_id", "worker_pid", "raylet", "gpu_ids",
+                 "inflight", "idle_timer", "dead")
+
+    def __init__(self, conn, reply: rl.WorkerLeaseReply, raylet):
+        self.conn = conn
+        self.address = reply.worker
+        self.lease_id = reply.lease_id
+        self.worker_pid = reply.worker_pid
+        self.raylet = raylet
+        self.gpu_ids = reply.gpu_ids
+        self.inflight = 0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.dead = False
+
+
+class KeyState:
+    __slots__ = ("key", "queue", "workers", "pending_leases", "wire_key", "avg_duration")
+
+    def __init__(self, key: SchedulingKey):
+        self.key = key
+        self.queue: collections.deque[PendingTask] = collections.deque()
+        self.workers: list[LeasedWorker] = []
+        #: lease id -> raylet connection the request is waiting at
+        self.pending_leases: dict[bytes, rpc.Connection] = {}
+        self.wire_key = key.wire_key()
+        #: Moving average of the tasks' run time; None until one finished.
+        self.avg_duration: float | None = None
+
+
+class NormalTaskSubmitter:
+    def __init__(self, core):
+        self.core = core
+        self._keys: dict[SchedulingKey, KeyState] = {}
+        #: Every unfinished task by task id.
+        self.tasks: dict[bytes, PendingTask] = {}
+        self._max_inflight = max(1, config.max_tasks_in_flight_per_worker)
+
+    # --- submission -------------------------------------------------------------
+
+    def submit(self, task: PendingTask) -> None:
+        self.tasks[task.spec.task_id] = task
+        deps = self.core.unresolved_dependencies(task)
+        if not deps:
+            self._dependencies_ready(task)
+            return
+        task.unresolved = len(deps)
+
+        def one_ready(_object_id, task=task):
+            task.unresolved -= 1
+            if task.unresolved == 0:
+                self.core.io.post(self._dependencies_ready, task)
+        waiter = CallbackWaiter(one_ready)
+        absent = self.core.store.wait_for(deps, waiter)
+        task.unresolved -= len(deps) - absent
+        if task.unresolved == 0:
+            self._dependencies_ready(task)
+
+    def _dependencies_ready(self, task: PendingTask) -> None:
+        if task.cancelled:
+            self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
+            return
+        failed = self.core.inline_dependencies(task.spec)
+        if failed is not None:  # an argument is an error: the task fails with it
+            self._store_returns(task, failed)
+            return
+        task.state = TaskState.QUEUED
+        state = self._keys.get(task.key)
+        if state is None:
+            state = self._keys[task.key] = KeyState(task.key)
+        state.queue.append(task)
+        self._pump(state)
+
+    # --- leases and pushes --------------------------------------------------------
+
+    def _depth(self, state: KeyState) -> int:
+        """How many tasks to push to one worker at once.
+
+        Pipelining hides the round trip of tiny tasks, but queues a long task
+        behind another on one worker while a second worker might be free. So
+        only keys whose tasks are known to be short are pipelined.
+        """
+        avg = state.avg_duration
+        if avg is not None and avg < config.pipeline_max_task_duration_s:
+            return self._max_inflight
+        return 1
+
+    def _pump(self, state: KeyState) -> None:
+        queue = state.queue
+        workers = state.workers
+        depth = self._depth(state)
+        while queue:
+            best = None
+            for w in workers:
+                if not w.dead and w.inflight < depth and (
+                        best is None or w.inflight < best.inflight):
+                    best = w
+            if best is None:
+                break
+            self._push(best, queue.popleft())
+        if queue:
+            want = min(len(queue), config.max_pending_lease_requests)
+            while len(state.pending_leases) < want:
+                lease_id = os.urandom(16)
+                state.pending_leases[lease_id] = self.core.raylet
+                self.core.io.loop.create_task(self._request_lease(state, lease_id))
+        else:
+            if state.pending_leases:
+                self._cancel_pending_leases(state)
+            for w in workers:
+                if w.inflight == 0 and w.idle_timer is None and not w.dead:
+                    w.idle_timer = self.core.io.loop.call_later(
+                        config.lease_idle_timeout_s, self._idle_expired, state, w)
+
+    def _push(self, w: LeasedWorker, task: PendingTask) -> None:
+        if w.idle_timer is not None:
+            w.idle_timer.cancel()
+            w.idle_timer = None
+        w.inflight += 1
+        task.worker = w
+        task.state = TaskState.RUNNING
+        try:
+            fut = w.conn.request(cw.PushTask(task.spec, w.gpu_ids, w.lease_id))
+        except ConnectionError as exc:
+            fut = self.core.io.loop.create_future()
+            fut.set_exception(exc)
+        fut.add_done_callback(lambda f, w=w, task=task: self._on_reply(w, task, f))
+
+    def _on_reply(self, w: LeasedWorker, task: PendingTask, fut: asyncio.Future) -> None:
+        w.inflight -= 1
+        task.worker = None
+        state = self._keys.get(task.key)
+        exc = fut.exception()
+        if exc is not None:
+            if not w.dead:
+                self._worker_lost(state, w)
+            self._system_failure(task, w, exc)
+        else:
+            reply: cw.PushTaskReply = fut.result()
+            if state is not None:
+                avg = state.avg_duration
+                state.avg_duration = (reply.duration if avg is None
+                                      else 0.8 * avg + 0.2 * reply.duration)
+            if reply.worker_exiting:
+                self._drop_worker(state, w, failed=False)
+            if (reply.is_application_error and reply.retryable and not task.cancelled
+                    and task.retries_left != 0):
+                self._retry(task)
+            elif task.cancelled and reply.is_application_error:
+                self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
+            else:
+                self._store_returns(task, reply.returns, reply.num_generator_items)
+        if state is not None:
+            self._pump(state)
+
+    async def _request_lease(self, state: KeyState, lease_id: bytes) -> None:
+        key = state.key
+        request = rl.RequestWorkerLease(
+            lease_id=lease_id, job_id=key.job_id, resources=dict(key.resources),
+            strategy=key.strategy, description=key.description, owner=self.core.address,
+            scheduling_key=state.wire_key)
+        raylet = self.core.raylet
+        try:
+            reply = await raylet.call(request)
+            while reply.status == "spillback":
+                raylet = await self.core.connect_raylet(reply.retry_at)
+                if lease_id not in state.pending_leases:
+                    return
+                state.pending_leases[lease_id] = raylet
+                request.grant_or_reject = True
+                reply = await raylet.call(request)
+        except (ConnectionError, rpc.RemoteError) as exc:
+            state.pending_leases.pop(lease_id, None)
+            if raylet is self.core.raylet:
+                self._fail_queue(state, LocalRayletDiedError())
+            else:
+                logger.warning("lease request to a remote raylet failed: %s", exc)
+                self._pump(state)
+            return
+        state.pending_leases.pop(lease_id, None)
+        if reply.status == "granted":
+            try:
+                conn = await self.core.connect_worker(reply.worker)
+            except ConnectionError:
+                raylet.notify(rl.ReturnWorker(reply.lease_id, worker_failed=True))
+                self._pump(state)
+                return
+            state.workers.append(LeasedWorker(conn, reply, raylet))
+        elif reply.status == "failed":
+            self._fail_queue(state, TaskUnschedulableError(reply.message))
+            return
+        self._pump(state)
+
+    def _cancel_pending_leases(self, state: KeyState) -> None:
+        pending, state.pending_leases = state.pending_leases, {}
+        for lease_id, raylet in pending.items():
+            if not raylet.closed:
+                raylet.notify(rl.CancelWorkerLease(lease_id))
+
+    def _idle_expired(self, state: KeyState, w: LeasedWorker) -> None:
+        w.idle_timer = None
+        if w.inflight == 0 and not w.dead and not state.queue:
+            self._drop_worker(state, w, failed=False, return_lease=True)
+
+    def _drop_worker(self, state, w: LeasedWorker, failed: bool,
+                     return_lease: bool = False) -> None:
+        w.dead = True
+        if w.idle_timer is not None:
+            w.idle_timer.cancel()
+            w.idle_timer = None
+        if state is not None and w in state.workers:
+            state.workers.remove(w)
+        if (return_lease or failed) and not w.raylet.closed:
+            w.raylet.notify(rl.ReturnWorker(w.lease_id, worker_failed=failed))
+
+    def _worker_lost(self, state, w: LeasedWorker) -> None:
+        self._drop_worker(state, w, failed=True)
+
+    # --- outcomes -----------------------------------------------------------------
+
+    def _system_failure(self, task: PendingTask, w: LeasedWorker, exc) -> None:
+        if task.cancelled:
+            self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
+        elif task.retries_left != 0:
+            logger.info("retrying task %s after its worker failed: %s",
+                        task.spec.function_name, exc)
+            self._retry(task)
+        else:
+            self.core.io.loop.create_task(self._report_crash(task, w, exc))
+
+    async def _report_crash(self, task: PendingTask, w: LeasedWorker, exc) -> None:
+        cause = ""
+        if not w.raylet.closed:
+            try:
+                reply = await asyncio.wait_for(w.raylet.call(
+                    rl.GetWorkerFailureCause(w.address.worker_id)), 2.0)
+                cause = reply.cause
+                if not cause:  # the raylet may not have reaped it yet
+                    await asyncio.sleep(0.2)
+                    reply = await asyncio.wait_for(w.raylet.call(
+                        rl.GetWorkerFailureCause(w.address.worker_id)), 2.0)
+                    cause = reply.cause
+            except (ConnectionError, asyncio.TimeoutError, rpc.RemoteError):
+                pass
+        cause = cause or f"worker (pid {w.worker_pid}) stopped answering: {exc}"
+        retries = task.spec.max_retries
+        self._finish_with_error(task, WorkerCrashedError(
+            f"The worker running task {task.spec.function_name} died: {cause}. "
+            f"The task was tried {task.spec.attempt + 1} time(s) (max_retries={retries}). "
+            "If the worker ran out of memory, request more with "
+            "`.options(memory=...)`; to retry more often, raise `max_retries`."))
+
+    def _retry(self, task: PendingTask) -> None:
+        if task.retries_left > 0:
+            task.retries_left -= 1
+        task.spec.attempt += 1
+        task.state = TaskState.QUEUED
+        state = self._keys.get(task.key)
+        if state is None:
+            state = self._keys[task.key] = KeyState(task.key)
+        state.queue.appendleft(task)
+        self._pump(state)
+
+    def _fail_queue(self, state: KeyState, err: Exception) -> None:
+        queue, state.queue = state.queue, collections.deque()
+        for task in queue:
+            self._finish_with_error(task, err)
+
+    def _finish_with_error(self, task: PendingTask, err: Exception) -> None:
+        value = error_value(err)
+        self._store_returns(task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
+
+    def _store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:
+        task.state = TaskState.FINISHED
+        self.tasks.pop(task.spec.task_id, None)
+        refs = self.core.references
+        for ret in returns:
+            refs.put_if_referenced(ret.object_id, ret.value)
+        if task.generator is not None:
+            error = returns[0].value if returns and task.spec.num_returns == -1 else None
+            task.generator.finish(num_generator_items, error)
+        task.keep_alive = None
+
+    # --- cancellation ---------------------------------------------------------------
+
+    def cancel(self, task_id: bytes, force: bool) -> bool:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return False
+        task.cancelled = True
+        if task.state is TaskState.QUEUED:
+            state = self._keys.get(task.key)
+            if state is not None and task in state.queue:
+                state.queue.remove(task)
+            self._finish_with_error(task, TaskCancelledError(task_id.hex()))
+        elif task.state is TaskState.RUNNING and task.worker is not None:
+            w = task.worker
+            task.retries_left = 0
+            if force:
+                w.raylet.notify(rl.KillWorker(w.address.worker_id,
+                                              f"task {task.spec.function_name} was "
+                                              "force-cancelled"))
+            else:
+                w.conn.notify(cw.CancelTask(task_id, force=False))
+        return True
+
+    def debug_state(self) -> dict:
+        return {
+            "tasks": len(self.tasks),
+            "keys": {s.key.description: {"queued": len(s.queue), "workers": len(s.workers),
+                                         "pending_leases": len(s.pending_leases)}
+                     for s in self._keys.values()},
+        }

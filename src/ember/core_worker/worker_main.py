@@ -1,0 +1,69 @@
+"""Entry point of a worker process, started by the raylet's worker pool.
+
+Everything the worker needs arrives in ``EMBER_*`` environment variables set by
+the raylet. The worker connects to its raylet, registers, and then runs tasks
+on its main thread until the raylet goes away or tells it to exit.
+
+stdout and stderr are files (see the log monitor). They are wrapped so that the
+first output of each task is preceded by a ``:task_name:`` marker line, which
+lets the driver label lines ``(f pid=...)``; tasks that print nothing pay
+nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+class TaskMarkedStream:
+    """A text stream that writes a task marker before a task's first output."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self.task_name = ""
+        self._marked = None
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        if self._marked != self.task_name:
+            self._marked = self.task_name
+            self._raw.write(("" if self._at_line_start else "\n")
+                            + ":task_name:" + self.task_name + "\n")
+        self._at_line_start = text.endswith("\n")
+        return self._raw.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+def main() -> None:
+    from .. import process_setup
+    process_setup.set_parent_death_signal(signal.SIGKILL)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
+    out, err = TaskMarkedStream(sys.stdout), TaskMarkedStream(sys.stderr)
+    sys.stdout, sys.stderr = out, err
+    process_setup.setup("worker", None, False)
+    env = os.environ
+    from .core_worker import CoreWorker
+    from .executor import TaskExecutor
+    core = CoreWorker(is_driver=False, node_id=bytes.fromhex(env["EMBER_NODE_ID"]),
+                      node_ip=env["EMBER_NODE_IP"], raylet_socket=env["EMBER_RAYLET_SOCKET"],
+                      gcs_address=env["EMBER_GCS_ADDRESS"],
+                      session_dir=env["EMBER_SESSION_DIR"],
+                      worker_id=bytes.fromhex(env["EMBER_WORKER_ID"]))
+    executor = TaskExecutor(core, streams=(out, err))
+    # If the raylet goes away, this worker has no purpose left.
+    core.on_raylet_lost = lambda: os._exit(1)
+    core.connect()
+    executor.run_forever()
+    out.flush()
+    err.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""The exceptions a user of ember can see, with Ray's names and hierarchy.
+
+::
+
+    Exception
+     └── RayError
+          ├── RayTaskError ........... the task raised; also an instance of the cause's class
+          ├── TaskCancelledError ..... ray.cancel() reached the task
+          ├── WorkerCrashedError ..... the worker process died while running the task
+          ├── RayActorError .......... the actor cannot run the call
+          │    ├── ActorDiedError
+          │    └── ActorUnavailableError
+          ├── ActorUnschedulableError / TaskUnschedulableError
+          ├── GetTimeoutError ........ (also a TimeoutError) ray.get(timeout=...) ran out
+          ├── ObjectLostError ........ no copy of the value is reachable
+          │    ├── OwnerDiedError
+          │    ├── ObjectFetchTimedOutError
+          │    ├── ObjectReconstructionFailedError
+          │    └── ReferenceCountingAssertionError
+          ├── ObjectStoreFullError / OutOfDiskError / OutOfMemoryError
+          ├── NodeDiedError / LocalRayletDiedError
+          ├── RaySystemError ......... ember itself failed; the message says where
+          ├── PendingCallsLimitExceeded
+          ├── RuntimeEnvSetupError
+          └── TaskPlacementGroupRemoved / ActorPlacementGroupRemoved
+
+Every message says what happened and, where there is one, what to do about it.
+"""
+from __future__ import annotations
+
+import os
+
+
+class RayError(Exception):
+    """Base of every ember error."""
+
+
+class CrossLanguageError(RayError):
+    pass
+
+
+class RaySystemError(RayError):
+    def __init__(self, client_exc, traceback_str=None):
+        self.client_exc = client_exc
+        self.traceback_str = traceback_str
+        super().__init__(client_exc)
+
+    def __str__(self):
+        msg = f"System error: {self.client_exc}"
+        if self.traceback_str:
+            msg += f"\ntraceback: {self.traceback_str}"
+        return msg
+
+
+class RayTaskError(RayError):
+    """A task or actor method raised an exception.
+
+    ``ray.get`` raises an instance of a class made by :meth:`as_instanceof_cause`,
+    so that ``except ZeroDivisionError`` catches a remote ``1 / 0`` just as
+    ``except RayTaskError`` does.
+    """
+
+    def __init__(self, function_name, traceback_str, cause, proctitle=None,
+                 pid=None, ip=None, actor_repr=None, actor_id=None):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.proctitle = proctitle or f"ember::{function_name}"
+        self.pid = pid if pid is not None else os.getpid()
+        self.ip = ip
+        self.actor_repr = actor_repr
+        self.actor_id = actor_id
+        super().__init__(function_name, traceback_str, cause)
+
+    def __reduce__(self):
+        return RayTaskError, (self.function_name, self.traceback_str, self.cause,
+                              self.proctitle, self.pid, self.ip, self.actor_repr,
+                              self.actor_id)
+
+    def __str__(self):
+        where = f"pid={self.pid}" + (f", ip={self.ip}" if self.ip else "")
+        head = f"{type(self.cause).__name__ if self.cause is not None else 'Error'}"
+        lines = [f"{head}: {self.proctitle}() ({where})"]
+        if self.actor_repr:
+            lines[0] += f", actor={self.actor_repr}"
+        if self.traceback_str:
+            lines.append(self.traceback_str.rstrip())
+        return "\n".join(lines)
+
+    def as_instanceof_cause(self):
+        """Return an exception that is both a RayTaskError and a ``type(cause)``.
+
+        Falls back to plain RayTaskError when the cause's class cannot be
+        subclassed (final classes, or ones whose ``__init__`` needs arguments
+        we do not have, which we avoid by never calling it).
+        """
+        cause_cls = type(self.cause)
+        if self.cause is None or issubclass(cause_cls, RayTaskError):
+            return self
+        cls = _dual_class(cause_cls)
+        if cls is None:
+            return self
+        err = cls.__new__(cls)
+        err.__dict__.update(getattr(self.cause, "__dict__", {}))
+        err.function_name = self.function_name
+        err.traceback_str = self.traceback_str
+        err.cause = self.cause
+        err.proctitle = self.proctitle
+        err.pid = self.pid
+        err.ip = self.ip
+        err.actor_repr = self.actor_repr
+        err.actor_id = self.actor_id
+        err.args = getattr(self.cause, "args", ())
+        return err
+
+
+_dual_classes: dict = {}
+
+
+def _dual_class(cause_cls):
+    cls = _dual_classes.get(cause_cls)
+    if cls is not None:
+        return cls
+    try:
+        def __str__(self):
+            return RayTaskError.__str__(self)
+
+        def __reduce__(self):
+            return RayTaskError.__reduce__(self)
+
+        cls = type(f"RayTaskError({cause_cls.__name__})", (RayTaskError, cause_cls),
+                   {"__str__": __str__, "__reduce__": __reduce__,
+                    "__init__": lambda self, *a, **k: None,
+                    "__module__": cause_cls.__module__})
+        cls.__qualname__ = cls.__name__
+    except TypeError:
+        return None
+    _dual_classes[cause_cls] = cls
+    return cls
+
+
+class TaskCancelledError(RayError):
+    def __init__(self, task_id=None, error_message=None):
+        self.task_id = task_id
+        self.error_message = error_message
+        super().__init__(task_id, error_message)
+
+    def __str__(self):
+        if self.error_message:
+            return self.error_message
+        return f"Task {self.task_id} was cancelled by ray.cancel()."
+
+
+class WorkerCrashedError(RayError):
+    def __init__(self, message="The worker died unexpectedly while executing this task."):
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self):
+        return self.message
+
+
+class RayActorError(RayError):
+    """An actor cannot run the call: it died, or never started."""
+
+    def __init__(self, cause=None, error_msg=None, actor_id=None):
+        self.actor_id = actor_id
+        self.cause = cause
+        if error_msg is None:
+            error_msg = str(cause) if cause is not None else "The actor died unexpectedly."
+        self.error_msg = error_msg
+        super().__init__(error_msg)
+
+    def __str__(self):
+        return self.error_msg
+
+
+class ActorDiedError(RayActorError):
+    pass
+
+
+class ActorUnavailableError(RayActorError):
+    pass
+
+
+class ActorUnschedulableError(RayError):
+    pass
+
+
+class TaskUnschedulableError(RayError):
+    pass
+
+
+class LocalRayletDiedError(RayError):
+    def __str__(self):
+        return "The task's local raylet died. Check raylet.out for more information."
+
+
+class NodeDiedError(RayError):
+    pass
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    """``ray.get`` did not finish within its timeout."""
+
+
+class ObjectStoreFullError(RayError):
+    pass
+
+
+class OutOfDiskError(RayError):
+    pass
+
+
+class OutOfMemoryError(RayError):
+    pass
+
+
+class ObjectLostError(RayError):
+    def __init__(self, object_ref_hex, owner_address=None, call_site="", message=None):
+        self.object_ref_hex = object_ref_hex
+        self.owner_address = owner_address
+        self.call_site = call_site
+        self.message = message
+        super().__init__(object_ref_hex, owner_address, call_site, message)
+
+    def __str__(self):
+        if self.message:
+            return self.message
+        return (f"Failed to retrieve object {self.object_ref_hex}. "
+                "All copies of it are lost.")
+
+
+class OwnerDiedError(ObjectLostError):
+    pass
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    pass
+
+
+class ReferenceCountingAssertionError(ObjectLostError):
+    pass
+
+
+class PendingCallsLimitExceeded(RayError):
+    pass
+
+
+class RuntimeEnvSetupError(RayError):
+    pass
+
+
+class TaskPlacementGroupRemoved(RayError):
+    pass
+
+
+class ActorPlacementGroupRemoved(RayError):
+    pass
+
+
+class AsyncioActorExit(RayError):
+    pass
+
+
+class PlasmaObjectNotAvailable(RayError):
+    pass
+
+
+RAY_EXCEPTION_TYPES = [
+    RayError, RayTaskError, WorkerCrashedError, RayActorError, ObjectStoreFullError,
+    ObjectLostError, GetTimeoutError, TaskCancelledError, OwnerDiedError,
+]

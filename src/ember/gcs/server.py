@@ -1,0 +1,92 @@
+"""The GCS process: cluster metadata, pub/sub and health checks on one event loop.
+
+The server is a thin shell: it owns the listening socket and routes each
+message type to the manager responsible for it (nodes, jobs, kv, pub/sub).
+Managers never touch sockets except through the connections handed to them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from .. import rpc
+from ..config import config
+from ..protocol import gcs as msg
+from ..protocol.raylet import GetNodeState, GetNodeStateReply
+from .job_manager import JobManager
+from .kv_manager import KVManager
+from .node_manager import NodeManager
+from .pubsub import Publisher
+from .storage import make_store_client
+
+logger = logging.getLogger(__name__)
+
+
+class GcsServer:
+    def __init__(self, host: str, port: int, storage: str = "memory"):
+        self.host = host
+        self.port = port
+        self.store = make_store_client(storage)
+        self.publisher = Publisher()
+        self.kv = KVManager(self.store)
+        self.nodes = NodeManager(self.store, self.publisher)
+        self.jobs = JobManager(self.store, self.publisher)
+        self._handlers = {}
+        for manager in (self.kv, self.nodes, self.jobs, self.publisher):
+            self._handlers.update(manager.handlers())
+        self._handlers[GetNodeState] = self.debug_state
+        self._handlers[msg.PublishLogs] = self._publish_logs
+        self._handlers[msg.PublishError] = self._publish_error
+        self._server = None
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        for manager in (self.kv, self.nodes, self.jobs):
+            await manager.load()
+        self._server = await rpc.serve(f"{self.host}:{self.port}", lambda: self._handlers,
+                                       on_close=self._on_close, name="gcs")
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.nodes.start()
+        logger.info("GCS listening on %s:%d (storage: %s)", self.host, self.port,
+                    type(self.store).__name__)
+
+    def _on_close(self, conn) -> None:
+        self.publisher.drop(conn)
+        self.nodes.connection_closed(conn)
+        asyncio.get_running_loop().create_task(self.jobs.connection_closed(conn))
+
+    def _publish_logs(self, conn, req: msg.PublishLogs) -> None:
+        for batch in req.batches:
+            self.publisher.publish(msg.CHANNEL_LOG, batch, batch.job_id)
+
+    def _publish_error(self, conn, req: msg.PublishError) -> None:
+        self.publisher.publish(msg.CHANNEL_ERROR, req.info, req.info.job_id)
+
+    def debug_state(self, conn, req) -> GetNodeStateReply:
+        return GetNodeStateReply({
+            "nodes": self.nodes.debug_state(), "jobs": self.jobs.debug_state(),
+            "kv": self.kv.debug_state(), "subscribers": self.publisher.debug_state(),
+        })
+
+    async def stop(self) -> None:
+        self.nodes.stop()
+        if self._server is not None:
+            self._server.close()
+        await self.store.close()
+        self.stopped.set()
+
+
+async def run(host: str, port: int, port_file: str | None) -> None:
+    server = GcsServer(host, port, config.gcs_storage)
+    await server.start()
+    if port_file:
+        tmp = port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(server.port))
+        os.replace(tmp, port_file)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: loop.create_task(server.stop()))
+    await server.stopped.wait()

@@ -1,0 +1,93 @@
+"""ObjectRefGenerator: what a streaming-generator task returns.
+
+A remote generator function yields values one by one; the executor reports
+each to the owner as soon as it is produced, and the owner's generator hands
+out one ObjectRef per value, in order, blocking until the next one exists.
+It ends (StopIteration) after the last value, or yields one last ref that
+raises the task's error on ``get``.
+"""
+from __future__ import annotations
+
+import threading
+
+from .ids import object_id_for_return
+
+
+class GeneratorState:
+    """Owner-side state, updated on the I/O thread, read by the user's thread."""
+
+    def __init__(self, task_id: bytes):
+        self.task_id = task_id
+        self.available: set[int] = set()
+        self.total: int | None = None
+        self.error = None
+        self.cond = threading.Condition()
+
+    def add_item(self, index: int, object_id: bytes) -> None:
+        with self.cond:
+            self.available.add(index)
+            self.cond.notify_all()
+
+    def finish(self, count: int, error) -> None:
+        with self.cond:
+            self.total = count
+            self.error = error
+            self.cond.notify_all()
+
+
+class ObjectRefGenerator:
+    def __init__(self, state: GeneratorState, owner, core):
+        self._state = state
+        self._owner = owner
+        self._core = core
+        self._next = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        ref = self._next_ref(timeout=None)
+        if ref is None:
+            raise StopIteration
+        return ref
+
+    def _next_ref(self, timeout):
+        from .object_ref import ObjectRef
+        state = self._state
+        index = self._next
+        with state.cond:
+            while index not in state.available and (state.total is None or index < state.total):
+                if state.total is not None and index >= state.total:
+                    break
+                if not state.cond.wait(timeout):
+                    raise TimeoutError("no next value yet")
+            if index in state.available:
+                self._next += 1
+                return ObjectRef(object_id_for_return(state.task_id, index), self._owner)
+            if state.error is not None and index == state.total:
+                # The task failed before yielding anything more: hand out its error once.
+                self._next += 1
+                oid = object_id_for_return(state.task_id, 1 << 20)
+                ref = ObjectRef(oid, self._owner)
+                self._core.store.put(oid, state.error)
+                state.error = None
+                return ref
+            return None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        ref = await loop.run_in_executor(None, self._next_ref, None)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def completed(self):
+        return self._state.total is not None
+
+    def __repr__(self):
+        return f"ObjectRefGenerator({self._state.task_id.hex()})"
+

@@ -1,0 +1,307 @@
+"""Starting and stopping the processes of a node: GCS (head only) and raylet.
+
+``ember.init()`` with no address starts a head node whose processes die with
+the driver (Linux parent-death signal), so nothing outlives a driver killed
+with SIGKILL. ``ember start`` starts the same processes detached, in their own
+session, and records the address in ``<temp_dir>/ember_current_cluster`` for
+``address="auto"`` and ``ember stop``.
+
+Why the GCS and the raylet start in parallel: each takes ~50 ms of Python
+start-up. The GCS port is chosen up front so the raylet can be told it, and
+the raylet retries its connection until the GCS listens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from .config import config
+
+CURRENT_CLUSTER_FILE = "ember_current_cluster"
+
+
+@dataclasses.dataclass
+class NodeProcesses:
+    session_dir: str
+    gcs_address: str
+    node_id: bytes
+    raylet_socket: str
+    node_ip: str
+    processes: list[subprocess.Popen]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the raylet first (it stops its workers), then the GCS."""
+        for proc in self.processes:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                _wait(proc, timeout)
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def new_session_dir() -> str:
+    root = config.temp_dir
+    os.makedirs(root, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+    session = os.path.join(root, f"session_{stamp}_{os.getpid()}")
+    os.makedirs(os.path.join(session, "logs"))
+    os.makedirs(os.path.join(session, "sockets"))
+    latest = os.path.join(root, "session_latest")
+    tmp = latest + f".{os.getpid()}"
+    try:
+        os.symlink(session, tmp)
+        os.replace(tmp, latest)
+    except OSError:
+        pass
+    return session
+
+
+def free_port(host: str = "") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def total_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def available_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def default_object_store_memory() -> int:
+    """30% of RAM, as in Ray, capped by config.object_store_memory_cap."""
+    return min(int(total_memory() * 0.3), config.object_store_memory_cap)
+
+
+def detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or visible.strip() in ("", "NoDevFiles"):
+        return 0
+    return len([d for d in visible.split(",") if d.strip()])
+
+
+def node_resources(num_cpus=None, num_gpus=None, resources=None, memory=None,
+                   object_store_memory=None, node_ip="127.0.0.1",
+                   is_head=False) -> tuple[dict[str, float], int]:
+    """The total resources a new node advertises, with Ray's defaults and names."""
+    resources = dict(resources or {})
+    for name in ("CPU", "GPU"):
+        if name in resources:
+            raise ValueError(
+                f"Use the num_{name.lower()}s argument instead of {name!r} in 'resources'.")
+    for name, value in resources.items():
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"Resource {name!r} must be a non-negative number, got {value!r}.")
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+    store = object_store_memory or default_object_store_memory()
+    total = {
+        "CPU": float(os.cpu_count() if num_cpus is None else num_cpus),
+        "GPU": float(detect_gpus() if num_gpus is None else num_gpus),
+        "memory": float(memory if memory is not None else int(available_memory() * 0.7)),
+        "object_store_memory": float(store),
+        f"node:{node_ip}": 1.0,
+    }
+    if is_head:
+        total["node:__internal_head__"] = 1.0
+    total.update({k: float(v) for k, v in resources.items()})
+    return {k: v for k, v in total.items() if v > 0}, store
+
+
+def _log_path(session_dir: str, name: str) -> str:
+    return os.path.join(session_dir, "logs", name)
+
+
+def _spawn(args: list[str], session_dir: str, name: str, detached: bool) -> subprocess.Popen:
+    out = open(_log_path(session_dir, name + ".out"), "ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args, "--log-file", _log_path(session_dir, name + ".log")]
+            + ([] if detached else ["--die-with-parent"]),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=detached, close_fds=True)
+    finally:
+        out.close()
+
+
+def start_gcs(session_dir: str, port: int, detached: bool, host: str = "0.0.0.0"):
+    port = port or free_port()
+    proc = _spawn(["ember.gcs", "--host", host, "--port", str(port)], session_dir, "gcs",
+                  detached)
+    return proc, port
+
+
+def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources: dict,
+                 labels: dict | None, object_store_memory: int, is_head: bool,
+                 detached: bool, port: int = 0, node_id: bytes | None = None):
+    node_id = node_id or os.urandom(28)
+    proc = _spawn(["ember.raylet", "--node-id", node_id.hex(), "--gcs-address", gcs_address,
+                   "--session-dir", session_dir, "--node-ip", node_ip, "--port", str(port),
+                   "--resources", json.dumps(resources), "--labels", json.dumps(labels or {}),
+                   "--object-store-memory", str(object_store_memory)]
+                  + (["--head"] if is_head else []),
+                  session_dir, f"raylet-{node_id.hex()[:12]}", detached)
+    socket_path = os.path.join(session_dir, "sockets", f"raylet-{node_id.hex()[:12]}")
+    return proc, node_id, socket_path
+
+
+def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
+               object_store_memory=None, labels=None, port: int = 0,
+               node_ip: str = "127.0.0.1", detached: bool = False) -> NodeProcesses:
+    total, store = node_resources(num_cpus, num_gpus, resources, memory,
+                                  object_store_memory, node_ip, is_head=True)
+    session_dir = new_session_dir()
+    gcs_proc, gcs_port = start_gcs(session_dir, port, detached)
+    gcs_address = f"{node_ip}:{gcs_port}"
+    raylet_proc, node_id, socket_path = start_raylet(
+        session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
+        labels=labels, object_store_memory=store, is_head=True, detached=detached)
+    # Raylet first in the list: it is stopped first, so it can stop its workers.
+    return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip,
+                         [raylet_proc, gcs_proc])
+
+
+def write_current_cluster(gcs_address: str) -> None:
+    os.makedirs(config.temp_dir, exist_ok=True)
+    with open(os.path.join(config.temp_dir, CURRENT_CLUSTER_FILE), "w") as f:
+        f.write(gcs_address)
+
+
+def read_current_cluster() -> str | None:
+    try:
+        with open(os.path.join(config.temp_dir, CURRENT_CLUSTER_FILE)) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def clear_current_cluster() -> None:
+    try:
+        os.unlink(os.path.join(config.temp_dir, CURRENT_CLUSTER_FILE))
+    except FileNotFoundError:
+        pass
+
+
+def wait_for_socket(path: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def start_worker_node(*, gcs_address: str, num_cpus=None, num_gpus=None, resources=None,
+                      memory=None, object_store_memory=None, labels=None,
+                      node_ip: str = "127.0.0.1", detached: bool = True,
+                      session_dir: str | None = None) -> NodeProcesses:
+    """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
+    total, store = node_resources(num_cpus, num_gpus, resources, memory,
+                                  object_store_memory, node_ip, is_head=False)
+    session_dir = session_dir or new_session_dir()
+    proc, node_id, socket_path = start_raylet(
+        session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
+        labels=labels, object_store_memory=store, is_head=False, detached=detached)
+    return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip, [proc])
+
+
+def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0) -> bool:
+    """Block until the GCS lists ``node_id`` as alive."""
+    import uvloop
+
+    from . import rpc
+    from .protocol import gcs as gcs_msg
+
+    async def poll():
+        deadline = time.monotonic() + timeout
+        conn = await rpc.connect(gcs_address, name="gcs", timeout=timeout)
+        try:
+            while time.monotonic() < deadline:
+                reply = await conn.call(gcs_msg.GetAllNodes(), timeout=timeout)
+                if any(n.node_id == node_id and n.alive for n in reply.nodes):
+                    return True
+                await asyncio.sleep(0.01)
+            return False
+        finally:
+            conn.close()
+    import asyncio
+    try:
+        return uvloop.run(poll())
+    except ConnectionError:
+        return False
+
+
+#: Command-line markers of ember's daemon processes, for `ember stop`.
+PROCESS_MARKERS = ("ember.gcs", "ember.raylet", "ember.core_worker.worker_main")
+
+
+def find_ember_processes() -> list:
+    import psutil
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.pid != os.getpid() and any(
+                "-m" == a and i + 1 < len(cmdline) and cmdline[i + 1] in PROCESS_MARKERS
+                for i, a in enumerate(cmdline)):
+            found.append(proc)
+    return found
+
+
+def stop_all_processes(force: bool = False, grace_period: float = 10.0) -> int:
+    """Stop every ember daemon on this machine; raylets first, so they stop their workers."""
+    import psutil
+    procs = find_ember_processes()
+    order = {m: i for i, m in enumerate(("ember.raylet", "ember.core_worker.worker_main",
+                                          "ember.gcs"))}
+
+    def rank(p):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            return 9
+        return min((order[m] for m in order if m in cmd), default=9)
+    procs.sort(key=rank)
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_period)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return len(procs)
+
+
+def default_node_ip() -> str:
+    """This machine's address as other nodes would reach it; loopback if it has none."""
+    try:
+        ip = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+    return ip

@@ -1,0 +1,95 @@
+"""ObjectRef: a handle to a value that exists, or will exist, somewhere in the cluster.
+
+An ObjectRef carries its object id and its owner's address, so that any process
+holding it can ask the owner for the value. Creating one adds a local
+reference in this process's reference counter and dropping it removes one; the
+owner frees the value when no reference is left anywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+from .core_worker import context
+from .core_worker.serialization import record_ref
+
+
+class ObjectRef:
+    __slots__ = ("_id", "_owner", "_counted", "__weakref__")
+
+    def __init__(self, object_id: bytes, owner=None, *, _add_ref: bool = True):
+        self._id = object_id
+        self._owner = owner
+        core = context.core
+        self._counted = _add_ref and core is not None
+        if self._counted:
+            core.references.add_local_ref(object_id, owner)
+
+    def __del__(self):
+        if self._counted:
+            core = context.core
+            if core is not None:
+                try:
+                    core.references.remove_local_ref(self._id)
+                except Exception:  # interpreter shutdown
+                    pass
+
+    # --- identity -------------------------------------------------------------
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self):
+        from .ids import TaskID
+        return TaskID(self._id[:24])
+
+    def owner_address(self):
+        return self._owner
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __eq__(self, other):
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __repr__(self):
+        return f"ObjectRef({self._id.hex()})"
+
+    def __reduce__(self):
+        record_ref(self._id, self._owner)
+        return _rebuild, (self._id, self._owner)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    # --- waiting ----------------------------------------------------------------
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future that resolves to the value (or its error)."""
+        return context.require_core("ObjectRef.future()").future_for(self)
+
+    def __await__(self):
+        return self.as_future().__await__()
+
+    def as_future(self) -> asyncio.Future:
+        """An asyncio future on the running loop that resolves to the value."""
+        return asyncio.wrap_future(self.future())
+
+    def _on_completed(self, callback):
+        fut = self.future()
+        fut.add_done_callback(lambda f: callback(f.result() if f.exception() is None
+                                                 else f.exception()))
+
+
+def _rebuild(object_id: bytes, owner) -> ObjectRef:
+    ref = ObjectRef(object_id, owner)
+    core = context.core
+    if core is not None:
+        core.references.add_borrowed(object_id, owner)
+    return ref

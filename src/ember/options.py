@@ -1,0 +1,177 @@
+"""Validation of ``@remote`` and ``.options()`` arguments, shared by tasks and actors.
+
+Each option has a type and a check, as in Ray: a value of the wrong type raises
+``TypeError``, a value of the right type that makes no sense raises
+``ValueError``, and an unknown keyword raises ``ValueError`` listing the valid
+ones. Every message names the function or class it was given for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from .protocol.common import SchedulingStrategy
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    types: tuple
+    check: typing.Callable[[typing.Any], str | None] | None = None
+
+
+def _non_negative(name):
+    def check(value):
+        if value is not None and value < 0:
+            return f"The resource {name!r} cannot be negative, got {value}."
+        return None
+    return check
+
+
+def _num_returns(value):
+    if value is None or value in ("streaming", "dynamic"):
+        return None
+    if isinstance(value, int) and value >= 0:
+        return None
+    return ("'num_returns' only accepts None, a non-negative integer, 'streaming' "
+            f"(for generators), or 'dynamic'; got {value!r}.")
+
+
+def _resources(value):
+    if value is None:
+        return None
+    for name, amount in value.items():
+        if name in ("CPU", "GPU"):
+            return (f"Use the 'num_{name.lower()}s' keyword instead of {name!r} in "
+                    "'resources'.")
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool):
+            return f"The resource {name!r} must be a number, got {amount!r}."
+        if amount < 0:
+            return f"The resource {name!r} cannot be negative, got {amount}."
+    return None
+
+
+def _retry_exceptions(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (list, tuple)) and all(
+            isinstance(v, type) and issubclass(v, BaseException) for v in value):
+        return None
+    return ("'retry_exceptions' must be a bool or a list of exception types, "
+            f"got {value!r}.")
+
+
+def _gpus(value):
+    if value is not None and value > 1 and value != int(value):
+        return f"'num_gpus' above 1 must be a whole number, got {value}."
+    return _non_negative("num_gpus")(value)
+
+
+def _max_retries(value):
+    if value is not None and value < -1:
+        return f"'max_retries' must be -1 (retry forever) or >= 0, got {value}."
+    return None
+
+
+_number = (int, float, type(None))
+
+COMMON_OPTIONS = {
+    "num_cpus": Option(_number, _non_negative("num_cpus")),
+    "num_gpus": Option(_number, _gpus),
+    "resources": Option((dict, type(None)), _resources),
+    "memory": Option(_number, _non_negative("memory")),
+    "accelerator_type": Option((str, type(None))),
+    "name": Option((str, type(None))),
+    "scheduling_strategy": Option((str, SchedulingStrategy, object, type(None))),
+    "runtime_env": Option((dict, type(None))),
+    "label_selector": Option((dict, type(None))),
+    "_metadata": Option((dict, type(None))),
+    "enable_task_events": Option((bool,)),
+    "object_store_memory": Option(_number, _non_negative("object_store_memory")),
+    "placement_group": Option((object,)),
+    "placement_group_bundle_index": Option((int,)),
+    "placement_group_capture_child_tasks": Option((bool, type(None))),
+}
+
+TASK_OPTIONS = dict(COMMON_OPTIONS, **{
+    "num_returns": Option((int, str, type(None)), _num_returns),
+    "max_retries": Option((int, type(None)), _max_retries),
+    "retry_exceptions": Option((bool, list, tuple), _retry_exceptions),
+    "max_calls": Option((int, type(None)), _non_negative("max_calls")),
+    "_generator_backpressure_num_objects": Option((int, type(None))),
+})
+
+ACTOR_OPTIONS = dict(COMMON_OPTIONS, **{
+    "max_restarts": Option((int,), lambda v: None if v >= -1 else
+                           f"'max_restarts' must be -1 or >= 0, got {v}."),
+    "max_task_retries": Option((int,), lambda v: None if v >= -1 else
+                               f"'max_task_retries' must be -1 or >= 0, got {v}."),
+    "max_concurrency": Option((int, type(None)), lambda v: None if v is None or v >= 1 else
+                              f"'max_concurrency' must be >= 1, got {v}."),
+    "max_pending_calls": Option((int,), lambda v: None if v == -1 or v >= 1 else
+                                f"'max_pending_calls' must be -1 or >= 1, got {v}."),
+    "namespace": Option((str, type(None))),
+    "lifetime": Option((str, type(None)), lambda v: None if v in (None, "detached",
+                                                                   "non_detached") else
+                       f"'lifetime' must be 'detached' or 'non_detached', got {v!r}."),
+    "get_if_exists": Option((bool,)),
+    "concurrency_groups": Option((dict, list, type(None))),
+    "allow_out_of_order_execution": Option((bool,)),
+})
+
+
+def validate(options: dict, valid: dict, what: str) -> None:
+    """Raise for the first bad option in ``options``; ``what`` names the target."""
+    for key, value in options.items():
+        spec = valid.get(key)
+        if spec is None:
+            raise ValueError(
+                f"Invalid option keyword {key!r} for {what}. "
+                f"Valid ones are {sorted(valid)}.")
+        if object not in spec.types and not isinstance(value, spec.types):
+            raise TypeError(
+                    f"The type of option {key!r} for {what} must be one of "
+                f"{[t.__name__ for t in spec.types]}, but got {type(value).__name__} "
+                f"({value!r}).")
+        if isinstance(value, bool) and key in ("num_cpus", "num_gpus", "memory", "max_calls",
+                                               "max_retries", "num_returns"):
+            raise TypeError(f"Option {key!r} for {what} must be a number, not a bool.")
+        if spec.check is not None and value is not None:
+            problem = spec.check(value)
+            if problem:
+                raise ValueError(f"{what}: {problem}")
+
+
+def resource_request(options: dict, default_cpus: float) -> dict[str, float]:
+    """The resources a task or actor asks for, in the names nodes advertise."""
+    resources = {}
+    cpus = options.get("num_cpus")
+    resources["CPU"] = default_cpus if cpus is None else float(cpus)
+    gpus = options.get("num_gpus")
+    if gpus:
+        resources["GPU"] = float(gpus)
+    memory = options.get("memory")
+    if memory:
+        resources["memory"] = float(memory)
+    for name, amount in (options.get("resources") or {}).items():
+        resources[name] = float(amount)
+    return {k: v for k, v in resources.items() if v}
+
+
+def scheduling_strategy(options: dict, what: str) -> SchedulingStrategy:
+    """Convert the user's ``scheduling_strategy`` option to its wire form."""
+    value = options.get("scheduling_strategy")
+    if value is None or value == "DEFAULT":
+        strategy = SchedulingStrategy()
+    elif value == "SPREAD":
+        strategy = SchedulingStrategy(kind="SPREAD")
+    elif isinstance(value, str):
+        raise ValueError(
+            f"{what}: scheduling_strategy {value!r} is not valid; use 'DEFAULT', 'SPREAD', "
+            "or a strategy object from ember.util.scheduling_strategies.")
+    elif hasattr(value, "to_wire"):
+        strategy = value.to_wire()
+    else:
+        raise TypeError(
+            f"{what}: scheduling_strategy must be 'DEFAULT', 'SPREAD' or a strategy object "
+            f"from ember.util.scheduling_strategies, got {type(value).__name__}.")
+    return strategy

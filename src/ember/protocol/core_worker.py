@@ -1,0 +1,109 @@
+"""Messages between core workers: task pushes, replies, object status, cancellation."""
+from __future__ import annotations
+
+import msgspec
+
+from .common import Address, Message, SerializedValue
+
+
+class TaskArg(msgspec.Struct, array_like=True, gc=False):
+    """One argument: an inline value, or a reference the executor must fetch."""
+
+    value: SerializedValue | None = None
+    object_id: bytes = b""
+    owner: Address | None = None
+
+
+class TaskSpec(msgspec.Struct, array_like=True, gc=False):
+    task_id: bytes
+    job_id: bytes
+    #: Key of the pickled function in the GCS key-value store.
+    function_id: bytes
+    #: Qualified name, shown in errors, logs and ``ember status``.
+    function_name: str
+    args: list[TaskArg]
+    #: The last ``len(kwarg_names)`` args are keyword arguments.
+    kwarg_names: list[str]
+    #: >= 0 a fixed count; -1 a streaming generator.
+    num_returns: int
+    owner: Address
+    resources: dict[str, float]
+    max_retries: int = 0
+    retry_exceptions: bool = False
+    #: Pickled tuple of exception classes; b"" means any exception.
+    retry_exception_allowlist: bytes = b""
+    attempt: int = 0
+    max_calls: int = 0
+    name: str = ""
+    # --- actor tasks ---
+    actor_id: bytes = b""
+    #: Per-caller sequence number for ordering actor calls.
+    sequence_number: int = 0
+    method_name: str = ""
+    concurrency_group: str = ""
+    is_actor_creation: bool = False
+    #: Pickled actor creation options (max_concurrency, groups, ...).
+    actor_options: bytes = b""
+
+
+class PushTask(Message):
+    spec: TaskSpec
+    #: GPU ids the lease holds, exported as CUDA_VISIBLE_DEVICES.
+    gpu_ids: list[int] = []
+    #: The lease this push runs under.
+    lease_id: bytes = b""
+
+
+class ReturnObject(msgspec.Struct, array_like=True, gc=False):
+    object_id: bytes
+    value: SerializedValue
+
+
+class PushTaskReply(Message):
+    returns: list[ReturnObject]
+    #: The task raised; ``returns`` hold the error.
+    is_application_error: bool = False
+    #: The error matches retry_exceptions, so the owner may retry.
+    retryable: bool = False
+    #: The worker exits after this reply (max_calls reached, exit_actor).
+    worker_exiting: bool = False
+    #: Streaming generators: how many items were reported.
+    num_generator_items: int = 0
+    #: Seconds the task ran, so owners pipeline only short tasks.
+    duration: float = 0.0
+
+
+class GeneratorItem(Message):
+    """One value yielded by a streaming generator task, sent as it is produced."""
+
+    task_id: bytes
+    index: int
+    value: ReturnObject
+
+
+class CancelTask(Message):
+    task_id: bytes
+    force: bool = False
+    recursive: bool = True
+
+
+class CancelTaskReply(Message):
+    attempted: bool
+
+
+class GetObjectStatus(Message):
+    """A borrower asks the owner for an object; the owner answers once it is ready."""
+
+    object_id: bytes
+
+
+class GetObjectStatusReply(Message):
+    #: "ready", "freed"
+    status: str
+    value: SerializedValue | None = None
+
+
+class Exit(Message):
+    """Ask a worker to exit (its job ended or the node stops)."""
+
+    reason: str = ""

@@ -1,0 +1,98 @@
+"""Messages of the raylet service: worker registration, leases, node state."""
+from __future__ import annotations
+
+from .common import Address, Message, SchedulingStrategy
+
+
+class RegisterWorker(Message):
+    """The first message a worker or driver sends on its raylet connection."""
+
+    worker_id: bytes
+    pid: int
+    address: Address
+    is_driver: bool
+    job_id: bytes = b""
+
+
+class RegisterWorkerReply(Message):
+    node_id: bytes
+    gcs_address: str
+    session_dir: str
+    resources_total: dict[str, float]
+
+
+class RequestWorkerLease(Message):
+    """Ask for a worker that holds ``resources`` for as long as the lease lasts."""
+
+    lease_id: bytes
+    job_id: bytes
+    resources: dict[str, float]
+    strategy: SchedulingStrategy
+    #: What the lease is for, for warnings and ``ember status`` ("f", "Actor.__init__").
+    description: str
+    owner: Address
+    #: When true the raylet must not spill back: the owner already chose this node.
+    grant_or_reject: bool = False
+    #: Scheduling key: the raylet batches lease requests with the same key.
+    scheduling_key: bytes = b""
+
+
+class WorkerLeaseReply(Message):
+    #: "granted", "spillback", "rejected", "canceled", "failed"
+    status: str
+    worker: Address | None = None
+    worker_pid: int = 0
+    lease_id: bytes = b""
+    gpu_ids: list[int] = []
+    #: For "spillback": the raylet to ask instead.
+    retry_at: Address | None = None
+    message: str = ""
+
+
+class ReturnWorker(Message):
+    lease_id: bytes
+    #: The owner saw the worker fail; do not give it to anyone else.
+    worker_failed: bool = False
+
+
+class CancelWorkerLease(Message):
+    lease_id: bytes
+
+
+class CancelWorkerLeaseReply(Message):
+    canceled: bool
+
+
+class NotifyBlocked(Message):
+    """The worker's task blocks in ``get``; lend its CPUs to other work."""
+
+
+class NotifyUnblocked(Message):
+    pass
+
+
+class KillWorker(Message):
+    worker_id: bytes
+    reason: str = ""
+
+
+class GetWorkerFailureCause(Message):
+    worker_id: bytes
+
+
+class GetWorkerFailureCauseReply(Message):
+    #: "" when the raylet knows nothing of the worker's death (yet).
+    cause: str
+    exit_code: int | None = None
+
+
+class GetNodeState(Message):
+    pass
+
+
+class GetNodeStateReply(Message):
+    state: dict
+
+
+class ShutdownRaylet(Message):
+    reason: str = ""

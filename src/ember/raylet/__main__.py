@@ -1,0 +1,51 @@
+"""Entry point: ``python -m ember.raylet --gcs-address HOST:PORT ...``."""
+import argparse
+import asyncio
+import json
+import os
+import signal
+
+from .. import process_setup
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="ember.raylet")
+    p.add_argument("--node-id", required=True, help="hex node id")
+    p.add_argument("--gcs-address", required=True)
+    p.add_argument("--session-dir", required=True)
+    p.add_argument("--node-ip", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--resources", default="{}", help="JSON dict of total resources")
+    p.add_argument("--labels", default="{}", help="JSON dict of node labels")
+    p.add_argument("--object-store-memory", type=int, default=0)
+    p.add_argument("--head", action="store_true")
+    p.add_argument("--log-file", default=None)
+    p.add_argument("--die-with-parent", action="store_true")
+    args = p.parse_args()
+    process_setup.setup("raylet", args.log_file, args.die_with_parent)
+    process_setup.run_loop(_run(args))
+
+
+async def _run(args) -> None:
+    from .node_manager import Raylet
+    os.makedirs(os.path.join(args.session_dir, "sockets"), exist_ok=True)
+    os.makedirs(os.path.join(args.session_dir, "logs"), exist_ok=True)
+    raylet = Raylet(node_id=bytes.fromhex(args.node_id), gcs_address=args.gcs_address,
+                    session_dir=args.session_dir, node_ip=args.node_ip, port=args.port,
+                    resources=json.loads(args.resources), labels=json.loads(args.labels),
+                    object_store_memory=args.object_store_memory, is_head=args.head)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: loop.create_task(raylet.stop("signal")))
+    try:
+        await raylet.start()
+    except ConnectionError as exc:
+        import logging
+        logging.getLogger(__name__).error("raylet could not start: %s", exc)
+        await raylet.stop("start failed")
+        raise SystemExit(1)
+    await raylet.stopped.wait()
+
+
+if __name__ == "__main__":
+    main()

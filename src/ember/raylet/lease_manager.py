@@ -1,0 +1,208 @@
+"""The local lease manager: grant workers to owners as resources allow.
+
+A lease request that the cluster scheduler placed on this node waits here until
+(1) its resources can be allocated and (2) an idle worker of its job exists.
+Requests are queued per scheduling key, so a large request that cannot fit
+does not block small requests of another key behind it (no head-of-line
+blocking across keys), while requests of one key keep their order.
+
+Resources are allocated before a worker is found: a request that holds its
+resources while a worker starts cannot be overtaken, which keeps big requests
+from starving.
+
+A worker whose task blocks in ``ray.get`` lends its CPUs back (NotifyBlocked)
+so that the tasks it waits on can run; it takes them back when it unblocks,
+even if that briefly oversubscribes the node. Without this, nested tasks
+deadlock a full pool.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+from ..protocol import raylet as msg
+from .resources import Allocation, NodeResources, fixed_request
+from .worker_pool import WorkerHandle, WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+class Lease:
+    """One lease request, from queued to granted to returned."""
+
+    __slots__ = ("request", "fixed", "future", "allocation", "worker", "owner_conn",
+                 "lent", "queued_at")
+
+    def __init__(self, request: msg.RequestWorkerLease, owner_conn):
+        self.request = request
+        self.fixed = fixed_request(request.resources)
+        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.allocation: Allocation | None = None
+        self.worker: WorkerHandle | None = None
+        self.owner_conn = owner_conn
+        #: CPU amount lent back while the worker is blocked.
+        self.lent = 0
+        self.queued_at = time.monotonic()
+
+    @property
+    def lease_id(self) -> bytes:
+        return self.request.lease_id
+
+
+class LocalLeaseManager:
+    def __init__(self, resources: NodeResources, pool: WorkerPool, max_starting: int,
+                 on_resources_changed):
+        self.resources = resources
+        self.pool = pool
+        self.max_starting = max(1, max_starting)
+        self._on_resources_changed = on_resources_changed
+        self._queues: dict[bytes, collections.deque[Lease]] = {}
+        #: Granted leases by id.
+        self.granted: dict[bytes, Lease] = {}
+        self._queued_ids: dict[bytes, Lease] = {}
+        self._dispatch_scheduled = False
+
+    # --- queueing ---------------------------------------------------------------
+
+    def queue(self, lease: Lease) -> None:
+        key = lease.request.scheduling_key
+        self._queues.setdefault(key, collections.deque()).append(lease)
+        self._queued_ids[lease.lease_id] = lease
+        self.dispatch()
+
+    def cancel(self, lease_id: bytes) -> bool:
+        lease = self._queued_ids.pop(lease_id, None)
+        if lease is None:
+            return False
+        self._queues[lease.request.scheduling_key].remove(lease)
+        self._release(lease)
+        if not lease.future.done():
+            lease.future.set_result(msg.WorkerLeaseReply("canceled", lease_id=lease_id))
+        self.schedule_dispatch()
+        return True
+
+    def schedule_dispatch(self) -> None:
+        """Dispatch at the end of this loop turn, once, however often it is asked."""
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self.dispatch)
+
+    def dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        changed = False
+        need_workers: dict[bytes, int] = {}
+        for key, queue in list(self._queues.items()):
+            while queue:
+                lease = queue[0]
+                if lease.allocation is None:
+                    lease.allocation = self.resources.allocate(lease.fixed)
+                    if lease.allocation is None:
+                        break
+                    changed = True
+                worker = self.pool.pop(lease.request.job_id)
+                if worker is None:
+                    job = lease.request.job_id
+                    need_workers[job] = need_workers.get(job, 0) + 1
+                    break
+                queue.popleft()
+                del self._queued_ids[lease.lease_id]
+                self._grant(lease, worker)
+            if not queue:
+                del self._queues[key]
+        if need_workers:
+            self._start_workers(sum(need_workers.values()))
+        if changed:
+            self._on_resources_changed()
+
+    def _start_workers(self, wanted: int) -> None:
+        starting = self.pool.num_starting()
+        for _ in range(min(wanted, self.max_starting) - starting):
+            self.pool.start_worker()
+
+    def _grant(self, lease: Lease, worker: WorkerHandle) -> None:
+        worker.lease = lease
+        lease.worker = worker
+        self.granted[lease.lease_id] = lease
+        reply = msg.WorkerLeaseReply(
+            "granted", worker=worker.address, worker_pid=worker.pid,
+            lease_id=lease.lease_id, gpu_ids=lease.allocation.instance_ids("GPU"))
+        if not lease.future.done():
+            lease.future.set_result(reply)
+
+    # --- ending -----------------------------------------------------------------
+
+    def return_worker(self, lease_id: bytes, worker_failed: bool) -> None:
+        lease = self.granted.pop(lease_id, None)
+        if lease is None:
+            return
+        self._release(lease)
+        worker = lease.worker
+        if worker_failed:
+            self.pool.kill(worker, "its owner reported it failed")
+        else:
+            self.pool.push(worker)
+        self.dispatch()
+        self._on_resources_changed()
+
+    def worker_died(self, worker: WorkerHandle) -> None:
+        lease = worker.lease
+        if lease is not None and self.granted.pop(lease.lease_id, None) is not None:
+            self._release(lease)
+            self._on_resources_changed()
+        self.dispatch()
+
+    def owner_gone(self, conn) -> None:
+        """An owner disconnected: cancel its queued requests, stop its leased workers."""
+        for lease in list(self._queued_ids.values()):
+            if lease.owner_conn is conn:
+                self.cancel(lease.lease_id)
+        for lease in list(self.granted.values()):
+            if lease.owner_conn is conn:
+                self.granted.pop(lease.lease_id, None)
+                self._release(lease)
+                self.pool.kill(lease.worker, "the owner of its lease exited")
+        self.dispatch()
+
+    def _release(self, lease: Lease) -> None:
+        if lease.allocation is not None:
+            if lease.lent:
+                self.resources.reclaim(lease.lent)
+                lease.lent = 0
+            self.resources.release(lease.allocation)
+            lease.allocation = None
+
+    # --- blocking ---------------------------------------------------------------
+
+    def blocked(self, worker: WorkerHandle) -> None:
+        lease = worker.lease
+        if lease is None or lease.allocation is None or lease.lent:
+            return
+        lease.lent = self.resources.lend(lease.allocation)
+        if lease.lent:
+            self.dispatch()
+            self._on_resources_changed()
+
+    def unblocked(self, worker: WorkerHandle) -> None:
+        lease = worker.lease
+        if lease is None or not lease.lent:
+            return
+        self.resources.reclaim(lease.lent)
+        lease.lent = 0
+        self._on_resources_changed()
+
+    # --- introspection ----------------------------------------------------------
+
+    def queued(self) -> list[Lease]:
+        return list(self._queued_ids.values())
+
+    def debug_state(self) -> dict:
+        return {
+            "queued": len(self._queued_ids),
+            "granted": len(self.granted),
+            "queued_by_key": {
+                (q[0].request.description if q else "?"): len(q)
+                for q in self._queues.values()
+            },
+        }

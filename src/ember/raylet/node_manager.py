@@ -1,0 +1,348 @@
+"""The raylet process: one per node. Wires the node's components to the network.
+
+- Registers the node with the GCS, answers its health checks, reports
+  resource availability, and follows node and job events.
+- Serves workers and drivers on a Unix socket (same node) and TCP (other
+  nodes): registration, lease requests, lease returns, blocking notices.
+- Places each lease request with the cluster scheduler: here (into the local
+  lease manager), elsewhere (spillback reply), or nowhere yet (infeasible
+  queue, with a warning to the job's driver).
+
+The per-task path does not pass through here: owners push tasks straight to
+leased workers.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+from .. import rpc
+from ..config import config
+from ..protocol import gcs as gcs_msg
+from ..protocol import raylet as msg
+from ..protocol.common import Address
+from .lease_manager import Lease, LocalLeaseManager
+from .log_monitor import LogMonitor
+from .resources import NodeResources
+from .scheduler import ClusterView, NodeView, pick_node
+from .worker_pool import WorkerHandle, WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+class Raylet:
+    def __init__(self, *, node_id: bytes, gcs_address: str, session_dir: str,
+                 node_ip: str, port: int, resources: dict[str, float],
+                 labels: dict[str, str], object_store_memory: int, is_head: bool):
+        self.node_id = node_id
+        self.gcs_address = gcs_address
+        self.session_dir = session_dir
+        self.node_ip = node_ip
+        self.port = port
+        self.labels = labels
+        self.object_store_memory = object_store_memory
+        self.is_head = is_head
+        self.socket_path = os.path.join(session_dir, "sockets",
+                                        f"raylet-{node_id.hex()[:12]}")
+        self.resources = NodeResources(resources)
+        num_cpus = int(resources.get("CPU", 0))
+        env = dict(os.environ,
+                   EMBER_RAYLET_SOCKET=self.socket_path,
+                   EMBER_NODE_ID=node_id.hex(),
+                   EMBER_NODE_IP=node_ip,
+                   EMBER_GCS_ADDRESS=gcs_address,
+                   EMBER_SESSION_DIR=session_dir)
+        soft_limit = config.idle_worker_soft_limit
+        self.pool = WorkerPool(node_id, session_dir, env,
+                               soft_limit if soft_limit >= 0 else max(num_cpus, 1),
+                               on_worker_ready=self._on_worker_ready,
+                               on_worker_dead=self._on_worker_dead)
+        self.leases = LocalLeaseManager(self.resources, self.pool,
+                                        max_starting=max(num_cpus, 1),
+                                        on_resources_changed=self._resources_changed)
+        self.view = ClusterView(node_id)
+        self.view.nodes[node_id] = NodeView(node_id, self.resources, labels)
+        self._raylet_addresses: dict[bytes, Address] = {}
+        self.log_monitor = LogMonitor(node_ip, self._publish)
+        self.gcs: rpc.Connection | None = None
+        self._servers = []
+        self._infeasible: dict[bytes, Lease] = {}
+        self._report_scheduled = False
+        self._background: list[asyncio.Task] = []
+        self.stopped = asyncio.Event()
+        self.address: Address | None = None
+
+    # --- start and stop -------------------------------------------------------
+
+    async def start(self) -> None:
+        handlers = self._handlers()
+        self._servers.append(await rpc.serve(
+            "unix:" + self.socket_path, lambda: handlers, on_close=self._conn_closed,
+            name="raylet"))
+        tcp = await rpc.serve(f"{self.node_ip}:{self.port}", lambda: handlers,
+                              on_close=self._conn_closed, name="raylet")
+        self._servers.append(tcp)
+        self.port = tcp.sockets[0].getsockname()[1]
+        self.address = Address(self.node_id, self.node_ip, self.port, self.socket_path)
+        self._raylet_addresses[self.node_id] = self.address
+
+        num_prestart = config.num_prestart_workers
+        if num_prestart < 0:
+            num_prestart = int(self.resources.as_floats("total").get("CPU", 0))
+        self.pool.prestart(num_prestart)
+
+        self.gcs = await rpc.connect(self.gcs_address, self._gcs_handlers(), name="gcs",
+                                     on_close=self._gcs_lost)
+        info = gcs_msg.NodeInfo(
+            node_id=self.node_id, ip=self.node_ip, hostname=socket.gethostname(),
+            raylet=self.address, resources_total=self.resources.as_floats("total"),
+            labels=self.labels, is_head=self.is_head, start_time=time.time(),
+            object_store_memory=self.object_store_memory, session_dir=self.session_dir)
+        reply = await self.gcs.call(gcs_msg.RegisterNode(info))
+        for node in reply.nodes:
+            self._update_node(node)
+        await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB]))
+        self.pool.start_reaper()
+        self.log_monitor.start()
+        loop = asyncio.get_running_loop()
+        self._background.append(loop.create_task(self._infeasible_loop()))
+        self._background.append(loop.create_task(self._view_refresh_loop()))
+        logger.info("raylet %s up at %s:%d with %s", self.node_id.hex()[:8], self.node_ip,
+                    self.port, self.resources.as_floats("total"))
+
+    async def stop(self, reason: str = "") -> None:
+        if self.stopped.is_set():
+            return
+        logger.info("raylet stopping%s", f": {reason}" if reason else "")
+        for task in self._background:
+            task.cancel()
+        for server in self._servers:
+            server.close()
+        await self.pool.shutdown()
+        self.log_monitor.stop()
+        if self.gcs is not None and not self.gcs.closed:
+            try:
+                await asyncio.wait_for(self.gcs.call(
+                    gcs_msg.UnregisterNode(self.node_id, reason or "raylet stopped")), 1.0)
+            except (ConnectionError, asyncio.TimeoutError, rpc.RemoteError):
+                pass
+            self.gcs.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        self.stopped.set()
+
+    def _gcs_lost(self, conn) -> None:
+        if not self.stopped.is_set():
+            asyncio.get_running_loop().create_task(self.stop("lost the GCS connection"))
+
+    # --- handlers ---------------------------------------------------------------
+
+    def _handlers(self):
+        return {
+            msg.RegisterWorker: self.register_worker,
+            msg.RequestWorkerLease: self.request_lease,
+            msg.ReturnWorker: self.return_worker,
+            msg.CancelWorkerLease: self.cancel_lease,
+            msg.NotifyBlocked: self.notify_blocked,
+            msg.NotifyUnblocked: self.notify_unblocked,
+            msg.KillWorker: self.kill_worker,
+            msg.GetWorkerFailureCause: self.failure_cause,
+            msg.GetNodeState: self.node_state,
+            msg.ShutdownRaylet: self.shutdown,
+        }
+
+    def _gcs_handlers(self):
+        return {
+            gcs_msg.CheckAlive: lambda conn, req: gcs_msg.CheckAliveReply(self.node_id),
+            gcs_msg.NodeChanged: lambda conn, m: self._update_node(m.info),
+            gcs_msg.JobFinished: lambda conn, m: self.pool.kill_job_workers(m.job_id),
+        }
+
+    def register_worker(self, conn, req: msg.RegisterWorker) -> msg.RegisterWorkerReply:
+        if req.is_driver:
+            conn.peer = ("driver", req.worker_id)
+        else:
+            handle = self.pool.register(req.worker_id, req.pid, conn, req.address)
+            if handle is None:
+                raise RuntimeError(f"unknown worker {req.worker_id.hex()}")
+            conn.peer = ("worker", handle)
+            self.log_monitor.add_worker(handle)
+        return msg.RegisterWorkerReply(self.node_id, self.gcs_address, self.session_dir,
+                                       self.resources.as_floats("total"))
+
+    async def request_lease(self, conn, req: msg.RequestWorkerLease) -> msg.WorkerLeaseReply:
+        lease = Lease(req, conn)
+        decision = pick_node(self.view, lease.fixed, req.strategy,
+                             config.scheduler_spread_threshold)
+        if decision.unschedulable:
+            return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
+                                        message=f"{req.description} cannot be scheduled: "
+                                                f"{decision.unschedulable}.")
+        if decision.infeasible:
+            self._infeasible[req.lease_id] = lease
+            self._warn_infeasible(lease)
+            return await lease.future
+        if decision.node_id != self.node_id and not req.grant_or_reject:
+            address = self._raylet_addresses.get(decision.node_id)
+            if address is not None:
+                return msg.WorkerLeaseReply("spillback", lease_id=req.lease_id,
+                                            retry_at=address)
+        self.leases.queue(lease)
+        return await lease.future
+
+    def return_worker(self, conn, req: msg.ReturnWorker) -> None:
+        self.leases.return_worker(req.lease_id, req.worker_failed)
+
+    def cancel_lease(self, conn, req: msg.CancelWorkerLease) -> msg.CancelWorkerLeaseReply:
+        lease = self._infeasible.pop(req.lease_id, None)
+        if lease is not None:
+            lease.future.set_result(msg.WorkerLeaseReply("canceled", lease_id=req.lease_id))
+            return msg.CancelWorkerLeaseReply(True)
+        return msg.CancelWorkerLeaseReply(self.leases.cancel(req.lease_id))
+
+    def notify_blocked(self, conn, req) -> None:
+        if conn.peer and conn.peer[0] == "worker":
+            self.leases.blocked(conn.peer[1])
+
+    def notify_unblocked(self, conn, req) -> None:
+        if conn.peer and conn.peer[0] == "worker":
+            self.leases.unblocked(conn.peer[1])
+
+    def kill_worker(self, conn, req: msg.KillWorker) -> gcs_msg.Ack:
+        handle = self.pool.workers.get(req.worker_id)
+        if handle is not None:
+            self.pool.kill(handle, req.reason or "it was killed on request")
+        return gcs_msg.Ack()
+
+    def failure_cause(self, conn, req: msg.GetWorkerFailureCause):
+        cause, code = self.pool.failure_cause(req.worker_id)
+        return msg.GetWorkerFailureCauseReply(cause, code)
+
+    def node_state(self, conn, req) -> msg.GetNodeStateReply:
+        return msg.GetNodeStateReply(self.debug_state())
+
+    async def shutdown(self, conn, req: msg.ShutdownRaylet) -> gcs_msg.Ack:
+        asyncio.get_running_loop().call_soon(
+            lambda: asyncio.ensure_future(self.stop(req.reason)))
+        return gcs_msg.Ack()
+
+    # --- events -----------------------------------------------------------------
+
+    def _conn_closed(self, conn) -> None:
+        peer = conn.peer
+        if peer and peer[0] == "worker":
+            self.pool.disconnected(peer[1])
+        self.leases.owner_gone(conn)
+        for lease_id, lease in list(self._infeasible.items()):
+            if lease.owner_conn is conn:
+                del self._infeasible[lease_id]
+
+    def _on_worker_ready(self) -> None:
+        self.leases.schedule_dispatch()
+
+    def _on_worker_dead(self, handle: WorkerHandle) -> None:
+        self.leases.worker_died(handle)
+
+    def _update_node(self, info: gcs_msg.NodeInfo) -> None:
+        if info.node_id == self.node_id:
+            return
+        if info.alive:
+            if info.node_id not in self.view.nodes:
+                self.view.nodes[info.node_id] = NodeView(
+                    info.node_id, NodeResources(info.resources_total), info.labels)
+                self._raylet_addresses[info.node_id] = info.raylet
+                self._retry_infeasible()
+        else:
+            view = self.view.nodes.get(info.node_id)
+            if view is not None:
+                view.alive = False
+
+    def _resources_changed(self) -> None:
+        if not self._report_scheduled:
+            self._report_scheduled = True
+            asyncio.get_running_loop().call_later(
+                config.resource_report_period_s, self._report_resources)
+
+    def _report_resources(self) -> None:
+        self._report_scheduled = False
+        if self.gcs is None or self.gcs.closed:
+            return
+        demand = [lease.request.resources for lease in self._infeasible.values()]
+        self.gcs.notify(gcs_msg.ReportResources(
+            self.node_id, self.resources.as_floats("available"), demand))
+
+    def _publish(self, message) -> None:
+        if self.gcs is not None and not self.gcs.closed:
+            self.gcs.notify(message)
+
+    # --- infeasible requests -------------------------------------------------------
+
+    def _warn_infeasible(self, lease: Lease) -> None:
+        req = lease.request
+        missing = self.resources.missing(lease.fixed)
+        totals = {k: v for k, v in self._cluster_totals().items()}
+        text = (f"The {req.description} requires {req.resources}, but no node in the "
+                f"cluster has that much (missing {missing} on this node; cluster totals "
+                f"{totals}). It will wait until a node that fits joins the cluster. "
+                "Lower the request or add a node with these resources.")
+        logger.warning(text)
+        self._publish(gcs_msg.PublishError(gcs_msg.ErrorInfo(req.job_id, "infeasible", text)))
+        self._resources_changed()
+
+    def _cluster_totals(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for node in self.view.alive():
+            for k, v in node.resources.as_floats("total").items():
+                totals[k] = totals.get(k, 0) + v
+        return totals
+
+    def _retry_infeasible(self) -> None:
+        pending, self._infeasible = self._infeasible, {}
+        for lease in pending.values():
+            decision = pick_node(self.view, lease.fixed, lease.request.strategy,
+                                 config.scheduler_spread_threshold)
+            if decision.infeasible:
+                self._infeasible[lease.lease_id] = lease
+            elif decision.node_id == self.node_id:
+                self.leases.queue(lease)
+            else:
+                lease.future.set_result(msg.WorkerLeaseReply(
+                    "spillback", lease_id=lease.lease_id,
+                    retry_at=self._raylet_addresses[decision.node_id]))
+
+    async def _infeasible_loop(self) -> None:
+        while True:
+            await asyncio.sleep(config.infeasible_warning_period_s)
+            for lease in list(self._infeasible.values()):
+                self._warn_infeasible(lease)
+
+    async def _view_refresh_loop(self) -> None:
+        """Keep other nodes' availability fresh, for spillback decisions."""
+        while True:
+            await asyncio.sleep(max(config.resource_report_period_s, 0.1) * 5)
+            if len(self.view.nodes) <= 1 or self.gcs is None or self.gcs.closed:
+                continue
+            try:
+                reply = await self.gcs.call(gcs_msg.GetAllNodes())
+            except (ConnectionError, rpc.RemoteError):
+                continue
+            for node_id, available in reply.available.items():
+                view = self.view.nodes.get(node_id)
+                if view is not None and node_id != self.node_id:
+                    view.resources.available = {
+                        k: int(round(v * 10000)) for k, v in available.items()}
+
+    def debug_state(self) -> dict:
+        return {
+            "node_id": self.node_id.hex(),
+            "resources_total": self.resources.as_floats("total"),
+            "resources_available": self.resources.as_floats("available"),
+            "leases": self.leases.debug_state(),
+            "infeasible": [lease.request.description for lease in self._infeasible.values()],
+            "worker_pool": self.pool.debug_state(),
+        }

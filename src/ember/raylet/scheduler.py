@@ -1,0 +1,114 @@
+"""The cluster scheduler's policy: which node should run a lease request.
+
+Pure logic over a :class:`ClusterView`, no I/O, so that it can be tested
+exhaustively. The raylet keeps the view fresh from the GCS (node joins and
+deaths, periodic availability reports) and calls :func:`pick_node` for each
+lease request. If the answer is another node, the raylet replies "spillback"
+and the owner asks that node's raylet instead.
+
+Policies, as in Ray:
+
+- DEFAULT (hybrid): stay on the local node while its utilisation is below
+  ``spread_threshold`` and the request fits now; otherwise take the feasible
+  node with the lowest utilisation that fits now, preferring the local node on
+  ties; if nothing fits now, queue where it could fit, local first.
+- SPREAD: rotate over the nodes where the request fits now.
+- NODE_AFFINITY: the named node; if it is dead or can never fit, fall back to
+  DEFAULT when ``soft``, else the request is unschedulable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from ..protocol.common import SchedulingStrategy
+from .resources import NodeResources
+
+
+@dataclasses.dataclass
+class NodeView:
+    node_id: bytes
+    resources: NodeResources
+    labels: dict[str, str]
+    alive: bool = True
+
+
+@dataclasses.dataclass
+class Decision:
+    #: The chosen node, or None.
+    node_id: bytes | None
+    #: No node could ever run the request (a warning is due).
+    infeasible: bool = False
+    #: The request can never run and must fail (hard affinity to a dead node).
+    unschedulable: str = ""
+
+
+class ClusterView:
+    def __init__(self, local_node_id: bytes):
+        self.local_node_id = local_node_id
+        self.nodes: dict[bytes, NodeView] = {}
+        self._spread = itertools.count()
+
+    def alive(self) -> list[NodeView]:
+        return [n for n in self.nodes.values() if n.alive]
+
+
+def _label_match(labels: dict[str, str], constraints: dict) -> bool:
+    for key, (op, values) in constraints.items():
+        present = key in labels
+        if op == "in" and not (present and labels[key] in values):
+            return False
+        if op == "not_in" and present and labels[key] in values:
+            return False
+        if op == "exists" and not present:
+            return False
+        if op == "does_not_exist" and present:
+            return False
+    return True
+
+
+def pick_node(view: ClusterView, request: dict[str, int], strategy: SchedulingStrategy,
+              spread_threshold: float) -> Decision:
+    nodes = view.alive()
+    kind = strategy.kind
+    if kind == "NODE_AFFINITY":
+        target = view.nodes.get(strategy.node_id)
+        if target is not None and target.alive and target.resources.is_feasible(request):
+            if not strategy.soft or target.resources.can_allocate(request):
+                return Decision(target.node_id)
+        if not strategy.soft:
+            why = ("is dead" if target is not None and not target.alive else
+                   "does not exist" if target is None else "can never fit the request")
+            return Decision(None, unschedulable=f"node {strategy.node_id.hex()} {why}")
+    elif kind == "NODE_LABEL":
+        nodes = [n for n in nodes if _label_match(n.labels, strategy.hard_labels)]
+        preferred = [n for n in nodes if _label_match(n.labels, strategy.soft_labels)]
+        if strategy.soft_labels and any(
+                n.resources.can_allocate(request) for n in preferred):
+            nodes = preferred
+
+    feasible = [n for n in nodes if n.resources.is_feasible(request)]
+    if not feasible:
+        return Decision(None, infeasible=True)
+    ready = [n for n in feasible if n.resources.can_allocate(request)]
+
+    if kind == "SPREAD":
+        if ready:
+            ready.sort(key=lambda n: n.node_id)
+            return Decision(ready[next(view._spread) % len(ready)].node_id)
+        return Decision(_least_loaded(feasible, view.local_node_id).node_id)
+
+    local = view.nodes.get(view.local_node_id)
+    if (local is not None and local in ready
+            and local.resources.utilization() < spread_threshold):
+        return Decision(local.node_id)
+    if ready:
+        return Decision(_least_loaded(ready, view.local_node_id).node_id)
+    if local is not None and local in feasible:
+        return Decision(local.node_id)
+    return Decision(_least_loaded(feasible, view.local_node_id).node_id)
+
+
+def _least_loaded(nodes: list[NodeView], local_node_id: bytes) -> NodeView:
+    return min(nodes, key=lambda n: (round(n.resources.utilization(), 3),
+                                     n.node_id != local_node_id, n.node_id))

@@ -1,0 +1,260 @@
+"""The raylet's worker pool: start, register, lend, take back and reap workers.
+
+A worker's life::
+
+    STARTING ──register──► IDLE ◄──return──┐
+       │                    │              │
+       │                    └──pop──► LEASED
+       │                                   │
+       └──────── exit / crash / kill ──────┴──► DEAD
+
+- Workers are started ahead of demand (``prestart``), so the first task of a
+  session does not pay Python's start-up time.
+- A worker is bound to the first job that leases it and only serves that job
+  afterwards: the job's code and ``sys.path`` are loaded into it. When the job
+  ends, its workers are stopped.
+- Idle workers beyond the soft limit are reaped after ``idle_worker_timeout_s``.
+- Each worker's stdout and stderr go to files in the session's ``logs/``; the
+  log monitor reads them for the drivers.
+
+Only the raylet's event loop thread touches the pool.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ..config import config
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"  # process spawned, not registered yet
+    IDLE = "idle"          # registered, waiting in the pool
+    LEASED = "leased"      # lent to an owner under a lease
+    DEAD = "dead"          # exited; kept briefly to answer failure-cause queries
+
+
+class WorkerHandle:
+    def __init__(self, worker_id: bytes, process: subprocess.Popen, log_paths):
+        self.worker_id = worker_id
+        self.process = process
+        self.pid = process.pid
+        self.log_paths = log_paths
+        self.state = WorkerState.STARTING
+        self.conn = None
+        self.address = None
+        #: b"" until the first lease binds the worker to a job.
+        self.job_id = b""
+        self.lease = None
+        self.idle_since = time.monotonic()
+        self.started_at = time.monotonic()
+        self.death_cause = ""
+        self.exit_code: int | None = None
+        #: Set when the raylet itself killed the worker, with the reason.
+        self.kill_reason = ""
+
+
+class WorkerPool:
+    def __init__(self, node_id: bytes, session_dir: str, env: dict[str, str],
+                 soft_limit: int, on_worker_ready, on_worker_dead):
+        self.node_id = node_id
+        self.session_dir = session_dir
+        self.logs_dir = os.path.join(session_dir, "logs")
+        self._env = env
+        self.soft_limit = soft_limit
+        self._on_worker_ready = on_worker_ready
+        self._on_worker_dead = on_worker_dead
+        self.workers: dict[bytes, WorkerHandle] = {}
+        self._idle: list[WorkerHandle] = []
+        self._dead: dict[bytes, WorkerHandle] = {}
+        self._reaper: asyncio.Task | None = None
+
+    # --- starting -------------------------------------------------------------
+
+    def start_worker(self) -> WorkerHandle:
+        worker_id = os.urandom(28)
+        tag = f"worker-{worker_id.hex()[:12]}"
+        out_path = os.path.join(self.logs_dir, tag + ".out")
+        err_path = os.path.join(self.logs_dir, tag + ".err")
+        env = dict(self._env, EMBER_WORKER_ID=worker_id.hex())
+        with open(out_path, "ab") as out, open(err_path, "ab") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ember.core_worker.worker_main"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                close_fds=True)
+        handle = WorkerHandle(worker_id, process, (out_path, err_path))
+        self.workers[worker_id] = handle
+        return handle
+
+    def num_starting(self) -> int:
+        return sum(w.state is WorkerState.STARTING for w in self.workers.values())
+
+    def prestart(self, count: int) -> None:
+        for _ in range(max(0, count - self.num_starting() - len(self._idle))):
+            self.start_worker()
+
+    def register(self, worker_id: bytes, pid: int, conn, address) -> WorkerHandle | None:
+        handle = self.workers.get(worker_id)
+        if handle is None or handle.state is not WorkerState.STARTING:
+            return None
+        handle.conn = conn
+        handle.address = address
+        handle.state = WorkerState.IDLE
+        handle.idle_since = time.monotonic()
+        self._idle.append(handle)
+        self._on_worker_ready()
+        return handle
+
+    # --- lending ----------------------------------------------------------------
+
+    def pop(self, job_id: bytes) -> WorkerHandle | None:
+        """An idle worker for ``job_id``: one already bound to it, else an unbound one."""
+        for i in range(len(self._idle) - 1, -1, -1):
+            if self._idle[i].job_id == job_id:
+                handle = self._idle.pop(i)
+                break
+        else:
+            for i in range(len(self._idle) - 1, -1, -1):
+                if not self._idle[i].job_id:
+                    handle = self._idle.pop(i)
+                    break
+            else:
+                return None
+        handle.job_id = job_id
+        handle.state = WorkerState.LEASED
+        return handle
+
+    def push(self, handle: WorkerHandle) -> None:
+        """A lease ended; the worker waits for the next one."""
+        if handle.state is WorkerState.DEAD:
+            return
+        handle.state = WorkerState.IDLE
+        handle.lease = None
+        handle.idle_since = time.monotonic()
+        self._idle.append(handle)
+
+    def has_idle_for(self, job_id: bytes) -> bool:
+        return any(w.job_id in (job_id, b"") for w in self._idle)
+
+    # --- stopping ---------------------------------------------------------------
+
+    def kill(self, handle: WorkerHandle, reason: str, sig: int = signal.SIGKILL) -> None:
+        if handle.state is WorkerState.DEAD:
+            return
+        handle.kill_reason = handle.kill_reason or reason
+        try:
+            handle.process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_job_workers(self, job_id: bytes) -> None:
+        for handle in list(self.workers.values()):
+            if handle.job_id == job_id:
+                self.kill(handle, f"its job {job_id.hex()} finished", signal.SIGTERM)
+
+    def disconnected(self, handle: WorkerHandle) -> None:
+        """The worker's connection closed: it is exiting or dead. Find out how."""
+        if handle.state is WorkerState.DEAD:
+            return
+        if handle in self._idle:
+            self._idle.remove(handle)
+        handle.state = WorkerState.DEAD
+        self.workers.pop(handle.worker_id, None)
+        self._dead[handle.worker_id] = handle
+        asyncio.get_running_loop().create_task(self._collect_exit(handle))
+
+    async def _collect_exit(self, handle: WorkerHandle) -> None:
+        # The socket closes a moment before the process is reapable.
+        for delay in (0, 0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
+            await asyncio.sleep(delay)
+            code = handle.process.poll()
+            if code is not None:
+                break
+        else:
+            code = None
+        handle.exit_code = code
+        handle.death_cause = describe_exit(handle, code)
+        self._on_worker_dead(handle)
+        # Forget the dead after a while; their causes are only asked for soon after.
+        asyncio.get_running_loop().call_later(60, self._dead.pop, handle.worker_id, None)
+
+    def failure_cause(self, worker_id: bytes):
+        handle = self._dead.get(worker_id)
+        if handle is None:
+            return "", None
+        return handle.death_cause, handle.exit_code
+
+    def start_reaper(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+
+    async def _reap_loop(self) -> None:
+        """Reap idle workers above the soft limit, and workers that never registered."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            surplus = len(self._idle) - self.soft_limit
+            for handle in sorted(self._idle, key=lambda w: w.idle_since):
+                if surplus <= 0:
+                    break
+                if now - handle.idle_since > config.idle_worker_timeout_s:
+                    self._idle.remove(handle)
+                    surplus -= 1
+                    self.kill(handle, "idle", signal.SIGTERM)
+            for handle in list(self.workers.values()):
+                if handle.state is WorkerState.STARTING:
+                    code = handle.process.poll()
+                    if code is not None:
+                        handle.conn = None
+                        self.disconnected(handle)
+                    elif now - handle.started_at > config.worker_register_timeout_s:
+                        self.kill(handle, "it did not register in time")
+
+    async def shutdown(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        handles = list(self.workers.values())
+        for handle in handles:
+            try:
+                handle.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2.0
+        for handle in handles:
+            while handle.process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            if handle.process.poll() is None:
+                handle.process.kill()
+                handle.process.wait()
+
+    def debug_state(self) -> dict:
+        states: dict[str, int] = {}
+        for w in self.workers.values():
+            states[w.state.value] = states.get(w.state.value, 0) + 1
+        return {"workers": states, "recently_dead": len(self._dead)}
+
+
+def describe_exit(handle: WorkerHandle, code: int | None) -> str:
+    """A sentence on how a worker ended, for errors the user reads."""
+    who = f"worker (pid {handle.pid})"
+    if handle.kill_reason:
+        return f"{who} was killed by the raylet because {handle.kill_reason}"
+    if code is None:
+        return f"{who} closed its connection to the raylet and did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (possibly the out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"{who} was killed by {name}{hint}"
+    if code == 0:
+        return f"{who} exited (exit code 0)"
+    return f"{who} exited with exit code {code}; see {handle.log_paths[1]}"

@@ -1,0 +1,178 @@
+"""``@ember.remote`` on a function: RemoteFunction and its ``.remote()`` hot path.
+
+Everything that does not change between calls (the pickled function, its id,
+the resource request, the scheduling key) is computed once per set of options
+and cached, so that ``f.remote()`` only builds the argument list and the task
+spec and hands them to the I/O thread.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import cloudpickle
+
+from . import options as opts
+from .core_worker import context
+from .core_worker.function_manager import function_id_of
+from .core_worker.serialization import serialize
+from .core_worker.task_submitter import SchedulingKey
+from .generator import GeneratorState, ObjectRefGenerator
+from .object_ref import ObjectRef
+from .protocol.core_worker import TaskArg, TaskSpec
+
+DEFAULT_MAX_RETRIES = 3
+
+
+class _Prepared:
+    """What ``.remote()`` needs for one set of options, computed once."""
+
+    __slots__ = ("resources", "strategy", "num_returns", "max_retries", "retry_exceptions",
+                 "allowlist", "max_calls", "name", "key", "job_id")
+
+    def __init__(self, remote_function: "RemoteFunction", options: dict, core):
+        what = remote_function._what
+        self.resources = opts.resource_request(options, default_cpus=1.0)
+        self.strategy = opts.scheduling_strategy(options, what)
+        num_returns = options.get("num_returns")
+        if num_returns is None:
+            num_returns = "streaming" if remote_function._is_generator else 1
+        if num_returns == "dynamic":
+            raise ValueError(f"{what}: num_returns='dynamic' is not supported by ember; "
+                             "use num_returns='streaming', which yields ObjectRefs as "
+                             "values are produced.")
+        self.num_returns = -1 if num_returns == "streaming" else num_returns
+        max_retries = options.get("max_retries")
+        self.max_retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+        retry = options.get("retry_exceptions", False)
+        self.retry_exceptions = bool(retry)
+        self.allowlist = (cloudpickle.dumps(tuple(retry))
+                          if isinstance(retry, (list, tuple)) else b"")
+        max_calls = options.get("max_calls")
+        if max_calls is None:
+            max_calls = 1 if self.resources.get("GPU") else 0
+        self.max_calls = max_calls
+        self.name = options.get("name") or ""
+        self.job_id = core.job_id
+        self.key = SchedulingKey.make(remote_function._function_id,
+                                 tuple(sorted(self.resources.items())), self.strategy,
+                                 core.job_id, f"task {remote_function._qualname}")
+
+
+class RemoteFunction:
+    def __init__(self, function, options: dict):
+        if not callable(function) or inspect.isclass(function):
+            raise TypeError("The @ember.remote decorator must be applied to either a "
+                            "function or a class.")
+        self._function = function
+        self._qualname = f"{function.__module__}.{function.__qualname__}"
+        self._what = f"remote function {self._qualname}"
+        opts.validate(options, opts.TASK_OPTIONS, self._what)
+        self._options = options
+        self._is_generator = inspect.isgeneratorfunction(function) or \
+            inspect.isasyncgenfunction(function)
+        self._pickled: bytes | None = None
+        self._function_id: bytes | None = None
+        self._prepared: _Prepared | None = None
+        self._prepared_job: bytes | None = None
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            "Remote functions cannot be called directly. Instead of running "
+            f"'{self._qualname}()', try '{self._qualname}.remote()'.")
+
+    def options(self, **options) -> "_RemoteFunctionWithOptions":
+        """A copy of this function with some options changed, as in Ray."""
+        merged = dict(self._options, **options)
+        opts.validate(options, opts.TASK_OPTIONS, self._what)
+        return _RemoteFunctionWithOptions(self, merged)
+
+    def remote(self, *args, **kwargs):
+        prepared = self._prepared
+        core = context.core
+        if prepared is None or self._prepared_job != (core.job_id if core else None):
+            prepared = self._prepared = self._prepare(self._options)
+            self._prepared_job = context.core.job_id
+        return self._submit(prepared, args, kwargs)
+
+    def _prepare(self, options: dict) -> _Prepared:
+        core = context.require_core(f"{self._qualname}.remote()")
+        if self._pickled is None:
+            try:
+                self._pickled = cloudpickle.dumps(self._function)
+            except Exception as exc:
+                from .core_worker.serialization import _unpicklable_message
+                raise TypeError(f"Could not serialize {self._what}: "
+                                + _unpicklable_message(self._function, exc)) from exc
+            self._function_id = function_id_of(self._pickled)
+        return _Prepared(self, options, core)
+
+    def _submit(self, p: _Prepared, args, kwargs):
+        core = context.core
+        if core is None:
+            context.require_core(f"{self._qualname}.remote()")
+        core.functions.export(self._function_id, self._pickled)
+        task_args = []
+        keep_alive = []
+        for value in args:
+            task_args.append(_task_arg(value, keep_alive))
+        kwarg_names = list(kwargs)
+        for value in kwargs.values():
+            task_args.append(_task_arg(value, keep_alive))
+        task_id = core.ids.task_id()
+        spec = TaskSpec(task_id=task_id, job_id=core.job_id, function_id=self._function_id,
+                        function_name=self._qualname, args=task_args, kwarg_names=kwarg_names,
+                        num_returns=p.num_returns, owner=core.address, resources=p.resources,
+                        max_retries=p.max_retries, retry_exceptions=p.retry_exceptions,
+                        retry_exception_allowlist=p.allowlist, max_calls=p.max_calls,
+                        name=p.name)
+        if p.num_returns == -1:
+            state = GeneratorState(task_id)
+            core.submit_task(spec, p.key, keep_alive, state)
+            return ObjectRefGenerator(state, core.address, core)
+        refs = core.submit_task(spec, p.key, keep_alive)
+        if p.num_returns == 1:
+            return refs[0]
+        if p.num_returns == 0:
+            return None
+        return refs
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("ember does not support Ray DAGs (.bind()) yet.")
+
+
+class _RemoteFunctionWithOptions:
+    """What ``f.options(...)`` returns: ``.remote()`` with the merged options."""
+
+    def __init__(self, parent: RemoteFunction, options: dict):
+        self._parent = parent
+        self._options = options
+        self._prepared = None
+        self._prepared_job = None
+
+    def remote(self, *args, **kwargs):
+        core = context.core
+        if self._prepared is None or self._prepared_job != (core.job_id if core else None):
+            self._prepared = self._parent._prepare(self._options)
+            self._prepared_job = context.core.job_id
+        return self._parent._submit(self._prepared, args, kwargs)
+
+    def options(self, **options):
+        return self._parent.options(**dict(self._options, **options))
+
+    def __call__(self, *args, **kwargs):
+        return self._parent(*args, **kwargs)
+
+
+def _task_arg(value, keep_alive: list) -> TaskArg:
+    if type(value) is ObjectRef:
+        keep_alive.append(value)
+        return TaskArg(object_id=value._id, owner=value._owner)
+    serialized = serialize(value)
+    if serialized.nested_refs:
+        keep_alive.extend(ObjectRef(r.object_id, r.owner) for r in serialized.nested_refs)
+    return TaskArg(value=serialized)
+
+
+__all__ = ["RemoteFunction"]

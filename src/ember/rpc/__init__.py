@@ -1,0 +1,107 @@
+"""Connections, servers and clients: the one place where ember does network I/O setup.
+
+Addresses are strings: ``"unix:/path/to/socket"`` for a Unix socket (used
+within a node) or ``"host:port"`` for TCP (used between nodes). Connecting
+retries with exponential backoff and jitter until a deadline, because every
+ember process starts in parallel with its peers and must tolerate a server
+that is not listening yet.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+import typing
+
+from ..config import config
+from ..protocol.common import Address
+from .connection import Connection, ConnectionLost, Handler, RemoteError
+
+__all__ = ["Connection", "ConnectionLost", "RemoteError", "connect", "serve",
+           "address_string", "best_address"]
+
+
+def address_string(address: Address, local_node_id: bytes | None = None) -> str:
+    """The string to dial for ``address``: its Unix socket when on the same node."""
+    if address.unix and (local_node_id is None or address.node_id == local_node_id):
+        return "unix:" + address.unix
+    return f"{address.ip}:{address.port}"
+
+
+best_address = address_string
+
+
+def _split(addr: str):
+    if addr.startswith("unix:"):
+        return "unix", addr[5:]
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Bad address {addr!r}: expected 'host:port' or 'unix:/path'.")
+    return "tcp", (host, int(port))
+
+
+async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
+                  timeout: float | None = None, on_close=None,
+                  name: str = "") -> Connection:
+    """Open a connection to ``addr``, retrying until ``timeout`` seconds pass."""
+    loop = asyncio.get_running_loop()
+    kind, where = _split(addr)
+    deadline = time.monotonic() + (config.connect_timeout_s if timeout is None else timeout)
+    delay = config.connect_backoff_initial_s
+    factory = lambda: Connection(handlers, on_close=on_close, name=name or addr)  # noqa: E731
+    while True:
+        try:
+            if kind == "unix":
+                _, conn = await loop.create_unix_connection(factory, where)
+            else:
+                _, conn = await loop.create_connection(factory, where[0], where[1])
+                sock = conn.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return conn
+        except (ConnectionError, FileNotFoundError, OSError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise ConnectionError(
+                    f"Could not connect to {name or 'server'} at {addr}: {exc}. "
+                    "Is the cluster running? Start one with `ember start --head` "
+                    "or call ember.init() without an address."
+                ) from exc
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, config.connect_backoff_max_s)
+
+
+async def serve(addr: str, make_handlers: typing.Callable[[], dict[type, Handler]], *,
+                on_connect=None, on_close=None, name: str = ""):
+    """Listen on ``addr``; each accepted connection gets ``make_handlers()``.
+
+    For TCP, port 0 picks a free port; read it back from the returned server's
+    ``sockets[0].getsockname()``.
+    """
+    loop = asyncio.get_running_loop()
+
+    def factory():
+        conn = Connection(make_handlers(), on_close=on_close, name=name)
+        if on_connect is not None:
+            original = conn.connection_made
+
+            def made(transport, _original=original, _conn=conn):
+                _original(transport)
+                on_connect(_conn)
+            conn.connection_made = made
+        return conn
+
+    kind, where = _split(addr)
+    if kind == "unix":
+        try:
+            os.unlink(where)
+        except FileNotFoundError:
+            pass
+        return await loop.create_unix_server(factory, where, backlog=1024)
+    server = await loop.create_server(factory, where[0], where[1], backlog=1024,
+                                      reuse_address=True)
+    for sock in server.sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return server

@@ -1,0 +1,273 @@
+"""A framed, bidirectional message channel on an asyncio transport.
+
+Why a hand-written ``asyncio.Protocol`` and not streams or gRPC: on 2-core
+machines a uvloop + msgspec round trip over a Unix socket runs at tens of
+thousands per second, gRPC's at under two thousand, and ``StreamReader`` adds a
+coroutine switch per read. The protocol below parses frames straight out of
+``data_received`` and calls handlers synchronously.
+
+Both ends of a connection are equal: either may send requests, replies and
+notifications. A handler is a plain function ``handler(conn, msg)``; it returns
+the reply (or ``None`` for notifications), or a coroutine when it must wait,
+in which case the reply is sent when the coroutine finishes. Synchronous
+handlers keep the hot path free of task creation.
+
+Writes are coalesced: everything sent during one turn of the event loop leaves
+in one ``write`` call at the end of that turn, so a burst of a thousand task
+pushes costs one syscall, not a thousand.
+
+Invariants:
+
+- A connection belongs to the event loop that created it; only that loop's
+  thread may call its methods.
+- Every pending request is failed with ``ConnectionLost`` when the connection
+  closes, so no caller waits forever on a dead peer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import typing
+
+from ..protocol import framing
+from ..protocol.common import ErrorReply
+from ..protocol.framing import ERROR, NOTIFY, REPLY, REQUEST, Envelope
+
+logger = logging.getLogger(__name__)
+
+_unpack_header = struct.Struct("<I").unpack_from
+_pack_header = struct.Struct("<I").pack_into
+_encode_into = framing.encoder.encode_into
+_decode = framing.decoder.decode
+
+Handler = typing.Callable[["Connection", typing.Any], typing.Any]
+
+
+class ConnectionLost(ConnectionError):
+    """The peer went away while a request was outstanding."""
+
+
+class RemoteError(Exception):
+    """The peer's handler raised; carries the remote exception's type name."""
+
+    def __init__(self, error_type: str, message: str):
+        self.error_type = error_type
+        super().__init__(f"{error_type}: {message}")
+
+
+class Connection(asyncio.Protocol):
+    """One end of a framed message channel. See the module docstring."""
+
+    def __init__(self, handlers: dict[type, Handler] | None = None,
+                 on_close: typing.Callable[["Connection"], None] | None = None,
+                 name: str = ""):
+        self.handlers = handlers if handlers is not None else {}
+        self.on_close = on_close
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        #: Anything the owner of this connection wants to remember (e.g. worker id).
+        self.peer: typing.Any = None
+        self._loop = asyncio.get_event_loop()
+        self._pending: dict[int, asyncio.Future] = {}
+        self._next_rid = 1
+        self._rbuf = bytearray()
+        self._wbuf = bytearray()
+        self._wbuffers: list = []
+        self._flush_scheduled = False
+        # Raw buffer frames still expected for the envelope being received.
+        self._awaiting: Envelope | None = None
+        self._awaiting_lengths: list[int] = []
+        self._awaiting_buffers: list = []
+
+    # --- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        self.closed = True
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost(f"connection to {self.name or 'peer'} lost"))
+        if self.on_close is not None:
+            try:
+                self.on_close(self)
+            except Exception:
+                logger.exception("on_close callback failed for %s", self.name)
+
+    def data_received(self, data):
+        buf = self._rbuf
+        buf += data
+        pos = 0
+        end = len(buf)
+        try:
+            while True:
+                if self._awaiting is not None:
+                    need = self._awaiting_lengths[len(self._awaiting_buffers)]
+                    if end - pos < framing.BUFFER_HEADER_SIZE + need:
+                        break
+                    start = pos + framing.BUFFER_HEADER_SIZE
+                    self._awaiting_buffers.append(bytes(buf[start:start + need]))
+                    pos = start + need
+                    if len(self._awaiting_buffers) == len(self._awaiting_lengths):
+                        env, self._awaiting = self._awaiting, None
+                        buffers, self._awaiting_buffers = self._awaiting_buffers, []
+                        self._dispatch(env, buffers)
+                    continue
+                if end - pos < 4:
+                    break
+                (n,) = _unpack_header(buf, pos)
+                if end - pos - 4 < n:
+                    break
+                with memoryview(buf) as view:
+                    env = _decode(view[pos + 4:pos + 4 + n])
+                pos += 4 + n
+                if env.buffers:
+                    self._awaiting = env
+                    self._awaiting_lengths = env.buffers
+                    continue
+                self._dispatch(env, None)
+        finally:
+            if pos:
+                del buf[:pos]
+
+    # --- sending ----------------------------------------------------------------
+
+    def _send(self, kind: int, rid: int, body, buffers=None) -> None:
+        if self.closed:
+            raise ConnectionLost(f"connection to {self.name or 'peer'} is closed")
+        wbuf = self._wbuf
+        start = len(wbuf)
+        env = Envelope(kind, rid, body, [len(b) for b in buffers] if buffers else [])
+        _encode_into(env, wbuf, start + 4)
+        _pack_header(wbuf, start, len(wbuf) - start - 4)
+        if buffers:
+            for b in buffers:
+                wbuf += len(b).to_bytes(8, "little")
+                # Large buffers leave as their own writes, never joined.
+                self._wbuffers.append(bytes(wbuf))
+                self._wbuffers.append(b)
+                wbuf.clear()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or self.transport is None:
+            return
+        if self._wbuffers:
+            pieces, self._wbuffers = self._wbuffers, []
+            if self._wbuf:
+                pieces.append(bytes(self._wbuf))
+                self._wbuf.clear()
+            self.transport.writelines(pieces)
+        elif self._wbuf:
+            data, self._wbuf = self._wbuf, bytearray()
+            self.transport.write(data)
+
+    def notify(self, body, buffers=None) -> None:
+        """Send a one-way message."""
+        self._send(NOTIFY, 0, body, buffers)
+
+    def request(self, body, buffers=None) -> asyncio.Future:
+        """Send a request; the future resolves to the reply message."""
+        rid = self._next_rid
+        self._next_rid = rid + 1
+        fut = self._loop.create_future()
+        self._pending[rid] = fut
+        self._send(REQUEST, rid, body, buffers)
+        return fut
+
+    async def call(self, body, timeout: float | None = None):
+        """Send a request and wait for its reply."""
+        fut = self.request(body)
+        if timeout is None:
+            return await fut
+        return await asyncio.wait_for(fut, timeout)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self._flush()
+            self.transport.close()
+
+    # --- receiving --------------------------------------------------------------
+
+    def _dispatch(self, env: Envelope, buffers) -> None:
+        kind = env.kind
+        if kind == REPLY or kind == ERROR:
+            fut = self._pending.pop(env.rid, None)
+            if fut is None or fut.done():
+                return
+            if kind == REPLY:
+                if buffers is not None:
+                    fut.set_result((env.body, buffers))
+                else:
+                    fut.set_result(env.body)
+            else:
+                fut.set_exception(RemoteError(env.body.error_type, env.body.message))
+            return
+        body = env.body
+        handler = self.handlers.get(type(body))
+        if handler is None:
+            if kind == REQUEST:
+                self._send(ERROR, env.rid, ErrorReply(
+                    "NotImplementedError", f"{self.name or 'peer'} has no handler for {type(body).__name__}"))
+            else:
+                logger.warning("no handler for %s on %s", type(body).__name__, self.name)
+            return
+        try:
+            result = handler(self, body) if buffers is None else handler(self, body, buffers)
+        except Exception as exc:
+            self._reply_error(kind, env.rid, body, exc)
+            return
+        if kind == NOTIFY:
+            if asyncio.iscoroutine(result):
+                task = self._loop.create_task(result)
+                task.add_done_callback(_log_task_error)
+            return
+        if isinstance(result, asyncio.Future):
+            result.add_done_callback(
+                lambda t, rid=env.rid, body=body: self._reply_from_task(t, rid, body))
+        elif asyncio.iscoroutine(result):
+            task = self._loop.create_task(result)
+            task.add_done_callback(lambda t, rid=env.rid, body=body: self._reply_from_task(t, rid, body))
+        else:
+            self._reply(env.rid, result)
+
+    def _reply(self, rid, result) -> None:
+        if self.closed:
+            return
+        if isinstance(result, tuple):  # (message, buffers)
+            self._send(REPLY, rid, result[0], result[1])
+        else:
+            self._send(REPLY, rid, result)
+
+    def _reply_from_task(self, task: asyncio.Future, rid: int, body) -> None:
+        if task.cancelled():
+            self._reply_error(REQUEST, rid, body, asyncio.CancelledError("handler cancelled"))
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._reply_error(REQUEST, rid, body, exc)
+        else:
+            self._reply(rid, task.result())
+
+    def _reply_error(self, kind, rid, body, exc) -> None:
+        if kind == NOTIFY:
+            logger.error("handler for %s failed on %s", type(body).__name__, self.name,
+                         exc_info=exc)
+            return
+        if not isinstance(exc, (ConnectionError, asyncio.CancelledError)):
+            logger.debug("handler for %s raised", type(body).__name__, exc_info=exc)
+        if not self.closed:
+            self._send(ERROR, rid, ErrorReply(type(exc).__name__, str(exc)))
+
+
+
+def _log_task_error(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("notification handler failed", exc_info=task.exception())

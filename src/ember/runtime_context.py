@@ -1,0 +1,73 @@
+"""``ember.get_runtime_context()``: what the current driver, task or actor is."""
+from __future__ import annotations
+
+from .core_worker import context
+
+
+class RuntimeContext:
+    """A view of the current process's identity; values are read live."""
+
+    def _core(self):
+        return context.require_core("get_runtime_context()")
+
+    def _spec(self):
+        return getattr(self._core().task_context, "spec", None)
+
+    def get_job_id(self) -> str:
+        return self._core().job_id.hex()
+
+    def get_node_id(self) -> str:
+        return self._core().node_id.hex()
+
+    def get_worker_id(self) -> str:
+        return self._core().worker_id.hex()
+
+    def get_task_id(self) -> str | None:
+        spec = self._spec()
+        return spec.task_id.hex() if spec is not None else None
+
+    def get_task_name(self) -> str | None:
+        spec = self._spec()
+        return (spec.name or spec.function_name) if spec is not None else None
+
+    def get_actor_id(self) -> str | None:
+        actor_id = getattr(self._core(), "actor_id", b"")
+        return actor_id.hex() if actor_id else None
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        spec = self._spec()
+        if spec is None:
+            return {}
+        return {k: v for k, v in spec.resources.items() if v}
+
+    def get_placement_group_id(self) -> str | None:
+        return None
+
+    @property
+    def namespace(self) -> str:
+        return self._core().namespace
+
+    def get_namespace(self) -> str:
+        return self.namespace
+
+    @property
+    def gcs_address(self) -> str:
+        return self._core().gcs_address
+
+    def was_current_actor_reconstructed(self) -> bool:
+        return False
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        ctx = self._core().task_context
+        return {"GPU": [str(i) for i in getattr(ctx, "gpu_ids", None) or []]}
+
+    def get(self) -> dict:
+        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+                "task_id": self.get_task_id(), "namespace": self.namespace}
+
+
+_context = RuntimeContext()
+
+
+def get_runtime_context() -> RuntimeContext:
+    return _context

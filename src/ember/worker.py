@@ -1,0 +1,357 @@
+"""What backs ember's public calls in a driver: init, shutdown, get, put, wait, ...
+
+These functions validate their arguments (with Ray's exception types and
+messages that name what was wrong), then hand the work to this process's
+:class:`~ember.core_worker.core_worker.CoreWorker`.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+
+from . import node as node_mod
+from .core_worker import context
+from .exceptions import GetTimeoutError
+from .generator import ObjectRefGenerator
+from .object_ref import ObjectRef
+
+logger = logging.getLogger("ember")
+
+_local_node: node_mod.NodeProcesses | None = None
+
+
+class EmberContext(dict):
+    """What ``init()`` returns: address info, usable as a context manager."""
+
+    def __init__(self, address_info: dict):
+        super().__init__(address_info)
+        self.address_info = address_info
+        self.dashboard_url = None
+        self.python_version = ".".join(map(str, sys.version_info[:3]))
+        self.ray_version = self.ember_version = _version()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+    def disconnect(self):
+        shutdown()
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def is_initialized() -> bool:
+    return context.core is not None and context.core.is_driver
+
+
+def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
+         labels=None, object_store_memory=None, namespace=None, ignore_reinit_error=False,
+         log_to_driver=True, logging_level=logging.INFO, logging_format=None,
+         configure_logging=True, runtime_env=None, include_dashboard=None,
+         local_mode=False, _memory=None, _temp_dir=None, _node_ip_address=None,
+         **kwargs) -> EmberContext:
+    """Start a local cluster, or connect to a running one, and make this process its driver.
+
+    ``address``: None starts a new local cluster (unless ``EMBER_ADDRESS`` is set);
+    "auto" connects to the cluster started by ``ember start`` on this machine;
+    "host:port" connects to the GCS at that address.
+    """
+    global _local_node
+    if is_initialized():
+        if ignore_reinit_error:
+            logger.info("Calling ember.init() again after it has already been called.")
+            return EmberContext(_address_info(context.core))
+        raise RuntimeError(
+            "Maybe you called ember.init twice by accident? This error can be suppressed "
+            "by passing in 'ignore_reinit_error=True' or by calling 'ember.shutdown()' "
+            "prior to 'ember.init()'.")
+    unknown = set(kwargs) - {"dashboard_host", "dashboard_port", "job_config",
+                             "_system_config", "_enable_object_reconstruction",
+                             "_plasma_directory", "_redis_password", "storage",
+                             "_metrics_export_port", "enable_resource_isolation"}
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
+    if local_mode:
+        logger.warning("local_mode is deprecated in Ray and not supported by ember; "
+                       "starting a normal local cluster instead.")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}.")
+    if configure_logging:
+        _configure_logging(logging_level, logging_format)
+    if _temp_dir:
+        from .config import config
+        config.temp_dir = _temp_dir
+
+    if address is None:
+        address = os.environ.get("EMBER_ADDRESS") or None
+    if address in ("local",):
+        address = None
+    if address is not None:
+        if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+            raise ValueError(
+                "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
+                "object_store_memory must not be provided: they are set where each node "
+                "is started (`ember start --num-cpus ...`).")
+        gcs_address = _resolve_address(address)
+        node_info = _find_local_node(gcs_address)
+        session_dir, node_id = node_info.session_dir, node_info.node_id
+        raylet_socket, node_ip = node_info.raylet.unix, node_info.ip
+    else:
+        node_ip = _node_ip_address or "127.0.0.1"
+        _local_node = node_mod.start_head(
+            num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=_memory,
+            object_store_memory=object_store_memory, labels=labels, node_ip=node_ip)
+        session_dir, node_id = _local_node.session_dir, _local_node.node_id
+        raylet_socket, gcs_address = _local_node.raylet_socket, _local_node.gcs_address
+
+    from .core_worker.core_worker import CoreWorker
+    core = CoreWorker(is_driver=True, node_id=node_id, node_ip=node_ip,
+                      raylet_socket=raylet_socket, gcs_address=gcs_address,
+                      session_dir=session_dir)
+    try:
+        core.connect({"namespace": namespace or _anonymous_namespace(),
+                      "code_search_path": _code_search_path(),
+                      "log_to_driver": log_to_driver})
+    except BaseException:
+        core.shutdown()
+        if _local_node is not None:
+            _local_node.stop()
+            _local_node = None
+        raise
+    atexit.register(shutdown)
+    return EmberContext(_address_info(core))
+
+
+def _configure_logging(level, fmt) -> None:
+    ember_logger = logging.getLogger("ember")
+    ember_logger.setLevel(level)
+    if not ember_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(fmt or "%(asctime)s %(levelname)s %(message)s"))
+        ember_logger.addHandler(handler)
+        ember_logger.propagate = False
+
+
+def _anonymous_namespace() -> str:
+    return "anon-" + os.urandom(8).hex()
+
+
+def _code_search_path() -> list[str]:
+    paths = []
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file:
+        paths.append(os.path.dirname(os.path.abspath(main_file)))
+    paths.append(os.getcwd())
+    return list(dict.fromkeys(paths))
+
+
+def _resolve_address(address: str) -> str:
+    if address == "auto":
+        found = node_mod.read_current_cluster()
+        if found is None:
+            raise ConnectionError(
+                "Could not find any running ember cluster on this machine. Start one with "
+                "`ember start --head`, or call ember.init() without an address to start a "
+                "local one.")
+        return found
+    if address.startswith("ember://") or address.startswith("ray://"):
+        raise ValueError(f"Client-mode addresses ({address!r}) are not supported; "
+                         "use 'host:port' of the head node's GCS.")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address {address!r} is not 'auto' or 'host:port'.")
+    return address
+
+
+def _find_local_node(gcs_address: str):
+    """The node of this cluster whose raylet socket exists on this machine."""
+    import uvloop
+
+    from . import rpc
+    from .protocol import gcs as gcs_msg
+
+    async def query():
+        conn = await rpc.connect(gcs_address, name="gcs", timeout=10)
+        try:
+            return await conn.call(gcs_msg.GetAllNodes(), timeout=10)
+        finally:
+            conn.close()
+    reply = uvloop.run(query())
+    for info in reply.nodes:
+        if info.alive and info.raylet.unix and os.path.exists(info.raylet.unix):
+            return info
+    raise ConnectionError(
+        f"The cluster at {gcs_address} has no node on this machine, so this process cannot "
+        "be its driver. Run `ember start --address "
+        f"{gcs_address}` here first to add this machine as a node.")
+
+
+def _address_info(core) -> dict:
+    return {"node_ip_address": core.node_ip, "gcs_address": core.gcs_address,
+            "address": core.gcs_address, "session_dir": core.session_dir,
+            "node_id": core.node_id.hex(), "raylet_socket_name": core.raylet_socket}
+
+
+def shutdown(_exiting_interpreter: bool = False) -> None:
+    """Disconnect this driver; stop the local cluster if this driver started it."""
+    global _local_node
+    core = context.core
+    if core is not None and core.is_driver:
+        core.shutdown()
+    if _local_node is not None:
+        node, _local_node = _local_node, None
+        node.stop()
+    atexit.unregister(shutdown)
+
+
+# --- objects ---------------------------------------------------------------------
+
+
+def put(value, *, _owner=None) -> ObjectRef:
+    core = context.require_core("ember.put()")
+    if isinstance(value, ObjectRef):
+        raise TypeError(
+            "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
+            "you can wrap the ObjectRef in a list and call 'put' on it.")
+    return core.put(value)
+
+
+def get(object_refs, *, timeout: float | None = None):
+    core = context.require_core("ember.get()")
+    single = isinstance(object_refs, ObjectRef)
+    if single:
+        refs = [object_refs]
+    elif isinstance(object_refs, list):
+        refs = object_refs
+        for ref in refs:
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(
+                    f"Attempting to call `get` on the value {ref!r}, which is not an "
+                    "ObjectRef. ember.get() takes an ObjectRef or a list of ObjectRefs.")
+    elif isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError("ember.get() does not take an ObjectRefGenerator; iterate over it "
+                        "and get each ObjectRef it yields.")
+    else:
+        raise ValueError(
+            f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
+            "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+    _check_timeout(timeout, "get")
+    values = core.get_serialized(refs, timeout)
+    if values is None:
+        raise GetTimeoutError(
+            f"ember.get() timed out after {timeout} s: "
+            f"{sum(not core.store.contains(r._id) for r in refs)} of {len(refs)} "
+            "object(s) are not ready.")
+    from .core_worker.serialization import deserialize
+    if single:
+        return deserialize(values[0])
+    return [deserialize(v) for v in values]
+
+
+def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True):
+    core = context.require_core("ember.wait()")
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}.")
+    for ref in object_refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(
+                f"wait() expected a list of ObjectRef, got list containing "
+                f"{type(ref).__name__}.")
+    if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}: "
+                         "num_returns must be a positive integer.")
+    if num_returns > len(object_refs):
+        raise ValueError("num_returns cannot be greater than the number of objects "
+                         f"provided to ember.wait ({num_returns} > {len(object_refs)}).")
+    if len({r._id for r in object_refs}) != len(object_refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    _check_timeout(timeout, "wait")
+    return core.wait_objects(object_refs, num_returns, timeout, fetch_local)
+
+
+def _check_timeout(timeout, what: str) -> None:
+    if timeout is None:
+        return
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(f"{what}(): 'timeout' must be a number or None, got "
+                        f"{type(timeout).__name__}.")
+    if timeout < 0:
+        raise ValueError(f"{what}(): 'timeout' must be a non-negative number, got {timeout}.")
+
+
+def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
+    core = context.require_core("ember.cancel()")
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(
+            "ember.cancel() only supports ObjectRefs returned by a task, got "
+            f"{type(object_ref).__name__}.")
+    core.cancel(object_ref, force, recursive)
+
+
+# --- cluster information ------------------------------------------------------------
+
+
+def _all_nodes():
+    from .protocol import gcs as gcs_msg
+    core = context.require_core("this call")
+    return core.io.run(core.gcs.call(gcs_msg.GetAllNodes()), timeout=30)
+
+
+def nodes() -> list[dict]:
+    reply = _all_nodes()
+    out = []
+    for info in reply.nodes:
+        out.append({
+            "NodeID": info.node_id.hex(),
+            "Alive": info.alive,
+            "NodeManagerAddress": info.ip,
+            "NodeManagerHostname": info.hostname,
+            "NodeManagerPort": info.raylet.port,
+            "ObjectManagerPort": info.raylet.port,
+            "ObjectStoreSocketName": info.raylet.unix,
+            "RayletSocketName": info.raylet.unix,
+            "NodeName": info.ip,
+            "Resources": dict(info.resources_total) if info.alive else {},
+            "Labels": dict(info.labels),
+            "alive": info.alive,
+            "IsHead": info.is_head,
+            "DeathReason": info.death_reason,
+            "start_time": info.start_time,
+            "end_time": info.end_time,
+        })
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for info in _all_nodes().nodes:
+        if info.alive:
+            for k, v in info.resources_total.items():
+                totals[k] = totals.get(k, 0.0) + v
+    return totals
+
+
+def available_resources() -> dict[str, float]:
+    reply = _all_nodes()
+    totals: dict[str, float] = {}
+    for info in reply.nodes:
+        if info.alive:
+            for k, v in reply.available.get(info.node_id, {}).items():
+                if v > 0:
+                    totals[k] = totals.get(k, 0.0) + v
+    return totals
+
+
+def get_gpu_ids() -> list[int]:
+    core = context.require_core("ember.get_gpu_ids()")
+    ids = getattr(core.task_context, "gpu_ids", None)
+    return list(ids or [])
