@@ -23,7 +23,10 @@ from .object_ref import ObjectRef  # noqa: E402
 from .remote_function import RemoteFunction  # noqa: E402
 from .runtime_context import get_runtime_context  # noqa: E402
 from .worker import (available_resources, cancel, cluster_resources, get,  # noqa: E402
-                     get_gpu_ids, init, is_initialized, nodes, put, shutdown, wait)
+                     get_actor, get_gpu_ids, init, is_initialized, kill, nodes, put, shutdown,
+                     wait)
+from .actor import method  # noqa: E402
+from . import actor, util  # noqa: E402
 
 ObjectRefGenerator = ObjectRefGenerator
 DynamicObjectRefGenerator = ObjectRefGenerator
@@ -62,6 +65,7 @@ def _make_remote(obj, options: dict):
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
+    "kill", "get_actor", "method", "actor", "util",
     "nodes", "cluster_resources", "available_resources", "get_gpu_ids",
     "get_runtime_context", "ObjectRef", "ObjectRefGenerator", "exceptions",
     "JobID", "TaskID", "ActorID", "NodeID", "ObjectID", "WorkerID", "PlacementGroupID",

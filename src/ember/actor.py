@@ -1,42 +1,347 @@
-"""Actors. Class decoration works; creating actors is not implemented yet.
+"""Actors: ``@ember.remote`` on a class, handles, and method calls.
 
-The full actor model (GCS-managed lifecycle, direct calls, restarts, named and
-detached actors) is tracked as its own piece of work.
+An actor is a worker process dedicated to one instance of a class. Creating
+one registers it with the GCS (which owns its lifecycle), and the GCS places
+it on a node and runs ``__init__`` there. Method calls then go straight from
+the caller to the actor's worker (see ``core_worker/actor_submitter.py``).
+
+Handles are cheap, picklable and can be passed to tasks and other actors. The
+process that created an actor owns it: when the owner's last handle goes away,
+and the handle never left the process, the actor is killed, unless it is named
+or detached.
 """
 from __future__ import annotations
 
+import inspect
+import pickle
+
+import cloudpickle
+
 from . import options as opts
+from .core_worker import context
+from .core_worker.actor_runtime import ActorExitRequest, is_async_class
+from .core_worker.function_manager import function_id_of
+from .core_worker.task_submitter import PendingTask
+from .generator import GeneratorState, ObjectRefGenerator
+from .ids import object_id_for_return
+from .object_ref import ObjectRef
+from .protocol import gcs as gcs_msg
+from .protocol.core_worker import TaskSpec
+from .remote_function import _task_arg
 
-
-class ActorClass:
-    @classmethod
-    def _from_class(cls, klass, options: dict) -> "ActorClass":
-        self = cls()
-        self._class = klass
-        self._options = options
-        opts.validate(options, opts.ACTOR_OPTIONS, f"actor class {klass.__qualname__}")
-        return self
-
-    def __call__(self, *args, **kwargs):
-        raise TypeError(
-            f"Actors cannot be instantiated directly. Instead of "
-            f"'{self._class.__qualname__}()', use '{self._class.__qualname__}.remote()'.")
-
-    def options(self, **options):
-        opts.validate(options, opts.ACTOR_OPTIONS, f"actor class {self._class.__qualname__}")
-        return self
-
-    def remote(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"Creating actor {self._class.__qualname__}: actors are not implemented in "
-            "this version of ember yet; use remote functions.")
+_METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
+                   "name", "enable_task_events", "_generator_backpressure_num_objects"}
 
 
 def method(*args, **kwargs):
-    """``@ember.method(num_returns=...)``: options for one actor method."""
+    """``@ember.method(num_returns=2, concurrency_group="io")`` on an actor method."""
+    unknown = set(kwargs) - _METHOD_OPTIONS
+    if unknown:
+        raise ValueError(f"Invalid option(s) {sorted(unknown)} for @ember.method; valid ones "
+                         f"are {sorted(_METHOD_OPTIONS)}.")
+
     def decorator(fn):
         fn.__ember_method_options__ = kwargs
         return fn
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorator(args[0])
+    if args:
+        raise TypeError("@ember.method takes keyword arguments only, e.g. "
+                        "@ember.method(num_returns=2).")
     return decorator
+
+
+def exit_actor() -> None:
+    """End the current actor after this call; callers then get ActorDiedError."""
+    core = context.require_core("exit_actor()")
+    if not getattr(core, "actor_id", b""):
+        raise TypeError("exit_actor() was called outside an actor; it can only end the "
+                        "actor whose method is running.")
+    raise ActorExitRequest()
+
+
+def _method_meta(klass) -> dict:
+    """name -> {num_returns, concurrency_group, is_generator} for every callable method."""
+    meta = {}
+    for name, member in inspect.getmembers(klass):
+        if not callable(member) or (name.startswith("__") and name != "__call__"):
+            continue
+        fn = getattr(member, "__func__", member)
+        declared = getattr(fn, "__ember_method_options__", {})
+        is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        num_returns = declared.get("num_returns", "streaming" if is_gen else 1)
+        meta[name] = {"num_returns": -1 if num_returns == "streaming" else num_returns,
+                      "concurrency_group": declared.get("concurrency_group", ""),
+                      "max_task_retries": declared.get("max_task_retries")}
+    return meta
+
+
+class ActorClass:
+    """What ``@ember.remote`` makes of a class. ``Cls.remote()`` creates an actor."""
+
+    @classmethod
+    def _from_class(cls, klass, options: dict) -> "ActorClass":
+        self = cls.__new__(cls)
+        self._class = klass
+        self._name = klass.__qualname__
+        self._what = f"actor class {self._name}"
+        opts.validate(options, opts.ACTOR_OPTIONS, self._what)
+        self._options = options
+        self._methods = _method_meta(klass)
+        self._pickled = None
+        self._class_id = None
+        self.__doc__ = klass.__doc__
+        return self
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ActorClass is made by @ember.remote on a class, not directly.")
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
+            f"use '{self._name}.remote()'.")
+
+    def options(self, **options) -> "_ActorClassWithOptions":
+        opts.validate(options, opts.ACTOR_OPTIONS, self._what)
+        return _ActorClassWithOptions(self, dict(self._options, **options))
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        return self._create(args, kwargs, self._options)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("ember does not support Ray DAGs (.bind()) yet.")
+
+    def _create(self, args, kwargs, options: dict) -> "ActorHandle":
+        core = context.require_core(f"{self._name}.remote()")
+        what = self._what
+        name = options.get("name") or ""
+        if options.get("get_if_exists") and not name:
+            raise ValueError(f"{what}: get_if_exists=True needs a name: the actor name must "
+                             "be specified to use get_if_exists.")
+        max_restarts = options.get("max_restarts", 0)
+        max_task_retries = options.get("max_task_retries", 0)
+        if max_task_retries and not max_restarts:
+            raise ValueError(f"{what}: 'max_task_retries' cannot be set if 'max_restarts' is "
+                             "0 or not set: calls can only be retried on a restarted actor.")
+        if self._pickled is None:
+            try:
+                self._pickled = cloudpickle.dumps(self._class)
+            except Exception as exc:
+                raise TypeError(f"Could not serialize {what}: {exc}") from exc
+            self._class_id = function_id_of(self._pickled)
+        core.functions.export(self._class_id, self._pickled)
+
+        namespace = options.get("namespace") or core.namespace
+        detached = options.get("lifetime") == "detached"
+        running = opts.resource_request(options, default_cpus=0.0)
+        placement = dict(running)
+        if options.get("num_cpus") is None:
+            placement["CPU"] = 1.0  # Ray's default: 1 CPU to place an actor, 0 to run it
+        strategy = opts.scheduling_strategy(options, what)
+        is_async = is_async_class(self._class)
+        actor_options = {
+            "class_name": self._name, "is_async": is_async,
+            "max_concurrency": options.get("max_concurrency"),
+            "concurrency_groups": options.get("concurrency_groups"),
+            "method_groups": {m: meta["concurrency_group"] for m, meta in self._methods.items()
+                              if meta["concurrency_group"]},
+        }
+        if isinstance(actor_options["concurrency_groups"], list):
+            actor_options["concurrency_groups"] = {g: 1 for g in actor_options["concurrency_groups"]}
+        actor_id = core.ids.actor_id()
+        handle_meta = {"max_task_retries": max_task_retries,
+                       "max_pending_calls": options.get("max_pending_calls", -1)}
+        info = gcs_msg.ActorInfo(
+            actor_id=actor_id, job_id=core.job_id, class_name=self._name, state="",
+            owner=core.address, name=name, namespace=namespace, is_detached=detached,
+            max_restarts=max_restarts, method_meta=pickle.dumps(self._methods),
+            handle_meta=pickle.dumps(handle_meta))
+        register = gcs_msg.RegisterActor(info, get_if_exists=bool(options.get("get_if_exists")))
+        if name:
+            # Named actors register synchronously, so a taken name fails right here.
+            from . import rpc
+            try:
+                reply = core.io.run(core.gcs.call(register), timeout=30)
+            except rpc.RemoteError as exc:
+                raise ValueError(str(exc).split(": ", 1)[-1]) from None
+            if reply.existed:
+                return ActorHandle._from_info(reply.info, owned=False)
+            register = None
+
+        keep_alive = []
+        task_args = [_task_arg(v, keep_alive) for v in args]
+        task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+        spec = TaskSpec(task_id=core.ids.task_id(), job_id=core.job_id,
+                        function_id=self._class_id, function_name=f"{self._name}.__init__",
+                        args=task_args, kwarg_names=list(kwargs), num_returns=0,
+                        owner=core.address, resources=running, actor_id=actor_id,
+                        is_actor_creation=True, actor_options=pickle.dumps(actor_options))
+        create = gcs_msg.CreateActor(actor_id=actor_id, creation_spec=b"",
+                                     placement_resources=placement, resources=running,
+                                     strategy=strategy)
+        task = PendingTask(spec, [], keep_alive, None)
+        core.io.post(core.actor_submitter.create, task, create, register)
+        killable = not name and not detached
+        return ActorHandle(actor_id, self._name, self._methods, handle_meta, owned=killable)
+
+
+class _ActorClassWithOptions:
+    def __init__(self, parent: ActorClass, options: dict):
+        self._parent = parent
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        return self._parent._create(args, kwargs, self._options)
+
+    def options(self, **options):
+        return self._parent.options(**dict(self._options, **options))
+
+
+class ActorHandle:
+    """A reference to an actor; ``handle.method.remote(...)`` calls it."""
+
+    def __init__(self, actor_id: bytes, class_name: str, methods: dict, handle_meta: dict,
+                 owned: bool = False):
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+        self._meta = handle_meta
+        self._owned = owned
+        self._queue = None
+        if owned:
+            context.core.actor_submitter.add_owned_handle(actor_id)
+
+    @classmethod
+    def _from_info(cls, info: gcs_msg.ActorInfo, owned: bool) -> "ActorHandle":
+        return cls(info.actor_id, info.class_name, pickle.loads(info.method_meta),
+                   pickle.loads(info.handle_meta), owned=owned)
+
+    def __del__(self):
+        if self._owned:
+            core = context.core
+            if core is not None:
+                try:
+                    core.actor_submitter.remove_owned_handle(self._actor_id, killable=True)
+                except Exception:  # noqa: BLE001 - interpreter shutdown
+                    pass
+
+    def __getattr__(self, name: str) -> "ActorMethod":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        meta = self._methods.get(name)
+        if meta is None:
+            raise AttributeError(
+                f"Actor {self._class_name} has no method {name!r}. Its methods are "
+                f"{sorted(self._methods)}.")
+        return ActorMethod(self, name, meta["num_returns"], meta["concurrency_group"],
+                           meta.get("max_task_retries"))
+
+    def __reduce__(self):
+        core = context.core
+        if core is not None and self._owned:
+            core.actor_submitter.escaped.add(self._actor_id)
+        return _rebuild_handle, (self._actor_id, self._class_name, self._methods, self._meta)
+
+    def __repr__(self):
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __hash__(self):
+        return hash(self._actor_id)
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    @property
+    def _ray_actor_id(self):
+        from .ids import ActorID
+        return ActorID(self._actor_id)
+
+    def _submit(self, method_name: str, args, kwargs, num_returns: int,
+                concurrency_group: str, max_task_retries, name: str = ""):
+        core = context.require_core(f"{self._class_name}.{method_name}.remote()")
+        submitter = core.actor_submitter
+        limit = self._meta.get("max_pending_calls", -1)
+        if limit and limit > 0:
+            submitter.check_pending_limit(self._actor_id, limit, self._class_name)
+        keep_alive = []
+        task_args = [_task_arg(v, keep_alive) for v in args]
+        task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+        task_id = core.ids.task_id()
+        retries = self._meta.get("max_task_retries", 0) if max_task_retries is None \
+            else max_task_retries
+        spec = TaskSpec(task_id=task_id, job_id=core.job_id, function_id=b"",
+                        function_name=f"{self._class_name}.{method_name}", args=task_args,
+                        kwarg_names=list(kwargs), num_returns=num_returns, owner=core.address,
+                        resources={}, max_retries=retries, actor_id=self._actor_id,
+                        method_name=method_name, concurrency_group=concurrency_group,
+                        name=name)
+        n = max(num_returns, 1)
+        return_ids = [object_id_for_return(task_id, i) for i in range(n)]
+        refs = [ObjectRef(oid, core.address) for oid in return_ids]
+        task = PendingTask(spec, return_ids, keep_alive, None)
+        generator = None
+        if num_returns == -1:
+            generator = task.generator = GeneratorState(task_id)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = submitter.queue_for(self._actor_id, self._class_name,
+                                                      self._meta.get("max_task_retries", 0))
+        core.submitter.tasks[task_id] = task
+        core.io.post(submitter.submit, queue, task)
+        if generator is not None:
+            return ObjectRefGenerator(generator, core.address, core)
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+def _rebuild_handle(actor_id, class_name, methods, meta) -> ActorHandle:
+    return ActorHandle(actor_id, class_name, methods, meta, owned=False)
+
+
+class ActorMethod:
+    """``handle.method``: call it with ``.remote()``, or change options first."""
+
+    __slots__ = ("_handle", "_name", "_num_returns", "_group", "_retries", "_task_name")
+
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int, group: str,
+                 retries=None, task_name: str = ""):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+        self._group = group
+        self._retries = retries
+        self._task_name = task_name
+
+    def remote(self, *args, **kwargs):
+        return self._handle._submit(self._name, args, kwargs, self._num_returns, self._group,
+                                    self._retries, self._task_name)
+
+    def options(self, **options) -> "ActorMethod":
+        unknown = set(options) - _METHOD_OPTIONS
+        if unknown:
+            raise ValueError(
+                f"Invalid option(s) {sorted(unknown)} for actor method "
+                f"{self._handle._class_name}.{self._name}; valid ones are "
+                f"{sorted(_METHOD_OPTIONS)}.")
+        num_returns = options.get("num_returns", self._num_returns)
+        if num_returns == "streaming":
+            num_returns = -1
+        if not isinstance(num_returns, int) or num_returns < -1:
+            raise ValueError(f"Actor method {self._name}: num_returns must be a non-negative "
+                             f"integer or 'streaming', got {num_returns!r}.")
+        return ActorMethod(self._handle, self._name, num_returns,
+                           options.get("concurrency_group", self._group),
+                           options.get("max_task_retries", self._retries),
+                           options.get("name", self._task_name))
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running "
+            f"'{self._handle._class_name}.{self._name}()', try "
+            f"'{self._handle._class_name}.{self._name}.remote()'.")
+
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]

@@ -355,3 +355,48 @@ def get_gpu_ids() -> list[int]:
     core = context.require_core("ember.get_gpu_ids()")
     ids = getattr(core.task_context, "gpu_ids", None)
     return list(ids or [])
+
+
+# --- actors -----------------------------------------------------------------------
+
+
+def kill(actor, *, no_restart: bool = True) -> None:
+    """Kill an actor now, whatever it is doing. With no_restart=False it may restart."""
+    from .actor import ActorHandle
+    from .protocol import gcs as gcs_msg
+    core = context.require_core("ember.kill()")
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"ember.kill() only supports actors; for tasks use ember.cancel(). "
+                        f"Got {type(actor).__name__}.")
+    core.io.run(core.gcs.call(gcs_msg.KillActor(
+        actor._actor_id, force=True, no_restart=no_restart,
+        reason="ember.kill() was called on it")), timeout=30)
+
+
+def get_actor(name: str, namespace: str | None = None):
+    """A handle to the live actor named ``name`` in ``namespace`` (default: this job's)."""
+    from .actor import ActorHandle
+    from .protocol import gcs as gcs_msg
+    core = context.require_core("ember.get_actor()")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}.")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}.")
+    namespace = core.namespace if namespace is None else namespace
+    reply = core.io.run(core.gcs.call(gcs_msg.GetNamedActor(name, namespace)), timeout=30)
+    if reply.info is None:
+        raise ValueError(
+            f"Failed to look up actor with name {name!r} in namespace {namespace!r}. It was "
+            "never created there, it died, or it lives in another namespace (pass "
+            "namespace=...).")
+    return ActorHandle._from_info(reply.info, owned=False)
+
+
+def list_named_actors(all_namespaces: bool = False):
+    from .protocol import gcs as gcs_msg
+    core = context.require_core("list_named_actors()")
+    reply = core.io.run(core.gcs.call(gcs_msg.ListNamedActors(core.namespace, all_namespaces)),
+                        timeout=30)
+    if all_namespaces:
+        return [{"name": name, "namespace": ns} for ns, name in reply.actors]
+    return [name for _, name in reply.actors]

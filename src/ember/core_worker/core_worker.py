@@ -27,6 +27,8 @@ from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
 from ..protocol.common import VALUE_ERROR, Address, SerializedValue
 from . import context
+from .actor_submitter import ActorTaskSubmitter
+from .dependency_resolver import DependencyResolver
 from .event_loop import LoopThread
 from .function_manager import FunctionManager
 from .memory_store import CallbackWaiter, CountdownWaiter, MemoryStore
@@ -49,13 +51,17 @@ class CoreWorker:
         self.session_dir = session_dir
         self.worker_id = worker_id or os.urandom(28)
         self.job_id = b"\x00" * 4
+        #: The actor this process hosts; b"" for drivers and task workers.
+        self.actor_id = b""
         self.namespace = ""
         self.ids = IdFactory()
         self.io = LoopThread("ember-io")
         lock = threading.RLock()
         self.store = MemoryStore(lock)
         self.references = ReferenceCounter(lock, self.store)
+        self.dependencies = DependencyResolver(self)
         self.submitter = NormalTaskSubmitter(self)
+        self.actor_submitter = ActorTaskSubmitter(self)
         self.functions = FunctionManager(self)
         self.address: Address | None = None
         self.raylet: rpc.Connection | None = None
@@ -121,7 +127,8 @@ class CoreWorker:
     def _gcs_handlers(self) -> dict:
         from . import log_printer
         return {gcs_msg.LogBatch: log_printer.print_logs,
-                gcs_msg.ErrorInfo: log_printer.print_error}
+                gcs_msg.ErrorInfo: log_printer.print_error,
+                gcs_msg.ActorChanged: self.actor_submitter.actor_changed}
 
     def _raylet_lost(self, conn) -> None:
         if not self.shutting_down and self.on_raylet_lost is not None:

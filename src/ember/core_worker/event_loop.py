@@ -24,11 +24,40 @@ import uvloop
 logger = logging.getLogger(__name__)
 
 
+class LoopInbox:
+    """Hand callables to an event loop from other threads, one wake-up per burst."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self._items: collections.deque = collections.deque()
+        self._wake_pending = False
+
+    def post(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the loop's thread soon, in posting order."""
+        self._items.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _drain(self) -> None:
+        self._wake_pending = False
+        items = self._items
+        while items:
+            fn, args = items.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("error in posted callback %r", fn)
+
+
 class LoopThread:
     def __init__(self, name: str = "ember-io"):
         self.loop = uvloop.new_event_loop()
-        self._items: collections.deque = collections.deque()
-        self._wake_pending = False
+        self._inbox = LoopInbox(self.loop)
+        self.post = self._inbox.post
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
@@ -48,26 +77,6 @@ class LoopThread:
 
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self.thread
-
-    def post(self, fn, *args) -> None:
-        """Run ``fn(*args)`` on the loop thread soon, in posting order."""
-        self._items.append((fn, args))
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # loop closed during shutdown
-                pass
-
-    def _drain(self) -> None:
-        self._wake_pending = False
-        items = self._items
-        while items:
-            fn, args = items.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                logger.exception("error in posted callback %r", fn)
 
     def run(self, coro, timeout: float | None = None):
         """Run a coroutine on the loop and wait for its result from another thread."""

@@ -22,10 +22,11 @@ import sys
 import threading
 import time
 
-from ..exceptions import RayTaskError, TaskCancelledError
+from ..exceptions import ActorDiedError, RayTaskError, TaskCancelledError
 from ..ids import object_id_for_return
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
+from .actor_runtime import ActorExitRequest, ActorRuntime
 from .serialization import deserialize, serialize, serialize_error, task_error
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class TaskExecutor:
         self._jobs_loaded: set[bytes] = set()
         self._streams = streams
         self._async_loop = None
+        #: The actor this worker hosts, once its creation task ran.
+        self.actor: ActorRuntime | None = None
         core.handlers[cw.PushTask] = self.handle_push
         core.handlers[cw.CancelTask] = self.handle_cancel
         core.handlers[cw.Exit] = self.handle_exit
@@ -65,7 +68,15 @@ class TaskExecutor:
     def handle_push(self, conn, req: cw.PushTask):
         fut = self.core.io.loop.create_future()
         spec = req.spec
-        if not self.core.functions.is_loaded(spec.function_id) and not spec.actor_id:
+        item = (req, conn, fut, None)
+        if spec.actor_id and not spec.is_actor_creation:
+            if self.actor is None:
+                fut.set_result(self._error_reply(spec, RuntimeError(
+                    f"this worker hosts no actor, so it cannot run {spec.function_name}"),
+                    False))
+            else:
+                self.actor.dispatch(item)
+        elif not self.core.functions.is_loaded(spec.function_id):
             async def fetch_then_queue():
                 try:
                     pickled = await self.core.functions.fetch(spec.function_id)
@@ -74,15 +85,16 @@ class TaskExecutor:
                 self._queue.put((req, conn, fut, pickled))
             self.core.io.loop.create_task(fetch_then_queue())
         else:
-            self._queue.put((req, conn, fut, None))
+            self._queue.put(item)
         return fut
 
+    def enqueue(self, item) -> None:
+        self._queue.put(item)
+
     def handle_cancel(self, conn, req: cw.CancelTask) -> None:
+        self._cancelled.add(req.task_id)
         if self._running == req.task_id:
-            self._cancelled.add(req.task_id)
             signal.pthread_kill(threading.main_thread().ident, CANCEL_SIGNAL)
-        else:
-            self._cancelled.add(req.task_id)
 
     def handle_exit(self, conn, req) -> None:
         self._queue.put(None)
@@ -91,71 +103,139 @@ class TaskExecutor:
         if self._running is not None and self._running in self._cancelled:
             raise TaskCancelledError(self._running.hex())
 
-    # --- main thread --------------------------------------------------------------
+    # --- running (main thread, or an actor's threads) ----------------------------------
 
     def run_forever(self) -> None:
-        post = self.core.io.post
         get = self._queue.get
         while True:
             item = get()
             if item is None:
                 return
-            req, conn, fut, pickled = item
-            reply = self.execute(req, conn, pickled)
-            post(_set_result, fut, reply)
-            if reply.worker_exiting:
-                self._flush_streams()
-                post(_exit_soon, self.core)
+            self.run_item(item)
+            if self.actor is not None and self.actor.mode == "async":
+                self.actor.run_forever()
                 return
 
+    def run_item(self, item) -> None:
+        req, conn, fut, pickled = item
+        self._deliver(fut, self.execute(req, conn, pickled))
+
+    async def run_item_async(self, item) -> None:
+        req, conn, fut, _ = item
+        self._deliver(fut, await self.execute_async(req, conn))
+
+    def _deliver(self, fut, reply: cw.PushTaskReply) -> None:
+        post = self.core.io.post
+        post(_set_result, fut, reply)
+        if reply.worker_exiting:
+            self._flush_streams()
+            post(_exit_soon, self.core)
+            # The I/O thread ends the process once the reply has left; returning
+            # would let main() exit first and the owner would see a crash.
+            self.core.io.thread.join()
+
     def execute(self, req: cw.PushTask, conn, pickled) -> cw.PushTaskReply:
+        started = time.perf_counter()
+        spec = req.spec
+        try:
+            target, args, kwargs = self._begin(req, pickled)
+        except _EarlyReply as early:
+            return early.reply
+        self._running = spec.task_id
+        try:
+            try:
+                result = target(*args, **kwargs)
+                if inspect.iscoroutine(result):
+                    result = self._run_coroutine(result)
+                reply = self._complete(spec, result, conn)
+            finally:
+                self._running = None
+        except BaseException as exc:  # noqa: BLE001 - user code may raise anything
+            reply = self._exception_reply(spec, exc)
+        return self._end(spec, reply, started)
+
+    async def execute_async(self, req: cw.PushTask, conn) -> cw.PushTaskReply:
+        """Async actors: the same as :meth:`execute`, awaiting coroutine methods."""
+        started = time.perf_counter()
+        spec = req.spec
+        try:
+            target, args, kwargs = self._begin(req, None)
+        except _EarlyReply as early:
+            return early.reply
+        try:
+            result = target(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = await result
+            elif inspect.isasyncgen(result):
+                result = [v async for v in result] if spec.num_returns != -1 else \
+                    iter([v async for v in result])
+            reply = self._complete(spec, result, conn)
+        except BaseException as exc:  # noqa: BLE001
+            reply = self._exception_reply(spec, exc)
+        return self._end(spec, reply, started)
+
+    def _begin(self, req: cw.PushTask, pickled):
+        """Find what to call and with what; raises _EarlyReply when it cannot run."""
         spec = req.spec
         if spec.task_id in self._cancelled:
             self._cancelled.discard(spec.task_id)
-            return self._error_reply(spec, TaskCancelledError(spec.task_id.hex()), False)
+            raise _EarlyReply(self._error_reply(spec, TaskCancelledError(spec.task_id.hex()),
+                                                False))
         if spec.job_id not in self._jobs_loaded:
             self._load_job(spec.job_id)
         try:
-            if isinstance(pickled, Exception):
-                raise pickled
-            function = self.core.functions.load(spec.function_id, pickled)
+            if spec.actor_id and not spec.is_actor_creation:
+                target = getattr(self.actor.instance, spec.method_name)
+            else:
+                if isinstance(pickled, Exception):
+                    raise pickled
+                target = self.core.functions.load(spec.function_id, pickled)
         except Exception as exc:  # noqa: BLE001
             err = RayTaskError(spec.function_name,
-                               f"Could not load function {spec.function_name}: {exc}", exc,
+                               f"Could not load {spec.function_name}: {exc}", exc,
                                ip=self.core.node_ip)
-            return self._error_reply(spec, err, False)
+            raise _EarlyReply(self._error_reply(spec, err, False)) from None
         ctx = self.core.task_context
         ctx.task = spec.task_id
         ctx.spec = spec
         ctx.gpu_ids = req.gpu_ids
         if req.gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, req.gpu_ids))
+        label = (self.actor.class_name if self.actor is not None else
+                 spec.name or spec.function_name.rsplit(".", 1)[-1])
         for stream in self._streams:
-            stream.task_name = spec.name or spec.function_name.rsplit(".", 1)[-1]
-        self._running = spec.task_id
-        started = time.perf_counter()
+            stream.task_name = label
         try:
-            try:
-                args, kwargs = self._resolve_args(spec)
-                result = function(*args, **kwargs)
-                if inspect.iscoroutine(result):
-                    result = self._run_async(result)
-                if spec.num_returns == -1:
-                    count = self._stream(spec, result, conn)
-                    reply = cw.PushTaskReply([], num_generator_items=count)
-                else:
-                    reply = cw.PushTaskReply(self._package(spec, result))
-            finally:
-                self._running = None
-        except TaskCancelledError as exc:
-            reply = self._error_reply(spec, exc, False)
-        except Exception as exc:  # noqa: BLE001 - user code may raise anything
-            reply = self._error_reply(spec, self._wrap(spec, exc),
-                                      self._retryable(spec, exc))
-        finally:
-            ctx.task = None
-            ctx.spec = None
-            self._cancelled.discard(spec.task_id)
+            args, kwargs = self._resolve_args(spec)
+        except BaseException as exc:  # noqa: BLE001 - an argument's error
+            self._clear_context(spec)
+            raise _EarlyReply(self._exception_reply(spec, exc)) from None
+        return target, args, kwargs
+
+    def _complete(self, spec: cw.TaskSpec, result, conn) -> cw.PushTaskReply:
+        if spec.is_actor_creation:
+            self._become_actor(spec, result)
+            return cw.PushTaskReply([])
+        if spec.num_returns == -1:
+            return cw.PushTaskReply([], num_generator_items=self._stream(spec, result, conn))
+        return cw.PushTaskReply(self._package(spec, result))
+
+    def _exception_reply(self, spec: cw.TaskSpec, exc: BaseException) -> cw.PushTaskReply:
+        if isinstance(exc, TaskCancelledError):
+            return self._error_reply(spec, exc, False)
+        if isinstance(exc, ActorExitRequest):
+            reply = self._error_reply(spec, ActorDiedError(
+                error_msg=f"The actor {self.actor.class_name if self.actor else ''} exited "
+                          "via exit_actor() while running this call.",
+                actor_id=spec.actor_id), False)
+            reply.worker_exiting = True
+            return reply
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit: let the process end
+        return self._error_reply(spec, self._wrap(spec, exc), self._retryable(spec, exc))
+
+    def _end(self, spec: cw.TaskSpec, reply: cw.PushTaskReply, started: float):
+        self._clear_context(spec)
         reply.duration = time.perf_counter() - started
         if spec.max_calls:
             count = self._calls.get(spec.function_id, 0) + 1
@@ -163,6 +243,22 @@ class TaskExecutor:
             if count >= spec.max_calls:
                 reply.worker_exiting = True
         return reply
+
+    def _clear_context(self, spec: cw.TaskSpec) -> None:
+        ctx = self.core.task_context
+        ctx.task = None
+        ctx.spec = None
+        self._cancelled.discard(spec.task_id)
+
+    def _become_actor(self, spec: cw.TaskSpec, instance) -> None:
+        import pickle
+        options = pickle.loads(spec.actor_options) if spec.actor_options else {}
+        class_name = spec.function_name.rsplit(".", 2)[-2] if "." in spec.function_name \
+            else spec.function_name
+        options["actor_id"] = spec.actor_id
+        self.actor = ActorRuntime(self, instance, options.get("class_name", class_name),
+                                  options)
+        self.core.actor_id = spec.actor_id
 
     def _resolve_args(self, spec: cw.TaskSpec):
         from ..object_ref import ObjectRef
@@ -222,7 +318,7 @@ class TaskExecutor:
             index += 1
         return index
 
-    def _run_async(self, coro):
+    def _run_coroutine(self, coro):
         if self._async_loop is None:
             self._async_loop = asyncio.new_event_loop()
         return self._async_loop.run_until_complete(coro)
@@ -277,6 +373,13 @@ class TaskExecutor:
                 stream.flush()
             except Exception:  # noqa: BLE001
                 pass
+
+
+class _EarlyReply(Exception):
+    """A task that ends before user code runs (cancelled, unloadable, bad argument)."""
+
+    def __init__(self, reply: cw.PushTaskReply):
+        self.reply = reply
 
 
 def _set_result(fut, reply) -> None:

@@ -35,7 +35,6 @@ from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCras
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
 from ..protocol.common import SchedulingStrategy
-from .memory_store import CallbackWaiter
 from .serialization import error_value
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class PendingTask:
     """A submitted task until its results are stored."""
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
-                 "cancelled", "worker", "generator", "unresolved")
+                 "cancelled", "worker", "generator", "unresolved", "lost")
 
     def __init__(self, spec: cw.TaskSpec, return_ids: list[bytes], keep_alive, key):
         self.spec = spec
@@ -66,6 +65,8 @@ class PendingTask:
         self.worker: LeasedWorker | None = None
         self.generator = None
         self.unresolved = 0
+        #: Actor calls: sent, then the connection broke before a reply came.
+        self.lost = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,21 +132,7 @@ class NormalTaskSubmitter:
 
     def submit(self, task: PendingTask) -> None:
         self.tasks[task.spec.task_id] = task
-        deps = self.core.unresolved_dependencies(task)
-        if not deps:
-            self._dependencies_ready(task)
-            return
-        task.unresolved = len(deps)
-
-        def one_ready(_object_id, task=task):
-            task.unresolved -= 1
-            if task.unresolved == 0:
-                self.core.io.post(self._dependencies_ready, task)
-        waiter = CallbackWaiter(one_ready)
-        absent = self.core.store.wait_for(deps, waiter)
-        task.unresolved -= len(deps) - absent
-        if task.unresolved == 0:
-            self._dependencies_ready(task)
+        self.core.dependencies.resolve(task, self._dependencies_ready)
 
     def _dependencies_ready(self, task: PendingTask) -> None:
         if task.cancelled:
@@ -153,7 +140,7 @@ class NormalTaskSubmitter:
             return
         failed = self.core.inline_dependencies(task.spec)
         if failed is not None:  # an argument is an error: the task fails with it
-            self._store_returns(task, failed)
+            self.store_returns(task, failed)
             return
         task.state = TaskState.QUEUED
         state = self._keys.get(task.key)
@@ -181,9 +168,12 @@ class NormalTaskSubmitter:
         workers = state.workers
         depth = self._depth(state)
         while queue:
+            # A worker may exit after any task of a max_calls function, and tasks
+            # pipelined behind that one would die with it: push those one at a time.
+            limit = 1 if queue[0].spec.max_calls else depth
             best = None
             for w in workers:
-                if not w.dead and w.inflight < depth and (
+                if not w.dead and w.inflight < limit and (
                         best is None or w.inflight < best.inflight):
                     best = w
             if best is None:
@@ -240,7 +230,7 @@ class NormalTaskSubmitter:
             elif task.cancelled and reply.is_application_error:
                 self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
             else:
-                self._store_returns(task, reply.returns, reply.num_generator_items)
+                self.store_returns(task, reply.returns, reply.num_generator_items)
         if state is not None:
             self._pump(state)
 
@@ -359,9 +349,9 @@ class NormalTaskSubmitter:
 
     def _finish_with_error(self, task: PendingTask, err: Exception) -> None:
         value = error_value(err)
-        self._store_returns(task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
+        self.store_returns(task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
 
-    def _store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:
+    def store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:
         task.state = TaskState.FINISHED
         self.tasks.pop(task.spec.task_id, None)
         refs = self.core.references

@@ -15,6 +15,7 @@ from .. import rpc
 from ..config import config
 from ..protocol import gcs as msg
 from ..protocol.raylet import GetNodeState, GetNodeStateReply
+from .actor_manager import ActorManager
 from .job_manager import JobManager
 from .kv_manager import KVManager
 from .node_manager import NodeManager
@@ -33,8 +34,11 @@ class GcsServer:
         self.kv = KVManager(self.store)
         self.nodes = NodeManager(self.store, self.publisher)
         self.jobs = JobManager(self.store, self.publisher)
+        self.actors = ActorManager(self.publisher, self.nodes)
+        self.nodes.on_node_dead.append(self.actors.node_died)
+        self.jobs.on_job_finished.append(self.actors.job_finished)
         self._handlers = {}
-        for manager in (self.kv, self.nodes, self.jobs, self.publisher):
+        for manager in (self.kv, self.nodes, self.jobs, self.actors, self.publisher):
             self._handlers.update(manager.handlers())
         self._handlers[GetNodeState] = self.debug_state
         self._handlers[msg.PublishLogs] = self._publish_logs
@@ -68,6 +72,7 @@ class GcsServer:
         return GetNodeStateReply({
             "nodes": self.nodes.debug_state(), "jobs": self.jobs.debug_state(),
             "kv": self.kv.debug_state(), "subscribers": self.publisher.debug_state(),
+            "actors": self.actors.debug_state(),
         })
 
     async def stop(self) -> None:

@@ -1,9 +1,10 @@
 """Every message ember sends, grouped by service, plus the envelope and framing.
 
 Modules: :mod:`.common` (shared value types), :mod:`.gcs`, :mod:`.raylet`,
-:mod:`.core_worker`, and :mod:`.framing` (how envelopes become bytes).
+:mod:`.core_worker`, :mod:`.object_store`, and :mod:`.framing` (how envelopes
+become bytes).
 """
-from . import common, core_worker, gcs, raylet  # noqa: F401
+from . import common, core_worker, gcs, object_store, raylet  # noqa: F401
 from .common import Message
 
 

@@ -1,8 +1,9 @@
 """Messages of the GCS service: nodes, jobs, key-value store, pub/sub, health."""
 from __future__ import annotations
 
-from .common import Address, Message
 import msgspec
+
+from .common import Address, Message, SchedulingStrategy
 
 
 class NodeInfo(msgspec.Struct, array_like=True, gc=False):
@@ -168,10 +169,17 @@ class Subscribe(Message):
     """Ask for the messages of ``channels`` on this connection.
 
     ``job_id`` filters per-job channels (logs, errors); b"" means all jobs.
+    ``keys`` limits keyed channels (actor) to those keys; empty means all.
     """
 
     channels: list[str]
     job_id: bytes = b""
+    keys: list[bytes] = []
+
+
+class Unsubscribe(Message):
+    channel: str
+    keys: list[bytes] = []
 
 
 class SubscribeReply(Message):
@@ -225,3 +233,116 @@ CHANNEL_NODE = "node"
 CHANNEL_LOG = "log"
 CHANNEL_ERROR = "error"
 CHANNEL_JOB = "job"
+
+
+# --- actors -----------------------------------------------------------------
+
+class ActorInfo(msgspec.Struct, array_like=True, gc=False):
+    """The GCS's record of one actor. ``state`` is an ActorState name."""
+
+    actor_id: bytes
+    job_id: bytes
+    class_name: str
+    state: str
+    owner: Address
+    name: str = ""
+    namespace: str = ""
+    is_detached: bool = False
+    max_restarts: int = 0
+    num_restarts: int = 0
+    #: The actor's worker, once ALIVE.
+    address: Address | None = None
+    node_id: bytes = b""
+    pid: int = 0
+    #: Why the actor is DEAD (or last restarted), in words for the user.
+    death_cause: str = ""
+    #: Pickled RayTaskError when __init__ raised; b"" otherwise.
+    creation_error: bytes = b""
+    #: Pickled method metadata, so that get_actor() can build a handle.
+    method_meta: bytes = b""
+    #: Pickled actor options a handle needs (max_task_retries, ...).
+    handle_meta: bytes = b""
+
+
+class RegisterActor(Message):
+    """Record a new actor (state DEPENDENCIES_UNREADY); refused if its name is taken."""
+
+    info: ActorInfo
+    #: With get_if_exists: return the existing actor of that name instead of failing.
+    get_if_exists: bool = False
+
+
+class RegisterActorReply(Message):
+    #: The registered actor, or the existing one when get_if_exists matched.
+    info: ActorInfo
+    existed: bool = False
+
+
+class CreateActor(Message):
+    """The actor's dependencies are ready: schedule it and run its __init__."""
+
+    actor_id: bytes
+    #: ember.protocol.core_worker.TaskSpec of the creation task, msgpack-encoded.
+    creation_spec: bytes
+    #: Resources that choose the node, and those held while the actor lives.
+    placement_resources: dict[str, float]
+    resources: dict[str, float]
+    strategy: SchedulingStrategy
+
+
+class GetActorInfo(Message):
+    actor_id: bytes
+
+
+class GetActorInfoReply(Message):
+    info: ActorInfo | None
+
+
+class GetNamedActor(Message):
+    name: str
+    namespace: str
+
+
+class ListNamedActors(Message):
+    namespace: str
+    all_namespaces: bool = False
+
+
+class ListNamedActorsReply(Message):
+    #: (namespace, name) pairs of live named actors.
+    actors: list[tuple[str, str]]
+
+
+class ListActors(Message):
+    pass
+
+
+class ListActorsReply(Message):
+    actors: list[ActorInfo]
+
+
+class KillActor(Message):
+    actor_id: bytes
+    force: bool = True
+    no_restart: bool = True
+    #: Who asked, in words: "ray.kill()", "its last handle went out of scope", ...
+    reason: str = "killed by ember.kill()"
+
+
+class ActorChanged(Message):
+    """Published on channel "actor" (keyed by actor id) at each state change."""
+
+    info: ActorInfo
+
+
+class ReportWorkerFailure(Message):
+    """A raylet tells the GCS that one of its workers died, and how."""
+
+    worker_id: bytes
+    node_id: bytes
+    cause: str
+    #: The worker exited on purpose (exit_actor, max_calls), not by a crash.
+    intentional: bool = False
+
+
+CHANNEL_ACTOR = "actor"

@@ -19,6 +19,11 @@ class RegisterWorkerReply(Message):
     gcs_address: str
     session_dir: str
     resources_total: dict[str, float]
+    #: The object store arena: a client opens /proc/<raylet_pid>/fd/<store_fd>
+    #: and maps ``store_capacity`` bytes (see ember.object_store.arena).
+    store_fd: int = -1
+    store_capacity: int = 0
+    raylet_pid: int = 0
 
 
 class RequestWorkerLease(Message):
@@ -35,6 +40,11 @@ class RequestWorkerLease(Message):
     grant_or_reject: bool = False
     #: Scheduling key: the raylet batches lease requests with the same key.
     scheduling_key: bytes = b""
+    #: For an actor: its id. The worker serves only that actor and is not reused.
+    actor_id: bytes = b""
+    #: Resources held once granted, when smaller than ``resources`` (which
+    #: choose the node). Ray's default actors: 1 CPU to place, 0 to run.
+    running_resources: dict[str, float] | None = None
 
 
 class WorkerLeaseReply(Message):

@@ -123,7 +123,12 @@ class LocalLeaseManager:
 
     def _grant(self, lease: Lease, worker: WorkerHandle) -> None:
         worker.lease = lease
+        worker.actor_id = lease.request.actor_id
         lease.worker = worker
+        running = lease.request.running_resources
+        if running is not None:
+            self.resources.shrink(lease.allocation, fixed_request(running))
+            self._on_resources_changed()
         self.granted[lease.lease_id] = lease
         reply = msg.WorkerLeaseReply(
             "granted", worker=worker.address, worker_pid=worker.pid,
@@ -141,6 +146,8 @@ class LocalLeaseManager:
         worker = lease.worker
         if worker_failed:
             self.pool.kill(worker, "its owner reported it failed")
+        elif worker.actor_id:
+            self.pool.kill(worker, "its actor ended")
         else:
             self.pool.push(worker)
         self.dispatch()

@@ -73,6 +73,8 @@ class Raylet:
         self._report_scheduled = False
         self._background: list[asyncio.Task] = []
         self.stopped = asyncio.Event()
+        #: Set once the GCS knows this node; drivers are answered only then.
+        self.registered = asyncio.Event()
         self.address: Address | None = None
 
     # --- start and stop -------------------------------------------------------
@@ -104,6 +106,7 @@ class Raylet:
         reply = await self.gcs.call(gcs_msg.RegisterNode(info))
         for node in reply.nodes:
             self._update_node(node)
+        self.registered.set()
         await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB]))
         self.pool.start_reaper()
         self.log_monitor.start()
@@ -164,16 +167,26 @@ class Raylet:
         }
 
     def register_worker(self, conn, req: msg.RegisterWorker) -> msg.RegisterWorkerReply:
+        reply = msg.RegisterWorkerReply(self.node_id, self.gcs_address, self.session_dir,
+                                        self.resources.as_floats("total"))
         if req.is_driver:
             conn.peer = ("driver", req.worker_id)
+            if not self.registered.is_set():
+                # The raylet serves before the GCS knows its node; a driver that is
+                # answered now could find no node in ember.nodes() or
+                # cluster_resources() right after init(). Answer once it is known.
+                return self._when_registered(reply)
         else:
             handle = self.pool.register(req.worker_id, req.pid, conn, req.address)
             if handle is None:
                 raise RuntimeError(f"unknown worker {req.worker_id.hex()}")
             conn.peer = ("worker", handle)
             self.log_monitor.add_worker(handle)
-        return msg.RegisterWorkerReply(self.node_id, self.gcs_address, self.session_dir,
-                                       self.resources.as_floats("total"))
+        return reply
+
+    async def _when_registered(self, reply):
+        await self.registered.wait()
+        return reply
 
     async def request_lease(self, conn, req: msg.RequestWorkerLease) -> msg.WorkerLeaseReply:
         lease = Lease(req, conn)
@@ -247,6 +260,10 @@ class Raylet:
 
     def _on_worker_dead(self, handle: WorkerHandle) -> None:
         self.leases.worker_died(handle)
+        if handle.address is not None:
+            self._publish(gcs_msg.ReportWorkerFailure(
+                handle.worker_id, self.node_id, handle.death_cause,
+                intentional=handle.exit_code == 0 and not handle.kill_reason))
 
     def _update_node(self, info: gcs_msg.NodeInfo) -> None:
         if info.node_id == self.node_id:

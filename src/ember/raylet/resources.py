@@ -117,6 +117,18 @@ class NodeResources:
             return None
         return [(min(fits, key=lambda i: free[i]), amount)]
 
+    def shrink(self, alloc: Allocation, keep: dict[str, int]) -> None:
+        """Give back what ``alloc`` holds beyond ``keep`` (instance resources excepted)."""
+        for name, amount in list(alloc.amounts.items()):
+            if name in alloc.instances:
+                continue
+            surplus = amount - keep.get(name, 0)
+            if surplus > 0:
+                self.available[name] = self.available.get(name, 0) + surplus
+                alloc.amounts[name] = amount - surplus
+                if not alloc.amounts[name]:
+                    del alloc.amounts[name]
+
     def lend(self, alloc: Allocation, name: str = "CPU") -> int:
         """A blocked worker lends its ``name`` back; returns the amount lent."""
         amount = alloc.amounts.get(name, 0)

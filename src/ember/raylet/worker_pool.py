@@ -54,6 +54,8 @@ class WorkerHandle:
         #: b"" until the first lease binds the worker to a job.
         self.job_id = b""
         self.lease = None
+        #: Set while the worker hosts an actor; such a worker is never reused.
+        self.actor_id = b""
         self.idle_since = time.monotonic()
         self.started_at = time.monotonic()
         self.death_cause = ""

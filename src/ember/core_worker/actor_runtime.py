@@ -1,0 +1,101 @@
+"""The actor living in a worker process, and how its calls are run.
+
+Three modes, chosen once when the actor is created, as in Ray:
+
+- **serial** (the default): one call at a time on the main thread, in arrival
+  order, which is each caller's submission order.
+- **threaded** (``max_concurrency > 1`` with plain methods, or concurrency
+  groups): calls run on a thread pool per concurrency group, each pool as large
+  as its group's limit. Order between concurrent calls is not kept.
+- **async** (any ``async def`` method): calls are coroutines on one event loop
+  that the main thread runs, at most ``max_concurrency`` (default 1000) at once
+  per group, bounded by a semaphore.
+
+Calls arrive on the I/O thread; :meth:`ActorRuntime.dispatch` hands each to
+its mode's runner without blocking the I/O thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+
+from .event_loop import LoopInbox
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GROUP = ""
+
+
+class ActorExitRequest(BaseException):
+    """Raised by ``exit_actor()``: finish this call, then end the actor's process."""
+
+DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+def is_async_class(cls) -> bool:
+    return any(inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+               for _, m in inspect.getmembers(cls, predicate=inspect.isfunction))
+
+
+class ActorRuntime:
+    def __init__(self, executor, instance, class_name: str, options: dict):
+        self.executor = executor
+        self.instance = instance
+        self.class_name = class_name
+        self.actor_id = options.get("actor_id", b"")
+        is_async = options.get("is_async", False)
+        groups = dict(options.get("concurrency_groups") or {})
+        #: method name -> concurrency group declared with @ember.method
+        self.method_groups: dict[str, str] = options.get("method_groups") or {}
+        max_concurrency = options.get("max_concurrency")
+        if is_async:
+            self.mode = "async"
+            limit = max_concurrency or DEFAULT_ASYNC_CONCURRENCY
+            self.loop = asyncio.new_event_loop()
+            self.inbox = LoopInbox(self.loop)
+            self._limits = dict(groups, **{DEFAULT_GROUP: limit})
+            self._semaphores: dict[str, asyncio.Semaphore] = {}
+        elif (max_concurrency or 1) > 1 or groups:
+            self.mode = "threaded"
+            limits = dict(groups, **{DEFAULT_GROUP: max_concurrency or 1})
+            self._pools = {name: concurrent.futures.ThreadPoolExecutor(
+                max_workers=n, thread_name_prefix=f"actor-{name or 'default'}")
+                for name, n in limits.items()}
+        else:
+            self.mode = "serial"
+
+    def group_of(self, spec) -> str:
+        return spec.concurrency_group or self.method_groups.get(spec.method_name, DEFAULT_GROUP)
+
+    def dispatch(self, item) -> None:
+        """I/O thread: start one call (item = (request, connection, future, None))."""
+        if self.mode == "serial":
+            self.executor.enqueue(item)
+        elif self.mode == "threaded":
+            group = self.group_of(item[0].spec)
+            pool = self._pools.get(group, self._pools[DEFAULT_GROUP])
+            pool.submit(self.executor.run_item, item)
+        else:
+            self.inbox.post(self._start_async, item)
+
+    # --- async mode (runs on the main thread's actor loop) ---------------------------
+
+    def _start_async(self, item) -> None:
+        self.loop.create_task(self._run_async(item))
+
+    async def _run_async(self, item) -> None:
+        group = self.group_of(item[0].spec)
+        if group not in self._limits:
+            group = DEFAULT_GROUP
+        semaphore = self._semaphores.get(group)
+        if semaphore is None:
+            semaphore = self._semaphores[group] = asyncio.Semaphore(self._limits[group])
+        async with semaphore:
+            await self.executor.run_item_async(item)
+
+    def run_forever(self) -> None:
+        """Main thread: serve async calls until the process exits."""
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()

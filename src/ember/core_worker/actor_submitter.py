@@ -1,0 +1,271 @@
+"""Actor calls: sent straight from the caller to the actor's worker, in order.
+
+For each actor this process holds a handle to, an :class:`ActorQueue` keeps
+the calls not yet sent (in submission order) and the calls sent and awaiting a
+reply. Calls go out over one connection, so they reach the actor in the order
+they were made; a call waiting for an argument holds back the calls behind it,
+which is how Ray keeps per-caller ordering.
+
+The queue learns where the actor is, and when it restarts or dies, from the
+GCS's "actor" channel. When the connection to the actor breaks, the calls in
+flight wait for that news: if the actor restarts and ``max_task_retries``
+allows, they are sent again to the new process; otherwise they fail with
+``ActorDiedError`` (or ``ActorUnavailableError`` while it restarts).
+
+Also here: actor creation (after its arguments are ready, ``CreateActor`` to
+the GCS) and handle-count bookkeeping for the actors this process owns.
+Everything runs on the I/O thread unless a method says otherwise.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import pickle
+
+import msgspec
+
+from .. import rpc
+from ..exceptions import ActorDiedError, ActorUnavailableError, PendingCallsLimitExceeded
+from ..protocol import core_worker as cw
+from ..protocol import gcs as gcs_msg
+from .serialization import error_value
+
+logger = logging.getLogger(__name__)
+
+
+class ActorQueue:
+    __slots__ = ("actor_id", "class_name", "state", "conn", "address", "pending", "inflight",
+                 "death", "max_task_retries", "connecting", "num_restarts", "subscribed",
+                 "next_seq")
+
+    def __init__(self, actor_id: bytes, class_name: str, max_task_retries: int):
+        self.actor_id = actor_id
+        self.class_name = class_name
+        #: An ActorState name, as last heard from the GCS; "" before the first news.
+        self.state = ""
+        self.conn: rpc.Connection | None = None
+        self.address = None
+        self.pending: collections.deque = collections.deque()
+        self.inflight: dict[bytes, object] = {}
+        #: The error every call gets once the actor is DEAD.
+        self.death: Exception | None = None
+        self.max_task_retries = max_task_retries
+        self.connecting = False
+        self.num_restarts = 0
+        self.subscribed = False
+        self.next_seq = 0
+
+
+class ActorTaskSubmitter:
+    def __init__(self, core):
+        self.core = core
+        self.queues: dict[bytes, ActorQueue] = {}
+        #: actor id -> live handles in this process, for actors it owns
+        self.owned_handles: dict[bytes, int] = {}
+        #: Owned actors whose handle left this process: never killed on scope exit.
+        self.escaped: set[bytes] = set()
+
+    # --- creation (I/O thread) ----------------------------------------------------
+
+    def create(self, task, create_msg: gcs_msg.CreateActor, register: gcs_msg.RegisterActor
+               | None) -> None:
+        """Register (if not done synchronously), wait for arguments, then ask the GCS."""
+        gcs = self.core.gcs
+        if register is not None:
+            gcs.notify(register)
+
+        def ready(task):
+            failed = self.core.inline_dependencies(task.spec)
+            if failed is not None:
+                logger.error("creating actor %s: an argument holds an error",
+                             task.spec.function_name)
+            create_msg.creation_spec = msgspec.msgpack.encode(task.spec)
+            gcs.notify(create_msg)
+        self.core.dependencies.resolve(task, ready)
+
+    # --- calls --------------------------------------------------------------------
+
+    def queue_for(self, actor_id: bytes, class_name: str, max_task_retries: int) -> ActorQueue:
+        queue = self.queues.get(actor_id)
+        if queue is None:
+            queue = self.queues[actor_id] = ActorQueue(actor_id, class_name, max_task_retries)
+        return queue
+
+    def check_pending_limit(self, actor_id: bytes, limit: int, class_name: str) -> None:
+        """Caller thread: refuse a call beyond max_pending_calls."""
+        queue = self.queues.get(actor_id)
+        if limit > 0 and queue is not None and len(queue.pending) + len(queue.inflight) >= limit:
+            raise PendingCallsLimitExceeded(
+                f"Actor {class_name} (id={actor_id.hex()}) already has {limit} calls pending, "
+                f"its max_pending_calls. Wait for some results before calling it again.")
+
+    def submit(self, queue: ActorQueue, task) -> None:
+        if not queue.subscribed:
+            self._subscribe(queue)
+        if queue.death is not None:
+            self._fail(task, queue.death)
+            return
+        task.spec.sequence_number = queue.next_seq
+        queue.next_seq += 1
+        queue.pending.append(task)
+        self.core.dependencies.resolve(task, lambda t, q=queue: self._pump(q))
+
+    def _pump(self, queue: ActorQueue) -> None:
+        if queue.state != "ALIVE":
+            return
+        if queue.conn is None or queue.conn.closed:
+            if not queue.connecting:
+                queue.connecting = True
+                self.core.io.loop.create_task(self._connect(queue))
+            return
+        pending = queue.pending
+        conn = queue.conn
+        while pending and pending[0].unresolved <= 0:
+            task = pending.popleft()
+            failed = self.core.inline_dependencies(task.spec)
+            if failed is not None:
+                self.core.submitter.store_returns(task, failed)
+                continue
+            queue.inflight[task.spec.task_id] = task
+            fut = conn.request(cw.PushTask(task.spec))
+            fut.add_done_callback(lambda f, q=queue, t=task: self._on_reply(q, t, f))
+
+    async def _connect(self, queue: ActorQueue) -> None:
+        address = queue.address
+        try:
+            conn = await self.core.connect_worker(address)
+        except ConnectionError:
+            conn = None
+        queue.connecting = False
+        if queue.address is not address:  # the actor moved while we dialled
+            self._pump(queue)
+            return
+        if conn is None:
+            return  # the GCS will tell us whether it restarts or died
+        queue.conn = conn
+        self._pump(queue)
+
+    def _on_reply(self, queue: ActorQueue, task, fut) -> None:
+        if queue.inflight.pop(task.spec.task_id, None) is None:
+            return  # already failed or requeued
+        exc = fut.exception()
+        if exc is None:
+            reply = fut.result()
+            self.core.submitter.store_returns(task, reply.returns, reply.num_generator_items)
+            return
+        # The connection broke: the actor's process is gone. Wait for the GCS's word.
+        if queue.conn is not None and queue.conn.closed:
+            queue.conn = None
+        if queue.death is not None:
+            self._fail(task, queue.death)
+            return
+        queue.inflight[task.spec.task_id] = task
+        task.lost = True
+
+    # --- actor state from the GCS ----------------------------------------------------
+
+    def _subscribe(self, queue: ActorQueue) -> None:
+        queue.subscribed = True
+        gcs = self.core.gcs
+        gcs.notify(gcs_msg.Subscribe([gcs_msg.CHANNEL_ACTOR], keys=[queue.actor_id]))
+        fut = gcs.request(gcs_msg.GetActorInfo(queue.actor_id))
+
+        def got(f):
+            if f.exception() is None and f.result().info is not None:
+                self.actor_changed(None, gcs_msg.ActorChanged(f.result().info))
+        fut.add_done_callback(got)
+
+    def actor_changed(self, conn, news: gcs_msg.ActorChanged) -> None:
+        info = news.info
+        queue = self.queues.get(info.actor_id)
+        if queue is None:
+            return
+        restarted = info.num_restarts > queue.num_restarts
+        queue.num_restarts = max(queue.num_restarts, info.num_restarts)
+        queue.state = info.state
+        if info.state == "ALIVE":
+            if queue.address != info.address:
+                queue.address = info.address
+                if queue.conn is not None:
+                    queue.conn = None
+            if restarted or queue.inflight:
+                self._resend_after_restart(queue)
+            self._pump(queue)
+        elif info.state == "RESTARTING":
+            self._resend_after_restart(queue, restarting=True)
+        elif info.state == "DEAD":
+            queue.death = death_error(info)
+            self._fail_all(queue)
+
+    def _resend_after_restart(self, queue: ActorQueue, restarting: bool = False) -> None:
+        """Calls that were in flight when the process died: retry or fail each."""
+        lost = [t for t in queue.inflight.values() if t.lost
+                or restarting]
+        for task in lost:
+            queue.inflight.pop(task.spec.task_id, None)
+        retry = []
+        for task in sorted(lost, key=lambda t: t.spec.sequence_number):
+            if task.retries_left != 0:
+                if task.retries_left > 0:
+                    task.retries_left -= 1
+                task.lost = False
+                retry.append(task)
+            else:
+                self._fail(task, ActorUnavailableError(
+                    error_msg=f"The actor {queue.class_name} (id={queue.actor_id.hex()}) "
+                              "died while running this call and is restarting; the call "
+                              "was not retried because max_task_retries is 0. Set "
+                              "max_task_retries to retry calls after a restart.",
+                    actor_id=queue.actor_id))
+        queue.pending.extendleft(reversed(retry))
+
+    def _fail_all(self, queue: ActorQueue) -> None:
+        tasks = list(queue.inflight.values()) + list(queue.pending)
+        queue.inflight.clear()
+        queue.pending.clear()
+        for task in tasks:
+            self._fail(task, queue.death)
+
+    def _fail(self, task, err: Exception) -> None:
+        value = error_value(err)
+        self.core.submitter.store_returns(
+            task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
+
+    # --- handle counting (any thread) ---------------------------------------------------
+
+    def add_owned_handle(self, actor_id: bytes) -> None:
+        self.owned_handles[actor_id] = self.owned_handles.get(actor_id, 0) + 1
+
+    def remove_owned_handle(self, actor_id: bytes, killable: bool) -> None:
+        count = self.owned_handles.get(actor_id, 0) - 1
+        if count > 0:
+            self.owned_handles[actor_id] = count
+            return
+        self.owned_handles.pop(actor_id, None)
+        if killable and actor_id not in self.escaped and not self.core.shutting_down:
+            self.core.io.post(self._kill_out_of_scope, actor_id)
+
+    def _kill_out_of_scope(self, actor_id: bytes) -> None:
+        if self.core.gcs is not None and not self.core.gcs.closed:
+            self.core.gcs.notify(gcs_msg.KillActor(
+                actor_id, force=True, no_restart=True,
+                reason="all references to it went out of scope"))
+
+    def debug_state(self) -> dict:
+        return {q.class_name + ":" + q.actor_id.hex()[:8]: {
+            "state": q.state, "pending": len(q.pending), "inflight": len(q.inflight)}
+            for q in self.queues.values()}
+
+
+def death_error(info: gcs_msg.ActorInfo) -> Exception:
+    """The error a call to a DEAD actor raises: says which actor died and why."""
+    cause = None
+    if info.creation_error:
+        try:
+            cause = pickle.loads(info.creation_error)
+        except Exception:  # noqa: BLE001
+            cause = None
+    message = info.death_cause or f"The actor {info.class_name} died."
+    if cause is not None:
+        message += f"\nThe error raised by __init__:\n{cause}"
+    return ActorDiedError(cause=cause, error_msg=message, actor_id=info.actor_id)

@@ -1,0 +1,315 @@
+"""The GCS actor manager: the actor table, actor scheduling, restarts and deaths.
+
+Lifecycle, with the only edges :meth:`Actor.transition` allows::
+
+                        CreateActor
+    DEPENDENCIES_UNREADY ──────────► PENDING_CREATION ──__init__ ok──► ALIVE
+            │                          │        ▲                      │  ▲
+            │                          │        └─── rescheduled ───┐  │  │ __init__ ok
+            │                          │                            │  ▼  │
+            │                          │       worker/node died,  RESTARTING
+            │                          │       restarts left  ◄─────┘──┘
+            ▼                          ▼                             │
+           DEAD ◄──────────────────── DEAD ◄───────── no restarts left, killed,
+                                                       exit_actor(), owner died
+
+- DEPENDENCIES_UNREADY: registered (its name is taken) but its creation
+  arguments are not ready yet; the owner sends CreateActor when they are.
+- PENDING_CREATION: waiting for a lease, or running ``__init__``.
+- ALIVE: callers send calls straight to its worker's address.
+- RESTARTING: its process died and ``max_restarts`` allows another; it is
+  being placed again and ``__init__`` runs again.
+- DEAD: final. ``death_cause`` says why, in words the user reads.
+
+Each change is published on the "actor" channel keyed by actor id, which is how
+every handle holder learns the actor's address or its death.
+
+Scheduling goes through raylets, not around them: the GCS asks the raylet of
+the owner's node for a lease (or the node named by a node-affinity strategy),
+follows spillback replies, then pushes the creation task to the granted worker.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+
+import msgspec
+
+from .. import rpc
+from ..protocol import core_worker as cw
+from ..protocol import gcs as msg
+from ..protocol import raylet as rl
+from ..protocol.common import Address
+from .pubsub import Publisher
+
+logger = logging.getLogger(__name__)
+
+
+class ActorState(enum.Enum):
+    DEPENDENCIES_UNREADY = "DEPENDENCIES_UNREADY"
+    PENDING_CREATION = "PENDING_CREATION"
+    ALIVE = "ALIVE"
+    RESTARTING = "RESTARTING"
+    DEAD = "DEAD"
+
+
+_EDGES = {
+    ActorState.DEPENDENCIES_UNREADY: {ActorState.PENDING_CREATION, ActorState.DEAD},
+    ActorState.PENDING_CREATION: {ActorState.ALIVE, ActorState.RESTARTING, ActorState.DEAD},
+    ActorState.ALIVE: {ActorState.RESTARTING, ActorState.DEAD},
+    ActorState.RESTARTING: {ActorState.ALIVE, ActorState.DEAD},
+    ActorState.DEAD: set(),
+}
+
+
+class Actor:
+    """One actor's record and the lease that hosts it."""
+
+    def __init__(self, info: msg.ActorInfo):
+        self.info = info
+        self.state = ActorState.DEPENDENCIES_UNREADY
+        self.create: msg.CreateActor | None = None
+        self.worker_id = b""
+        self.lease_id = b""
+        self.raylet: rpc.Connection | None = None
+        #: Set by KillActor: the next death is final and reported with this reason.
+        self.kill_reason = ""
+
+    def transition(self, new: ActorState) -> None:
+        if new not in _EDGES[self.state]:
+            raise RuntimeError(f"actor {self.info.actor_id.hex()}: illegal transition "
+                               f"{self.state.name} -> {new.name}")
+        self.state = new
+        self.info.state = new.name
+
+    def describe(self) -> str:
+        name = f", name={self.info.name!r}" if self.info.name else ""
+        return f"{self.info.class_name} (id={self.info.actor_id.hex()}{name})"
+
+
+class ActorManager:
+    def __init__(self, publisher: Publisher, node_manager):
+        self._publisher = publisher
+        self._nodes = node_manager
+        self.actors: dict[bytes, Actor] = {}
+        self._named: dict[tuple[str, str], bytes] = {}
+        self._by_worker: dict[bytes, bytes] = {}
+        self._raylet_conns: dict[bytes, rpc.Connection] = {}
+
+    def handlers(self):
+        return {
+            msg.RegisterActor: self.register,
+            msg.CreateActor: self.create,
+            msg.GetActorInfo: self.get_info,
+            msg.GetNamedActor: self.get_named,
+            msg.ListNamedActors: self.list_named,
+            msg.ListActors: lambda conn, req: msg.ListActorsReply(
+                [a.info for a in self.actors.values()]),
+            msg.KillActor: self.kill,
+            msg.ReportWorkerFailure: self.worker_failed,
+        }
+
+    # --- registration and creation ----------------------------------------------
+
+    def register(self, conn, req: msg.RegisterActor) -> msg.RegisterActorReply:
+        info = req.info
+        if info.name:
+            existing_id = self._named.get((info.namespace, info.name))
+            if existing_id is not None:
+                existing = self.actors[existing_id]
+                if req.get_if_exists:
+                    return msg.RegisterActorReply(existing.info, existed=True)
+                raise ValueError(
+                    f"The name {info.name!r} (namespace {info.namespace!r}) is already taken "
+                    f"by actor {existing.describe()}. Choose another name, kill that actor "
+                    "first, or pass get_if_exists=True to get a handle to it.")
+            self._named[(info.namespace, info.name)] = info.actor_id
+        info.state = ActorState.DEPENDENCIES_UNREADY.name
+        self.actors[info.actor_id] = Actor(info)
+        return msg.RegisterActorReply(info)
+
+    def create(self, conn, req: msg.CreateActor) -> None:
+        actor = self.actors.get(req.actor_id)
+        if actor is None or actor.state is not ActorState.DEPENDENCIES_UNREADY:
+            return
+        actor.create = req
+        self._set_state(actor, ActorState.PENDING_CREATION)
+        asyncio.get_running_loop().create_task(self._schedule(actor))
+
+    async def _schedule(self, actor: Actor) -> None:
+        req = actor.create
+        spec = msgspec.msgpack.decode(req.creation_spec, type=cw.TaskSpec)
+        lease_id = actor.info.actor_id + actor.info.num_restarts.to_bytes(4, "little")
+        request = rl.RequestWorkerLease(
+            lease_id=lease_id, job_id=actor.info.job_id, resources=req.placement_resources,
+            strategy=req.strategy, description=f"actor {actor.info.class_name}",
+            owner=actor.info.owner, scheduling_key=b"actor:" + actor.info.actor_id,
+            actor_id=actor.info.actor_id, running_resources=req.resources)
+        try:
+            raylet = await self._raylet_for(actor, req)
+            reply = await raylet.call(request)
+            while reply.status == "spillback":
+                raylet = await self._connect_raylet(reply.retry_at.node_id, reply.retry_at)
+                request.grant_or_reject = True
+                reply = await raylet.call(request)
+        except (ConnectionError, rpc.RemoteError, LookupError) as exc:
+            self._died(actor, f"it could not be scheduled: {exc}", restartable=True)
+            return
+        if actor.state is ActorState.DEAD:
+            if reply.status == "granted":
+                raylet.notify(rl.ReturnWorker(reply.lease_id))
+            return
+        if reply.status != "granted":
+            self._died(actor, f"it cannot be scheduled: {reply.message or reply.status}",
+                       restartable=False)
+            return
+        actor.raylet = raylet
+        actor.lease_id = reply.lease_id
+        actor.worker_id = reply.worker.worker_id
+        self._by_worker[actor.worker_id] = actor.info.actor_id
+        actor.info.node_id = reply.worker.node_id
+        actor.info.pid = reply.worker_pid
+        try:
+            worker = await rpc.connect(rpc.address_string(reply.worker), name="actor worker",
+                                       timeout=10)
+            spec.attempt = actor.info.num_restarts
+            result = await worker.call(cw.PushTask(spec, reply.gpu_ids, reply.lease_id))
+            worker.close()
+        except (ConnectionError, rpc.RemoteError) as exc:
+            # The worker died during __init__; its failure report decides what next.
+            logger.info("actor %s died during creation: %s", actor.describe(), exc)
+            return
+        if actor.state is ActorState.DEAD:
+            return
+        if result.is_application_error:
+            actor.info.creation_error = result.returns[0].value.data if result.returns else b""
+            self._died(actor, "its __init__ raised an exception (see the error it carries)",
+                       restartable=False)
+            return
+        actor.info.address = reply.worker
+        self._set_state(actor, ActorState.ALIVE)
+
+    async def _raylet_for(self, actor: Actor, req: msg.CreateActor) -> rpc.Connection:
+        node_id = actor.info.owner.node_id
+        if req.strategy.kind == "NODE_AFFINITY":
+            node_id = req.strategy.node_id
+        info = self._nodes.nodes.get(node_id)
+        if info is None or not info.alive:
+            alive = self._nodes.alive_nodes()
+            if not alive:
+                raise LookupError("no node is alive")
+            info = alive[0]
+        return await self._connect_raylet(info.node_id, info.raylet)
+
+    async def _connect_raylet(self, node_id: bytes, address: Address) -> rpc.Connection:
+        conn = self._raylet_conns.get(node_id)
+        if conn is None or conn.closed:
+            conn = await rpc.connect(f"{address.ip}:{address.port}", name="raylet", timeout=10)
+            self._raylet_conns[node_id] = conn
+        return conn
+
+    # --- deaths ---------------------------------------------------------------------
+
+    def worker_failed(self, conn, req: msg.ReportWorkerFailure) -> None:
+        actor_id = self._by_worker.pop(req.worker_id, None)
+        if actor_id is not None:
+            actor = self.actors.get(actor_id)
+            if actor is not None and actor.worker_id == req.worker_id:
+                if req.intentional:
+                    self._died(actor, "it exited via exit_actor()", restartable=False)
+                else:
+                    self._died(actor, f"its {req.cause}", restartable=True)
+        self._owner_died(lambda owner: owner.worker_id == req.worker_id,
+                         "its owner (the worker that created it) died")
+
+    def node_died(self, info) -> None:
+        for actor in list(self.actors.values()):
+            if actor.info.node_id == info.node_id and actor.state in (
+                    ActorState.ALIVE, ActorState.PENDING_CREATION):
+                self._died(actor, f"the node it ran on ({info.ip}) died: {info.death_reason}",
+                           restartable=True)
+
+    def job_finished(self, job_id: bytes) -> None:
+        for actor in list(self.actors.values()):
+            if (actor.info.job_id == job_id and not actor.info.is_detached
+                    and actor.state is not ActorState.DEAD):
+                self._kill(actor, "its owner's job finished (the driver exited); "
+                                  "use lifetime='detached' to keep an actor alive")
+
+    def _owner_died(self, is_owner, reason: str) -> None:
+        for actor in list(self.actors.values()):
+            if (not actor.info.is_detached and actor.state is not ActorState.DEAD
+                    and is_owner(actor.info.owner)):
+                self._kill(actor, reason)
+
+    def kill(self, conn, req: msg.KillActor) -> msg.Ack:
+        actor = self.actors.get(req.actor_id)
+        if actor is not None and actor.state is not ActorState.DEAD:
+            if req.no_restart:
+                self._kill(actor, req.reason)
+            elif actor.raylet is not None and actor.worker_id:
+                actor.raylet.notify(rl.KillWorker(actor.worker_id, req.reason))
+        return msg.Ack()
+
+    def _kill(self, actor: Actor, reason: str) -> None:
+        worker_id, raylet = actor.worker_id, actor.raylet
+        self._died(actor, f"it was killed: {reason}", restartable=False)
+        if raylet is not None and worker_id and not raylet.closed:
+            raylet.notify(rl.KillWorker(worker_id, f"its actor was killed ({reason})"))
+
+    def _died(self, actor: Actor, cause: str, restartable: bool) -> None:
+        if actor.state is ActorState.DEAD:
+            return
+        self._by_worker.pop(actor.worker_id, None)
+        if actor.raylet is not None and actor.lease_id and not actor.raylet.closed:
+            actor.raylet.notify(rl.ReturnWorker(actor.lease_id, worker_failed=True))
+        actor.raylet = None
+        actor.lease_id = b""
+        actor.worker_id = b""
+        actor.info.address = None
+        info = actor.info
+        can_restart = restartable and actor.create is not None and (
+            info.max_restarts == -1 or info.num_restarts < info.max_restarts)
+        if can_restart:
+            info.num_restarts += 1
+            info.death_cause = cause
+            logger.info("restarting actor %s (%d/%s): %s", actor.describe(),
+                        info.num_restarts, info.max_restarts, cause)
+            if actor.state is not ActorState.RESTARTING:
+                self._set_state(actor, ActorState.RESTARTING)
+            asyncio.get_running_loop().create_task(self._schedule(actor))
+            return
+        if restartable and info.max_restarts:
+            cause += f"; it was restarted {info.num_restarts} time(s), max_restarts=" \
+                     f"{info.max_restarts}"
+        info.death_cause = f"The actor {actor.describe()} died: {cause}."
+        if info.name:
+            self._named.pop((info.namespace, info.name), None)
+        self._set_state(actor, ActorState.DEAD)
+
+    def _set_state(self, actor: Actor, state: ActorState) -> None:
+        actor.transition(state)
+        self._publisher.publish(msg.CHANNEL_ACTOR, msg.ActorChanged(actor.info),
+                                key=actor.info.actor_id)
+
+    # --- queries --------------------------------------------------------------------
+
+    def get_info(self, conn, req: msg.GetActorInfo) -> msg.GetActorInfoReply:
+        actor = self.actors.get(req.actor_id)
+        return msg.GetActorInfoReply(actor.info if actor else None)
+
+    def get_named(self, conn, req: msg.GetNamedActor) -> msg.GetActorInfoReply:
+        actor_id = self._named.get((req.namespace, req.name))
+        return msg.GetActorInfoReply(self.actors[actor_id].info if actor_id else None)
+
+    def list_named(self, conn, req: msg.ListNamedActors) -> msg.ListNamedActorsReply:
+        return msg.ListNamedActorsReply([
+            (ns, name) for (ns, name), actor_id in self._named.items()
+            if req.all_namespaces or ns == req.namespace])
+
+    def debug_state(self) -> dict:
+        states: dict[str, int] = {}
+        for actor in self.actors.values():
+            states[actor.state.name] = states.get(actor.state.name, 0) + 1
+        return states

@@ -1,0 +1,157 @@
+"""The node's shared memory: one memfd, created by the raylet, mapped by its clients.
+
+Facts that shape this module:
+
+- ``memfd_create`` makes an anonymous shared-memory file. It has no name in
+  ``/dev/shm``, so nothing can leak there: the memory goes back to the kernel
+  when the last process holding the fd or a mapping exits, even after
+  SIGKILL. (POSIX ``shm_open`` segments, which Ray's plasma uses, outlive a
+  crashed store.)
+- ``ftruncate`` to the capacity reserves nothing. The kernel allocates a page
+  the first time anyone touches it, so an idle store costs no memory.
+- A process on the same node (and user) can open another process's fd through
+  ``/proc/<pid>/fd/<n>``; that yields a new open file description of the same
+  memfd. Clients do that once, instead of receiving the fd over the socket
+  with ``SCM_RIGHTS``, which asyncio's transports do not expose.
+- The memfd is sealed against shrinking and growing (``F_SEAL_SHRINK`` and
+  ``F_SEAL_GROW``): a buggy client that truncates it would otherwise make every
+  process that touches the lost pages die of SIGBUS.
+- Returning pages to the kernel: ``madvise(MADV_REMOVE)`` on a shared mapping
+  punches a hole in the memfd (like ``fallocate(PUNCH_HOLE)``); the pages
+  vanish from every process's mapping and read back as zeros.
+
+Clients map the arena twice: read-write with :mod:`mmap`, to write new objects
+with memoryview slice assignment (a plain ``memcpy``), and read-only with
+``mmap(2)`` through ctypes, to hand out views that cannot be written. The
+read-only mapping goes through ctypes because Python's ``mmap`` gives no
+address, and the address is what lets :class:`ClientMapping` make a tiny
+buffer exporter per object (see :meth:`ClientMapping.region`).
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+
+PAGE_SIZE = mmap.PAGESIZE
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.restype = ctypes.c_int
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class Arena:
+    """The raylet's side: owns the memfd and a read-write mapping of it."""
+
+    def __init__(self, capacity: int, name: str = "ember-store"):
+        if capacity <= 0:
+            raise ValueError(f"object store capacity must be positive, not {capacity}")
+        self.capacity = capacity
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self.fd, capacity)
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+            self._mmap = mmap.mmap(self.fd, capacity)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        #: Read-write view of the whole arena (for spilling and restoring).
+        self.view = memoryview(self._mmap)
+
+    def punch(self, offset: int, size: int) -> int:
+        """Give the whole pages inside ``[offset, offset + size)`` back to the kernel.
+
+        Returns the number of bytes released. The range must be free: its
+        contents become zeros in every process.
+        """
+        start = -(-offset // PAGE_SIZE) * PAGE_SIZE
+        end = (offset + size) // PAGE_SIZE * PAGE_SIZE
+        if end <= start:
+            return 0
+        self._mmap.madvise(mmap.MADV_REMOVE, start, end - start)
+        return end - start
+
+    def resident_bytes(self) -> int:
+        """Bytes of the arena backed by memory now (from the fd's st_blocks)."""
+        return os.fstat(self.fd).st_blocks * 512
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self.view.release()
+        try:
+            self._mmap.close()
+        except BufferError:  # a view of it is still alive; the mapping dies with it
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+class ClientMapping:
+    """A client's mappings of a raylet's arena.
+
+    Threads: any thread may call :meth:`region`; ``rw`` writes must go to
+    ranges the caller created and has not sealed.
+    """
+
+    def __init__(self, raylet_pid: int, store_fd: int, capacity: int):
+        path = f"/proc/{raylet_pid}/fd/{store_fd}"
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ConnectionError(
+                f"Could not open the object store of the raylet (pid {raylet_pid}) at "
+                f"{path}: {exc}. The client must run on the raylet's node, as the same "
+                "user.") from exc
+        self.capacity = capacity
+        try:
+            self._rw_mmap = mmap.mmap(self._fd, capacity)
+            address = _libc.mmap(None, capacity, mmap.PROT_READ, mmap.MAP_SHARED,
+                                 self._fd, 0)
+            if address is None or address == _MAP_FAILED:
+                err = ctypes.get_errno()
+                raise OSError(err, f"mmap of the object store failed: {os.strerror(err)}")
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._ro_address = address
+        #: Read-write view of the whole arena.
+        self.rw = memoryview(self._rw_mmap)
+        # One ctypes array type spanning the arena; an instance of it is the
+        # buffer exporter of one object's views (see region()).
+        self._region_type = type("ArenaRegion", (ctypes.c_ubyte * capacity,), {})
+        self.live_regions = 0
+
+    def region(self, offset: int, size: int):
+        """(exporter, read-only view of ``[offset, offset + size)``).
+
+        Every view derived from the returned one (slices, ``np.frombuffer``,
+        pickle-5 buffers) keeps ``exporter`` alive, so a ``weakref.finalize``
+        on the exporter runs exactly when the last such view is gone. That is
+        what a pure-Python ``__buffer__`` would give on 3.12+.
+
+        The exporter itself is a writable ctypes array over read-only pages:
+        never hand it out, writing through it would crash the process.
+        """
+        exporter = self._region_type.from_address(self._ro_address)
+        view = memoryview(exporter).cast("B").toreadonly()[offset:offset + size]
+        return exporter, view
+
+    def close(self) -> None:
+        """Unmap; the read-only mapping stays if views of it are still alive."""
+        if self._fd < 0:
+            return
+        self.rw.release()
+        try:
+            self._rw_mmap.close()
+        except BufferError:
+            pass
+        if self.live_regions == 0:
+            _libc.munmap(self._ro_address, self.capacity)
+        os.close(self._fd)
+        self._fd = -1
