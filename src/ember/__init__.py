@@ -39,6 +39,9 @@ def remote(*args, **kwargs):
     """
     if len(args) == 1 and not kwargs and (callable(args[0])):
         return _make_remote(args[0], {})
+    if len(args) == 1 and not kwargs:
+        raise TypeError("The @ember.remote decorator must be applied to either a function or "
+                        f"a class, got {type(args[0]).__name__} ({args[0]!r}).")
     if args:
         raise TypeError(
             "The @ember.remote decorator must be applied either with no arguments and no "

@@ -260,9 +260,13 @@ class ActorHandle:
                 concurrency_group: str, max_task_retries, name: str = ""):
         core = context.require_core(f"{self._class_name}.{method_name}.remote()")
         submitter = core.actor_submitter
-        limit = self._meta.get("max_pending_calls", -1)
-        if limit and limit > 0:
-            submitter.check_pending_limit(self._actor_id, limit, self._class_name)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = submitter.queue_for(self._actor_id, self._class_name,
+                                                      self._meta.get("max_task_retries", 0),
+                                                      self._meta.get("max_pending_calls", -1))
+        if queue.max_pending_calls > 0:
+            submitter.reserve_pending_call(queue)
         keep_alive = []
         task_args = [_task_arg(v, keep_alive) for v in args]
         task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
@@ -282,10 +286,6 @@ class ActorHandle:
         generator = None
         if num_returns == -1:
             generator = task.generator = GeneratorState(task_id)
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = submitter.queue_for(self._actor_id, self._class_name,
-                                                      self._meta.get("max_task_retries", 0))
         core.submitter.tasks[task_id] = task
         core.io.post(submitter.submit, queue, task)
         if generator is not None:

@@ -100,9 +100,12 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
 @main.command()
 @click.option("--force", "-f", is_flag=True, help="Kill with SIGKILL at once.")
 @click.option("--grace-period", type=float, default=10.0, show_default=True)
-def stop(force, grace_period):
-    """Stop every ember process on this machine."""
-    stopped = node_mod.stop_all_processes(force=force, grace_period=grace_period)
+@click.option("--all", "everywhere", is_flag=True,
+              help="Stop ember processes of every temp dir, not only EMBER_TEMP_DIR's.")
+def stop(force, grace_period, everywhere):
+    """Stop the ember processes on this machine (those under EMBER_TEMP_DIR)."""
+    stopped = node_mod.stop_all_processes(force=force, grace_period=grace_period,
+                                          everywhere=everywhere)
     node_mod.clear_current_cluster()
     click.echo(f"Stopped {stopped} ember process(es).")
 

@@ -73,9 +73,9 @@ class RayTaskError(RayError):
         super().__init__(function_name, traceback_str, cause)
 
     def __reduce__(self):
-        return RayTaskError, (self.function_name, self.traceback_str, self.cause,
-                              self.proctitle, self.pid, self.ip, self.actor_repr,
-                              self.actor_id)
+        return RayTaskError, (self.function_name, self.traceback_str,
+                              _picklable_cause(self.cause), self.proctitle, self.pid,
+                              self.ip, self.actor_repr, self.actor_id)
 
     def __str__(self):
         where = f"pid={self.pid}" + (f", ip={self.ip}" if self.ip else "")
@@ -112,6 +112,44 @@ class RayTaskError(RayError):
         err.actor_id = self.actor_id
         err.args = getattr(self.cause, "args", ())
         return err
+
+
+class _ExceptionByState:
+    """Pickles an exception as its class, args and ``__dict__``, never calling ``__init__``.
+
+    Python pickles an exception as ``cls(*args)``, which fails to load for any
+    class whose ``__init__`` takes other arguments than it passes on to
+    ``Exception.__init__``, a common pattern in user code
+    (``def __init__(self, msg, code): super().__init__(msg)``). Rebuilt from
+    its state, the cause comes back as it was raised, attributes and all.
+    """
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def __reduce__(self):
+        exc = self.exc
+        return _rebuild_exception, (type(exc), exc.args, getattr(exc, "__dict__", None))
+
+
+def _rebuild_exception(cls, args, state):
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    if state:
+        exc.__setstate__(state)
+    return exc
+
+
+def _picklable_cause(cause):
+    """``cause``, wrapped to pickle by state unless its class pickles itself its own way."""
+    if cause is None:
+        return None
+    cls = type(cause)
+    if cls.__reduce__ is BaseException.__reduce__ and cls.__reduce_ex__ is object.__reduce_ex__:
+        return _ExceptionByState(cause)
+    return cause
 
 
 _dual_classes: dict = {}

@@ -18,14 +18,15 @@ class GeneratorState:
 
     def __init__(self, task_id: bytes):
         self.task_id = task_id
-        self.available: set[int] = set()
+        #: index -> ObjectRef of a yielded value not yet handed out
+        self.available: dict = {}
         self.total: int | None = None
         self.error = None
         self.cond = threading.Condition()
 
-    def add_item(self, index: int, object_id: bytes) -> None:
+    def add_item(self, index: int, ref) -> None:
         with self.cond:
-            self.available.add(index)
+            self.available[index] = ref
             self.cond.notify_all()
 
     def finish(self, count: int, error) -> None:
@@ -63,7 +64,7 @@ class ObjectRefGenerator:
                     raise TimeoutError("no next value yet")
             if index in state.available:
                 self._next += 1
-                return ObjectRef(object_id_for_return(state.task_id, index), self._owner)
+                return state.available.pop(index)
             if state.error is not None and index == state.total:
                 # The task failed before yielding anything more: hand out its error once.
                 self._next += 1

@@ -53,11 +53,11 @@ def _report(result: dict, as_json: bool) -> None:
               flush=True)
 
 
-def main(filters: list[str], as_json: bool = False) -> list[dict]:
-    import ember
+def _define():
+    """The remote functions and actors of Ray's ray_perf, with the same options."""
+    import numpy as np
 
-    def want(name):
-        return not filters or any(f in name for f in filters)
+    import ember
 
     @ember.remote
     def small_value():
@@ -72,50 +72,149 @@ def main(filters: list[str], as_json: bool = False) -> list[dict]:
         for _ in range(100):
             ember.put(0)
 
+    @ember.remote
+    def do_put():
+        for _ in range(10):
+            ember.put(np.zeros(10 * 1024 * 1024, dtype=np.int64))
+
+    @ember.remote(num_cpus=0)
+    class Actor:
+        def small_value(self):
+            return b"ok"
+
+        def small_value_arg(self, x):
+            return b"ok"
+
+        def small_value_batch(self, n):
+            ember.get([small_value.remote() for _ in range(n)])
+
+    @ember.remote
+    class AsyncActor:
+        async def small_value(self):
+            return b"ok"
+
+        async def small_value_with_arg(self, x):
+            return b"ok"
+
+    @ember.remote(num_cpus=0)
+    class Client:
+        def __init__(self, servers):
+            self.servers = servers if isinstance(servers, list) else [servers]
+
+        def small_value_batch(self, n):
+            results = []
+            for s in self.servers:
+                results.extend([s.small_value.remote() for _ in range(n)])
+            ember.get(results)
+
+        def small_value_batch_arg(self, n):
+            x = ember.put(0)
+            results = []
+            for s in self.servers:
+                results.extend([s.small_value_arg.remote(x) for _ in range(n)])
+            ember.get(results)
+
+    return locals()
+
+
+def _workloads(d: dict, n_cpu: int):
+    """(name, setup) pairs; setup returns (fn, multiplier) and may create actors."""
+    import numpy as np
+
+    import ember
+    get, put = ember.get, ember.put
+    small_value = d["small_value"]
+    Actor, AsyncActor, Client = d["Actor"], d["AsyncActor"], d["Client"]
+
+    def wait_1k():
+        not_ready = [small_value.remote() for _ in range(1000)]
+        fetch_local = True
+        for _ in range(1000):
+            _ready, not_ready = ember.wait(not_ready, fetch_local=fetch_local)
+            fetch_local = False
+
+    def n_n(actor_class):
+        servers = [actor_class.remote() for _ in range(n_cpu)]
+
+        @ember.remote
+        def work(actors):
+            get([actors[i % n_cpu].small_value.remote() for i in range(2000)])
+        return lambda: get([work.remote(servers) for _ in range(4)]), 4 * 2000
+
+    value = put(0)
+    return [
+        ("single client get calls (Plasma Store)", lambda: (lambda: get(value), 1)),
+        ("single client put calls (Plasma Store)", lambda: (lambda: put(0), 1)),
+        ("multi client put calls (Plasma Store)", lambda: (
+            lambda: get([d["do_put_small"].remote() for _ in range(10)]), 1000)),
+        ("single client put gigabytes", lambda: (
+            (lambda arr: (lambda: put(arr), 8 * 0.1))(
+                np.zeros(100 * 1024 * 1024, dtype=np.int64)))),
+        ("single client tasks and get batch", lambda: (
+            lambda: get([small_value.remote() for _ in range(1000)]), 1)),
+        ("multi client put gigabytes", lambda: (
+            lambda: get([d["do_put"].remote() for _ in range(10)]), 10 * 8 * 0.1)),
+        ("single client get object containing 10k refs", lambda: (
+            (lambda obj: (lambda: get(obj), 1))(d["create_object_containing_ref"].remote()))),
+        ("single client wait 1k refs", lambda: (wait_1k, 1)),
+        ("single client tasks sync", lambda: (lambda: get(small_value.remote()), 1)),
+        ("single client tasks async", lambda: (
+            lambda: get([small_value.remote() for _ in range(1000)]), 1000)),
+        ("multi client tasks async", lambda: (
+            (lambda actors: (lambda: get([a.small_value_batch.remote(2000) for a in actors]),
+                             2000 * 4))([Actor.remote() for _ in range(4)]))),
+        ("1:1 actor calls sync", lambda: (
+            (lambda a: (lambda: get(a.small_value.remote()), 1))(Actor.remote()))),
+        ("1:1 actor calls async", lambda: (
+            (lambda a: (lambda: get([a.small_value.remote() for _ in range(1000)]), 1000))(
+                Actor.remote()))),
+        ("1:1 actor calls concurrent", lambda: (
+            (lambda a: (lambda: get([a.small_value.remote() for _ in range(1000)]), 1000))(
+                Actor.options(max_concurrency=16).remote()))),
+        ("1:n actor calls async", lambda: (
+            (lambda c: (lambda: get(c.small_value_batch.remote(2000)), 2000 * n_cpu))(
+                Client.remote([Actor.remote() for _ in range(n_cpu)])))),
+        ("n:n actor calls async", lambda: n_n(Actor)),
+        ("n:n actor calls with arg async", lambda: (
+            (lambda cs: (lambda: get([c.small_value_batch_arg.remote(1000) for c in cs]),
+                         1000 * n_cpu))([Client.remote(Actor.remote()) for _ in range(n_cpu)]))),
+        ("1:1 async-actor calls sync", lambda: (
+            (lambda a: (lambda: get(a.small_value.remote()), 1))(AsyncActor.remote()))),
+        ("1:1 async-actor calls async", lambda: (
+            (lambda a: (lambda: get([a.small_value.remote() for _ in range(1000)]), 1000))(
+                AsyncActor.remote()))),
+        ("1:1 async-actor calls with args async", lambda: (
+            (lambda a: (lambda: get([a.small_value_with_arg.remote(i) for i in range(1000)]),
+                        1000))(AsyncActor.remote()))),
+        ("1:n async-actor calls async", lambda: (
+            (lambda c: (lambda: get(c.small_value_batch.remote(2000)), 2000 * n_cpu))(
+                Client.remote([AsyncActor.remote() for _ in range(n_cpu)])))),
+        ("n:n async-actor calls async", lambda: n_n(AsyncActor)),
+    ]
+
+
+def main(filters: list[str], as_json: bool = False) -> list[dict]:
+    import multiprocessing
+
+    import ember
+
+    def want(name):
+        return not filters or any(f in name for f in filters)
+
+    d = _define()
     results = []
     t0 = time.perf_counter()
     ember.init()
-    ember.get(small_value.remote())
+    ember.get(d["small_value"].remote())
     first = {"name": "init and first task (s)", "seconds": time.perf_counter() - t0}
     _report(first, as_json)
     results.append(first)
+    n_cpu = max(1, multiprocessing.cpu_count() // 2)
     try:
-        value = ember.put(0)
-        if want("single client get calls (Plasma Store)"):
-            results.append(timeit("single client get calls (Plasma Store)",
-                                  lambda: ember.get(value), 1, as_json))
-        if want("single client put calls (Plasma Store)"):
-            results.append(timeit("single client put calls (Plasma Store)",
-                                  lambda: ember.put(0), 1, as_json))
-        if want("multi client put calls (Plasma Store)"):
-            results.append(timeit(
-                "multi client put calls (Plasma Store)",
-                lambda: ember.get([do_put_small.remote() for _ in range(10)]), 1000, as_json))
-        if want("single client tasks and get batch"):
-            results.append(timeit(
-                "single client tasks and get batch",
-                lambda: ember.get([small_value.remote() for _ in range(1000)]), 1, as_json))
-        if want("single client get object containing 10k refs"):
-            obj = create_object_containing_ref.remote()
-            results.append(timeit("single client get object containing 10k refs",
-                                  lambda: ember.get(obj), 1, as_json))
-            del obj
-        if want("single client wait 1k refs"):
-            def wait_multiple_refs():
-                not_ready = [small_value.remote() for _ in range(1000)]
-                fetch_local = True
-                for _ in range(1000):
-                    _ready, not_ready = ember.wait(not_ready, fetch_local=fetch_local)
-                    fetch_local = False
-            results.append(timeit("single client wait 1k refs", wait_multiple_refs, 1,
-                                  as_json))
-        if want("single client tasks sync"):
-            results.append(timeit("single client tasks sync",
-                                  lambda: ember.get(small_value.remote()), 1, as_json))
-        if want("single client tasks async"):
-            results.append(timeit(
-                "single client tasks async",
-                lambda: ember.get([small_value.remote() for _ in range(1000)]), 1000, as_json))
+        for name, setup in _workloads(d, n_cpu):
+            if want(name):
+                fn, multiplier = setup()
+                results.append(timeit(name, fn, multiplier, as_json))
     finally:
         ember.shutdown()
     return results

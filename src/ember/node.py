@@ -257,22 +257,41 @@ def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.
 PROCESS_MARKERS = ("ember.gcs", "ember.raylet", "ember.core_worker.worker_main")
 
 
-def find_ember_processes() -> list:
+def find_ember_processes(temp_dir: str | None = None) -> list:
+    """ember daemons on this machine; with ``temp_dir``, only those whose session is in it."""
     import psutil
+    prefix = None if temp_dir is None else os.path.abspath(temp_dir) + os.sep
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
-        if proc.pid != os.getpid() and any(
-                "-m" == a and i + 1 < len(cmdline) and cmdline[i + 1] in PROCESS_MARKERS
+        if proc.pid == os.getpid() or not any(
+                a == "-m" and i + 1 < len(cmdline) and cmdline[i + 1] in PROCESS_MARKERS
                 for i, a in enumerate(cmdline)):
-            found.append(proc)
+            continue
+        if prefix is not None and not _in_session_under(proc, cmdline, prefix):
+            continue
+        found.append(proc)
     return found
 
 
-def stop_all_processes(force: bool = False, grace_period: float = 10.0) -> int:
-    """Stop every ember daemon on this machine; raylets first, so they stop their workers."""
+def _in_session_under(proc, cmdline: list[str], prefix: str) -> bool:
+    if any(arg.startswith(prefix) for arg in cmdline):
+        return True  # gcs and raylet name their session dir or log file
+    try:
+        session = proc.environ().get("EMBER_SESSION_DIR", "")  # workers
+    except Exception:  # noqa: BLE001 - exited, or not ours to read
+        return False
+    return session.startswith(prefix)
+
+
+def stop_all_processes(force: bool = False, grace_period: float = 10.0,
+                       everywhere: bool = False) -> int:
+    """Stop the ember daemons of this temp dir's sessions (all of them if ``everywhere``).
+
+    Raylets go first, so that they stop their own workers.
+    """
     import psutil
-    procs = find_ember_processes()
+    procs = find_ember_processes(None if everywhere else config.temp_dir)
     order = {m: i for i, m in enumerate(("ember.raylet", "ember.core_worker.worker_main",
                                           "ember.gcs"))}
 

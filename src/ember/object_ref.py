@@ -88,8 +88,6 @@ class ObjectRef:
 
 
 def _rebuild(object_id: bytes, owner) -> ObjectRef:
-    ref = ObjectRef(object_id, owner)
-    core = context.core
-    if core is not None:
-        core.references.add_borrowed(object_id, owner)
-    return ref
+    # Whoever sent the value this ref came in registered us as a borrower
+    # (see core_worker/reference_counter.py); here it is just a local ref.
+    return ObjectRef(object_id, owner)

@@ -15,7 +15,8 @@ import cloudpickle
 from . import options as opts
 from .core_worker import context
 from .core_worker.function_manager import function_id_of
-from .core_worker.serialization import serialize
+from .config import config
+from .core_worker.serialization import inline_value, serialize_parts
 from .core_worker.task_submitter import SchedulingKey
 from .generator import GeneratorState, ObjectRefGenerator
 from .object_ref import ObjectRef
@@ -166,13 +167,20 @@ class _RemoteFunctionWithOptions:
 
 
 def _task_arg(value, keep_alive: list) -> TaskArg:
+    """One argument: a ref, or a small value inline. Large values are put in the
+    object store and passed by ref, as in Ray, so they are copied once."""
     if type(value) is ObjectRef:
         keep_alive.append(value)
         return TaskArg(object_id=value._id, owner=value._owner)
-    serialized = serialize(value)
-    if serialized.nested_refs:
-        keep_alive.extend(ObjectRef(r.object_id, r.owner) for r in serialized.nested_refs)
-    return TaskArg(value=serialized)
+    data, buffers, refs, size = serialize_parts(value)
+    core = context.core
+    if size > config.max_direct_call_object_size and core.object_store is not None:
+        ref = core.put_parts(data, buffers, refs, size)
+        keep_alive.append(ref)
+        return TaskArg(object_id=ref._id, owner=ref._owner)
+    if refs:
+        keep_alive.extend(ObjectRef(r.object_id, r.owner) for r in refs)
+    return TaskArg(value=inline_value(data, buffers, refs, size))
 
 
 __all__ = ["RemoteFunction"]

@@ -250,10 +250,8 @@ def get(object_refs, *, timeout: float | None = None):
             f"ember.get() timed out after {timeout} s: "
             f"{sum(not core.store.contains(r._id) for r in refs)} of {len(refs)} "
             "object(s) are not ready.")
-    from .core_worker.serialization import deserialize
-    if single:
-        return deserialize(values[0])
-    return [deserialize(v) for v in values]
+    loaded = core.load(refs, values)
+    return loaded[0] if single else loaded
 
 
 def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,

@@ -45,6 +45,8 @@ class ActorRuntime:
         self.instance = instance
         self.class_name = class_name
         self.actor_id = options.get("actor_id", b"")
+        #: The GPUs granted with the creation lease, held for the actor's life.
+        self.gpu_ids: list[int] = options.get("gpu_ids", [])
         is_async = options.get("is_async", False)
         groups = dict(options.get("concurrency_groups") or {})
         #: method name -> concurrency group declared with @ember.method

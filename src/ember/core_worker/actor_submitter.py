@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import pickle
+import threading
 
 import msgspec
 
@@ -36,9 +37,11 @@ logger = logging.getLogger(__name__)
 class ActorQueue:
     __slots__ = ("actor_id", "class_name", "state", "conn", "address", "pending", "inflight",
                  "death", "max_task_retries", "connecting", "num_restarts", "subscribed",
-                 "next_seq")
+                 "next_seq", "max_pending_calls", "unfinished",
+                 "registering")
 
-    def __init__(self, actor_id: bytes, class_name: str, max_task_retries: int):
+    def __init__(self, actor_id: bytes, class_name: str, max_task_retries: int,
+                 max_pending_calls: int = -1):
         self.actor_id = actor_id
         self.class_name = class_name
         #: An ActorState name, as last heard from the GCS; "" before the first news.
@@ -54,6 +57,13 @@ class ActorQueue:
         self.num_restarts = 0
         self.subscribed = False
         self.next_seq = 0
+        #: A call waits for borrower registration; later calls wait behind it.
+        self.registering = False
+        #: -1: no limit. Otherwise calls submitted whose results are not stored yet
+        #: are counted in ``unfinished``, under the submitter's ``pending_lock``:
+        #: caller threads add, the I/O thread subtracts.
+        self.max_pending_calls = max_pending_calls
+        self.unfinished = 0
 
 
 class ActorTaskSubmitter:
@@ -64,6 +74,9 @@ class ActorTaskSubmitter:
         self.owned_handles: dict[bytes, int] = {}
         #: Owned actors whose handle left this process: never killed on scope exit.
         self.escaped: set[bytes] = set()
+        #: actor id -> refs its creation arguments mention (see create()).
+        self._creation_args: dict[bytes, list] = {}
+        self.pending_lock = threading.Lock()
 
     # --- creation (I/O thread) ----------------------------------------------------
 
@@ -73,6 +86,10 @@ class ActorTaskSubmitter:
         gcs = self.core.gcs
         if register is not None:
             gcs.notify(register)
+
+        # The GCS forwards the creation task, so its worker cannot be registered
+        # as a borrower in advance: keep the argument refs alive for good instead.
+        self._creation_args[task.spec.actor_id] = task.keep_alive
 
         def ready(task):
             failed = self.core.inline_dependencies(task.spec)
@@ -85,25 +102,34 @@ class ActorTaskSubmitter:
 
     # --- calls --------------------------------------------------------------------
 
-    def queue_for(self, actor_id: bytes, class_name: str, max_task_retries: int) -> ActorQueue:
+    def queue_for(self, actor_id: bytes, class_name: str, max_task_retries: int,
+                  max_pending_calls: int = -1) -> ActorQueue:
+        """Any thread: this process's call queue for one actor, shared by all its handles."""
         queue = self.queues.get(actor_id)
         if queue is None:
-            queue = self.queues[actor_id] = ActorQueue(actor_id, class_name, max_task_retries)
+            queue = self.queues.setdefault(actor_id, ActorQueue(
+                actor_id, class_name, max_task_retries, max_pending_calls))
         return queue
 
-    def check_pending_limit(self, actor_id: bytes, limit: int, class_name: str) -> None:
-        """Caller thread: refuse a call beyond max_pending_calls."""
-        queue = self.queues.get(actor_id)
-        if limit > 0 and queue is not None and len(queue.pending) + len(queue.inflight) >= limit:
-            raise PendingCallsLimitExceeded(
-                f"Actor {class_name} (id={actor_id.hex()}) already has {limit} calls pending, "
-                f"its max_pending_calls. Wait for some results before calling it again.")
+    def reserve_pending_call(self, queue: ActorQueue) -> None:
+        """Caller thread: count one more call, or refuse it beyond max_pending_calls.
+
+        Counted here, before the call reaches the I/O thread, so that a burst of
+        calls from a tight loop is limited exactly.
+        """
+        with self.pending_lock:
+            if queue.unfinished >= queue.max_pending_calls:
+                raise PendingCallsLimitExceeded(
+                    f"Actor {queue.class_name} (id={queue.actor_id.hex()}) already has "
+                    f"{queue.unfinished} calls pending, its max_pending_calls. Wait for "
+                    "some of their results before calling it again.")
+            queue.unfinished += 1
 
     def submit(self, queue: ActorQueue, task) -> None:
         if not queue.subscribed:
             self._subscribe(queue)
         if queue.death is not None:
-            self._fail(task, queue.death)
+            self._fail(queue, task, queue.death)
             return
         task.spec.sequence_number = queue.next_seq
         queue.next_seq += 1
@@ -119,16 +145,32 @@ class ActorTaskSubmitter:
                 self.core.io.loop.create_task(self._connect(queue))
             return
         pending = queue.pending
-        conn = queue.conn
-        while pending and pending[0].unresolved <= 0:
+        while pending and pending[0].unresolved <= 0 and not queue.registering:
             task = pending.popleft()
             failed = self.core.inline_dependencies(task.spec)
             if failed is not None:
-                self.core.submitter.store_returns(task, failed)
+                self._finish(queue, task, failed)
                 continue
             queue.inflight[task.spec.task_id] = task
-            fut = conn.request(cw.PushTask(task.spec))
-            fut.add_done_callback(lambda f, q=queue, t=task: self._on_reply(q, t, f))
+            nested = task.nested_refs()
+            if nested and self.core.ownership.register_local(queue.address, nested):
+                # Third-party owners must learn of the actor before it gets the refs;
+                # later calls wait, to keep the order.
+                queue.registering = True
+                self.core.io.loop.create_task(self._register_then_send(queue, task, nested))
+                return
+            self._send(queue, task)
+
+    async def _register_then_send(self, queue: ActorQueue, task, nested) -> None:
+        await self.core.ownership.loop_register(queue.address, nested)
+        queue.registering = False
+        if task.spec.task_id in queue.inflight and queue.conn is not None:
+            self._send(queue, task)
+        self._pump(queue)
+
+    def _send(self, queue: ActorQueue, task) -> None:
+        fut = queue.conn.request(cw.PushTask(task.spec))
+        fut.add_done_callback(lambda f, q=queue, t=task: self._on_reply(q, t, f))
 
     async def _connect(self, queue: ActorQueue) -> None:
         address = queue.address
@@ -151,13 +193,13 @@ class ActorTaskSubmitter:
         exc = fut.exception()
         if exc is None:
             reply = fut.result()
-            self.core.submitter.store_returns(task, reply.returns, reply.num_generator_items)
+            self._finish(queue, task, reply.returns, reply.num_generator_items)
             return
         # The connection broke: the actor's process is gone. Wait for the GCS's word.
         if queue.conn is not None and queue.conn.closed:
             queue.conn = None
         if queue.death is not None:
-            self._fail(task, queue.death)
+            self._fail(queue, task, queue.death)
             return
         queue.inflight[task.spec.task_id] = task
         task.lost = True
@@ -211,7 +253,7 @@ class ActorTaskSubmitter:
                 task.lost = False
                 retry.append(task)
             else:
-                self._fail(task, ActorUnavailableError(
+                self._fail(queue, task, ActorUnavailableError(
                     error_msg=f"The actor {queue.class_name} (id={queue.actor_id.hex()}) "
                               "died while running this call and is restarting; the call "
                               "was not retried because max_task_retries is 0. Set "
@@ -224,12 +266,18 @@ class ActorTaskSubmitter:
         queue.inflight.clear()
         queue.pending.clear()
         for task in tasks:
-            self._fail(task, queue.death)
+            self._fail(queue, task, queue.death)
 
-    def _fail(self, task, err: Exception) -> None:
+    def _fail(self, queue: ActorQueue, task, err: Exception) -> None:
         value = error_value(err)
-        self.core.submitter.store_returns(
-            task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
+        self._finish(queue, task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
+
+    def _finish(self, queue: ActorQueue, task, returns, num_generator_items: int = 0) -> None:
+        """Every call ends here: store its results and stop counting it as pending."""
+        self.core.submitter.store_returns(task, returns, num_generator_items)
+        if queue.max_pending_calls > 0:
+            with self.pending_lock:
+                queue.unfinished -= 1
 
     # --- handle counting (any thread) ---------------------------------------------------
 

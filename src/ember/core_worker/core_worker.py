@@ -20,20 +20,24 @@ import threading
 
 from .. import rpc
 from ..config import config
-from ..exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
+from ..exceptions import GetTimeoutError, ObjectLostError
 from ..ids import IdFactory, object_id_for_put, object_id_for_return
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
-from ..protocol.common import VALUE_ERROR, Address, SerializedValue
+from ..object_store.client import StoreClient
+from ..object_store.layout import load_from_store
+from ..protocol import object_store as os_msg
+from ..protocol.common import VALUE_ERROR, VALUE_IN_STORE, Address, SerializedValue
 from . import context
 from .actor_submitter import ActorTaskSubmitter
 from .dependency_resolver import DependencyResolver
 from .event_loop import LoopThread
 from .function_manager import FunctionManager
 from .memory_store import CallbackWaiter, CountdownWaiter, MemoryStore
+from .ownership import Ownership
 from .reference_counter import ReferenceCounter
-from .serialization import deserialize, error_value, serialize
+from .serialization import deserialize, inline_value, serialize_parts
 from .task_submitter import NormalTaskSubmitter, PendingTask
 
 logger = logging.getLogger(__name__)
@@ -58,7 +62,7 @@ class CoreWorker:
         self.io = LoopThread("ember-io")
         lock = threading.RLock()
         self.store = MemoryStore(lock)
-        self.references = ReferenceCounter(lock, self.store)
+        self.references = ReferenceCounter(lock, self.store, self.worker_id)
         self.dependencies = DependencyResolver(self)
         self.submitter = NormalTaskSubmitter(self)
         self.actor_submitter = ActorTaskSubmitter(self)
@@ -70,18 +74,18 @@ class CoreWorker:
         self._peer_conns: dict[str, rpc.Connection] = {}
         self._connecting: dict[str, object] = {}
         #: Extra RPC handlers, installed by the executor in worker processes.
-        self.handlers: dict = {
-            cw.GetObjectStatus: self._handle_get_object_status,
-            cw.GeneratorItem: self._handle_generator_item,
-        }
+        self.handlers: dict = {cw.GeneratorItem: self._handle_generator_item}
         #: The task this thread is executing, set by the executor (worker only).
         self.task_context = threading.local()
         self.blocked_depth = 0
-        #: Refs nested in put values, kept alive as long as the outer value.
-        self._nested_keepalive: dict[bytes, list] = {}
-        #: Borrowed objects being fetched from their owners.
-        self._fetching: set[bytes] = set()
-        self.references.on_zero.append(self._nested_keepalive_drop)
+        self.ownership = Ownership(self)
+        #: This node's shared-memory object store; None until connected.
+        self.object_store: StoreClient | None = None
+        self.references.on_free.append(self._free_stored)
+        #: Runs store reads for callbacks that fire on the I/O thread (which must
+        #: never wait on the raylet it serves).
+        self._readers = None
+        self._pending_deletes: list[bytes] = []
         self.shutting_down = False
         self.on_raylet_lost = None
 
@@ -90,7 +94,6 @@ class CoreWorker:
     def connect(self, job_config: dict | None = None) -> None:
         """Start serving, connect to the raylet and the GCS, and register."""
         self.io.run(self._loop_connect(job_config))
-        self.references.own_address = self.address
         context.core = self
 
     async def _loop_connect(self, job_config) -> None:
@@ -121,8 +124,14 @@ class CoreWorker:
             if job_config.get("log_to_driver", True):
                 channels.append(gcs_msg.CHANNEL_LOG)
             await self.gcs.call(gcs_msg.Subscribe(channels, self.job_id))
-        await self.raylet.call(rl.RegisterWorker(
+        reply = await self.raylet.call(rl.RegisterWorker(
             self.worker_id, os.getpid(), self.address, self.is_driver, self.job_id))
+        if reply.store_fd >= 0:
+            raylet = self.raylet
+            self.object_store = StoreClient(
+                reply.raylet_pid, reply.store_fd, reply.store_capacity,
+                call=lambda m: self.io.run(raylet.call(m)),
+                notify=lambda m: self.io.post(self._loop_notify, m), defer=self.io.post)
 
     def _gcs_handlers(self) -> dict:
         from . import log_printer
@@ -174,28 +183,95 @@ class CoreWorker:
     def owns(self, owner: Address | None) -> bool:
         return owner is None or owner.worker_id == self.worker_id
 
-    def put(self, value, _owner_ref_cls=None):
-        """Store ``value`` in this process (the owner) and return its ObjectRef."""
+    def put(self, value):
+        """Store ``value`` with this process as its owner and return its ObjectRef."""
+        return self.put_parts(*serialize_parts(value))
+
+    def put_parts(self, data: bytes, buffers: list, refs: list, size: int):
+        """``put`` of a value already serialized by ``serialize_parts``."""
         from ..object_ref import ObjectRef
-        serialized = serialize(value)
         object_id = object_id_for_put(self.ids.task_id())
+        serialized = self._place(object_id, self.address, data, buffers, refs, size)
         ref = ObjectRef(object_id, self.address)
         self.store.put(object_id, serialized)
-        keep = [ObjectRef(info.object_id, info.owner) for info in serialized.nested_refs]
-        if keep:
-            self._nested_keepalive[object_id] = keep
+        self.references.set_nested(object_id, serialized.nested_refs)
+        if serialized.kind == VALUE_IN_STORE:
+            self.references.owned_in_store(object_id, serialized.node_id)
         return ref
 
-    def _nested_keepalive_drop(self, object_id: bytes) -> None:
-        if self._nested_keepalive:
-            self._nested_keepalive.pop(object_id, None)
+    def serialize_object(self, value, object_id: bytes, owner: Address) -> SerializedValue:
+        """Serialize; a value above max_direct_call_object_size goes to this node's store.
+
+        What comes back is either the value itself (small) or a marker naming
+        the node whose store holds it. Not for the I/O thread.
+        """
+        return self._place(object_id, owner, *serialize_parts(value))
+
+    def _place(self, object_id, owner, data, buffers, refs, size) -> SerializedValue:
+        if size <= config.max_direct_call_object_size or self.object_store is None:
+            return inline_value(data, buffers, refs, size)
+        self.object_store.put(object_id, data, buffers, owner)
+        return SerializedValue(VALUE_IN_STORE, nested_refs=refs, size=size,
+                               node_id=self.node_id)
+
+    def store_result(self, ret: cw.ReturnObject) -> None:
+        """A task result arrived: keep it if anyone here still refers to it."""
+        value = ret.value
+        if self.references.store_value(ret.object_id, value) and value.kind == VALUE_IN_STORE:
+            self.references.owned_in_store(ret.object_id, value.node_id)
+
+    def load(self, refs: list, values: list[SerializedValue]) -> list:
+        """Python values for ``values`` (of ``refs``); reads the store in one batch."""
+        in_store = [i for i, v in enumerate(values) if v.kind == VALUE_IN_STORE]
+        if not in_store:
+            return [deserialize(v) for v in values]
+        views = self._read_store([refs[i]._id for i in in_store], [values[i] for i in in_store])
+        out = []
+        it = iter(views)
+        for v in values:
+            if v.kind == VALUE_IN_STORE:
+                main, buffers = next(it)
+                out.append(load_from_store(main, buffers))
+            else:
+                out.append(deserialize(v))
+        return out
+
+    def _read_store(self, object_ids: list[bytes], markers: list[SerializedValue]):
+        remote = [oid for oid, m in zip(object_ids, markers) if m.node_id != self.node_id]
+        if remote:
+            raise ObjectLostError(remote[0].hex(), message=(
+                f"Object {remote[0].hex()} is in the object store of another node "
+                f"({markers[0].node_id.hex()[:12]}), and this version of ember cannot move "
+                "objects between nodes yet."))
+        views = self.object_store.get(object_ids)
+        for oid, view in zip(object_ids, views):
+            if view is None:
+                raise ObjectLostError(oid.hex(), message=(
+                    f"Object {oid.hex()} is no longer in this node's object store: it was "
+                    "freed because no reference to it was left."))
+        return views
+
+    def _free_stored(self, object_id: bytes, ref) -> None:
+        """An owned object was freed: delete its copy from the object store."""
+        if ref.value_node and self.object_store is not None and not self.shutting_down:
+            self.io.post(self._loop_delete_stored, object_id)
+
+    def _loop_delete_stored(self, object_id: bytes) -> None:
+        self._pending_deletes.append(object_id)
+        if len(self._pending_deletes) == 1:
+            self.io.loop.call_soon(self._flush_deletes)
+
+    def _flush_deletes(self) -> None:
+        ids, self._pending_deletes = self._pending_deletes, []
+        if ids and self.raylet is not None and not self.raylet.closed:
+            self.raylet.notify(os_msg.DeleteObjects(ids))
 
     def get(self, refs: list, timeout: float | None = None) -> list:
         """Values of ``refs``, in order; raises the first error found."""
         values = self.get_serialized(refs, timeout)
         if values is None:
             raise GetTimeoutError(f"get timed out after {timeout} s")
-        return [deserialize(v) for v in values]
+        return self.load(refs, values)
 
     def get_serialized(self, refs: list, timeout: float | None) -> list[SerializedValue] | None:
         """Serialized values of ``refs``, or None if ``timeout`` ran out."""
@@ -228,7 +304,7 @@ class CoreWorker:
             borrowed = [ref for ref in refs if not self.owns(ref._owner)
                         and not self.store.contains(ref._id)]
             if borrowed:
-                self.io.post(self._loop_fetch, borrowed)
+                self.io.post(self.ownership.loop_fetch, borrowed)
         blocked = self._notify_blocked()
         try:
             ok = waiter.wait(timeout)
@@ -253,7 +329,7 @@ class CoreWorker:
             borrowed = [ref for ref in refs if not self.owns(ref._owner)
                         and ref._id not in ready_ids]
             if borrowed:
-                self.io.post(self._loop_fetch, borrowed)
+                self.io.post(self.ownership.loop_fetch, borrowed)
         ready, not_ready = [], []
         for ref in refs:
             if len(ready) < num_returns and self.store.contains(ref._id):
@@ -262,73 +338,42 @@ class CoreWorker:
                 not_ready.append(ref)
         return ready, not_ready
 
-    def _loop_fetch(self, refs: list) -> None:
-        for ref in refs:
-            if not self.store.contains(ref._id) and ref._id not in self._fetching:
-                self._fetching.add(ref._id)
-                self.io.loop.create_task(self._loop_fetch_one(ref._id, ref._owner))
-
-    async def _loop_fetch_one(self, object_id: bytes, owner: Address) -> None:
-        """Ask the owner of a borrowed object for its value."""
-        try:
-            conn = await self._peer(owner, "owner")
-            reply = await conn.call(cw.GetObjectStatus(object_id))
-            if reply.status == "ready":
-                value = reply.value
-            else:
-                value = error_value(ObjectLostError(
-                    object_id.hex(), message=f"Object {object_id.hex()} was freed by its "
-                    f"owner (worker {owner.worker_id.hex()[:8]} at {owner.ip}) before it "
-                    "could be read. Keep a reference to it in the owner while others use it."))
-        except (ConnectionError, rpc.RemoteError) as exc:
-            value = error_value(OwnerDiedError(
-                object_id.hex(), message=f"The owner of object {object_id.hex()} (worker "
-                f"{owner.worker_id.hex()[:8]} at {owner.ip}:{owner.port}) has died, so the "
-                f"object cannot be read ({exc}). An object lives only as long as the process "
-                "that created it with .remote() or put()."))
-        finally:
-            self._fetching.discard(object_id)
-        self.references.put_if_referenced(object_id, value)
-
-    def _handle_get_object_status(self, conn, req: cw.GetObjectStatus):
-        value = self.store.get(req.object_id)
-        if value is not None:
-            return cw.GetObjectStatusReply("ready", value)
-        if not self.references.is_referenced(req.object_id):
-            return cw.GetObjectStatusReply("freed")
-        fut = self.io.loop.create_future()
-
-        def ready(object_id):
-            self.io.post(_resolve, fut, self.store.get(object_id))
-        self.store.wait_for([req.object_id], CallbackWaiter(ready))
-
-        async def reply():
-            value = await fut
-            if value is None:
-                return cw.GetObjectStatusReply("freed")
-            return cw.GetObjectStatusReply("ready", value)
-        return reply()
-
     def _handle_generator_item(self, conn, item: cw.GeneratorItem) -> None:
         task = self.submitter.tasks.get(item.task_id)
         if task is not None and task.generator is not None:
-            self.store.put(item.value.object_id, item.value.value)
-            task.generator.add_item(item.index, item.value.object_id)
+            from ..object_ref import ObjectRef
+            # The generator holds the item's ref until its consumer takes it.
+            ref = ObjectRef(item.value.object_id, self.address)
+            self.store_result(item.value)
+            task.generator.add_item(item.index, ref)
 
     def future_for(self, ref) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
 
         def ready(object_id, ref=ref):
             value = self.store.get(object_id)
+            if value.kind == VALUE_IN_STORE and self.io.in_loop_thread():
+                self._reader_pool().submit(resolve, value)
+            else:
+                resolve(value)
+
+        def resolve(value, ref=ref):
             try:
-                fut.set_result(deserialize(value))
+                fut.set_result(self.load([ref], [value])[0])
             except BaseException as exc:  # noqa: BLE001 - the task's error
                 fut.set_exception(exc)
         if self.store.wait_for([ref._id], CallbackWaiter(ready)) == 0:
             ready(ref._id)
         elif not self.owns(ref._owner):
-            self.io.post(self._loop_fetch, [ref])
+            self.io.post(self.ownership.loop_fetch, [ref])
         return fut
+
+    def _reader_pool(self):
+        if self._readers is None:
+            import concurrent.futures
+            self._readers = concurrent.futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="ember-store-read")
+        return self._readers
 
     # --- blocking -------------------------------------------------------------------
 
@@ -387,6 +432,8 @@ class CoreWorker:
                     n = max(spec.num_returns, 1)
                     return [cw.ReturnObject(object_id_for_return(spec.task_id, i), value)
                             for i in range(n)]
+                if value.kind == VALUE_IN_STORE:
+                    continue  # large: the executor reads it from its node's store
                 arg.value = value
                 arg.object_id = b""
                 arg.owner = None
@@ -432,10 +479,3 @@ class CoreWorker:
         return {"memory_store": self.store.debug_state(),
                 "references": self.references.debug_state(),
                 "submitter": self.submitter.debug_state()}
-
-
-def _resolve(fut, value) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-

@@ -138,7 +138,7 @@ class TaskExecutor:
         started = time.perf_counter()
         spec = req.spec
         try:
-            target, args, kwargs = self._begin(req, pickled)
+            target, args, kwargs, held = self._begin(req, pickled)
         except _EarlyReply as early:
             return early.reply
         self._running = spec.task_id
@@ -152,14 +152,14 @@ class TaskExecutor:
                 self._running = None
         except BaseException as exc:  # noqa: BLE001 - user code may raise anything
             reply = self._exception_reply(spec, exc)
-        return self._end(spec, reply, started)
+        return self._end(spec, reply, started, held)
 
     async def execute_async(self, req: cw.PushTask, conn) -> cw.PushTaskReply:
         """Async actors: the same as :meth:`execute`, awaiting coroutine methods."""
         started = time.perf_counter()
         spec = req.spec
         try:
-            target, args, kwargs = self._begin(req, None)
+            target, args, kwargs, held = self._begin(req, None)
         except _EarlyReply as early:
             return early.reply
         try:
@@ -172,7 +172,7 @@ class TaskExecutor:
             reply = self._complete(spec, result, conn)
         except BaseException as exc:  # noqa: BLE001
             reply = self._exception_reply(spec, exc)
-        return self._end(spec, reply, started)
+        return self._end(spec, reply, started, held)
 
     def _begin(self, req: cw.PushTask, pickled):
         """Find what to call and with what; raises _EarlyReply when it cannot run."""
@@ -198,19 +198,22 @@ class TaskExecutor:
         ctx = self.core.task_context
         ctx.task = spec.task_id
         ctx.spec = spec
-        ctx.gpu_ids = req.gpu_ids
+        # Calls to an actor come from its callers, not the raylet: they carry no
+        # GPUs, and the actor keeps those its creation lease was granted.
+        ctx.gpu_ids = req.gpu_ids if self.actor is None else self.actor.gpu_ids
         if req.gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, req.gpu_ids))
         label = (self.actor.class_name if self.actor is not None else
                  spec.name or spec.function_name.rsplit(".", 1)[-1])
         for stream in self._streams:
             stream.task_name = label
+        held: list = []
         try:
-            args, kwargs = self._resolve_args(spec)
+            args, kwargs = self._resolve_args(spec, held)
         except BaseException as exc:  # noqa: BLE001 - an argument's error
-            self._clear_context(spec)
+            self._clear_context(spec, held)
             raise _EarlyReply(self._exception_reply(spec, exc)) from None
-        return target, args, kwargs
+        return target, args, kwargs, held
 
     def _complete(self, spec: cw.TaskSpec, result, conn) -> cw.PushTaskReply:
         if spec.is_actor_creation:
@@ -234,8 +237,8 @@ class TaskExecutor:
             raise exc  # KeyboardInterrupt, SystemExit: let the process end
         return self._error_reply(spec, self._wrap(spec, exc), self._retryable(spec, exc))
 
-    def _end(self, spec: cw.TaskSpec, reply: cw.PushTaskReply, started: float):
-        self._clear_context(spec)
+    def _end(self, spec: cw.TaskSpec, reply: cw.PushTaskReply, started: float, held: list):
+        self._clear_context(spec, held)
         reply.duration = time.perf_counter() - started
         if spec.max_calls:
             count = self._calls.get(spec.function_id, 0) + 1
@@ -244,7 +247,9 @@ class TaskExecutor:
                 reply.worker_exiting = True
         return reply
 
-    def _clear_context(self, spec: cw.TaskSpec) -> None:
+    def _clear_context(self, spec: cw.TaskSpec, held: list) -> None:
+        if held:
+            self.core.references.release(held)
         ctx = self.core.task_context
         ctx.task = None
         ctx.spec = None
@@ -256,16 +261,22 @@ class TaskExecutor:
         class_name = spec.function_name.rsplit(".", 2)[-2] if "." in spec.function_name \
             else spec.function_name
         options["actor_id"] = spec.actor_id
+        options["gpu_ids"] = list(self.core.task_context.gpu_ids or [])
         self.actor = ActorRuntime(self, instance, options.get("class_name", class_name),
                                   options)
         self.core.actor_id = spec.actor_id
 
-    def _resolve_args(self, spec: cw.TaskSpec):
+    def _resolve_args(self, spec: cw.TaskSpec, held: list):
+        """Argument values; refs nested in them are held (in ``held``) for the call."""
         from ..object_ref import ObjectRef
         values = []
         refs = []
         for i, arg in enumerate(spec.args):
             if arg.value is not None:
+                if arg.value.nested_refs:
+                    # The caller registered us as their borrower before sending.
+                    self.core.references.hold(arg.value.nested_refs, registered=True)
+                    held.extend(arg.value.nested_refs)
                 values.append(deserialize(arg.value))
             else:
                 values.append(None)
@@ -282,8 +293,13 @@ class TaskExecutor:
     def _package(self, spec: cw.TaskSpec, result) -> list[cw.ReturnObject]:
         n = spec.num_returns
         tid = spec.task_id
+        caller = spec.owner
+
+        def result_object(object_id, value):
+            serialized = self.core.serialize_object(value, object_id, caller)
+            return self.core.ownership.result_object(object_id, serialized, caller)
         if n == 1:
-            return [cw.ReturnObject(object_id_for_return(tid, 0), serialize(result))]
+            return [result_object(object_id_for_return(tid, 0), result)]
         if n == 0:
             return []
         if inspect.isgenerator(result):
@@ -296,8 +312,7 @@ class TaskExecutor:
         if len(values) != n:
             raise ValueError(f"Task {spec.function_name} has num_returns={n} but returned "
                              f"{len(values)} values.")
-        return [cw.ReturnObject(object_id_for_return(tid, i), serialize(v))
-                for i, v in enumerate(values)]
+        return [result_object(object_id_for_return(tid, i), v) for i, v in enumerate(values)]
 
     def _stream(self, spec: cw.TaskSpec, result, conn) -> int:
         """Report each yielded value to the owner as it comes; returns the count."""
@@ -307,8 +322,9 @@ class TaskExecutor:
             result = iter([result])
         try:
             for value in result:
-                item = cw.GeneratorItem(spec.task_id, index, cw.ReturnObject(
-                    object_id_for_return(spec.task_id, index), serialize(value)))
+                oid = object_id_for_return(spec.task_id, index)
+                item = cw.GeneratorItem(spec.task_id, index, self.core.ownership.result_object(
+                    oid, self.core.serialize_object(value, oid, spec.owner), spec.owner))
                 post(_notify, conn, item)
                 index += 1
         except Exception as exc:  # noqa: BLE001

@@ -17,10 +17,11 @@ pickle traceback.
 """
 from __future__ import annotations
 
-import io
+import inspect
 import pickle
 import threading
 import traceback
+import types
 
 import cloudpickle
 
@@ -69,6 +70,31 @@ def serialize(value) -> SerializedValue:
     finally:
         _context.refs = None
     return SerializedValue(VALUE_PICKLE, data, nested_refs=refs, size=len(data))
+
+
+def serialize_parts(value):
+    """(pickle stream, out-of-band buffers, nested refs, total size) of ``value``.
+
+    Large numpy arrays and other pickle-5 buffer owners come out as separate
+    buffers, so that they can be copied once, straight into the object store.
+    """
+    if _is_plain(value):
+        data = pickle.dumps(value, 5)
+        return data, [], [], len(data)
+    _context.refs = refs = []
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = dumps(value, buffer_callback=buffers.append)
+    finally:
+        _context.refs = None
+    size = len(data) + sum(b.raw().nbytes for b in buffers)
+    return data, buffers, refs, size
+
+
+def inline_value(data: bytes, buffers: list, refs: list, size: int) -> SerializedValue:
+    """A small value that travels inside messages, its buffers copied into bytes."""
+    return SerializedValue(VALUE_PICKLE, data, [bytes(b.raw()) for b in buffers] if buffers
+                           else [], refs, size)
 
 
 def deserialize(value: SerializedValue):
@@ -121,14 +147,19 @@ def task_error(exc: BaseException, function_name: str, ip: str | None,
         tb = tb.tb_next
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_tb(tb)) if tb else ""
     text += "".join(traceback.format_exception_only(type(exc), exc))
-    return RayTaskError(function_name, text, exc, ip=ip, actor_repr=actor_repr)
+    # A task that failed because a task it waited on failed keeps the original
+    # cause, so that ``except IndexError`` still catches it at the driver, as in
+    # Ray; the text above already holds the inner task's traceback.
+    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+    return RayTaskError(function_name, text, cause, ip=ip, actor_repr=actor_repr)
 
 
 def _unpicklable_message(value, exc: Exception) -> str:
-    culprit = _find_unpicklable(value)
+    found = _find_unpicklable(value)
     what = f"{type(value).__name__} object {_short_repr(value)}"
-    if culprit is not None and culprit is not value:
-        return (f"Could not serialize {what}: it contains {_short_repr(culprit)} "
+    if found is not None:
+        where, culprit = found
+        return (f"Could not serialize {what}: its {where} is {_short_repr(culprit)} "
                 f"of type {type(culprit).__name__}, which cannot be pickled ({exc}). "
                 "Create it inside the task instead, or pass something picklable.")
     return (f"Could not serialize {what}: {exc}. Create it inside the task instead, "
@@ -144,26 +175,44 @@ def _short_repr(obj) -> str:
 
 
 def _find_unpicklable(value, depth: int = 0):
-    """Depth-first search for the innermost object that fails to pickle."""
+    """Depth-first search for the innermost part of ``value`` that fails to pickle.
+
+    Returns ``(where, part)``, where ``where`` says how to reach the part from
+    ``value`` ("global variable 'lock'", "item 1, key 'a'"), or None.
+    """
     if depth > 4:
         return None
-    children = []
-    if isinstance(value, dict):
-        children = list(value.values())
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        children = list(value)
-    elif callable(value) and getattr(value, "__closure__", None):
-        children = [c.cell_contents for c in value.__closure__ if _cell_has(c)]
-        children += [v for k, v in getattr(value, "__globals__", {}).items()
-                     if k in value.__code__.co_names and not isinstance(v, type(io))]
-    elif hasattr(value, "__dict__") and not isinstance(value, type):
-        children = list(vars(value).values())
-    for child in children:
+    for where, child in _parts(value):
         try:
             cloudpickle.dumps(child)
         except Exception:
-            return _find_unpicklable(child, depth + 1) or child
+            deeper = _find_unpicklable(child, depth + 1)
+            if deeper is None:
+                return where, child
+            return f"{where}, {deeper[0]}", deeper[1]
     return None
+
+
+def _parts(value) -> list[tuple[str, object]]:
+    """The named parts pickling ``value`` pickles too, one level down."""
+    if isinstance(value, dict):
+        return [(f"key {k!r}", v) for k, v in value.items()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [(f"item {i}", v) for i, v in enumerate(value)]
+    if inspect.isfunction(value):
+        code = value.__code__
+        parts = [(f"captured variable {name!r}", cell.cell_contents)
+                 for name, cell in zip(code.co_freevars, value.__closure__ or ())
+                 if _cell_has(cell)]
+        globals_ = value.__globals__
+        parts += [(f"global variable {name!r}", globals_[name]) for name in code.co_names
+                  if name in globals_ and not isinstance(globals_[name], types.ModuleType)]
+        return parts
+    if isinstance(value, type):
+        return [(f"method {k!r}", v) for k, v in vars(value).items() if inspect.isfunction(v)]
+    if hasattr(value, "__dict__"):
+        return [(f"attribute {k!r}", v) for k, v in vars(value).items()]
+    return []
 
 
 def _cell_has(cell) -> bool:

@@ -53,6 +53,11 @@ class PendingTask:
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
                  "cancelled", "worker", "generator", "unresolved", "lost")
 
+    def nested_refs(self) -> list:
+        """Refs inside the argument values; the receiver must be registered for them."""
+        return [info for arg in self.spec.args if arg.value is not None
+                for info in arg.value.nested_refs]
+
     def __init__(self, spec: cw.TaskSpec, return_ids: list[bytes], keep_alive, key):
         self.spec = spec
         self.return_ids = return_ids
@@ -200,6 +205,17 @@ class NormalTaskSubmitter:
         w.inflight += 1
         task.worker = w
         task.state = TaskState.RUNNING
+        nested = task.nested_refs()
+        if nested and self.core.ownership.register_local(w.address, nested):
+            # Refs owned by third processes: their owners must know the worker first.
+            async def register_then_send():
+                await self.core.ownership.loop_register(w.address, nested)
+                self._send(w, task)
+            self.core.io.loop.create_task(register_then_send())
+        else:
+            self._send(w, task)
+
+    def _send(self, w: LeasedWorker, task: PendingTask) -> None:
         try:
             fut = w.conn.request(cw.PushTask(task.spec, w.gpu_ids, w.lease_id))
         except ConnectionError as exc:
@@ -354,9 +370,8 @@ class NormalTaskSubmitter:
     def store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:
         task.state = TaskState.FINISHED
         self.tasks.pop(task.spec.task_id, None)
-        refs = self.core.references
         for ret in returns:
-            refs.put_if_referenced(ret.object_id, ret.value)
+            self.core.store_result(ret)
         if task.generator is not None:
             error = returns[0].value if returns and task.spec.num_returns == -1 else None
             task.generator.finish(num_generator_items, error)

@@ -58,6 +58,8 @@ class Allocator:
         self._free: dict[int, list] = {0: [self.capacity, clock(), True]}
         #: offset -> size of each allocated block (sizes already rounded up).
         self._allocated: dict[int, int] = {}
+        #: Allocated blocks carved from clean (never used, or trimmed) free blocks.
+        self._fresh: set[int] = set()
         #: Bytes in allocated blocks.
         self.used = 0
 
@@ -80,6 +82,8 @@ class Allocator:
         if block_size > need:
             self._add_free(offset + need, block_size - need, freed_at, clean)
         self._allocated[offset] = need
+        if clean:
+            self._fresh.add(offset)
         self.used += need
         return offset
 
@@ -90,6 +94,7 @@ class Allocator:
         except KeyError:
             raise ValueError(f"no block is allocated at offset {offset}") from None
         self.used -= size
+        self._fresh.discard(offset)
         start, end = offset, offset + size
         i = bisect.bisect_left(self._free_offsets, offset)
         if i < len(self._free_offsets) and self._free_offsets[i] == end:
@@ -104,6 +109,14 @@ class Allocator:
     def size_of(self, offset: int) -> int:
         """The size of the allocated block at ``offset``."""
         return self._allocated[offset]
+
+    def is_fresh(self, offset: int) -> bool:
+        """Whether the allocated block at ``offset`` has no pages yet (clean when allocated).
+
+        A writer can then pre-fault it in one system call, several times faster
+        than taking one page fault per 4 KiB.
+        """
+        return offset in self._fresh
 
     def largest_free(self) -> int:
         """The biggest object that fits right now."""

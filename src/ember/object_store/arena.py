@@ -25,11 +25,12 @@ with memoryview slice assignment (a plain ``memcpy``), and read-only with
 ``mmap(2)`` through ctypes, to hand out views that cannot be written. The
 read-only mapping goes through ctypes because Python's ``mmap`` gives no
 address, and the address is what lets :class:`ClientMapping` make a tiny
-buffer exporter per object (see :meth:`ClientMapping.region`).
+buffer exporter per object (see :meth:`ClientMapping.new_exporter`).
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import mmap
 import os
@@ -42,7 +43,12 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_int, ctypes.c_long]
 _libc.munmap.restype = ctypes.c_int
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.madvise.restype = ctypes.c_int
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _MAP_FAILED = ctypes.c_void_p(-1).value
+#: Linux 5.14+; Python's mmap module names it only from 3.13 on.
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+_populate_supported = [True]
 
 
 class Arena:
@@ -83,11 +89,7 @@ class Arena:
     def close(self) -> None:
         if self.fd < 0:
             return
-        self.view.release()
-        try:
-            self._mmap.close()
-        except BufferError:  # a view of it is still alive; the mapping dies with it
-            pass
+        _close_mapping(self.view, self._mmap)
         os.close(self.fd)
         self.fd = -1
 
@@ -95,7 +97,7 @@ class Arena:
 class ClientMapping:
     """A client's mappings of a raylet's arena.
 
-    Threads: any thread may call :meth:`region`; ``rw`` writes must go to
+    Threads: any thread may call :meth:`new_exporter`; ``rw`` writes must go to
     ranges the caller created and has not sealed.
     """
 
@@ -122,36 +124,69 @@ class ClientMapping:
         self._ro_address = address
         #: Read-write view of the whole arena.
         self.rw = memoryview(self._rw_mmap)
+        anchor = ctypes.c_char.from_buffer(self._rw_mmap)
+        self._rw_address = ctypes.addressof(anchor)
+        del anchor  # the address stays valid while the mapping does
         # One ctypes array type spanning the arena; an instance of it is the
-        # buffer exporter of one object's views (see region()).
+        # buffer exporter of one object's views (see new_exporter()).
         self._region_type = type("ArenaRegion", (ctypes.c_ubyte * capacity,), {})
+        #: Exporters still alive (kept by the client): the read-only mapping must stay.
         self.live_regions = 0
 
-    def region(self, offset: int, size: int):
-        """(exporter, read-only view of ``[offset, offset + size)``).
+    def new_exporter(self):
+        """A new buffer exporter spanning the arena, read-only pages underneath.
 
-        Every view derived from the returned one (slices, ``np.frombuffer``,
-        pickle-5 buffers) keeps ``exporter`` alive, so a ``weakref.finalize``
-        on the exporter runs exactly when the last such view is gone. That is
-        what a pure-Python ``__buffer__`` would give on 3.12+.
+        Every view derived from it (``memoryview(e).cast("B").toreadonly()``,
+        its slices, ``np.frombuffer`` of those, pickle-5 buffers) keeps the
+        exporter alive, so a ``weakref.finalize`` on it runs exactly when the
+        last such view is gone: what a pure-Python ``__buffer__`` gives on
+        3.12+. Creating one costs no system call and no memory but the object.
 
-        The exporter itself is a writable ctypes array over read-only pages:
-        never hand it out, writing through it would crash the process.
+        The exporter is a *writable* ctypes array over read-only pages: never
+        hand it out, for writing through it would crash the process. Hand out
+        ``toreadonly()`` views only.
         """
-        exporter = self._region_type.from_address(self._ro_address)
-        view = memoryview(exporter).cast("B").toreadonly()[offset:offset + size]
-        return exporter, view
+        return self._region_type.from_address(self._ro_address)
+
+    def populate(self, offset: int, size: int) -> None:
+        """Pre-fault ``[offset, offset + size)`` for writing, in one system call.
+
+        On a fresh range this beats faulting each 4 KiB page on first write
+        (about 1.3x on this project's VMs, where fresh memory is slow to come
+        by), and it runs through ctypes, which releases the GIL: the caller's
+        I/O thread keeps running while the kernel allocates. On pages already
+        present it costs about as much as copying them, so call it for fresh
+        ranges only. A no-op before Linux 5.14 (no MADV_POPULATE_WRITE).
+
+        Raises OSError (ENOMEM) when the memory cannot be had, which a plain
+        write would have turned into a SIGBUS that kills the process.
+        """
+        if not _populate_supported[0] or size <= 0:
+            return
+        start = offset // PAGE_SIZE * PAGE_SIZE
+        if _libc.madvise(self._rw_address + start, offset + size - start,
+                         MADV_POPULATE_WRITE) != 0:
+            err = ctypes.get_errno()
+            if err == errno.EINVAL:  # kernel without MADV_POPULATE_WRITE
+                _populate_supported[0] = False
+                return
+            raise OSError(err, f"could not allocate {size} bytes of the object store: "
+                               f"{os.strerror(err)}")
 
     def close(self) -> None:
         """Unmap; the read-only mapping stays if views of it are still alive."""
         if self._fd < 0:
             return
-        self.rw.release()
-        try:
-            self._rw_mmap.close()
-        except BufferError:
-            pass
+        _close_mapping(self.rw, self._rw_mmap)
         if self.live_regions == 0:
             _libc.munmap(self._ro_address, self.capacity)
         os.close(self._fd)
         self._fd = -1
+
+
+def _close_mapping(view: memoryview, mapping: mmap.mmap) -> None:
+    view.release()
+    try:
+        mapping.close()
+    except BufferError:  # a view of it is still alive; the mapping dies with it
+        pass

@@ -76,8 +76,8 @@ def write(dest: memoryview, main, buffers: list[memoryview]) -> int:
     return total
 
 
-def read(view: memoryview) -> tuple[memoryview, list[memoryview]]:
-    """(main, buffers): views into ``view``, an object written by :func:`write`."""
+def parse(view) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """((start, end) of main, [(start, end) of each buffer]) in an object's bytes."""
     if len(view) < _HEADER.size:
         raise RaySystemError(f"object store entry of {len(view)} bytes is too short to "
                              "hold a header; the store is corrupt")
@@ -85,11 +85,20 @@ def read(view: memoryview) -> tuple[memoryview, list[memoryview]]:
     if magic != MAGIC or version != VERSION:
         raise RaySystemError(f"object store entry has a bad header ({magic!r}, version "
                              f"{version}); the store is corrupt")
-    buffers = []
+    ranges = [(main_offset, main_offset + main_size)]
     for i in range(count):
         offset, size = _ENTRY.unpack_from(view, _HEADER.size + i * _ENTRY.size)
-        buffers.append(view[offset:offset + size])
-    return view[main_offset:main_offset + main_size], buffers
+        ranges.append((offset, offset + size))
+    if any(end > len(view) for _, end in ranges):
+        raise RaySystemError(f"object store entry of {len(view)} bytes has parts beyond "
+                             "its end; the store is corrupt")
+    return ranges[0], ranges[1:]
+
+
+def read(view: memoryview) -> tuple[memoryview, list[memoryview]]:
+    """(main, buffers): views into ``view``, an object written by :func:`write`."""
+    (start, end), ranges = parse(view)
+    return view[start:end], [view[a:b] for a, b in ranges]
 
 
 def serialize_to_store(value) -> tuple[bytes, list[pickle.PickleBuffer]]:

@@ -64,6 +64,8 @@ class SerializedValue(msgspec.Struct, array_like=True, gc=False):
     nested_refs: list[ObjectRefInfo] = []
     #: Size in bytes of the whole value, for the store and ``ember memory``.
     size: int = 0
+    #: VALUE_IN_STORE: the node whose object store holds the primary copy.
+    node_id: bytes = b""
 
 
 # SerializedValue.kind values.

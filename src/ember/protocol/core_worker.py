@@ -92,15 +92,37 @@ class CancelTaskReply(Message):
 
 
 class GetObjectStatus(Message):
-    """A borrower asks the owner for an object; the owner answers once it is ready."""
+    """A borrower asks the owner for objects; answered when all (or any) are ready.
 
-    object_id: bytes
+    Before answering, the owner registers ``requester`` as a borrower of the
+    refs nested in the values it returns (see reference_counter.py).
+    """
+
+    object_ids: list[bytes]
+    requester: Address | None = None
+    #: False: answer as soon as at least one is ready (ray.wait).
+    wait_all: bool = True
 
 
 class GetObjectStatusReply(Message):
-    #: "ready", "freed"
-    status: str
-    value: SerializedValue | None = None
+    #: Per object: "ready", "pending" (wait_all=False only) or "freed".
+    statuses: list[str]
+    values: list[SerializedValue | None]
+
+
+class AddBorrower(Message):
+    """Owner: ``borrower`` is about to receive these refs; count it as a borrower."""
+
+    object_ids: list[bytes]
+    borrower: Address
+
+
+class RemoveBorrower(Message):
+    """Borrower to owner: I dropped these refs; ``counts[i]`` registrations end."""
+
+    object_ids: list[bytes]
+    counts: list[int]
+    borrower_worker_id: bytes
 
 
 class Exit(Message):

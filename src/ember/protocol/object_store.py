@@ -36,12 +36,22 @@ class CreateObjectReply(Message):
     error_type: str = ""
     #: What happened and what to do, for the user.
     error_message: str = ""
+    #: The range has no memory pages yet: pre-fault it before writing
+    #: (MADV_POPULATE_WRITE), several times faster than page-by-page faults.
+    fresh: bool = False
 
 
 class SealObject(Message):
     """Notification: the object is fully written and immutable; readers may see it."""
 
     #: The object the sender created.
+    object_id: bytes
+
+
+class AbortObject(Message):
+    """Notification: the creator failed while writing; free the unsealed object."""
+
+    #: The object the sender created and will not seal.
     object_id: bytes
 
 

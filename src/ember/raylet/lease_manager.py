@@ -28,6 +28,9 @@ from .worker_pool import WorkerHandle, WorkerPool
 
 logger = logging.getLogger(__name__)
 
+#: How long a worker its owner reported failed may take to exit on its own.
+FAILED_WORKER_GRACE_S = 1.0
+
 
 class Lease:
     """One lease request, from queued to granted to returned."""
@@ -145,7 +148,11 @@ class LocalLeaseManager:
         self._release(lease)
         worker = lease.worker
         if worker_failed:
-            self.pool.kill(worker, "its owner reported it failed")
+            # The owner saw the worker's connection drop, which usually means it is
+            # dying on its own, and its exit status will say why. Kill it only if it
+            # is still alive after a grace period: then it is hung, not dead.
+            asyncio.get_running_loop().call_later(
+                FAILED_WORKER_GRACE_S, self.pool.kill, worker, "its owner reported it failed")
         elif worker.actor_id:
             self.pool.kill(worker, "its actor ended")
         else:

@@ -21,6 +21,8 @@ import time
 
 from .. import rpc
 from ..config import config
+from ..node import default_object_store_memory
+from ..object_store.service import StoreService
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as msg
 from ..protocol.common import Address
@@ -76,6 +78,10 @@ class Raylet:
         #: Set once the GCS knows this node; drivers are answered only then.
         self.registered = asyncio.Event()
         self.address: Address | None = None
+        # The node's shared-memory object store (ember.object_store): a memfd
+        # arena that local clients map, and the handlers that serve it.
+        self.object_store = StoreService.for_node(
+            object_store_memory or default_object_store_memory(), session_dir)
 
     # --- start and stop -------------------------------------------------------
 
@@ -110,6 +116,7 @@ class Raylet:
         await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB]))
         self.pool.start_reaper()
         self.log_monitor.start()
+        self.object_store.start()
         loop = asyncio.get_running_loop()
         self._background.append(loop.create_task(self._infeasible_loop()))
         self._background.append(loop.create_task(self._view_refresh_loop()))
@@ -126,6 +133,7 @@ class Raylet:
             server.close()
         await self.pool.shutdown()
         self.log_monitor.stop()
+        self.object_store.close()
         if self.gcs is not None and not self.gcs.closed:
             try:
                 await asyncio.wait_for(self.gcs.call(
@@ -157,6 +165,7 @@ class Raylet:
             msg.GetWorkerFailureCause: self.failure_cause,
             msg.GetNodeState: self.node_state,
             msg.ShutdownRaylet: self.shutdown,
+            **self.object_store.handlers(),
         }
 
     def _gcs_handlers(self):
@@ -168,7 +177,10 @@ class Raylet:
 
     def register_worker(self, conn, req: msg.RegisterWorker) -> msg.RegisterWorkerReply:
         reply = msg.RegisterWorkerReply(self.node_id, self.gcs_address, self.session_dir,
-                                        self.resources.as_floats("total"))
+                                        self.resources.as_floats("total"),
+                                        store_fd=self.object_store.arena.fd,
+                                        store_capacity=self.object_store.arena.capacity,
+                                        raylet_pid=os.getpid())
         if req.is_driver:
             conn.peer = ("driver", req.worker_id)
             if not self.registered.is_set():
@@ -247,7 +259,10 @@ class Raylet:
     # --- events -----------------------------------------------------------------
 
     def _conn_closed(self, conn) -> None:
+        self.object_store.connection_closed(conn)
         peer = conn.peer
+        if peer and peer[0] == "driver":
+            self.object_store.store.delete_owned_by(peer[1])
         if peer and peer[0] == "worker":
             self.pool.disconnected(peer[1])
         self.leases.owner_gone(conn)
@@ -260,6 +275,7 @@ class Raylet:
 
     def _on_worker_dead(self, handle: WorkerHandle) -> None:
         self.leases.worker_died(handle)
+        self.object_store.store.delete_owned_by(handle.worker_id)
         if handle.address is not None:
             self._publish(gcs_msg.ReportWorkerFailure(
                 handle.worker_id, self.node_id, handle.death_cause,
@@ -362,4 +378,5 @@ class Raylet:
             "leases": self.leases.debug_state(),
             "infeasible": [lease.request.description for lease in self._infeasible.values()],
             "worker_pool": self.pool.debug_state(),
+            "object_store": self.object_store.debug_state(),
         }

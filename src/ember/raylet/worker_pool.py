@@ -60,8 +60,9 @@ class WorkerHandle:
         self.started_at = time.monotonic()
         self.death_cause = ""
         self.exit_code: int | None = None
-        #: Set when the raylet itself killed the worker, with the reason.
+        #: Set when the raylet itself killed the worker, with the reason and signal.
         self.kill_reason = ""
+        self.kill_signal = 0
 
 
 class WorkerPool:
@@ -149,17 +150,20 @@ class WorkerPool:
     # --- stopping ---------------------------------------------------------------
 
     def kill(self, handle: WorkerHandle, reason: str, sig: int = signal.SIGKILL) -> None:
-        if handle.state is WorkerState.DEAD:
-            return
+        if handle.state is WorkerState.DEAD or handle.process.poll() is not None:
+            return  # it already exited, and its exit status says why
         handle.kill_reason = handle.kill_reason or reason
+        handle.kill_signal = handle.kill_signal or sig
         try:
             handle.process.send_signal(sig)
         except ProcessLookupError:
             pass
 
     def kill_job_workers(self, job_id: bytes) -> None:
+        """Stop a finished job's task workers. Actor workers are left to the GCS,
+        which keeps detached actors alive and kills the others itself."""
         for handle in list(self.workers.values()):
-            if handle.job_id == job_id:
+            if handle.job_id == job_id and not handle.actor_id:
                 self.kill(handle, f"its job {job_id.hex()} finished", signal.SIGTERM)
 
     def disconnected(self, handle: WorkerHandle) -> None:
@@ -246,7 +250,9 @@ class WorkerPool:
 def describe_exit(handle: WorkerHandle, code: int | None) -> str:
     """A sentence on how a worker ended, for errors the user reads."""
     who = f"worker (pid {handle.pid})"
-    if handle.kill_reason:
+    # A worker that died on its own while a kill was on its way is described by
+    # its own exit status, not blamed on the raylet.
+    if handle.kill_reason and (code is None or code == -handle.kill_signal):
         return f"{who} was killed by the raylet because {handle.kill_reason}"
     if code is None:
         return f"{who} closed its connection to the raylet and did not exit"

@@ -63,7 +63,7 @@ class Connection(asyncio.Protocol):
                  on_close: typing.Callable[["Connection"], None] | None = None,
                  name: str = ""):
         self.handlers = handlers if handlers is not None else {}
-        self.on_close = on_close
+        self._close_callbacks = [on_close] if on_close is not None else []
         self.name = name
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -92,11 +92,18 @@ class Connection(asyncio.Protocol):
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(ConnectionLost(f"connection to {self.name or 'peer'} lost"))
-        if self.on_close is not None:
+        for callback in self._close_callbacks:
             try:
-                self.on_close(self)
+                callback(self)
             except Exception:
-                logger.exception("on_close callback failed for %s", self.name)
+                logger.exception("close callback failed for %s", self.name)
+
+    def add_close_callback(self, callback) -> None:
+        """Call ``callback(conn)`` when the connection closes (now, if it has)."""
+        if self.closed:
+            callback(self)
+        else:
+            self._close_callbacks.append(callback)
 
     def data_received(self, data):
         buf = self._rbuf

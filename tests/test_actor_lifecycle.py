@@ -1,0 +1,383 @@
+"""An actor's life: kill, exit_actor, crashes and restarts, retries, __init__ errors,
+going out of scope, detached actors, and namespaces across drivers.
+
+Crashes are real: a method ends its own process with ``os._exit`` or SIGKILL.
+Process checks use the actor's pid; every wait polls for a state with a deadline.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+
+import psutil
+import pytest
+
+import ember as ray
+from ember.exceptions import ActorDiedError, RayActorError
+from helpers import DriverProcess, run_driver, wait_for_condition
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_pid_gone(pid: int, timeout: float = 15.0) -> None:
+    wait_for_condition(lambda: pid_gone(pid), timeout, message=f"process {pid} to exit")
+
+
+@ray.remote
+class Mortal:
+    """State that shows whether ``__init__`` ran again: ``calls`` restarts at 0."""
+
+    def __init__(self, marker_dir=None):
+        self.calls = 0
+        self.marker_dir = marker_dir
+
+    def pid(self):
+        return os.getpid()
+
+    def bump(self):
+        self.calls += 1
+        return self.calls
+
+    def crash(self, how="exit"):
+        if how == "exit":
+            os._exit(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def crash_once(self, tag):
+        """Crash on the first attempt only; the marker file survives the restart."""
+        marker = os.path.join(self.marker_dir, tag)
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return "retried"
+
+    def leave(self):
+        ray.actor.exit_actor()
+        return "unreachable"
+
+
+# --- kill and exit_actor --------------------------------------------------------------
+
+
+def test_kill_ends_the_actor_and_later_calls_raise_actor_died_error(shared):
+    actor = Mortal.options(name="to-be-killed").remote()
+    pid = ray.get(actor.pid.remote())
+    ray.kill(actor)
+    wait_pid_gone(pid)
+    with pytest.raises(ActorDiedError) as info:
+        ray.get(actor.bump.remote())
+    message = str(info.value)
+    assert "Mortal" in message and actor._ray_actor_id.hex() in message
+    assert "to-be-killed" in message and "kill" in message
+    assert isinstance(info.value, RayActorError)
+    # And again: the death is final.
+    with pytest.raises(ActorDiedError):
+        ray.get(actor.pid.remote())
+
+
+def test_kill_without_no_restart_restarts_the_actor(shared):
+    actor = Mortal.options(max_restarts=1).remote()
+    pid = ray.get(actor.pid.remote())
+    assert ray.get(actor.bump.remote()) == 1
+    ray.kill(actor, no_restart=False)
+    wait_pid_gone(pid)
+    wait_for_condition(lambda: ray.get(actor.pid.remote()) != pid,
+                       message="the actor to be restarted")
+    assert ray.get(actor.bump.remote()) == 1  # __init__ ran again
+
+
+def test_exit_actor_ends_the_actor(shared):
+    actor = Mortal.remote()
+    pid = ray.get(actor.pid.remote())
+    with pytest.raises(RayActorError, match="exit_actor"):
+        ray.get(actor.leave.remote())
+    wait_pid_gone(pid)
+    with pytest.raises(ActorDiedError, match="exit_actor"):
+        ray.get(actor.bump.remote())
+
+
+def test_exit_actor_is_not_restarted(shared):
+    actor = Mortal.options(max_restarts=3).remote()
+    pid = ray.get(actor.pid.remote())
+    with pytest.raises(RayActorError):
+        ray.get(actor.leave.remote())
+    wait_pid_gone(pid)
+    with pytest.raises(ActorDiedError):
+        ray.get(actor.bump.remote())
+
+
+def test_exit_actor_in_an_async_actor(shared):
+    @ray.remote
+    class AsyncMortal:
+        async def pid(self):
+            return os.getpid()
+
+        async def leave(self):
+            ray.actor.exit_actor()
+
+    actor = AsyncMortal.remote()
+    pid = ray.get(actor.pid.remote())
+    with pytest.raises(RayActorError, match="exit_actor"):
+        ray.get(actor.leave.remote())
+    wait_pid_gone(pid)
+    with pytest.raises(ActorDiedError):
+        ray.get(actor.pid.remote())
+
+
+def test_exit_actor_outside_an_actor_is_refused(shared):
+    with pytest.raises(TypeError, match="exit_actor"):
+        ray.actor.exit_actor()
+
+
+# --- crashes, restarts, retries -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how,cause", [("exit", "exit code 1"), ("sigkill", "SIGKILL")])
+def test_crash_without_restarts_says_which_actor_died_and_how(shared, how, cause):
+    actor = Mortal.remote()
+    pid = ray.get(actor.pid.remote())
+    with pytest.raises(ActorDiedError) as info:
+        ray.get(actor.crash.remote(how))
+    message = str(info.value)
+    assert "Mortal" in message and actor._ray_actor_id.hex() in message
+    assert cause in message and str(pid) in message
+    with pytest.raises(ActorDiedError, match=cause):
+        ray.get(actor.bump.remote())
+
+
+def test_crashed_actor_is_restarted_up_to_max_restarts(shared):
+    actor = Mortal.options(max_restarts=2).remote()
+    pids = [ray.get(actor.pid.remote())]
+    for restart in (1, 2):
+        assert ray.get(actor.bump.remote()) == 1
+        assert ray.get(actor.bump.remote()) == 2
+        # No retries: the call that crashed fails, and says the actor died.
+        with pytest.raises(ActorDiedError, match="exit code 1"):
+            ray.get(actor.crash.remote())
+        wait_pid_gone(pids[-1])
+        # Calls after the crash run on the restarted actor, whose __init__ ran again.
+        pids.append(ray.get(actor.pid.remote()))
+        assert ray.get(actor.bump.remote()) == 1
+        ray.get(actor.bump.remote())
+    assert len(set(pids)) == 3
+    with pytest.raises(ActorDiedError) as info:
+        ray.get(actor.crash.remote())
+    assert "max_restarts=2" in str(info.value)
+    with pytest.raises(ActorDiedError):
+        ray.get(actor.pid.remote())
+
+
+def test_calls_are_retried_after_a_restart_with_max_task_retries(shared, tmp_path):
+    actor = Mortal.options(max_restarts=1, max_task_retries=1).remote(str(tmp_path))
+    pid = ray.get(actor.pid.remote())
+    crashing = actor.crash_once.remote("a")
+    # Calls submitted behind the crashing one are retried too, still in order.
+    later = [actor.bump.remote() for _ in range(5)]
+    assert ray.get(crashing) == "retried"
+    assert ray.get(later) == [1, 2, 3, 4, 5]
+    assert ray.get(actor.pid.remote()) != pid
+
+
+def test_retries_run_out(shared, tmp_path):
+    actor = Mortal.options(max_restarts=3, max_task_retries=1).remote(str(tmp_path))
+    with pytest.raises(ActorDiedError, match="exit code 1"):
+        ray.get(actor.crash.remote())  # crashes on the first try and on its one retry
+    assert ray.get(actor.bump.remote()) == 1  # one restart is left
+
+
+def test_infinite_restarts_and_retries(shared, tmp_path):
+    actor = Mortal.options(max_restarts=-1, max_task_retries=-1).remote(str(tmp_path))
+    assert [ray.get(actor.crash_once.remote(tag)) for tag in "abc"] == ["retried"] * 3
+
+
+def test_exception_in_init_fails_every_call_with_the_original_error(shared):
+    @ray.remote
+    class BadInit:
+        def __init__(self, x):
+            self.x = 1 / x
+
+        def value(self):
+            return self.x
+
+    actor = BadInit.options(max_restarts=2).remote(0)
+    for _ in range(2):
+        with pytest.raises(RayActorError) as info:
+            ray.get(actor.value.remote())
+        message = str(info.value)
+        assert "BadInit" in message and "__init__" in message
+        assert "ZeroDivisionError" in message and "division by zero" in message
+        assert "Traceback" in message and "self.x = 1 / x" in message
+        assert isinstance(info.value.cause, ZeroDivisionError)
+    # The session is fine.
+    assert ray.get(BadInit.remote(2).value.remote()) == 0.5
+
+
+def test_unpicklable_init_argument_is_reported(shared):
+    import threading
+    with pytest.raises(TypeError):
+        Mortal.remote(threading.Lock())
+    assert ray.get(Mortal.remote().bump.remote()) == 1
+
+
+# --- scope and owners ---------------------------------------------------------------------
+
+
+def test_actor_is_terminated_when_its_last_handle_goes_out_of_scope(shared):
+    actor = Mortal.options(num_cpus=2).remote()
+    pid = ray.get(actor.pid.remote())
+    copy = actor
+    del actor
+    gc.collect()
+    assert ray.get(copy.bump.remote()) == 1  # one handle is still alive
+    del copy
+    gc.collect()
+    wait_pid_gone(pid)
+    # Its CPUs are free: another actor that needs both can start.
+    successor = Mortal.options(num_cpus=2).remote()
+    assert ray.get(successor.bump.remote(), timeout=15) == 1
+    successor_pid = ray.get(successor.pid.remote())
+    del successor
+    gc.collect()
+    wait_pid_gone(successor_pid)
+
+
+def test_named_actor_outlives_its_handles(shared):
+    actor = Mortal.options(name="keeps-living").remote()
+    pid = ray.get(actor.pid.remote())
+    del actor
+    gc.collect()
+    handle = ray.get_actor("keeps-living")
+    assert ray.get(handle.pid.remote()) == pid
+    ray.kill(handle)
+    wait_pid_gone(pid)
+
+
+def test_actors_of_a_driver_end_when_the_driver_exits(shared, tmp_path):
+    gcs = ray.get_runtime_context().gcs_address
+    result = run_driver(tmp_path, f"""
+        import os
+        import ember as ray
+        ray.init(address={gcs!r}, namespace="owned-by-driver")
+
+        @ray.remote
+        class Actor:
+            def pid(self):
+                return os.getpid()
+
+        plain = Actor.remote()
+        named = Actor.options(name="driver-named").remote()
+        print("PIDS", ray.get(plain.pid.remote()), ray.get(named.pid.remote()), flush=True)
+    """)
+    assert result.returncode == 0, result.stderr
+    pids = [int(p) for p in result.stdout.split("PIDS", 1)[1].split()]
+    for pid in pids:
+        wait_pid_gone(pid)
+    wait_for_condition(
+        lambda: {"name": "driver-named", "namespace": "owned-by-driver"}
+        not in ray.util.list_named_actors(all_namespaces=True),
+        message="the exited driver's named actor to be gone")
+
+
+def test_detached_actor_outlives_its_driver(shared, tmp_path):
+    gcs = ray.get_runtime_context().gcs_address
+    created = run_driver(tmp_path, f"""
+        import os
+        import ember as ray
+        ray.init(address={gcs!r}, namespace="detached-ns")
+
+        @ray.remote
+        class Store:
+            def __init__(self):
+                self.items = []
+
+            def add(self, item):
+                self.items.append(item)
+                return list(self.items)
+
+            def pid(self):
+                return os.getpid()
+
+        store = Store.options(name="store", lifetime="detached").remote()
+        ray.get(store.add.remote("from creator"))
+        print("PID", ray.get(store.pid.remote()), flush=True)
+    """, name="creator.py")
+    assert created.returncode == 0, created.stderr
+    pid = int(created.stdout.split("PID", 1)[1])
+    # Another driver finds it by name after its creator is gone.
+    used = run_driver(tmp_path, f"""
+        import ember as ray
+        ray.init(address={gcs!r}, namespace="detached-ns")
+        print("ITEMS", ray.get(ray.get_actor("store").add.remote("from user")), flush=True)
+    """, name="user.py")
+    assert used.returncode == 0, used.stderr
+    assert "['from creator', 'from user']" in used.stdout
+    assert not pid_gone(pid)
+    # So does this driver, in another namespace, naming the actor's.
+    store = ray.get_actor("store", namespace="detached-ns")
+    assert ray.get(store.add.remote("from test")) == ["from creator", "from user", "from test"]
+    ray.kill(store)
+    wait_pid_gone(pid)
+    with pytest.raises(ValueError, match="store"):
+        ray.get_actor("store", namespace="detached-ns")
+
+
+def test_namespaces_isolate_names_between_drivers(shared, tmp_path):
+    gcs = ray.get_runtime_context().gcs_address
+    first = DriverProcess(tmp_path, f"""
+        import sys
+        import ember as ray
+        ray.init(address={gcs!r}, namespace="team-a")
+
+        @ray.remote
+        class Owner:
+            def whose(self):
+                return "team-a"
+
+        actor = Owner.options(name="same-name").remote()
+        ray.get(actor.whose.remote())
+        print("READY", ray.util.list_named_actors(), flush=True)
+        sys.stdin.read()
+    """, name="team_a.py")
+    try:
+        first.wait_for_line(lambda line: line.startswith("READY"))
+        second = run_driver(tmp_path, f"""
+            import ember as ray
+            ray.init(address={gcs!r}, namespace="team-b")
+
+            @ray.remote
+            class Owner:
+                def whose(self):
+                    return "team-b"
+
+            try:
+                ray.get_actor("same-name")
+            except ValueError:
+                print("NOT VISIBLE")
+            mine = Owner.options(name="same-name").remote()
+            print("MINE", ray.get(ray.get_actor("same-name").whose.remote()))
+            print("THEIRS", ray.get(ray.get_actor("same-name", namespace="team-a")
+                                    .whose.remote()))
+            print("LIST", sorted(ray.util.list_named_actors()))
+            every = ray.util.list_named_actors(all_namespaces=True)
+            print("ALL", sorted((a["namespace"], a["name"]) for a in every
+                                if a["name"] == "same-name"))
+        """, name="team_b.py")
+        assert second.returncode == 0, second.stderr
+        out = second.stdout
+        assert "NOT VISIBLE" in out
+        assert "MINE team-b" in out and "THEIRS team-a" in out
+        assert "LIST ['same-name']" in out
+        assert "ALL [('team-a', 'same-name'), ('team-b', 'same-name')]" in out
+        assert first.lines[0] == "READY ['same-name']"
+    finally:
+        first.finish()
+    wait_for_condition(
+        lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["name"] == "same-name"],
+        message="both drivers' actors to be gone")
