@@ -115,14 +115,31 @@ def stop(force, grace_period, everywhere):
 def status(address):
     """Show the cluster's nodes and resource usage."""
     from . import state
-    gcs_address = address or os.environ.get("EMBER_ADDRESS") or node_mod.read_current_cluster()
-    if not gcs_address:
-        raise click.ClickException("No running cluster found; start one with "
-                                   "`ember start --head` or pass --address.")
+    gcs_address = _gcs_address(address)
     try:
         click.echo(state.format_status(gcs_address))
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--address", default=None, help="GCS address; default: the local cluster.")
+def memory(address):
+    """Show the objects in the cluster: who holds them, their size, where they are."""
+    from . import state
+    gcs_address = _gcs_address(address)
+    try:
+        click.echo(state.format_memory(gcs_address))
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _gcs_address(address: str | None) -> str:
+    gcs_address = address or os.environ.get("EMBER_ADDRESS") or node_mod.read_current_cluster()
+    if not gcs_address:
+        raise click.ClickException("No running cluster found; start one with "
+                                   "`ember start --head` or pass --address.")
+    return gcs_address
 
 
 @main.command()

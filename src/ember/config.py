@@ -61,6 +61,8 @@ class Config:
     lease_idle_timeout_s: float = 0.05
     #: Values smaller than this travel inline; larger ones go to the object store.
     max_direct_call_object_size: int = 100 * 1024
+    #: Record where each ObjectRef was created, for ``ember memory`` (costs time).
+    record_ref_creation_sites: bool = False
     #: Seconds between reminders that a task cannot be scheduled.
     infeasible_warning_period_s: float = 10.0
 

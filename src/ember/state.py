@@ -79,6 +79,15 @@ def format_status(gcs_address: str) -> str:
             continue
         used = total[name] - avail.get(name, 0.0)
         lines.append(f" {_fmt_amount(name, used)}/{_fmt_amount(name, total[name])} {name}")
+    lines += ["", "Object store:"]
+    for node_id, state in states.items():
+        store = (state or {}).get("object_store") or {}
+        stats = store.get("stats", store)
+        if "capacity" in stats:
+            lines.append(
+                f" node_{node_id.hex()[:12]}: {_fmt_bytes(stats.get('used', 0))} used of "
+                f"{_fmt_bytes(stats['capacity'])}, {stats.get('num_objects', 0)} objects, "
+                f"{_fmt_bytes(stats.get('spilled_bytes', 0))} spilled to disk")
     lines += ["", "Demands:"]
     demands = []
     for node_id, state in states.items():
@@ -87,4 +96,70 @@ def format_status(gcs_address: str) -> str:
             for desc, count in state.get("leases", {}).get("queued_by_key", {}).items():
                 demands.append(f" {desc}: {count} pending")
     lines += demands or [" (no resource demands)"]
+    return "\n".join(lines)
+
+
+def fetch_memory(gcs_address: str):
+    """Per live node: (NodeInfo, GetMemoryInfoReply or None)."""
+    async def query():
+        conn = await rpc.connect(gcs_address, name="gcs", timeout=5)
+        try:
+            reply = await conn.call(gcs_msg.GetAllNodes(), timeout=10)
+        finally:
+            conn.close()
+        out = []
+        for info in reply.nodes:
+            if not info.alive:
+                continue
+            try:
+                raylet = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}",
+                                           name="raylet", timeout=2)
+                out.append((info, await raylet.call(rl.GetMemoryInfo(), timeout=15)))
+                raylet.close()
+            except (ConnectionError, OSError, rpc.RemoteError):
+                out.append((info, None))
+        return out
+    return uvloop.run(query())
+
+
+def format_memory(gcs_address: str) -> str:
+    """``ember memory``: every reference in the cluster, then each node's store."""
+    nodes = fetch_memory(gcs_address)
+    pids = {}
+    for _, reply in nodes:
+        for worker in (reply.workers if reply else []):
+            pids[worker.worker_id] = (worker.pid, worker.is_driver)
+    spilled = {oid for _, reply in nodes if reply for oid, *_, is_spilled in reply.stored
+               if is_spilled}
+    header = f"{'Object ID':58} {'Reference Type':20} {'Size':>10} {'Owner':>14} {'Where':9} " \
+             "Call Site"
+    lines = ["======== Object references ========", header]
+    count = 0
+    for info, reply in nodes:
+        if reply is None:
+            lines.append(f"(node {info.node_id.hex()[:12]} at {info.ip} did not answer)")
+            continue
+        for worker in reply.workers:
+            holder = f"{'driver' if worker.is_driver else 'worker'} pid={worker.pid}"
+            lines.append(f"--- {holder} ({info.ip}) ---")
+            for ref in worker.references:
+                owner_pid = pids.get(ref.owner_worker_id, (None, False))[0]
+                owner = f"pid={owner_pid}" if owner_pid else ref.owner_worker_id.hex()[:8]
+                where = ("spilled" if ref.object_id in spilled else
+                         "store" if ref.in_store else "inline")
+                size = _fmt_bytes(ref.size) if ref.size >= 0 else "?"
+                lines.append(f"{ref.object_id.hex():58} {ref.ref_type:20} {size:>10} "
+                             f"{owner:>14} {where:9} {ref.call_site or '-'}")
+                count += 1
+    lines += [f"({count} references)", "", "======== Object store per node ========"]
+    for info, reply in nodes:
+        if reply is None:
+            continue
+        st = reply.store_stats
+        lines.append(
+            f"node_{info.node_id.hex()[:12]} ({info.ip}): {_fmt_bytes(st.get('used', 0))} "
+            f"used of {_fmt_bytes(st.get('capacity', 0))} ({st.get('num_objects', 0)} objects,"
+            f" {_fmt_bytes(st.get('pinned', 0))} pinned); spilled "
+            f"{st.get('num_spilled', 0)} objects, {_fmt_bytes(st.get('spilled_bytes', 0))}; "
+            f"restored {st.get('restored', 0)}, evicted {st.get('evicted', 0)}")
     return "\n".join(lines)

@@ -74,7 +74,8 @@ class CoreWorker:
         self._peer_conns: dict[str, rpc.Connection] = {}
         self._connecting: dict[str, object] = {}
         #: Extra RPC handlers, installed by the executor in worker processes.
-        self.handlers: dict = {cw.GeneratorItem: self._handle_generator_item}
+        self.handlers: dict = {cw.GeneratorItem: self._handle_generator_item,
+                               cw.GetCoreWorkerStats: self._handle_stats}
         #: The task this thread is executing, set by the executor (worker only).
         self.task_context = threading.local()
         self.blocked_depth = 0
@@ -108,8 +109,8 @@ class CoreWorker:
         self._servers.append(tcp)
         self.address = Address(self.node_id, self.node_ip,
                                tcp.sockets[0].getsockname()[1], unix_path, self.worker_id)
-        self.raylet = await rpc.connect("unix:" + self.raylet_socket, name="raylet",
-                                        on_close=self._raylet_lost)
+        self.raylet = await rpc.connect("unix:" + self.raylet_socket, self.handlers,
+                                        name="raylet", on_close=self._raylet_lost)
         self.gcs = await rpc.connect(self.gcs_address, self._gcs_handlers(), name="gcs")
         if self.is_driver:
             reply = await self.gcs.call(gcs_msg.RegisterJob(
@@ -474,6 +475,23 @@ class CoreWorker:
             os.unlink(self.address.unix)
         except (FileNotFoundError, AttributeError):
             pass
+
+    def _handle_stats(self, conn, req) -> cw.CoreWorkerStatsReply:
+        """The references this process holds, for ``ember memory``."""
+        infos = []
+        for object_id, ref in self.references.snapshot():
+            value = self.store.get(object_id)
+            if ref.local:
+                kind = "LOCAL_REFERENCE"
+            elif ref.contained:
+                kind = "CAPTURED_IN_OBJECT"
+            else:
+                kind = "BORROWED_BY_OTHERS"
+            owner = ref.owner.worker_id if ref.owner is not None else self.worker_id
+            infos.append(cw.ReferenceInfo(
+                object_id, kind, value.size if value is not None else -1, owner,
+                value is not None and value.kind == VALUE_IN_STORE, ref.call_site))
+        return cw.CoreWorkerStatsReply(self.worker_id, os.getpid(), self.is_driver, infos)
 
     def debug_state(self) -> dict:
         return {"memory_store": self.store.debug_state(),

@@ -28,13 +28,23 @@ guards everything; callbacks run after the lock is released.
 from __future__ import annotations
 
 import threading
+import traceback
 
+from ..config import config
 from ..protocol.common import Address, ObjectRefInfo
+
+
+def _call_site() -> str:
+    """The user's frame that made the ref: the innermost one outside ember."""
+    for frame in reversed(traceback.extract_stack(limit=16)):
+        if "/ember/" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return "(unknown)"
 
 
 class Reference:
     __slots__ = ("local", "contained", "owner", "borrowers", "registrations", "nested",
-                 "value_node")
+                 "value_node", "call_site")
 
     def __init__(self, owner: Address | None):
         self.local = 0
@@ -49,6 +59,8 @@ class Reference:
         self.nested: list[ObjectRefInfo] | None = None
         #: Node whose object store holds this (owned) object's primary copy.
         self.value_node = b""
+        #: Where the first ref was made, if config.record_ref_creation_sites.
+        self.call_site = ""
 
 
 class ReferenceCounter:
@@ -62,6 +74,12 @@ class ReferenceCounter:
         #: Called with [(owner, object_id, registrations)] to send RemoveBorrower.
         self.on_borrows_released = None
         self.own_address: Address | None = None
+        self.record_call_sites = config.record_ref_creation_sites
+
+    def snapshot(self) -> list[tuple[bytes, Reference]]:
+        """A copy of the table, for ``ember memory``."""
+        with self._lock:
+            return list(self.refs.items())
 
     # --- local refs -----------------------------------------------------------------
 
@@ -75,6 +93,8 @@ class ReferenceCounter:
             ref = self.refs.get(object_id)
             if ref is None:
                 ref = self.refs[object_id] = Reference(self._owner_of(owner))
+                if self.record_call_sites:
+                    ref.call_site = _call_site()
             ref.local += 1
 
     def remove_local_ref(self, object_id: bytes) -> None:

@@ -129,3 +129,26 @@ class Exit(Message):
     """Ask a worker to exit (its job ended or the node stops)."""
 
     reason: str = ""
+
+
+class ReferenceInfo(msgspec.Struct, array_like=True, gc=False):
+    """One reference held by a core worker, for ``ember memory``."""
+
+    object_id: bytes
+    #: LOCAL_REFERENCE, USED_BY_PENDING_TASK, CAPTURED_IN_OBJECT, BORROWED_BY_OTHERS
+    ref_type: str
+    size: int
+    owner_worker_id: bytes
+    in_store: bool
+    call_site: str = ""
+
+
+class GetCoreWorkerStats(Message):
+    """Raylet to core worker, over the worker's registration connection."""
+
+
+class CoreWorkerStatsReply(Message):
+    worker_id: bytes
+    pid: int
+    is_driver: bool
+    references: list[ReferenceInfo]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .common import Address, Message, SchedulingStrategy
+from .core_worker import CoreWorkerStatsReply
 
 
 class RegisterWorker(Message):
@@ -106,3 +107,15 @@ class GetNodeStateReply(Message):
 
 class ShutdownRaylet(Message):
     reason: str = ""
+
+
+class GetMemoryInfo(Message):
+    """``ember memory``: every reference held on this node, and the store's state."""
+
+
+class GetMemoryInfoReply(Message):
+    #: One per driver and worker on the node.
+    workers: list[CoreWorkerStatsReply]
+    store_stats: dict
+    #: (object id, size, owner worker id, state, spilled) per stored object
+    stored: list

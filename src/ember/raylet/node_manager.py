@@ -24,6 +24,7 @@ from ..config import config
 from ..node import default_object_store_memory
 from ..object_store.service import StoreService
 from ..protocol import gcs as gcs_msg
+from ..protocol import core_worker as cw_msg
 from ..protocol import raylet as msg
 from ..protocol.common import Address
 from .lease_manager import Lease, LocalLeaseManager
@@ -72,6 +73,8 @@ class Raylet:
         self.gcs: rpc.Connection | None = None
         self._servers = []
         self._infeasible: dict[bytes, Lease] = {}
+        #: Connected drivers by worker id (workers are in the pool).
+        self._drivers: dict[bytes, rpc.Connection] = {}
         self._report_scheduled = False
         self._background: list[asyncio.Task] = []
         self.stopped = asyncio.Event()
@@ -165,6 +168,7 @@ class Raylet:
             msg.GetWorkerFailureCause: self.failure_cause,
             msg.GetNodeState: self.node_state,
             msg.ShutdownRaylet: self.shutdown,
+            msg.GetMemoryInfo: self.memory_info,
             **self.object_store.handlers(),
         }
 
@@ -183,6 +187,7 @@ class Raylet:
                                         raylet_pid=os.getpid())
         if req.is_driver:
             conn.peer = ("driver", req.worker_id)
+            self._drivers[req.worker_id] = conn
             if not self.registered.is_set():
                 # The raylet serves before the GCS knows its node; a driver that is
                 # answered now could find no node in ember.nodes() or
@@ -251,6 +256,19 @@ class Raylet:
     def node_state(self, conn, req) -> msg.GetNodeStateReply:
         return msg.GetNodeStateReply(self.debug_state())
 
+    async def memory_info(self, conn, req) -> msg.GetMemoryInfoReply:
+        """Every reference held by this node's processes, and what its store holds."""
+        conns = list(self._drivers.values()) + [
+            w.conn for w in self.pool.workers.values() if w.conn is not None]
+        replies = await asyncio.gather(
+            *(asyncio.wait_for(c.call(cw_msg.GetCoreWorkerStats()), 5) for c in conns),
+            return_exceptions=True)
+        store = self.object_store.store
+        stored = [(o.object_id, o.size, o.owner.worker_id if o.owner else b"", o.state,
+                   o.state == "SPILLED") for o in store.list_objects()]
+        return msg.GetMemoryInfoReply([r for r in replies if not isinstance(r, BaseException)],
+                                      store.stats(), stored)
+
     async def shutdown(self, conn, req: msg.ShutdownRaylet) -> gcs_msg.Ack:
         asyncio.get_running_loop().call_soon(
             lambda: asyncio.ensure_future(self.stop(req.reason)))
@@ -262,6 +280,7 @@ class Raylet:
         self.object_store.connection_closed(conn)
         peer = conn.peer
         if peer and peer[0] == "driver":
+            self._drivers.pop(peer[1], None)
             self.object_store.store.delete_owned_by(peer[1])
         if peer and peer[0] == "worker":
             self.pool.disconnected(peer[1])
