@@ -137,7 +137,8 @@ class ActorClass:
         placement = dict(running)
         if options.get("num_cpus") is None:
             placement["CPU"] = 1.0  # Ray's default: 1 CPU to place an actor, 0 to run it
-        strategy = opts.scheduling_strategy(options, what)
+        placement, strategy = opts.placement(options, what, placement)
+        running, _ = opts.placement(options, what, running)
         is_async = is_async_class(self._class)
         actor_options = {
             "class_name": self._name, "is_async": is_async,
@@ -175,7 +176,9 @@ class ActorClass:
                         function_id=self._class_id, function_name=f"{self._name}.__init__",
                         args=task_args, kwarg_names=list(kwargs), num_returns=0,
                         owner=core.address, resources=running, actor_id=actor_id,
-                        is_actor_creation=True, actor_options=pickle.dumps(actor_options))
+                        is_actor_creation=True, actor_options=pickle.dumps(actor_options),
+                        placement_group_id=strategy.placement_group_id,
+                        capture_child_tasks=strategy.capture_child_tasks)
         create = gcs_msg.CreateActor(actor_id=actor_id, creation_spec=b"",
                                      placement_resources=placement, resources=running,
                                      strategy=strategy)

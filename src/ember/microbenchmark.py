@@ -217,4 +217,22 @@ def main(filters: list[str], as_json: bool = False) -> list[dict]:
                 results.append(timeit(name, fn, multiplier, as_json))
     finally:
         ember.shutdown()
+    if want("placement group create/removal"):
+        results.append(_placement_groups(as_json))
     return results
+
+
+def _placement_groups(as_json: bool) -> dict:
+    import ember
+    from ember.util.placement_group import placement_group, remove_placement_group
+    ember.init(resources={"custom": 100})
+    try:
+        def pg_round(num_pgs=100):
+            pgs = [placement_group(bundles=[{"custom": 0.001}]) for _ in range(num_pgs)]
+            for pg in pgs:
+                pg.wait(timeout_seconds=30)
+            for pg in pgs:
+                remove_placement_group(pg)
+        return timeit("placement group create/removal", pg_round, 100, as_json)
+    finally:
+        ember.shutdown()

@@ -157,9 +157,46 @@ def resource_request(options: dict, default_cpus: float) -> dict[str, float]:
     return {k: v for k, v in resources.items() if v}
 
 
+def placement(options: dict, what: str, resources: dict[str, float]):
+    """(resources, strategy) to ask for, with placement groups applied.
+
+    A task in a placement group asks for the group's resources instead of the
+    node's (see ember.util.placement_group.group_resources). Without a strategy
+    of its own, a task started by a task that captures child tasks joins its
+    parent's group.
+    """
+    strategy = scheduling_strategy(options, what)
+    if strategy.kind != "PLACEMENT_GROUP":
+        return resources, strategy
+    from .util.placement_group import group_resources
+    return group_resources(resources, strategy.placement_group_id,
+                           strategy.bundle_index), strategy
+
+
+def _inherited_strategy() -> SchedulingStrategy | None:
+    from .core_worker import context
+    core = context.core
+    spec = getattr(core.task_context, "spec", None) if core is not None else None
+    if spec is not None and spec.placement_group_id and spec.capture_child_tasks:
+        return SchedulingStrategy(kind="PLACEMENT_GROUP",
+                                  placement_group_id=spec.placement_group_id,
+                                  capture_child_tasks=True)
+    return None
+
+
 def scheduling_strategy(options: dict, what: str) -> SchedulingStrategy:
     """Convert the user's ``scheduling_strategy`` option to its wire form."""
     value = options.get("scheduling_strategy")
+    legacy = options.get("placement_group")
+    if value is None and legacy not in (None, "default"):
+        from .util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        value = PlacementGroupSchedulingStrategy(
+            legacy, options.get("placement_group_bundle_index", -1),
+            options.get("placement_group_capture_child_tasks"))
+    if value is None:
+        value = _inherited_strategy()
+        if value is not None:
+            return value
     if value is None or value == "DEFAULT":
         strategy = SchedulingStrategy()
     elif value == "SPREAD":

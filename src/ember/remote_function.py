@@ -33,8 +33,8 @@ class _Prepared:
 
     def __init__(self, remote_function: "RemoteFunction", options: dict, core):
         what = remote_function._what
-        self.resources = opts.resource_request(options, default_cpus=1.0)
-        self.strategy = opts.scheduling_strategy(options, what)
+        self.resources, self.strategy = opts.placement(
+            options, what, opts.resource_request(options, default_cpus=1.0))
         num_returns = options.get("num_returns")
         if num_returns is None:
             num_returns = "streaming" if remote_function._is_generator else 1
@@ -127,7 +127,8 @@ class RemoteFunction:
                         num_returns=p.num_returns, owner=core.address, resources=p.resources,
                         max_retries=p.max_retries, retry_exceptions=p.retry_exceptions,
                         retry_exception_allowlist=p.allowlist, max_calls=p.max_calls,
-                        name=p.name)
+                        name=p.name, placement_group_id=p.strategy.placement_group_id,
+                        capture_child_tasks=p.strategy.capture_child_tasks)
         if p.num_returns == -1:
             state = GeneratorState(task_id)
             core.submit_task(spec, p.key, keep_alive, state)

@@ -26,7 +26,7 @@ import threading
 import msgspec
 
 from .. import rpc
-from ..exceptions import ActorDiedError, ActorUnavailableError, PendingCallsLimitExceeded
+from ..exceptions import ActorDiedError, PendingCallsLimitExceeded
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from .serialization import error_value
@@ -231,16 +231,21 @@ class ActorTaskSubmitter:
                 if queue.conn is not None:
                     queue.conn = None
             if restarted or queue.inflight:
-                self._resend_after_restart(queue)
+                self._resend_after_restart(queue, info)
             self._pump(queue)
         elif info.state == "RESTARTING":
-            self._resend_after_restart(queue, restarting=True)
+            self._resend_after_restart(queue, info, restarting=True)
         elif info.state == "DEAD":
             queue.death = death_error(info)
             self._fail_all(queue)
 
-    def _resend_after_restart(self, queue: ActorQueue, restarting: bool = False) -> None:
-        """Calls that were in flight when the process died: retry or fail each."""
+    def _resend_after_restart(self, queue: ActorQueue, info: gcs_msg.ActorInfo,
+                              restarting: bool = False) -> None:
+        """Calls that were in flight when the process died: retry or fail each.
+
+        A call that is not retried fails with ActorDiedError, as in Ray: the
+        process that was running it died, even though the actor lives on.
+        """
         lost = [t for t in queue.inflight.values() if t.lost
                 or restarting]
         for task in lost:
@@ -253,11 +258,16 @@ class ActorTaskSubmitter:
                 task.lost = False
                 retry.append(task)
             else:
-                self._fail(queue, task, ActorUnavailableError(
-                    error_msg=f"The actor {queue.class_name} (id={queue.actor_id.hex()}) "
-                              "died while running this call and is restarting; the call "
-                              "was not retried because max_task_retries is 0. Set "
-                              "max_task_retries to retry calls after a restart.",
+                retries = ("max_task_retries is 0; set max_task_retries to retry calls "
+                           "after a restart" if not task.spec.max_retries else
+                           f"it was already retried max_task_retries={task.spec.max_retries}"
+                           " time(s)")
+                self._fail(queue, task, ActorDiedError(
+                    error_msg=f"The actor {info.describe()} died while running this call: "
+                              f"{info.death_cause or 'its process died'}. The actor is being "
+                              f"restarted (restart {info.num_restarts} of max_restarts="
+                              f"{info.max_restarts}), but this call was not retried because "
+                              f"{retries}.",
                     actor_id=queue.actor_id))
         queue.pending.extendleft(reversed(retry))
 
@@ -313,7 +323,7 @@ def death_error(info: gcs_msg.ActorInfo) -> Exception:
             cause = pickle.loads(info.creation_error)
         except Exception:  # noqa: BLE001
             cause = None
-    message = info.death_cause or f"The actor {info.class_name} died."
+    message = info.death_cause or f"The actor {info.describe()} died."
     if cause is not None:
         message += f"\nThe error raised by __init__:\n{cause}"
     return ActorDiedError(cause=cause, error_msg=message, actor_id=info.actor_id)

@@ -265,6 +265,7 @@ class TaskExecutor:
         self.actor = ActorRuntime(self, instance, options.get("class_name", class_name),
                                   options)
         self.core.actor_id = spec.actor_id
+        self.core.actor_placement_group_id = spec.placement_group_id
 
     def _resolve_args(self, spec: cw.TaskSpec, held: list):
         """Argument values; refs nested in them are held (in ``held``) for the call."""

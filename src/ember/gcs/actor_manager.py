@@ -84,8 +84,7 @@ class Actor:
         self.info.state = new.name
 
     def describe(self) -> str:
-        name = f", name={self.info.name!r}" if self.info.name else ""
-        return f"{self.info.class_name} (id={self.info.actor_id.hex()}{name})"
+        return self.info.describe()
 
 
 class ActorManager:
@@ -242,6 +241,14 @@ class ActorManager:
             if (not actor.info.is_detached and actor.state is not ActorState.DEAD
                     and is_owner(actor.info.owner)):
                 self._kill(actor, reason)
+
+    def placement_group_removed(self, pg_id: bytes) -> None:
+        """Actors placed in a removed group die with it, without restarting."""
+        for actor in list(self.actors.values()):
+            create = actor.create
+            if (create is not None and create.strategy.placement_group_id == pg_id
+                    and actor.state is not ActorState.DEAD):
+                self._kill(actor, f"its placement group {pg_id.hex()} was removed")
 
     def kill(self, conn, req: msg.KillActor) -> msg.Ack:
         actor = self.actors.get(req.actor_id)

@@ -40,6 +40,8 @@ class NodeManager:
         self._health_task: asyncio.Task | None = None
         #: Callbacks run with the NodeInfo of a node that just died.
         self.on_node_dead: list = []
+        #: Callbacks run with the node id of a node that joined or reported resources.
+        self.on_resources_changed: list = []
 
     async def load(self) -> None:
         for raw in (await self._store.get_all(TABLE)).values():
@@ -79,6 +81,8 @@ class NodeManager:
         await self._persist(info)
         logger.info("node %s registered at %s", info.node_id.hex()[:8], info.ip)
         self._publisher.publish(msg.CHANNEL_NODE, msg.NodeChanged(info))
+        for callback in self.on_resources_changed:
+            callback(info.node_id)
         return msg.RegisterNodeReply(list(self.nodes.values()))
 
     async def unregister(self, conn, req: msg.UnregisterNode) -> msg.Ack:
@@ -91,6 +95,10 @@ class NodeManager:
     def report_resources(self, conn, req: msg.ReportResources) -> None:
         if req.node_id in self.nodes and self.nodes[req.node_id].alive:
             self.available[req.node_id] = req.available
+            if req.total is not None:
+                self.nodes[req.node_id].resources_total = req.total
+            for callback in self.on_resources_changed:
+                callback(req.node_id)
             self.pending_demand[req.node_id] = req.pending_demand
             self._last_seen[req.node_id] = time.monotonic()
 

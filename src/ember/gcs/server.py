@@ -16,6 +16,7 @@ from ..config import config
 from ..protocol import gcs as msg
 from ..protocol.raylet import GetNodeState, GetNodeStateReply
 from .actor_manager import ActorManager
+from .placement_group_manager import PlacementGroupManager
 from .job_manager import JobManager
 from .kv_manager import KVManager
 from .node_manager import NodeManager
@@ -35,10 +36,15 @@ class GcsServer:
         self.nodes = NodeManager(self.store, self.publisher)
         self.jobs = JobManager(self.store, self.publisher)
         self.actors = ActorManager(self.publisher, self.nodes)
+        self.placement_groups = PlacementGroupManager(self.nodes, self.actors)
+        self.nodes.on_node_dead.append(self.placement_groups.node_died)
+        self.nodes.on_resources_changed.append(self.placement_groups.capacity_changed)
+        self.jobs.on_job_finished.append(self.placement_groups.job_finished)
         self.nodes.on_node_dead.append(self.actors.node_died)
         self.jobs.on_job_finished.append(self.actors.job_finished)
         self._handlers = {}
-        for manager in (self.kv, self.nodes, self.jobs, self.actors, self.publisher):
+        for manager in (self.kv, self.nodes, self.jobs, self.actors, self.placement_groups,
+                        self.publisher):
             self._handlers.update(manager.handlers())
         self._handlers[GetNodeState] = self.debug_state
         self._handlers[msg.PublishLogs] = self._publish_logs
@@ -53,6 +59,7 @@ class GcsServer:
                                        on_close=self._on_close, name="gcs")
         self.port = self._server.sockets[0].getsockname()[1]
         self.nodes.start()
+        self.placement_groups.start()
         logger.info("GCS listening on %s:%d (storage: %s)", self.host, self.port,
                     type(self.store).__name__)
 
@@ -73,10 +80,12 @@ class GcsServer:
             "nodes": self.nodes.debug_state(), "jobs": self.jobs.debug_state(),
             "kv": self.kv.debug_state(), "subscribers": self.publisher.debug_state(),
             "actors": self.actors.debug_state(),
+            "placement_groups": self.placement_groups.debug_state(),
         })
 
     async def stop(self) -> None:
         self.nodes.stop()
+        self.placement_groups.stop()
         if self._server is not None:
             self._server.close()
         await self.store.close()

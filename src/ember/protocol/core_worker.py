@@ -44,6 +44,9 @@ class TaskSpec(msgspec.Struct, array_like=True, gc=False):
     is_actor_creation: bool = False
     #: Pickled actor creation options (max_concurrency, groups, ...).
     actor_options: bytes = b""
+    #: The placement group the task runs in, and whether its children do too.
+    placement_group_id: bytes = b""
+    capture_child_tasks: bool = False
 
 
 class PushTask(Message):

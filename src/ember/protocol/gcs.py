@@ -69,6 +69,8 @@ class ReportResources(Message):
     available: dict[str, float]
     #: Demand that fits nowhere locally: list of resource dicts.
     pending_demand: list[dict[str, float]] = []
+    #: The node's totals, when they changed (placement group bundles come and go).
+    total: dict[str, float] | None = None
 
 
 class CheckAlive(Message):
@@ -263,6 +265,11 @@ class ActorInfo(msgspec.Struct, array_like=True, gc=False):
     #: Pickled actor options a handle needs (max_task_retries, ...).
     handle_meta: bytes = b""
 
+    def describe(self) -> str:
+        """How every error names an actor: its class, id, and name if it has one."""
+        name = f", name={self.name!r}" if self.name else ""
+        return f"{self.class_name} (id={self.actor_id.hex()}{name})"
+
 
 class RegisterActor(Message):
     """Record a new actor (state DEPENDENCIES_UNREADY); refused if its name is taken."""
@@ -346,3 +353,64 @@ class ReportWorkerFailure(Message):
 
 
 CHANNEL_ACTOR = "actor"
+
+
+# --- placement groups ---------------------------------------------------------
+
+class PlacementGroupInfo(msgspec.Struct, array_like=True, gc=False):
+    placement_group_id: bytes
+    name: str
+    namespace: str
+    #: One resource dict per bundle.
+    bundles: list[dict[str, float]]
+    #: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD
+    strategy: str
+    #: A PlacementGroupState name.
+    state: str
+    job_id: bytes
+    is_detached: bool = False
+    #: Node id of each bundle once placed; b"" while not.
+    bundle_nodes: list[bytes] = []
+    creator: Address | None = None
+    #: Why it is still pending, or why it was removed.
+    message: str = ""
+
+
+class CreatePlacementGroup(Message):
+    info: PlacementGroupInfo
+
+
+class RemovePlacementGroup(Message):
+    placement_group_id: bytes
+
+
+class GetPlacementGroup(Message):
+    """By id, or by name (and namespace) when the id is b""."""
+
+    placement_group_id: bytes = b""
+    name: str = ""
+    namespace: str = ""
+
+
+class GetPlacementGroupReply(Message):
+    info: PlacementGroupInfo | None
+
+
+class WaitPlacementGroupReady(Message):
+    placement_group_id: bytes
+    #: None waits as long as it takes.
+    timeout: float | None = None
+
+
+class WaitPlacementGroupReadyReply(Message):
+    #: CREATED, REMOVED, or "" on timeout.
+    state: str
+    message: str = ""
+
+
+class GetAllPlacementGroups(Message):
+    pass
+
+
+class GetAllPlacementGroupsReply(Message):
+    groups: list[PlacementGroupInfo]

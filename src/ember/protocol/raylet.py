@@ -119,3 +119,32 @@ class GetMemoryInfoReply(Message):
     store_stats: dict
     #: (object id, size, owner worker id, state, spilled) per stored object
     stored: list
+
+
+class PrepareBundleResources(Message):
+    """Phase one of placing a group: reserve these bundles' resources here."""
+
+    placement_group_id: bytes
+    #: (bundle index, resources) pairs
+    bundles: list[tuple[int, dict[str, float]]]
+
+
+class PrepareBundleResourcesReply(Message):
+    success: bool
+    message: str = ""
+
+
+class CommitBundleResources(Message):
+    """Phase two: turn the reservations into the group's own resources."""
+
+    placement_group_id: bytes
+    bundle_indexes: list[int]
+
+
+class CancelResourceReserve(Message):
+    """Roll back a prepare, or remove a group's bundles; kills the work inside them."""
+
+    placement_group_id: bytes
+    bundle_indexes: list[int]
+    #: The group is gone for good: refuse later requests for its resources.
+    removed: bool = False

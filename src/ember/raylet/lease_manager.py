@@ -187,6 +187,24 @@ class LocalLeaseManager:
             self.resources.release(lease.allocation)
             lease.allocation = None
 
+    def fail_where(self, predicate, reason: str) -> None:
+        """Answer "failed" to every queued request matching ``predicate``."""
+        for lease in list(self._queued_ids.values()):
+            if predicate(lease):
+                del self._queued_ids[lease.lease_id]
+                self._queues[lease.request.scheduling_key].remove(lease)
+                self._release(lease)
+                if not lease.future.done():
+                    lease.future.set_result(msg.WorkerLeaseReply(
+                        "failed", lease_id=lease.lease_id,
+                        message=f"{lease.request.description} cannot run: {reason}"))
+
+    def kill_where(self, predicate, reason: str) -> None:
+        """Kill the workers of every granted lease matching ``predicate``."""
+        for lease in list(self.granted.values()):
+            if predicate(lease):
+                self.pool.kill(lease.worker, reason)
+
     # --- blocking ---------------------------------------------------------------
 
     def blocked(self, worker: WorkerHandle) -> None:

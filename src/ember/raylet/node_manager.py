@@ -29,7 +29,8 @@ from ..protocol import raylet as msg
 from ..protocol.common import Address
 from .lease_manager import Lease, LocalLeaseManager
 from .log_monitor import LogMonitor
-from .resources import NodeResources
+from .placement_groups import BundleManager
+from .resources import NodeResources, fixed_request
 from .scheduler import ClusterView, NodeView, pick_node
 from .worker_pool import WorkerHandle, WorkerPool
 
@@ -66,6 +67,7 @@ class Raylet:
         self.leases = LocalLeaseManager(self.resources, self.pool,
                                         max_starting=max(num_cpus, 1),
                                         on_resources_changed=self._resources_changed)
+        self.bundles = BundleManager(self.resources, self.leases, self._resources_changed)
         self.view = ClusterView(node_id)
         self.view.nodes[node_id] = NodeView(node_id, self.resources, labels)
         self._raylet_addresses: dict[bytes, Address] = {}
@@ -76,6 +78,7 @@ class Raylet:
         #: Connected drivers by worker id (workers are in the pool).
         self._drivers: dict[bytes, rpc.Connection] = {}
         self._report_scheduled = False
+        self._totals_changed = False
         self._background: list[asyncio.Task] = []
         self.stopped = asyncio.Event()
         #: Set once the GCS knows this node; drivers are answered only then.
@@ -170,6 +173,7 @@ class Raylet:
             msg.ShutdownRaylet: self.shutdown,
             msg.GetMemoryInfo: self.memory_info,
             **self.object_store.handlers(),
+            **self.bundles.handlers(),
         }
 
     def _gcs_handlers(self):
@@ -206,6 +210,10 @@ class Raylet:
         return reply
 
     async def request_lease(self, conn, req: msg.RequestWorkerLease) -> msg.WorkerLeaseReply:
+        refusal = self.bundles.refusal(req.resources)
+        if refusal:
+            return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
+                                        message=f"{req.description} cannot run: {refusal}")
         lease = Lease(req, conn)
         decision = pick_node(self.view, lease.fixed, req.strategy,
                              config.scheduler_spread_threshold)
@@ -314,7 +322,8 @@ class Raylet:
             if view is not None:
                 view.alive = False
 
-    def _resources_changed(self) -> None:
+    def _resources_changed(self, totals_changed: bool = False) -> None:
+        self._totals_changed |= totals_changed
         if not self._report_scheduled:
             self._report_scheduled = True
             asyncio.get_running_loop().call_later(
@@ -325,8 +334,12 @@ class Raylet:
         if self.gcs is None or self.gcs.closed:
             return
         demand = [lease.request.resources for lease in self._infeasible.values()]
+        total = self.resources.as_floats("total") if self._totals_changed else None
+        self._totals_changed = False
         self.gcs.notify(gcs_msg.ReportResources(
-            self.node_id, self.resources.as_floats("available"), demand))
+            self.node_id, self.resources.as_floats("available"), demand, total))
+        if total is not None:
+            self._retry_infeasible()
 
     def _publish(self, message) -> None:
         if self.gcs is not None and not self.gcs.closed:
@@ -383,11 +396,18 @@ class Raylet:
                 reply = await self.gcs.call(gcs_msg.GetAllNodes())
             except (ConnectionError, rpc.RemoteError):
                 continue
-            for node_id, available in reply.available.items():
-                view = self.view.nodes.get(node_id)
-                if view is not None and node_id != self.node_id:
-                    view.resources.available = {
-                        k: int(round(v * 10000)) for k, v in available.items()}
+            grew = False
+            for info in reply.nodes:
+                view = self.view.nodes.get(info.node_id)
+                if view is None or info.node_id == self.node_id or not info.alive:
+                    continue
+                total = fixed_request(info.resources_total)
+                grew |= any(v > view.resources.total.get(k, 0) for k, v in total.items())
+                view.resources.total = total
+                view.resources.available = fixed_request(
+                    reply.available.get(info.node_id, info.resources_total))
+            if grew and self._infeasible:
+                self._retry_infeasible()
 
     def debug_state(self) -> dict:
         return {
@@ -397,5 +417,6 @@ class Raylet:
             "leases": self.leases.debug_state(),
             "infeasible": [lease.request.description for lease in self._infeasible.values()],
             "worker_pool": self.pool.debug_state(),
+            "bundles": self.bundles.debug_state(),
             "object_store": self.object_store.debug_state(),
         }

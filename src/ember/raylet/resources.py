@@ -98,7 +98,8 @@ class NodeResources:
 
     def release(self, alloc: Allocation) -> None:
         for name, amount in alloc.amounts.items():
-            self.available[name] = self.available.get(name, 0) + amount
+            if name in self.total:  # a removed placement group's resources are gone
+                self.available[name] = self.available.get(name, 0) + amount
         for name, picked in alloc.instances.items():
             for index, share in picked:
                 self.instances[name][index] += share

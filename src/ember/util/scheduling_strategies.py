@@ -62,3 +62,32 @@ class NodeLabelSchedulingStrategy:
             return {k: (v.op, v.values) for k, v in d.items()}
         return SchedulingStrategy(kind="NODE_LABEL", hard_labels=conv(self.hard),
                                   soft_labels=conv(self.soft))
+
+
+class PlacementGroupSchedulingStrategy:
+    """Run in a placement group's bundle (any bundle when the index is -1)."""
+
+    def __init__(self, placement_group, placement_group_bundle_index: int = -1,
+                 placement_group_capture_child_tasks: bool | None = None):
+        from .placement_group import PlacementGroup
+        if not isinstance(placement_group, PlacementGroup):
+            raise TypeError("PlacementGroupSchedulingStrategy needs a PlacementGroup, got "
+                            f"{type(placement_group).__name__}.")
+        if not isinstance(placement_group_bundle_index, int) or \
+                placement_group_bundle_index < -1:
+            raise ValueError("placement_group_bundle_index must be -1 or a bundle index, "
+                             f"got {placement_group_bundle_index!r}.")
+        if placement_group.bundle_cache is not None and \
+                placement_group_bundle_index >= len(placement_group.bundle_cache):
+            raise ValueError(
+                f"placement_group_bundle_index {placement_group_bundle_index} is out of "
+                f"range: the group has {len(placement_group.bundle_cache)} bundle(s).")
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+    def to_wire(self) -> SchedulingStrategy:
+        return SchedulingStrategy(
+            kind="PLACEMENT_GROUP", placement_group_id=self.placement_group.id.binary(),
+            bundle_index=self.placement_group_bundle_index,
+            capture_child_tasks=bool(self.placement_group_capture_child_tasks))
