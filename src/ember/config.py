@@ -34,6 +34,8 @@ class Config:
     gcs_storage: str = "memory"
 
     # --- raylet ----------------------------------------------------------
+    #: Fork workers from a pre-imported zygote process instead of spawning them.
+    use_zygote: bool = True
     #: Workers started ahead of demand; -1 means num_cpus.
     num_prestart_workers: int = -1
     #: Idle workers above this number are reaped after ``idle_worker_timeout_s``.

@@ -254,7 +254,8 @@ def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.
 
 
 #: Command-line markers of ember's daemon processes, for `ember stop`.
-PROCESS_MARKERS = ("ember.gcs", "ember.raylet", "ember.core_worker.worker_main")
+PROCESS_MARKERS = ("ember.gcs", "ember.raylet", "ember.core_worker.worker_main",
+                   "ember.core_worker.zygote")
 
 
 def find_ember_processes(temp_dir: str | None = None) -> list:
@@ -292,8 +293,8 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
     """
     import psutil
     procs = find_ember_processes(None if everywhere else config.temp_dir)
-    order = {m: i for i, m in enumerate(("ember.raylet", "ember.core_worker.worker_main",
-                                          "ember.gcs"))}
+    order = {m: i for i, m in enumerate(("ember.raylet", "ember.core_worker.zygote",
+                                          "ember.core_worker.worker_main", "ember.gcs"))}
 
     def rank(p):
         try:

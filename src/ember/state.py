@@ -129,8 +129,10 @@ def format_memory(gcs_address: str) -> str:
     for _, reply in nodes:
         for worker in (reply.workers if reply else []):
             pids[worker.worker_id] = (worker.pid, worker.is_driver)
-    spilled = {oid for _, reply in nodes if reply for oid, *_, is_spilled in reply.stored
-               if is_spilled}
+    # What the stores hold: a borrower that has not read an object yet knows
+    # neither its size nor where it is, but the store of its node does.
+    stored = {oid: (size, is_spilled) for _, reply in nodes if reply
+              for oid, size, _, _, is_spilled in reply.stored}
     header = f"{'Object ID':58} {'Reference Type':20} {'Size':>10} {'Owner':>14} {'Where':9} " \
              "Call Site"
     lines = ["======== Object references ========", header]
@@ -145,9 +147,11 @@ def format_memory(gcs_address: str) -> str:
             for ref in worker.references:
                 owner_pid = pids.get(ref.owner_worker_id, (None, False))[0]
                 owner = f"pid={owner_pid}" if owner_pid else ref.owner_worker_id.hex()[:8]
-                where = ("spilled" if ref.object_id in spilled else
-                         "store" if ref.in_store else "inline")
-                size = _fmt_bytes(ref.size) if ref.size >= 0 else "?"
+                in_store = stored.get(ref.object_id)
+                where = ("spilled" if in_store and in_store[1] else
+                         "store" if ref.in_store or in_store else "inline")
+                size = ref.size if ref.size >= 0 or not in_store else in_store[0]
+                size = _fmt_bytes(size) if size >= 0 else "?"
                 lines.append(f"{ref.object_id.hex():58} {ref.ref_type:20} {size:>10} "
                              f"{owner:>14} {where:9} {ref.call_site or '-'}")
                 count += 1

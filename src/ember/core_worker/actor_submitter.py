@@ -38,7 +38,7 @@ class ActorQueue:
     __slots__ = ("actor_id", "class_name", "state", "conn", "address", "pending", "inflight",
                  "death", "max_task_retries", "connecting", "num_restarts", "subscribed",
                  "next_seq", "max_pending_calls", "unfinished",
-                 "registering")
+                 "registering", "kill_when_idle")
 
     def __init__(self, actor_id: bytes, class_name: str, max_task_retries: int,
                  max_pending_calls: int = -1):
@@ -64,6 +64,9 @@ class ActorQueue:
         #: caller threads add, the I/O thread subtracts.
         self.max_pending_calls = max_pending_calls
         self.unfinished = 0
+        #: The owner's last handle is gone but calls made through it have not
+        #: finished: kill the actor when they have.
+        self.kill_when_idle = False
 
 
 class ActorTaskSubmitter:
@@ -288,6 +291,8 @@ class ActorTaskSubmitter:
         if queue.max_pending_calls > 0:
             with self.pending_lock:
                 queue.unfinished -= 1
+        if queue.kill_when_idle and not queue.pending and not queue.inflight:
+            self._kill_out_of_scope(queue.actor_id)
 
     # --- handle counting (any thread) ---------------------------------------------------
 
@@ -304,6 +309,18 @@ class ActorTaskSubmitter:
             self.core.io.post(self._kill_out_of_scope, actor_id)
 
     def _kill_out_of_scope(self, actor_id: bytes) -> None:
+        """The owner holds no handle any more: kill the actor once its calls are done.
+
+        As in Ray, ``ray.get(Actor.remote().method.remote())`` works: a call made
+        through a handle keeps the actor alive until it finishes.
+        """
+        queue = self.queues.get(actor_id)
+        if queue is not None:
+            if queue.death is not None:
+                return
+            queue.kill_when_idle = bool(queue.pending or queue.inflight)
+            if queue.kill_when_idle:
+                return
         if self.core.gcs is not None and not self.core.gcs.closed:
             self.core.gcs.notify(gcs_msg.KillActor(
                 actor_id, force=True, no_restart=True,

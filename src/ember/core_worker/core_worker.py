@@ -162,12 +162,15 @@ class CoreWorker:
         fut = self.io.loop.create_future()
         self._connecting[where] = fut
         try:
+            # Peers publish their addresses once serving: a refusal means death.
             conn = await rpc.connect(where, self.handlers, name=f"{name} {where}",
-                                     timeout=10.0,
+                                     timeout=10.0, already_listening=True,
                                      on_close=lambda c, w=where: self._peer_closed(w, c))
             self._peer_conns[where] = conn
             fut.set_result(conn)
             return conn
+        except GeneratorExit:  # closed unfinished at loop teardown: nobody waits
+            raise
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved

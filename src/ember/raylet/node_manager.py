@@ -106,6 +106,7 @@ class Raylet:
         num_prestart = config.num_prestart_workers
         if num_prestart < 0:
             num_prestart = int(self.resources.as_floats("total").get("CPU", 0))
+        self.pool.start_zygote()
         self.pool.prestart(num_prestart)
 
         self.gcs = await rpc.connect(self.gcs_address, self._gcs_handlers(), name="gcs",

@@ -31,6 +31,7 @@ import sys
 import time
 
 from ..config import config
+from .zygote import Zygote
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ class WorkerState(enum.Enum):
 
 
 class WorkerHandle:
-    def __init__(self, worker_id: bytes, process: subprocess.Popen, log_paths):
+    def __init__(self, worker_id: bytes, process, log_paths):
         self.worker_id = worker_id
+        #: A subprocess.Popen, or a zygote.ForkedProcess with the same interface.
         self.process = process
-        self.pid = process.pid
         self.log_paths = log_paths
         self.state = WorkerState.STARTING
         self.conn = None
@@ -65,6 +66,11 @@ class WorkerHandle:
         self.kill_signal = 0
 
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
 class WorkerPool:
     def __init__(self, node_id: bytes, session_dir: str, env: dict[str, str],
                  soft_limit: int, on_worker_ready, on_worker_dead):
@@ -79,6 +85,7 @@ class WorkerPool:
         self._idle: list[WorkerHandle] = []
         self._dead: dict[bytes, WorkerHandle] = {}
         self._reaper: asyncio.Task | None = None
+        self.zygote: Zygote | None = None
 
     # --- starting -------------------------------------------------------------
 
@@ -87,6 +94,13 @@ class WorkerPool:
         tag = f"worker-{worker_id.hex()[:12]}"
         out_path = os.path.join(self.logs_dir, tag + ".out")
         err_path = os.path.join(self.logs_dir, tag + ".err")
+        zygote = self.zygote
+        if zygote is not None and zygote.alive():
+            process = zygote.fork(worker_id.hex(), {"EMBER_WORKER_ID": worker_id.hex()},
+                                  out_path, err_path)
+            handle = WorkerHandle(worker_id, process, (out_path, err_path))
+            self.workers[worker_id] = handle
+            return handle
         env = dict(self._env, EMBER_WORKER_ID=worker_id.hex())
         with open(out_path, "ab") as out, open(err_path, "ab") as err:
             process = subprocess.Popen(
@@ -96,6 +110,17 @@ class WorkerPool:
         handle = WorkerHandle(worker_id, process, (out_path, err_path))
         self.workers[worker_id] = handle
         return handle
+
+    def start_zygote(self) -> None:
+        """Start the process that forks workers (see core_worker/zygote.py)."""
+        if not config.use_zygote:
+            return
+        try:
+            self.zygote = Zygote(self._env, os.path.join(self.logs_dir, "zygote.log"))
+            self.zygote.start_reading()
+        except OSError as exc:
+            logger.warning("could not start the worker zygote (%s); spawning workers", exc)
+            self.zygote = None
 
     def num_starting(self) -> int:
         return sum(w.state is WorkerState.STARTING for w in self.workers.values())
@@ -239,6 +264,8 @@ class WorkerPool:
             if handle.process.poll() is None:
                 handle.process.kill()
                 handle.process.wait()
+        if self.zygote is not None:
+            self.zygote.close()
 
     def debug_state(self) -> dict:
         states: dict[str, int] = {}

@@ -44,8 +44,15 @@ def _split(addr: str):
 
 async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
                   timeout: float | None = None, on_close=None,
-                  name: str = "") -> Connection:
-    """Open a connection to ``addr``, retrying until ``timeout`` seconds pass."""
+                  name: str = "", already_listening: bool = False) -> Connection:
+    """Open a connection to ``addr``, retrying until ``timeout`` seconds pass.
+
+    ``already_listening``: the server is known to have been listening (its
+    address was handed out only after it started serving, as a core worker's
+    is). Then a refused connection or a missing Unix socket means its process
+    is gone, and waiting cannot change that: fail at once, so that a reader of
+    a dead owner's object learns it now rather than after the whole timeout.
+    """
     loop = asyncio.get_running_loop()
     kind, where = _split(addr)
     deadline = time.monotonic() + (config.connect_timeout_s if timeout is None else timeout)
@@ -62,7 +69,9 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return conn
         except (ConnectionError, FileNotFoundError, OSError) as exc:
-            if time.monotonic() + delay > deadline:
+            gone = already_listening and isinstance(exc, (ConnectionRefusedError,
+                                                          FileNotFoundError))
+            if gone or time.monotonic() + delay > deadline:
                 raise ConnectionError(
                     f"Could not connect to {name or 'server'} at {addr}: {exc}. "
                     "Is the cluster running? Start one with `ember start --head` "
