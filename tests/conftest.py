@@ -98,7 +98,7 @@ def fresh():
     _clusters.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def temp_root():
     """The directory under which this session's clusters keep their sessions."""
     return TEMP_ROOT

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import ember as ray
-from ember.exceptions import ActorDiedError, RayActorError
+from ember.exceptions import ActorDiedError, RayActorError, RayTaskError
 from helpers import DriverProcess, run_driver, wait_for_condition
 
 
@@ -66,7 +66,8 @@ class Mortal:
 
 
 def test_kill_ends_the_actor_and_later_calls_raise_actor_died_error(shared):
-    actor = Mortal.options(name="to-be-killed").remote()
+    # no_restart=True (the default) wins over max_restarts.
+    actor = Mortal.options(name="to-be-killed", max_restarts=2).remote()
     pid = ray.get(actor.pid.remote())
     ray.kill(actor)
     wait_pid_gone(pid)
@@ -92,41 +93,27 @@ def test_kill_without_no_restart_restarts_the_actor(shared):
     assert ray.get(actor.bump.remote()) == 1  # __init__ ran again
 
 
-def test_exit_actor_ends_the_actor(shared):
-    actor = Mortal.remote()
+@ray.remote
+class AsyncMortal:
+    async def pid(self):
+        return os.getpid()
+
+    async def leave(self):
+        ray.actor.exit_actor()
+
+
+@pytest.mark.parametrize("kind", ["serial", "threaded", "async", "with max_restarts"])
+def test_exit_actor_ends_the_actor(shared, kind):
+    actor = {"serial": Mortal, "threaded": Mortal.options(max_concurrency=2),
+             "async": AsyncMortal,
+             "with max_restarts": Mortal.options(max_restarts=3)}[kind].remote()
     pid = ray.get(actor.pid.remote())
-    with pytest.raises(RayActorError, match="exit_actor"):
+    with pytest.raises(RayActorError, match="exit_actor") as info:
         ray.get(actor.leave.remote())
+    assert "Mortal" in str(info.value) and actor._ray_actor_id.hex() in str(info.value)
     wait_pid_gone(pid)
+    # Later calls fail: the actor is not restarted, whatever max_restarts says.
     with pytest.raises(ActorDiedError, match="exit_actor"):
-        ray.get(actor.bump.remote())
-
-
-def test_exit_actor_is_not_restarted(shared):
-    actor = Mortal.options(max_restarts=3).remote()
-    pid = ray.get(actor.pid.remote())
-    with pytest.raises(RayActorError):
-        ray.get(actor.leave.remote())
-    wait_pid_gone(pid)
-    with pytest.raises(ActorDiedError):
-        ray.get(actor.bump.remote())
-
-
-def test_exit_actor_in_an_async_actor(shared):
-    @ray.remote
-    class AsyncMortal:
-        async def pid(self):
-            return os.getpid()
-
-        async def leave(self):
-            ray.actor.exit_actor()
-
-    actor = AsyncMortal.remote()
-    pid = ray.get(actor.pid.remote())
-    with pytest.raises(RayActorError, match="exit_actor"):
-        ray.get(actor.leave.remote())
-    wait_pid_gone(pid)
-    with pytest.raises(ActorDiedError):
         ray.get(actor.pid.remote())
 
 
@@ -154,9 +141,9 @@ def test_crash_without_restarts_says_which_actor_died_and_how(shared, how, cause
 def test_crashed_actor_is_restarted_up_to_max_restarts(shared):
     actor = Mortal.options(max_restarts=2).remote()
     pids = [ray.get(actor.pid.remote())]
-    for restart in (1, 2):
-        assert ray.get(actor.bump.remote()) == 1
-        assert ray.get(actor.bump.remote()) == 2
+    assert ray.get(actor.bump.remote()) == 1
+    assert ray.get(actor.bump.remote()) == 2
+    for _ in range(2):
         # No retries: the call that crashed fails, and says the actor died.
         with pytest.raises(ActorDiedError, match="exit code 1"):
             ray.get(actor.crash.remote())
@@ -164,13 +151,32 @@ def test_crashed_actor_is_restarted_up_to_max_restarts(shared):
         # Calls after the crash run on the restarted actor, whose __init__ ran again.
         pids.append(ray.get(actor.pid.remote()))
         assert ray.get(actor.bump.remote()) == 1
-        ray.get(actor.bump.remote())
+        assert ray.get(actor.bump.remote()) == 2
     assert len(set(pids)) == 3
     with pytest.raises(ActorDiedError) as info:
         ray.get(actor.crash.remote())
     assert "max_restarts=2" in str(info.value)
     with pytest.raises(ActorDiedError):
         ray.get(actor.pid.remote())
+
+
+def test_restarted_actor_knows_it_was_reconstructed(shared):
+    @ray.remote(max_restarts=1)
+    class Phoenix:
+        def __init__(self):
+            self.in_init = ray.get_runtime_context().was_current_actor_reconstructed()
+
+        def state(self):
+            return self.in_init, ray.get_runtime_context().was_current_actor_reconstructed()
+
+        def crash(self):
+            os._exit(1)
+
+    phoenix = Phoenix.remote()
+    assert ray.get(phoenix.state.remote()) == (False, False)
+    with pytest.raises(ActorDiedError):
+        ray.get(phoenix.crash.remote())
+    assert ray.get(phoenix.state.remote()) == (True, True)
 
 
 def test_calls_are_retried_after_a_restart_with_max_task_retries(shared, tmp_path):
@@ -213,7 +219,9 @@ def test_exception_in_init_fails_every_call_with_the_original_error(shared):
         assert "BadInit" in message and "__init__" in message
         assert "ZeroDivisionError" in message and "division by zero" in message
         assert "Traceback" in message and "self.x = 1 / x" in message
-        assert isinstance(info.value.cause, ZeroDivisionError)
+        # The cause is the __init__'s error, as a task's error would be.
+        assert isinstance(info.value.cause, RayTaskError)
+        assert isinstance(info.value.cause.cause, ZeroDivisionError)
     # The session is fine.
     assert ray.get(BadInit.remote(2).value.remote()) == 0.5
 
@@ -247,6 +255,56 @@ def test_actor_is_terminated_when_its_last_handle_goes_out_of_scope(shared):
     wait_pid_gone(successor_pid)
 
 
+def test_calls_through_a_temporary_handle_finish_before_the_actor_ends(shared):
+    # The handle is gone as soon as the call is made; the call keeps the actor alive.
+    pids = [ray.get(Mortal.remote().pid.remote()) for _ in range(5)]
+    for pid in pids:
+        wait_pid_gone(pid)
+
+
+def test_handle_stored_in_another_actor_keeps_the_actor_alive(shared):
+    @ray.remote
+    class Keeper:
+        def __init__(self, actor):
+            self.actor = actor
+
+        def bump(self):
+            return ray.get(self.actor.bump.remote())
+
+    actor = Mortal.remote()
+    keeper = Keeper.remote(actor)
+    del actor
+    gc.collect()
+    assert ray.get(keeper.bump.remote()) == 1
+    assert ray.get(keeper.bump.remote()) == 2
+
+
+def test_calls_wait_for_an_actor_that_waits_for_resources(shared):
+    hog = Mortal.options(num_cpus=2).remote()
+    ray.get(hog.pid.remote())
+    waiting = Mortal.options(num_cpus=1).remote()
+    calls = [waiting.bump.remote() for _ in range(3)]
+    ready, _ = ray.wait(calls, num_returns=1, timeout=0.3)
+    assert not ready, "a call ran on an actor that had no CPU to start"
+    ray.kill(hog)
+    assert ray.get(calls, timeout=30) == [1, 2, 3]
+
+
+def test_kill_of_an_actor_waiting_for_resources(shared):
+    hog = Mortal.options(num_cpus=2).remote()
+    ray.get(hog.pid.remote())
+    waiting = Mortal.options(num_cpus=1).remote()
+    call = waiting.bump.remote()
+    ray.kill(waiting)
+    with pytest.raises(ActorDiedError, match="kill"):
+        ray.get(call, timeout=30)
+    ray.kill(hog)
+    # Nothing holds the CPUs: neither the dead actor nor its abandoned request.
+    wait_for_condition(lambda: ray.available_resources().get("CPU") == 2,
+                       message="all CPUs to be free")
+    assert ray.get(Mortal.options(num_cpus=2).remote().bump.remote(), timeout=30) == 1
+
+
 def test_named_actor_outlives_its_handles(shared):
     actor = Mortal.options(name="keeps-living").remote()
     pid = ray.get(actor.pid.remote())
@@ -258,10 +316,12 @@ def test_named_actor_outlives_its_handles(shared):
     wait_pid_gone(pid)
 
 
-def test_actors_of_a_driver_end_when_the_driver_exits(shared, tmp_path):
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_actors_of_a_driver_end_when_the_driver_exits(shared, tmp_path, how):
     gcs = ray.get_runtime_context().gcs_address
-    result = run_driver(tmp_path, f"""
+    driver = DriverProcess(tmp_path, f"""
         import os
+        import sys
         import ember as ray
         ray.init(address={gcs!r}, namespace="owned-by-driver")
 
@@ -273,10 +333,16 @@ def test_actors_of_a_driver_end_when_the_driver_exits(shared, tmp_path):
         plain = Actor.remote()
         named = Actor.options(name="driver-named").remote()
         print("PIDS", ray.get(plain.pid.remote()), ray.get(named.pid.remote()), flush=True)
+        sys.stdin.read()
     """)
-    assert result.returncode == 0, result.stderr
-    pids = [int(p) for p in result.stdout.split("PIDS", 1)[1].split()]
-    for pid in pids:
+    try:
+        line = driver.wait_for_line(lambda line: line.startswith("PIDS"))
+    finally:
+        if how == "exit":
+            driver.finish()
+        else:
+            driver.kill()
+    for pid in (int(p) for p in line.split()[1:]):
         wait_pid_gone(pid)
     wait_for_condition(
         lambda: {"name": "driver-named", "namespace": "owned-by-driver"}

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
+import psutil
 import pytest
 
 import ember as ray
@@ -29,6 +31,27 @@ class Counter:
         return os.getpid()
 
 
+@ray.remote
+class Log:
+    def __init__(self):
+        self.items = []
+
+    def append(self, item):
+        self.items.append(item)
+        return len(self.items)
+
+    def items_(self):
+        return self.items
+
+
+def wait_for_gate(gate: str, value=None):
+    """In a task or actor: wait until the test creates the file ``gate``."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return value
+
+
 def test_actor_keeps_state_between_calls(shared):
     counter = Counter.remote(10, step=2)
     assert ray.get(counter.incr.remote()) == 12
@@ -42,18 +65,6 @@ def test_actor_keeps_state_between_calls(shared):
 
 
 def test_calls_from_one_caller_run_in_submission_order(shared):
-    @ray.remote
-    class Log:
-        def __init__(self):
-            self.items = []
-
-        def append(self, i):
-            self.items.append(i)
-            return len(self.items)
-
-        def items_(self):
-            return self.items
-
     log = Log.remote()
     refs = [log.append.remote(i) for i in range(500)]
     # Each call saw exactly the calls before it: the n-th call ran n-th.
@@ -61,38 +72,91 @@ def test_calls_from_one_caller_run_in_submission_order(shared):
     assert ray.get(log.items_.remote()) == list(range(500))
 
 
+def test_calls_from_several_callers_each_keep_their_order(shared):
+    @ray.remote
+    def caller(log, tag, n):
+        ray.get([log.append.remote((tag, i)) for i in range(n)])
+        return tag
+
+    log = Log.remote()
+    assert ray.get([caller.remote(log, tag, 100) for tag in "ab"]) == ["a", "b"]
+    items = ray.get(log.items_.remote())
+    for tag in "ab":
+        assert [i for t, i in items if t == tag] == list(range(100))
+
+
+def test_calls_go_straight_to_the_actor_worker(shared):
+    """With the GCS and the raylet frozen (SIGSTOP), calls still run: they go
+    from the caller to the actor's worker and involve neither."""
+    counter = Counter.remote()
+    assert ray.get(counter.incr.remote()) == 1
+    daemons = [p for p in psutil.Process().children()
+               if any(m in " ".join(p.cmdline()) for m in ("ember.gcs", "ember.raylet"))]
+    assert len(daemons) == 2
+    try:
+        for proc in daemons:
+            proc.suspend()
+        refs = [counter.incr.remote() for _ in range(200)]
+        assert ray.get(refs, timeout=20) == list(range(2, 202))
+    finally:
+        for proc in daemons:
+            proc.resume()
+    assert ray.get(counter.incr.remote()) == 202
+
+
 def test_calls_whose_arguments_are_not_ready_still_run_in_order(shared, tmp_path):
     """A call waiting on an argument holds back the later calls of the same caller."""
     gate = str(tmp_path / "gate")
 
-    @ray.remote
-    def slow_value(gate):
-        import time
-        deadline = time.monotonic() + 30
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return "slow"
-
-    @ray.remote
-    class Log:
-        def __init__(self):
-            self.items = []
-
-        def append(self, item):
-            self.items.append(item)
-
-        def items_(self):
-            return self.items
-
+    slow_value = ray.remote(wait_for_gate)
     log = Log.remote()
     log.append.remote("first")
-    log.append.remote(slow_value.remote(gate))
+    log.append.remote(slow_value.remote(gate, "slow"))
     log.append.remote("third")
     items = log.items_.remote()
     ready, _ = ray.wait([items], timeout=0.3)
     assert not ready, "a call ran before an earlier call whose argument was pending"
     open(gate, "w").close()
     assert ray.get(items) == ["first", "slow", "third"]
+
+
+def test_creation_arguments_may_be_pending_object_refs(shared, tmp_path):
+    gate = str(tmp_path / "gate")
+
+    later = ray.remote(wait_for_gate)
+    # Top-level refs, positional or keyword, are passed as their values.
+    counter = Counter.remote(later.remote(gate, 10), step=ray.put(5))
+    calls = [counter.incr.remote() for _ in range(3)]
+    ready, _ = ray.wait(calls, timeout=0.2)
+    assert not ready
+    open(gate, "w").close()
+    assert ray.get(calls) == [15, 20, 25]
+
+
+def test_failed_creation_argument_fails_the_actor(shared):
+    @ray.remote
+    def broken():
+        raise ValueError("no value for you")
+
+    counter = Counter.remote(broken.remote())
+    with pytest.raises(RayActorError, match="no value for you"):
+        ray.get(counter.incr.remote())
+
+
+def test_object_refs_as_method_arguments(shared):
+    @ray.remote
+    class Echo:
+        def echo(self, value):
+            return value
+
+    echo = Echo.remote()
+    ref = ray.put([1, 2, 3])
+    assert ray.get(echo.echo.remote(ref)) == [1, 2, 3]  # resolved at top level
+    nested = ray.get(echo.echo.remote([ref]))  # passed through inside a list
+    assert ray.get(nested[0]) == [1, 2, 3]
+    # A large return value travels through the object store.
+    big = ray.get(echo.echo.remote(b"x" * (2 * 1024 * 1024)))
+    assert len(big) == 2 * 1024 * 1024
 
 
 def test_actor_handle_repr_equality_and_id(shared):
@@ -106,6 +170,25 @@ def test_actor_handle_repr_equality_and_id(shared):
 @ray.remote
 def _actor_id_of(handle):
     return handle._ray_actor_id.hex()
+
+
+def test_inherited_methods_and_class_attributes(shared):
+    class Base:
+        greeting = "hello"
+
+        def greet(self, who):
+            return f"{self.greeting} {who}"
+
+    @ray.remote
+    class Child(Base):
+        greeting = "hi"
+
+        def shout(self, who):
+            return self.greet(who).upper()
+
+    child = Child.remote()
+    assert ray.get(child.greet.remote("ann")) == "hi ann"
+    assert ray.get(child.shout.remote("bob")) == "HI BOB"
 
 
 def test_method_num_returns_from_decorator_and_options(shared):
@@ -181,15 +264,21 @@ def test_actor_options_resources_and_scheduling(fresh):
                     "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
                     "actor_id": ctx.get_actor_id()}
 
+        def resources(self):
+            return ray.get_runtime_context().get_assigned_resources()
+
     node_id = ray.get_runtime_context().get_node_id()
-    gpu_actor = Probe.options(num_gpus=1, num_cpus=1).remote()
+    # Ray's rule: an actor that names a resource holds 1 CPU unless num_cpus says otherwise.
+    gpu_actor = Probe.options(num_gpus=1).remote()
     info = ray.get(gpu_actor.assigned.remote())
     assert info["gpu_ids"] == [0] and info["cuda"] == "0"
     assert info["actor_id"] == gpu_actor._ray_actor_id.hex()
-    custom = Probe.options(resources={"custom": 2}, memory=1024 ** 3,
+    assert ray.get(gpu_actor.resources.remote()) == {"CPU": 1.0, "GPU": 1.0}
+    custom = Probe.options(resources={"custom": 2}, memory=1024 ** 3, num_cpus=0,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                            runtime_env={"env_vars": {"UNUSED": "1"}}).remote()
     assert ray.get(custom.assigned.remote())["node"] == node_id
+    assert ray.get(custom.resources.remote()) == {"custom": 2.0, "memory": 1024.0 ** 3}
     spread = Probe.options(scheduling_strategy="SPREAD", num_cpus=0).remote()
     assert ray.get(spread.assigned.remote())["node"] == node_id
 
@@ -221,26 +310,21 @@ def test_max_pending_calls(shared, tmp_path):
 
     @ray.remote(max_pending_calls=2)
     class Busy:
-        def wait_for_gate(self, gate):
-            import time
-            deadline = time.monotonic() + 30
-            while not os.path.exists(gate) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            return "done"
+        def wait(self, gate):
+            return wait_for_gate(gate, "done")
 
         def ping(self):
             return "pong"
 
     busy = Busy.remote()
-    first = busy.wait_for_gate.remote(gate)
+    first = busy.wait.remote(gate)
     second = busy.ping.remote()
     with pytest.raises(PendingCallsLimitExceeded, match="max_pending_calls"):
         busy.ping.remote()
     open(gate, "w").close()
     assert ray.get([first, second]) == ["done", "pong"]
     # Once results are back, new calls are accepted again.
-    wait_for_condition(lambda: ray.get(busy.ping.remote()) == "pong",
-                       message="calls to be accepted again")
+    assert ray.get([busy.ping.remote(), busy.ping.remote()]) == ["pong", "pong"]
 
 
 # --- handles travel ------------------------------------------------------------------
@@ -378,7 +462,19 @@ def test_missing_method_is_an_attribute_error_naming_it(shared):
     counter = Counter.remote()
     with pytest.raises(AttributeError, match="no_such_method"):
         counter.no_such_method.remote()
+    with pytest.raises(AttributeError, match="_hidden"):
+        counter._hidden.remote()
+    assert not hasattr(counter, "__wrapped__")
     assert ray.get(counter.incr.remote()) == 1
+
+
+def test_underscore_methods_can_be_called(shared):
+    @ray.remote
+    class Private:
+        def _helper(self, x):
+            return x + 1
+
+    assert ray.get(Private.remote()._helper.remote(1)) == 2
 
 
 def test_invalid_actor_options_are_refused(shared):

@@ -26,27 +26,21 @@ def ember_cli(*args, timeout=60) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def head(temp_root_module):
+def head(temp_root):
     port = ember.node.free_port()
     started = ember_cli("start", "--head", "--port", str(port), "--num-cpus", "2",
                         "--resources", '{"cli_head": 1}')
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        assert "ember.init(address='auto')" in started.stdout
-        assert ember_processes(temp_root_module), "ember start left no process running"
+        assert str(port) in started.stdout  # it tells the user where the head is
+        assert ember_processes(temp_root), "ember start left no process running"
         yield port
     finally:
         if ray.is_initialized():
             ray.shutdown()
         stopped = ember_cli("stop")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        wait_no_ember_processes(temp_root_module)
-
-
-@pytest.fixture(scope="module")
-def temp_root_module():
-    from conftest import TEMP_ROOT
-    return TEMP_ROOT
+        wait_no_ember_processes(temp_root)
 
 
 @ray.remote
@@ -125,13 +119,13 @@ def test_resource_arguments_are_refused_when_connecting(head):
     assert not ray.is_initialized()
 
 
-def test_stop_ends_the_cluster(head, temp_root_module):
+def test_stop_ends_the_cluster(head, temp_root):
     # Runs last in this module: stop here, and check what `ember stop` leaves.
-    assert ember_processes(temp_root_module)
+    assert ember_processes(temp_root)
     stopped = ember_cli("stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "Stopped" in stopped.stdout
-    wait_no_ember_processes(temp_root_module)
+    wait_no_ember_processes(temp_root)
     with pytest.raises(ConnectionError, match="ember start --head"):
         ray.init(address="auto")
     assert not ray.is_initialized()

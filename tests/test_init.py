@@ -9,9 +9,9 @@ import signal
 import psutil
 import pytest
 
-import ember
 import ember as ray
-from helpers import DriverProcess, ember_processes, run_driver, wait_no_ember_processes
+from helpers import (DriverProcess, ember_processes, ember_shm_entries, run_driver,
+                     wait_for_condition, wait_no_ember_processes)
 
 
 def test_import_as_ray_exposes_the_core_api():
@@ -23,6 +23,7 @@ def test_import_as_ray_exposes_the_core_api():
 
 
 def test_init_starts_a_cluster_and_shutdown_ends_it(fresh, temp_root):
+    shm_before = ember_shm_entries()
     assert not ray.is_initialized()
     ctx = fresh(num_cpus=2)
     assert ray.is_initialized()
@@ -31,6 +32,8 @@ def test_init_starts_a_cluster_and_shutdown_ends_it(fresh, temp_root):
     def double(x):
         return 2 * x
     assert ray.get(double.remote(21)) == 42
+    big = ray.put(b"x" * (8 * 1024 * 1024))  # large enough for the shared-memory store
+    assert len(ray.get(big)) == 8 * 1024 * 1024
 
     session_dir = ctx["session_dir"]
     assert session_dir.startswith(temp_root)
@@ -38,6 +41,7 @@ def test_init_starts_a_cluster_and_shutdown_ends_it(fresh, temp_root):
     ray.shutdown()
     assert not ray.is_initialized()
     wait_no_ember_processes(session_dir)
+    assert ember_shm_entries() <= shm_before
 
 
 def test_init_accepts_resource_arguments(fresh):
@@ -73,7 +77,6 @@ def test_session_dir_has_logs_of_every_process(fresh):
                 if "written to the worker's log" in f.read():
                     return True
         return False
-    from helpers import wait_for_condition
     wait_for_condition(printed, message="the task's print in a worker log file")
     assert pid != os.getpid()
     latest = os.path.join(os.path.dirname(ctx["session_dir"]), "session_latest")
@@ -148,6 +151,7 @@ def pid():
 
 
 worker_pid = ray.get(pid.remote())
+big = ray.put(b"x" * (8 * 1024 * 1024))  # large enough for the shared-memory store
 print("SESSION", ctx["session_dir"], worker_pid, flush=True)
 """
 
@@ -172,6 +176,7 @@ def test_driver_exit_without_shutdown_leaves_nothing(tmp_path):
 
 
 def test_driver_killed_with_sigkill_leaves_nothing(tmp_path):
+    shm_before = ember_shm_entries()
     driver = DriverProcess(tmp_path, DRIVER_REPORTS_SESSION + "sys.stdin.read()\n")
     try:
         session_dir, worker_pid = _session_line(driver)
@@ -179,6 +184,7 @@ def test_driver_killed_with_sigkill_leaves_nothing(tmp_path):
         driver.proc.send_signal(signal.SIGKILL)
         driver.proc.wait(10)
         wait_no_ember_processes(session_dir)
+        assert ember_shm_entries() <= shm_before
         assert not psutil.pid_exists(worker_pid) or \
             psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE
     finally:
@@ -207,7 +213,3 @@ def test_is_initialized_false_in_a_new_process(tmp_path):
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "OK"
-
-
-def test_ember_module_identity():
-    assert ray is ember

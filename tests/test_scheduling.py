@@ -178,6 +178,7 @@ def test_infeasible_task_warns_and_does_not_run(tmp_path):
     finally:
         driver.kill()
     warnings = [line for line in err.splitlines() if "too_big_task" in line]
-    assert any("'CPU': 4" in w for w in warnings), err
-    assert any("unobtainium" in w for w in warnings), err
+    # Each names the task, what it asked for, and what is missing.
+    assert any("'CPU': 4" in w and "missing {'CPU': 3" in w for w in warnings), err
+    assert any("missing {'unobtainium': 1" in w for w in warnings), err
     assert not ran.exists()

@@ -112,7 +112,7 @@ class ActorClass:
         raise NotImplementedError("ember does not support Ray DAGs (.bind()) yet.")
 
     def _create(self, args, kwargs, options: dict) -> "ActorHandle":
-        core = context.require_core(f"{self._name}.remote()")
+        core = context.require_core(f"{self._name}.remote()", auto_init=True)
         what = self._what
         name = options.get("name") or ""
         if options.get("get_if_exists") and not name:
@@ -133,10 +133,16 @@ class ActorClass:
 
         namespace = options.get("namespace") or core.namespace
         detached = options.get("lifetime") == "detached"
-        running = opts.resource_request(options, default_cpus=0.0)
+        # Ray's defaults: an actor that names no resource (memory aside) needs 1 CPU
+        # to be placed and holds none while it runs; one that names any resource
+        # holds 1 CPU for its whole life unless num_cpus says otherwise.
+        names_resources = (options.get("num_cpus") is not None
+                           or options.get("num_gpus") is not None
+                           or bool(options.get("resources")))
+        running = opts.resource_request(options, default_cpus=1.0 if names_resources else 0.0)
         placement = dict(running)
-        if options.get("num_cpus") is None:
-            placement["CPU"] = 1.0  # Ray's default: 1 CPU to place an actor, 0 to run it
+        if not names_resources:
+            placement["CPU"] = 1.0
         placement, strategy = opts.placement(options, what, placement)
         running, _ = opts.placement(options, what, running)
         is_async = is_async_class(self._class)
@@ -229,10 +235,13 @@ class ActorHandle:
                     pass
 
     def __getattr__(self, name: str) -> "ActorMethod":
-        if name.startswith("_"):
-            raise AttributeError(name)
-        meta = self._methods.get(name)
+        # Only called for names that are not attributes; "_methods" itself is
+        # missing while a handle is being built or copied.
+        methods = self.__dict__.get("_methods")
+        meta = methods.get(name) if methods is not None else None
         if meta is None:
+            if name.startswith("__") or methods is None:
+                raise AttributeError(name)
             raise AttributeError(
                 f"Actor {self._class_name} has no method {name!r}. Its methods are "
                 f"{sorted(self._methods)}.")

@@ -98,7 +98,7 @@ class RemoteFunction:
         return self._submit(prepared, args, kwargs)
 
     def _prepare(self, options: dict) -> _Prepared:
-        core = context.require_core(f"{self._qualname}.remote()")
+        core = context.require_core(f"{self._qualname}.remote()", auto_init=True)
         if self._pickled is None:
             try:
                 self._pickled = cloudpickle.dumps(self._function)

@@ -38,7 +38,9 @@ class RuntimeContext:
         spec = self._spec()
         if spec is None:
             return {}
-        return {k: v for k, v in spec.resources.items() if v}
+        actor = self._core().actor
+        resources = actor.resources if actor is not None else spec.resources
+        return {k: v for k, v in resources.items() if v}
 
     def get_placement_group_id(self) -> str | None:
         return None
@@ -55,7 +57,11 @@ class RuntimeContext:
         return self._core().gcs_address
 
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        spec = self._spec()
+        if spec is not None and spec.is_actor_creation:  # inside __init__
+            return spec.attempt > 0
+        actor = self._core().actor
+        return actor is not None and actor.restarted
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         ctx = self._core().task_context

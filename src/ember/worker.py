@@ -216,7 +216,7 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
 
 
 def put(value, *, _owner=None) -> ObjectRef:
-    core = context.require_core("ember.put()")
+    core = context.require_core("ember.put()", auto_init=True)
     if isinstance(value, ObjectRef):
         raise TypeError(
             "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
@@ -225,7 +225,7 @@ def put(value, *, _owner=None) -> ObjectRef:
 
 
 def get(object_refs, *, timeout: float | None = None):
-    core = context.require_core("ember.get()")
+    core = context.require_core("ember.get()", auto_init=True)
     single = isinstance(object_refs, ObjectRef)
     if single:
         refs = [object_refs]
@@ -256,7 +256,7 @@ def get(object_refs, *, timeout: float | None = None):
 
 def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
          fetch_local: bool = True):
-    core = context.require_core("ember.wait()")
+    core = context.require_core("ember.wait()", auto_init=True)
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}.")
     for ref in object_refs:

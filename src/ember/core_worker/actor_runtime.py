@@ -47,6 +47,10 @@ class ActorRuntime:
         self.actor_id = options.get("actor_id", b"")
         #: The GPUs granted with the creation lease, held for the actor's life.
         self.gpu_ids: list[int] = options.get("gpu_ids", [])
+        #: The resources the actor holds while it lives (its calls carry none).
+        self.resources: dict[str, float] = options.get("resources", {})
+        #: True when this process is a restart of the actor (``__init__`` ran again).
+        self.restarted: bool = options.get("restarted", False)
         is_async = options.get("is_async", False)
         groups = dict(options.get("concurrency_groups") or {})
         #: method name -> concurrency group declared with @ember.method

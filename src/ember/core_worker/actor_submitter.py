@@ -222,6 +222,8 @@ class ActorTaskSubmitter:
 
     def actor_changed(self, conn, news: gcs_msg.ActorChanged) -> None:
         info = news.info
+        if info.state == "DEAD":  # never created again: its arguments may be freed
+            self._creation_args.pop(info.actor_id, None)
         queue = self.queues.get(info.actor_id)
         if queue is None:
             return
@@ -286,11 +288,14 @@ class ActorTaskSubmitter:
         self._finish(queue, task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
 
     def _finish(self, queue: ActorQueue, task, returns, num_generator_items: int = 0) -> None:
-        """Every call ends here: store its results and stop counting it as pending."""
-        self.core.submitter.store_returns(task, returns, num_generator_items)
+        """Every call ends here: stop counting it as pending, and store its results.
+
+        In that order, so that a caller woken by the result may call again at once.
+        """
         if queue.max_pending_calls > 0:
             with self.pending_lock:
                 queue.unfinished -= 1
+        self.core.submitter.store_returns(task, returns, num_generator_items)
         if queue.kill_when_idle and not queue.pending and not queue.inflight:
             self._kill_out_of_scope(queue.actor_id)
 
@@ -321,6 +326,7 @@ class ActorTaskSubmitter:
             queue.kill_when_idle = bool(queue.pending or queue.inflight)
             if queue.kill_when_idle:
                 return
+        self._creation_args.pop(actor_id, None)
         if self.core.gcs is not None and not self.core.gcs.closed:
             self.core.gcs.notify(gcs_msg.KillActor(
                 actor_id, force=True, no_restart=True,

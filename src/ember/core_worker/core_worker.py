@@ -57,6 +57,8 @@ class CoreWorker:
         self.job_id = b"\x00" * 4
         #: The actor this process hosts; b"" for drivers and task workers.
         self.actor_id = b""
+        #: Its ActorRuntime, once ``__init__`` ran (the executor sets both).
+        self.actor = None
         self.namespace = ""
         self.ids = IdFactory()
         self.io = LoopThread("ember-io")

@@ -61,6 +61,7 @@ class TaskExecutor:
         core.handlers[cw.PushTask] = self.handle_push
         core.handlers[cw.CancelTask] = self.handle_cancel
         core.handlers[cw.Exit] = self.handle_exit
+        core.handlers[cw.ExitIfIdle] = self.handle_exit_if_idle
         signal.signal(CANCEL_SIGNAL, self._on_cancel_signal)
 
     # --- I/O thread -------------------------------------------------------------
@@ -98,6 +99,15 @@ class TaskExecutor:
 
     def handle_exit(self, conn, req) -> None:
         self._queue.put(None)
+
+    def handle_exit_if_idle(self, conn, req) -> cw.ExitIfIdleReply:
+        """The raylet would reap this idle worker: agree unless it owns objects in use."""
+        owned = self.core.references.owned_in_use()
+        if owned or self.actor is not None or self._running is not None:
+            return cw.ExitIfIdleReply(False, owned)
+        # After this turn of the loop, so that the reply is written first.
+        self.core.io.loop.call_soon(self._queue.put, None)
+        return cw.ExitIfIdleReply(True)
 
     def _on_cancel_signal(self, signum, frame):
         if self._running is not None and self._running in self._cancelled:
@@ -227,9 +237,10 @@ class TaskExecutor:
         if isinstance(exc, TaskCancelledError):
             return self._error_reply(spec, exc, False)
         if isinstance(exc, ActorExitRequest):
+            class_name = self.actor.class_name if self.actor else spec.function_name
             reply = self._error_reply(spec, ActorDiedError(
-                error_msg=f"The actor {self.actor.class_name if self.actor else ''} exited "
-                          "via exit_actor() while running this call.",
+                error_msg=f"The actor {class_name} (id={spec.actor_id.hex()}) exited via "
+                          "exit_actor() while running this call; it will not be restarted.",
                 actor_id=spec.actor_id), False)
             reply.worker_exiting = True
             return reply
@@ -262,8 +273,10 @@ class TaskExecutor:
             else spec.function_name
         options["actor_id"] = spec.actor_id
         options["gpu_ids"] = list(self.core.task_context.gpu_ids or [])
-        self.actor = ActorRuntime(self, instance, options.get("class_name", class_name),
-                                  options)
+        options["resources"] = dict(spec.resources)
+        options["restarted"] = spec.attempt > 0
+        self.actor = self.core.actor = ActorRuntime(
+            self, instance, options.get("class_name", class_name), options)
         self.core.actor_id = spec.actor_id
         self.core.actor_placement_group_id = spec.placement_group_id
 

@@ -242,6 +242,15 @@ class ReferenceCounter:
     def is_referenced(self, object_id: bytes) -> bool:
         return object_id in self.refs
 
+    def owned_in_use(self) -> int:
+        """How many objects this process owns that are still referenced anywhere.
+
+        While this is non-zero the process must not exit voluntarily (see
+        ``ExitIfIdle``): owned objects die with their owner.
+        """
+        with self._lock:
+            return sum(ref.owner is None for ref in self.refs.values())
+
     def count(self, object_id: bytes) -> int:
         ref = self.refs.get(object_id)
         return 0 if ref is None else ref.local

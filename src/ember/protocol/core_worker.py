@@ -134,6 +134,21 @@ class Exit(Message):
     reason: str = ""
 
 
+class ExitIfIdle(Message):
+    """Raylet to an idle worker it would reap: exit, unless you must stay.
+
+    A worker that owns objects someone still references stays, as in Ray: its
+    death would make them unreadable (OwnerDiedError). It is asked again later.
+    """
+
+
+class ExitIfIdleReply(Message):
+    #: True: the worker is exiting. False: it stays.
+    exiting: bool
+    #: Why it stays: how many objects it owns are still referenced.
+    owned_in_use: int = 0
+
+
 class ReferenceInfo(msgspec.Struct, array_like=True, gc=False):
     """One reference held by a core worker, for ``ember memory``."""
 

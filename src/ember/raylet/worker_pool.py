@@ -13,7 +13,10 @@ A worker's life::
 - A worker is bound to the first job that leases it and only serves that job
   afterwards: the job's code and ``sys.path`` are loaded into it. When the job
   ends, its workers are stopped.
-- Idle workers beyond the soft limit are reaped after ``idle_worker_timeout_s``.
+- Idle workers beyond the soft limit are reaped after ``idle_worker_timeout_s``:
+  asked to exit (``ExitIfIdle``). A worker that owns objects still referenced
+  elsewhere declines, as in Ray, since its death would lose them; it goes back
+  to the pool and is asked again after another timeout.
 - Each worker's stdout and stderr go to files in the session's ``logs/``; the
   log monitor reads them for the drivers.
 
@@ -31,6 +34,7 @@ import sys
 import time
 
 from ..config import config
+from ..protocol import core_worker as cw
 from .zygote import Zygote
 
 logger = logging.getLogger(__name__)
@@ -85,6 +89,8 @@ class WorkerPool:
         self._idle: list[WorkerHandle] = []
         self._dead: dict[bytes, WorkerHandle] = {}
         self._reaper: asyncio.Task | None = None
+        #: Exit requests to idle workers in flight.
+        self._tasks: set[asyncio.Task] = set()
         self.zygote: Zygote | None = None
 
     # --- starting -------------------------------------------------------------
@@ -238,7 +244,7 @@ class WorkerPool:
                 if now - handle.idle_since > config.idle_worker_timeout_s:
                     self._idle.remove(handle)
                     surplus -= 1
-                    self.kill(handle, "idle", signal.SIGTERM)
+                    self._start(self._ask_to_exit(handle))
             for handle in list(self.workers.values()):
                 if handle.state is WorkerState.STARTING:
                     code = handle.process.poll()
@@ -247,6 +253,23 @@ class WorkerPool:
                         self.disconnected(handle)
                     elif now - handle.started_at > config.worker_register_timeout_s:
                         self.kill(handle, "it did not register in time")
+
+    async def _ask_to_exit(self, handle: WorkerHandle) -> None:
+        """Reap an idle worker, unless it owns objects in use (then it stays idle)."""
+        try:
+            reply = await handle.conn.call(cw.ExitIfIdle(), timeout=10)
+        except Exception:  # noqa: BLE001 - gone or unresponsive: end it the hard way
+            self.kill(handle, "idle", signal.SIGTERM)
+            return
+        if not reply.exiting and handle.state is not WorkerState.DEAD:
+            handle.idle_since = time.monotonic()
+            self._idle.append(handle)
+            self._on_worker_ready()
+
+    def _start(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
         if self._reaper is not None:

@@ -71,7 +71,11 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
         except (ConnectionError, FileNotFoundError, OSError) as exc:
             gone = already_listening and isinstance(exc, (ConnectionRefusedError,
                                                           FileNotFoundError))
-            if gone or time.monotonic() + delay > deadline:
+            if gone:
+                raise ConnectionError(
+                    f"Could not connect to {name or 'server'} at {addr}: {exc}. It was "
+                    "listening before, so its process has exited.") from exc
+            if time.monotonic() + delay > deadline:
                 raise ConnectionError(
                     f"Could not connect to {name or 'server'} at {addr}: {exc}. "
                     "Is the cluster running? Start one with `ember start --head` "
