@@ -190,6 +190,14 @@ def test_calls_are_retried_after_a_restart_with_max_task_retries(shared, tmp_pat
     assert ray.get(actor.pid.remote()) != pid
 
 
+def test_max_task_retries_per_method(shared, tmp_path):
+    actor = Mortal.options(max_restarts=2).remote(str(tmp_path))
+    # The actor's default is no retries; this one call asks for one.
+    assert ray.get(actor.crash_once.options(max_task_retries=1).remote("a")) == "retried"
+    with pytest.raises(ActorDiedError):
+        ray.get(actor.crash_once.remote("b"))
+
+
 def test_retries_run_out(shared, tmp_path):
     actor = Mortal.options(max_restarts=3, max_task_retries=1).remote(str(tmp_path))
     with pytest.raises(ActorDiedError, match="exit code 1"):
@@ -303,6 +311,21 @@ def test_kill_of_an_actor_waiting_for_resources(shared):
     wait_for_condition(lambda: ray.available_resources().get("CPU") == 2,
                        message="all CPUs to be free")
     assert ray.get(Mortal.options(num_cpus=2).remote().bump.remote(), timeout=30) == 1
+
+
+def test_actor_created_by_an_actor_dies_with_it(shared):
+    @ray.remote
+    class Parent:
+        def __init__(self):
+            self.child = Mortal.remote()
+
+        def child_pid(self):
+            return ray.get(self.child.pid.remote())
+
+    parent = Parent.remote()
+    child_pid = ray.get(parent.child_pid.remote())
+    ray.kill(parent)
+    wait_pid_gone(child_pid)
 
 
 def test_named_actor_outlives_its_handles(shared):

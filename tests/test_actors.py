@@ -209,6 +209,10 @@ def test_method_num_returns_from_decorator_and_options(shared):
     assert ray.get(splitter.three.remote()) == [1, 2, 3]
     whole = splitter.two.options(num_returns=1).remote()
     assert ray.get(whole) == ("a", "b")
+    # num_returns=0: the call runs, and returns nothing to wait for.
+    log = Log.remote()
+    assert log.append.options(num_returns=0).remote("x") is None
+    assert ray.get(log.items_.remote()) == ["x"]
 
 
 def test_generator_method_streams_values(shared):

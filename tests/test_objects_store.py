@@ -16,7 +16,7 @@ import pytest
 
 import ember as ray
 from ember.core_worker import context
-from ember.exceptions import ObjectLostError, ObjectStoreFullError, OwnerDiedError, RayError
+from ember.exceptions import ObjectLostError, ObjectStoreFullError, OwnerDiedError
 from helpers import DriverProcess, wait_for_condition
 
 MB = 1024 * 1024
@@ -125,6 +125,65 @@ def test_large_task_argument_arrives_without_a_copy(shared):
     wait_store_empty()
 
 
+# --- freeing ----------------------------------------------------------------------------
+
+
+def test_dropped_objects_leave_the_store(shared):
+    refs = [ray.put(filled(2 * MB, i)) for i in range(5)]
+    refs += [make_array.remote(2 * MB, i) for i in range(5)]
+    values = ray.get(refs)
+    assert [int(v[0]) for v in values] == list(range(5)) * 2
+    stats = store_stats()
+    assert stats["num_objects"] == 10 and stats["used"] >= 20 * MB
+    # The refs alone keep the objects; views alone keep only their memory.
+    del refs
+    gc.collect()
+    wait_for_condition(lambda: store_stats()["num_objects"] == 0,
+                       message="objects deleted once their refs are gone")
+    assert store_stats()["used"] >= 20 * MB, "memory freed while views are alive"
+    assert int(values[3][-1]) == 3
+    del values
+    wait_store_empty()
+    # The raylet reports the same through GetMemoryInfo.
+    from ember.state import fetch_memory
+    [(_, reply)] = fetch_memory(ray.get_runtime_context().gcs_address)
+    assert reply.store_stats["used"] == 0 and reply.stored == []
+
+
+@pytest.mark.timeout(90)
+def test_objects_of_a_driver_that_exits_are_freed(shared, tmp_path):
+    driver = DriverProcess(tmp_path, f"""
+        import os, sys
+        import numpy as np
+        import ember as ray
+        ray.init(address={ray.get_runtime_context().gcs_address!r})
+        refs = [ray.put(np.ones(5 * 1024 * 1024)) for _ in range(3)]
+        print("READY", flush=True)
+        sys.stdin.read()
+        os._exit(0)  # no shutdown, no frees: the raylet must clean up
+        """)
+    try:
+        driver.wait_for_line(lambda line: line == "READY")
+        assert store_stats()["num_objects"] == 3
+        driver.finish()
+        wait_store_empty()
+    finally:
+        driver.kill()
+
+
+def test_bad_object_size_is_refused_clearly(shared):
+    """A create with an impossible size gets an error reply at once, not a hang."""
+    from ember.protocol import object_store as msg
+    client = context.core.object_store
+    reply = client._call(msg.CreateObject(os.urandom(28), -5))
+    assert reply.error_type == "ValueError" and "negative size (-5 bytes)" in reply.error_message
+    huge = client.capacity * 4
+    reply = client._call(msg.CreateObject(os.urandom(28), huge))
+    assert reply.error_type == "ObjectStoreFullError"
+    assert "more than the whole object store" in reply.error_message
+    assert store_stats()["num_objects"] == 0
+
+
 @pytest.mark.timeout(180)
 def test_one_gigabyte_round_trip(fresh):
     fresh(num_cpus=1, object_store_memory=2560 * MB)
@@ -150,31 +209,6 @@ def test_one_gigabyte_round_trip(fresh):
     assert np.array_equal(back, array)
     del array, back, back_ref
     wait_store_empty()
-
-
-# --- freeing ----------------------------------------------------------------------------
-
-
-def test_dropped_objects_leave_the_store(shared):
-    refs = [ray.put(filled(2 * MB, i)) for i in range(5)]
-    refs += [make_array.remote(2 * MB, i) for i in range(5)]
-    values = ray.get(refs)
-    assert [int(v[0]) for v in values] == list(range(5)) * 2
-    stats = store_stats()
-    assert stats["num_objects"] == 10 and stats["used"] >= 20 * MB
-    # The refs alone keep the objects; views alone keep only their memory.
-    del refs
-    gc.collect()
-    wait_for_condition(lambda: store_stats()["num_objects"] == 0,
-                       message="objects deleted once their refs are gone")
-    assert store_stats()["used"] >= 20 * MB, "memory freed while views are alive"
-    assert int(values[3][-1]) == 3
-    del values
-    wait_store_empty()
-    # The raylet reports the same through GetMemoryInfo.
-    from ember.state import fetch_memory
-    [(_, reply)] = fetch_memory(ray.get_runtime_context().gcs_address)
-    assert reply.store_stats["used"] == 0 and reply.stored == []
 
 
 @pytest.mark.timeout(120)
@@ -265,19 +299,6 @@ def test_corrupt_or_truncated_spill_file_raises_a_clear_error(fresh):
     wait_store_empty()
 
 
-def test_bad_object_size_is_refused_clearly(shared):
-    """A create with an impossible size gets an error reply at once, not a hang."""
-    from ember.protocol import object_store as msg
-    client = context.core.object_store
-    reply = client._call(msg.CreateObject(os.urandom(28), -5))
-    assert reply.error_type == "ValueError" and "negative size (-5 bytes)" in reply.error_message
-    huge = client.capacity * 4
-    reply = client._call(msg.CreateObject(os.urandom(28), huge))
-    assert reply.error_type == "ObjectStoreFullError"
-    assert "more than the whole object store" in reply.error_message
-    assert store_stats()["num_objects"] == 0
-
-
 # --- a full store -------------------------------------------------------------------------
 
 
@@ -288,9 +309,9 @@ def test_object_larger_than_the_store_raises_object_store_full(fresh):
     message = str(info.value)
     assert "150.0 MiB" in message and "100.0 MiB" in message
     # A task's too-large result fails that task, not the worker.
-    with pytest.raises(RayError) as info:
+    with pytest.raises(ObjectStoreFullError) as info:
         ray.get(make_array.remote(150 * MB, 1))
-    assert "150.0 MiB" in str(info.value)
+    assert "150.0 MiB" in str(info.value) and "make_array" in str(info.value)
     assert ray.get(identity.remote("still works")) == "still works"
     value = ray.get(ray.put(filled(30 * MB, 3)))
     assert value[0] == 3
@@ -315,7 +336,19 @@ def test_store_full_of_pinned_objects_raises_then_recovers(fresh):
     assert ray.get(extra)[0] == 9
     assert store_stats()["spilled"] >= 1
     assert [int(ray.get(r)[1]) for r in refs] == [0, 1, 2, 3]
-    del refs, extra
+    # Reading a spilled object while views pin everything else cannot restore it.
+    states = {o.object_id: o.state for o in context.core.object_store.list_objects()}
+    spilled = [r for r in refs if states[r.binary()] == "SPILLED"]
+    in_memory = [r for r in refs + [extra] if states[r.binary()] == "SEALED"]
+    assert spilled and in_memory
+    views = ray.get(in_memory)
+    with pytest.raises(ObjectStoreFullError, match="Cannot restore spilled object") as info:
+        ray.get(spilled[0], timeout=60)
+    assert spilled[0].hex() in str(info.value) and "pinned" in str(info.value)
+    del views
+    gc.collect()
+    assert ray.get(spilled[0], timeout=60)[2] == refs.index(spilled[0])
+    del refs, extra, spilled, in_memory, info
     wait_store_empty()
 
 
@@ -347,24 +380,3 @@ def test_objects_and_spill_files_of_a_dead_owner_are_freed(fresh):
     wait_store_empty()
     with pytest.raises(OwnerDiedError):
         ray.get(refs[0], timeout=30)
-
-
-@pytest.mark.timeout(90)
-def test_objects_of_a_driver_that_exits_are_freed(shared, tmp_path):
-    driver = DriverProcess(tmp_path, f"""
-        import os, sys
-        import numpy as np
-        import ember as ray
-        ray.init(address={ray.get_runtime_context().gcs_address!r})
-        refs = [ray.put(np.ones(5 * 1024 * 1024)) for _ in range(3)]
-        print("READY", flush=True)
-        sys.stdin.read()
-        os._exit(0)  # no shutdown, no frees: the raylet must clean up
-        """)
-    try:
-        driver.wait_for_line(lambda line: line == "READY")
-        assert store_stats()["num_objects"] == 3
-        driver.finish()
-        wait_store_empty()
-    finally:
-        driver.kill()

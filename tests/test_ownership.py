@@ -51,9 +51,6 @@ class Holder:
     def worker_id(self):
         return context.core.worker_id
 
-    def pid(self):
-        return os.getpid()
-
 
 @ray.remote
 class Owner:

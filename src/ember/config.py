@@ -71,6 +71,13 @@ class Config:
     # --- object store ----------------------------------------------------
     #: Cap for the default store size (30% of RAM).
     object_store_memory_cap: int = 200 * 1024**3
+    #: Bytes per request when an object is copied between nodes: large enough
+    #: that per-request costs vanish, small enough to keep several in flight.
+    object_transfer_chunk_size: int = 8 * 1024**2
+    #: Chunk requests outstanding at once per transfer, so the link never idles.
+    object_transfer_chunks_in_flight: int = 4
+    #: How long a raylet tries to reach another node's raylet to pull an object.
+    object_transfer_connect_timeout_s: float = 5.0
 
     # --- sessions --------------------------------------------------------
     temp_dir: str = "/tmp/ember"

@@ -227,8 +227,15 @@ def start_worker_node(*, gcs_address: str, num_cpus=None, num_gpus=None, resourc
     return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip, [proc])
 
 
-def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0) -> bool:
-    """Block until the GCS lists ``node_id`` as alive."""
+def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
+    """The GCS node table (a GetAllNodesReply), from a process that need not be a driver.
+
+    With ``until``, poll (over one connection) until ``until(reply)`` is true or
+    ``timeout`` seconds pass, and return the last reply. Raises ConnectionError
+    when the GCS cannot be reached.
+    """
+    import asyncio
+
     import uvloop
 
     from . import rpc
@@ -238,17 +245,22 @@ def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.
         deadline = time.monotonic() + timeout
         conn = await rpc.connect(gcs_address, name="gcs", timeout=timeout)
         try:
-            while time.monotonic() < deadline:
+            while True:
                 reply = await conn.call(gcs_msg.GetAllNodes(), timeout=timeout)
-                if any(n.node_id == node_id and n.alive for n in reply.nodes):
-                    return True
+                if until is None or until(reply) or time.monotonic() > deadline:
+                    return reply
                 await asyncio.sleep(0.01)
-            return False
         finally:
             conn.close()
-    import asyncio
+    return uvloop.run(poll())
+
+
+def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0) -> bool:
+    """Block until the GCS lists ``node_id`` as alive."""
+    def registered(reply) -> bool:
+        return any(n.node_id == node_id and n.alive for n in reply.nodes)
     try:
-        return uvloop.run(poll())
+        return registered(query_nodes(gcs_address, timeout, until=registered))
     except ConnectionError:
         return False
 

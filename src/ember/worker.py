@@ -172,22 +172,17 @@ def _resolve_address(address: str) -> str:
 
 
 def _find_local_node(gcs_address: str):
-    """The node of this cluster whose raylet socket exists on this machine."""
-    import uvloop
+    """The node of this cluster whose raylet socket exists on this machine.
 
-    from . import rpc
-    from .protocol import gcs as gcs_msg
-
-    async def query():
-        conn = await rpc.connect(gcs_address, name="gcs", timeout=10)
-        try:
-            return await conn.call(gcs_msg.GetAllNodes(), timeout=10)
-        finally:
-            conn.close()
-    reply = uvloop.run(query())
-    for info in reply.nodes:
-        if info.alive and info.raylet.unix and os.path.exists(info.raylet.unix):
-            return info
+    When several do (a ``cluster_utils.Cluster`` runs many raylets on one
+    machine), the head node is preferred, as in Ray: a driver's objects and
+    tasks then start where the GCS lives.
+    """
+    reply = node_mod.query_nodes(gcs_address, timeout=10)
+    local = [info for info in reply.nodes
+             if info.alive and info.raylet.unix and os.path.exists(info.raylet.unix)]
+    if local:
+        return min(local, key=lambda info: (not info.is_head, info.start_time))
     raise ConnectionError(
         f"The cluster at {gcs_address} has no node on this machine, so this process cannot "
         "be its driver. Run `ember start --address "

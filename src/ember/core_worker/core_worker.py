@@ -365,9 +365,13 @@ class CoreWorker:
 
         def resolve(value, ref=ref):
             try:
-                fut.set_result(self.load([ref], [value])[0])
+                result, settle = self.load([ref], [value])[0], fut.set_result
             except BaseException as exc:  # noqa: BLE001 - the task's error
-                fut.set_exception(exc)
+                result, settle = exc, fut.set_exception
+            try:
+                settle(result)
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled: its awaiter gave up (a timeout, or its loop closed)
         if self.store.wait_for([ref._id], CallbackWaiter(ready)) == 0:
             ready(ref._id)
         elif not self.owns(ref._owner):

@@ -66,8 +66,18 @@ class Arena:
         except BaseException:
             os.close(self.fd)
             raise
-        #: Read-write view of the whole arena (for spilling and restoring).
+        #: Read-write view of the whole arena (for spilling, restoring and transfers).
         self.view = memoryview(self._mmap)
+        anchor = ctypes.c_char.from_buffer(self._mmap)
+        self._address = ctypes.addressof(anchor)
+        del anchor  # the address stays valid while the mapping does
+
+    def populate(self, offset: int, size: int) -> None:
+        """Pre-fault a fresh range before writing it; see :meth:`ClientMapping.populate`.
+
+        Releases the GIL: call it on a thread, and the loop keeps running.
+        """
+        _populate(self._address, offset, size)
 
     def punch(self, offset: int, size: int) -> int:
         """Give the whole pages inside ``[offset, offset + size)`` back to the kernel.
@@ -161,17 +171,7 @@ class ClientMapping:
         Raises OSError (ENOMEM) when the memory cannot be had, which a plain
         write would have turned into a SIGBUS that kills the process.
         """
-        if not _populate_supported[0] or size <= 0:
-            return
-        start = offset // PAGE_SIZE * PAGE_SIZE
-        if _libc.madvise(self._rw_address + start, offset + size - start,
-                         MADV_POPULATE_WRITE) != 0:
-            err = ctypes.get_errno()
-            if err == errno.EINVAL:  # kernel without MADV_POPULATE_WRITE
-                _populate_supported[0] = False
-                return
-            raise OSError(err, f"could not allocate {size} bytes of the object store: "
-                               f"{os.strerror(err)}")
+        _populate(self._rw_address, offset, size)
 
     def close(self) -> None:
         """Unmap; the read-only mapping stays if views of it are still alive."""
@@ -182,6 +182,21 @@ class ClientMapping:
             _libc.munmap(self._ro_address, self.capacity)
         os.close(self._fd)
         self._fd = -1
+
+
+def _populate(base_address: int, offset: int, size: int) -> None:
+    """MADV_POPULATE_WRITE of ``[offset, offset + size)`` of the mapping at ``base_address``."""
+    if not _populate_supported[0] or size <= 0:
+        return
+    start = offset // PAGE_SIZE * PAGE_SIZE
+    if _libc.madvise(base_address + start, offset + size - start,
+                     MADV_POPULATE_WRITE) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EINVAL:  # kernel without MADV_POPULATE_WRITE
+            _populate_supported[0] = False
+            return
+        raise OSError(err, f"could not allocate {size} bytes of the object store: "
+                           f"{os.strerror(err)}")
 
 
 def _close_mapping(view: memoryview, mapping: mmap.mmap) -> None:

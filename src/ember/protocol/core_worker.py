@@ -113,6 +113,18 @@ class GetObjectStatusReply(Message):
     values: list[SerializedValue | None]
 
 
+class AddObjectLocation(Message):
+    """Reader to owner (notification): a copy of this object now lives on ``node_id``.
+
+    The owner deletes every copy it knows of when it frees the object; if it
+    has freed it already, it deletes this copy at once.
+    """
+
+    object_id: bytes
+    #: The node whose object store holds the new (secondary) copy.
+    node_id: bytes
+
+
 class AddBorrower(Message):
     """Owner: ``borrower`` is about to receive these refs; count it as a borrower."""
 

@@ -1,8 +1,11 @@
 """Messages of the object store service, served by the raylet to clients on its node.
 
-Object bytes never travel in these messages: both ends map the same memfd
-arena (see :mod:`ember.object_store.arena`), and messages carry offsets into
-it. A writer creates, fills and seals; a reader gets (which pins) and releases.
+Object bytes never travel in these messages within a node: both ends map the
+same memfd arena (see :mod:`ember.object_store.arena`), and messages carry
+offsets into it. A writer creates, fills and seals; a reader gets (which
+pins) and releases. Between nodes, raylets copy objects in chunks that travel
+as raw buffer frames (the last section; see
+:mod:`ember.object_store.object_manager`).
 
 Replies carry a status as ``error_type`` and ``error_message``: "" when the
 request succeeded, otherwise the name of the exception the client re-raises
@@ -139,3 +142,80 @@ class GetStoreStatsReply(Message):
     stats: dict
     #: Every object, when requested.
     objects: list[StoredObjectInfo] = []
+
+
+# --- transfers between nodes (ember.object_store.object_manager) ----------------------
+
+class PullObject(Message):
+    """Core worker to its raylet: make a copy of an object of another node here.
+
+    Answered once the local copy is sealed (so a GetObjects finds it), or with
+    an error. Concurrent pulls of one object on a node share one transfer.
+    """
+
+    #: The object to copy.
+    object_id: bytes
+    #: The raylet of the node whose store holds the copy to read.
+    source: Address
+    #: The object's owner, recorded on the local copy for ``ember memory``.
+    owner: Address | None = None
+
+
+class PullObjectReply(Message):
+    #: "" on success, else the exception's class name (``ObjectLostError``,
+    #: ``ObjectStoreFullError``, ...).
+    error_type: str = ""
+    #: What happened and what to do, for the user.
+    error_message: str = ""
+
+
+class StartObjectTransfer(Message):
+    """Raylet to the raylet holding an object: pin it for a transfer to me; how big is it?
+
+    The object stays pinned (it is not spilled, evicted or moved, even if its
+    owner deletes it) until EndObjectTransfer or until the connection closes.
+    A spilled object is restored first.
+    """
+
+    #: The object to read.
+    object_id: bytes
+
+
+class StartObjectTransferReply(Message):
+    #: The object's size in bytes; -1 on error.
+    size: int = -1
+    #: "" on success, else the exception's class name (``ObjectLostError`` when
+    #: the object is not on that node).
+    error_type: str = ""
+    #: What happened, for the user.
+    error_message: str = ""
+
+
+class GetObjectChunk(Message):
+    """Read ``length`` bytes at ``offset`` of an object pinned by StartObjectTransfer.
+
+    The reply carries the bytes as one raw buffer frame, sliced from the
+    sender's store mapping (never copied into the message).
+    """
+
+    #: The object, pinned for this connection.
+    object_id: bytes
+    #: First byte to read, from the start of the object.
+    offset: int
+    #: Bytes to read.
+    length: int
+
+
+class ObjectChunkReply(Message):
+    #: "" on success (the bytes follow as one raw buffer), else the exception's
+    #: class name; no buffer follows then.
+    error_type: str = ""
+    #: What happened, for the user.
+    error_message: str = ""
+
+
+class EndObjectTransfer(Message):
+    """Notification: the transfer of this object is over; drop its pin."""
+
+    #: The object pinned by StartObjectTransfer on this connection.
+    object_id: bytes

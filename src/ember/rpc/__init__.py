@@ -17,6 +17,7 @@ import typing
 
 from ..config import config
 from ..protocol.common import Address
+from .buffered import BufferedFront
 from .connection import Connection, ConnectionLost, Handler, RemoteError
 
 __all__ = ["Connection", "ConnectionLost", "RemoteError", "connect", "serve",
@@ -44,7 +45,8 @@ def _split(addr: str):
 
 async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
                   timeout: float | None = None, on_close=None,
-                  name: str = "", already_listening: bool = False) -> Connection:
+                  name: str = "", already_listening: bool = False,
+                  buffered: bool = False) -> Connection:
     """Open a connection to ``addr``, retrying until ``timeout`` seconds pass.
 
     ``already_listening``: the server is known to have been listening (its
@@ -52,18 +54,27 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
     is). Then a refused connection or a missing Unix socket means its process
     is gone, and waiting cannot change that: fail at once, so that a reader of
     a dead owner's object learns it now rather than after the whole timeout.
+
+    ``buffered``: read replies' raw buffers in place (see :mod:`.buffered`),
+    for connections that pull bulk data with ``request(..., into=...)``.
     """
     loop = asyncio.get_running_loop()
     kind, where = _split(addr)
     deadline = time.monotonic() + (config.connect_timeout_s if timeout is None else timeout)
     delay = config.connect_backoff_initial_s
-    factory = lambda: Connection(handlers, on_close=on_close, name=name or addr)  # noqa: E731
+
+    def factory():
+        conn = Connection(handlers, on_close=on_close, name=name or addr)
+        return BufferedFront(conn) if buffered else conn
     while True:
         try:
             if kind == "unix":
                 _, conn = await loop.create_unix_connection(factory, where)
             else:
                 _, conn = await loop.create_connection(factory, where[0], where[1])
+            if buffered:
+                conn = conn.conn
+            if kind != "unix":
                 sock = conn.transport.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -12,6 +12,12 @@ the reply (or ``None`` for notifications), or a coroutine when it must wait,
 in which case the reply is sent when the coroutine finishes. Synchronous
 handlers keep the hot path free of task creation.
 
+A requester may name the memory that the raw buffers of the reply go to
+(``request(..., into=[view, ...])``): the bytes are then copied from the
+socket's data straight into place, and with the buffered front of
+:mod:`.buffered` read into it by the kernel, with no copy at all. That is how
+object chunks land in the object store.
+
 Writes are coalesced: everything sent during one turn of the event loop leaves
 in one ``write`` call at the end of that turn, so a burst of a thousand task
 pushes costs one syscall, not a thousand.
@@ -80,6 +86,12 @@ class Connection(asyncio.Protocol):
         self._awaiting: Envelope | None = None
         self._awaiting_lengths: list[int] = []
         self._awaiting_buffers: list = []
+        #: rid -> writable views that the raw buffers of its reply are read into.
+        self._into: dict[int, list] = {}
+        #: The views for the envelope being received, or None; and how much of the
+        #: current one is filled (-1: its 8-byte frame header is not read yet).
+        self._awaiting_into: list | None = None
+        self._into_pos = -1
 
     # --- asyncio.Protocol ----------------------------------------------------
 
@@ -89,6 +101,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc):
         self.closed = True
         pending, self._pending = self._pending, {}
+        self._into.clear()
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(ConnectionLost(f"connection to {self.name or 'peer'} lost"))
@@ -113,16 +126,20 @@ class Connection(asyncio.Protocol):
         try:
             while True:
                 if self._awaiting is not None:
-                    need = self._awaiting_lengths[len(self._awaiting_buffers)]
-                    if end - pos < framing.BUFFER_HEADER_SIZE + need:
-                        break
-                    start = pos + framing.BUFFER_HEADER_SIZE
-                    self._awaiting_buffers.append(bytes(buf[start:start + need]))
-                    pos = start + need
+                    if self._awaiting_into is not None:
+                        filled = len(self._awaiting_buffers)
+                        pos = self._fill_into(buf, pos, end)
+                        if len(self._awaiting_buffers) == filled:
+                            break  # the frame continues in later data
+                    else:
+                        need = self._awaiting_lengths[len(self._awaiting_buffers)]
+                        if end - pos < framing.BUFFER_HEADER_SIZE + need:
+                            break
+                        start = pos + framing.BUFFER_HEADER_SIZE
+                        self._awaiting_buffers.append(bytes(buf[start:start + need]))
+                        pos = start + need
                     if len(self._awaiting_buffers) == len(self._awaiting_lengths):
-                        env, self._awaiting = self._awaiting, None
-                        buffers, self._awaiting_buffers = self._awaiting_buffers, []
-                        self._dispatch(env, buffers)
+                        self._dispatch_awaited()
                     continue
                 if end - pos < 4:
                     break
@@ -135,11 +152,77 @@ class Connection(asyncio.Protocol):
                 if env.buffers:
                     self._awaiting = env
                     self._awaiting_lengths = env.buffers
+                    if self._into and env.kind == REPLY:
+                        self._awaiting_into = self._sinks_for(env)
                     continue
                 self._dispatch(env, None)
         finally:
             if pos:
                 del buf[:pos]
+
+    def _sinks_for(self, env: Envelope) -> list | None:
+        """The caller's views for this reply's buffers, if they match the announced sizes."""
+        into = self._into.pop(env.rid, None)
+        if into is None:
+            return None
+        if len(into) != len(env.buffers) or any(
+                len(view) != n for view, n in zip(into, env.buffers)):
+            logger.warning("reply %d on %s has buffers of %s bytes, not the %s expected; "
+                           "receiving them into new memory", env.rid, self.name, env.buffers,
+                           [len(v) for v in into])
+            return None
+        self._into_pos = -1
+        return into
+
+    def _fill_into(self, buf: bytearray, pos: int, end: int) -> int:
+        """Copy what ``buf[pos:end]`` holds of the current raw frame into its view.
+
+        Returns the new position. When the frame is complete its view joins
+        ``_awaiting_buffers`` and ``_into_pos`` is -1 again.
+        """
+        if self._into_pos < 0:
+            if end - pos < framing.BUFFER_HEADER_SIZE:
+                return pos
+            pos += framing.BUFFER_HEADER_SIZE
+            self._into_pos = 0
+        view = self._awaiting_into[len(self._awaiting_buffers)]
+        take = min(len(view) - self._into_pos, end - pos)
+        if take > 0:
+            with memoryview(buf) as data:
+                view[self._into_pos:self._into_pos + take] = data[pos:pos + take]
+            pos += take
+            self._into_pos += take
+        if self._into_pos == len(view):
+            self._into_pos = -1
+            self._awaiting_buffers.append(view)
+        return pos
+
+    def sink_remaining(self) -> memoryview | None:
+        """Where the next bytes from the socket belong, if they may be read there directly.
+
+        That is the unfilled rest of a caller's view (see ``request(into=)``),
+        when nothing is buffered ahead of it. Used by :mod:`.buffered`.
+        """
+        if self._awaiting_into is None or self._into_pos < 0 or self._rbuf:
+            return None
+        view = self._awaiting_into[len(self._awaiting_buffers)]
+        return view[self._into_pos:]
+
+    def sink_filled(self, n: int) -> None:
+        """``n`` bytes were read into the view :meth:`sink_remaining` returned."""
+        self._into_pos += n
+        view = self._awaiting_into[len(self._awaiting_buffers)]
+        if self._into_pos == len(view):
+            self._into_pos = -1
+            self._awaiting_buffers.append(view)
+            if len(self._awaiting_buffers) == len(self._awaiting_lengths):
+                self._dispatch_awaited()
+
+    def _dispatch_awaited(self) -> None:
+        env, self._awaiting = self._awaiting, None
+        buffers, self._awaiting_buffers = self._awaiting_buffers, []
+        self._awaiting_into = None
+        self._dispatch(env, buffers)
 
     # --- sending ----------------------------------------------------------------
 
@@ -180,12 +263,21 @@ class Connection(asyncio.Protocol):
         """Send a one-way message."""
         self._send(NOTIFY, 0, body, buffers)
 
-    def request(self, body, buffers=None) -> asyncio.Future:
-        """Send a request; the future resolves to the reply message."""
+    def request(self, body, buffers=None, into: list | None = None) -> asyncio.Future:
+        """Send a request; the future resolves to the reply message.
+
+        A reply that carries raw buffers resolves to ``(message, buffers)``.
+        ``into``: writable views, one per buffer the reply will carry, exactly
+        sized; the buffers are received into them and they are what the
+        future returns (new memory is used instead if the sizes differ).
+        The views must stay valid until the future is done.
+        """
         rid = self._next_rid
         self._next_rid = rid + 1
         fut = self._loop.create_future()
         self._pending[rid] = fut
+        if into is not None:
+            self._into[rid] = into
         self._send(REQUEST, rid, body, buffers)
         return fut
 
@@ -206,6 +298,8 @@ class Connection(asyncio.Protocol):
     def _dispatch(self, env: Envelope, buffers) -> None:
         kind = env.kind
         if kind == REPLY or kind == ERROR:
+            if self._into:
+                self._into.pop(env.rid, None)
             fut = self._pending.pop(env.rid, None)
             if fut is None or fut.done():
                 return
