@@ -9,13 +9,10 @@ seconds for start-up work to settle, then sum ``memory_full_info().pss`` over
 the driver and all its descendant processes. PSS splits shared pages between
 the processes that map them, so the sum counts each page once.
 """
-import json
-import os
 import subprocess
-import sys
 
-RAY_PYTHON = os.path.join(os.environ.get("RAY_BENCH_VENV", "/tmp/ray-bench-venv"),
-                          "bin", "python")
+from harness import RAY_PYTHON, implementations, run_probe
+
 
 PROBE = r'''
 import json, os, sys, time
@@ -47,25 +44,12 @@ print(json.dumps({"impl": impl, "pss_mb": pss / 2**20, "rss_mb": rss / 2**20,
 '''
 
 
-def measure(python: str, impl: str) -> dict:
-    out = subprocess.run([python, "-c", PROBE, impl], capture_output=True, text=True,
-                         timeout=300)
-    for line in out.stdout.splitlines():
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"{impl} probe failed:\n{out.stderr[-3000:]}")
-
-
 def main() -> None:
-    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     rows = []
-    if only in (None, "ember"):
-        rows.append(measure(sys.executable, "ember"))
-    if only in (None, "ray"):
-        if not os.path.exists(RAY_PYTHON):
-            sys.exit(f"no Ray venv at {RAY_PYTHON}: run ../shared/bench/compare_with_ray.py once")
-        subprocess.run([RAY_PYTHON, "-m", "pip", "install", "-q", "psutil"], check=True)
-        rows.append(measure(RAY_PYTHON, "ray"))
+    for impl in implementations():
+        if impl == "ray":  # the probe reads PSS with psutil, which Ray's venv may lack
+            subprocess.run([RAY_PYTHON, "-m", "pip", "install", "-q", "psutil"], check=True)
+        rows.append(run_probe(PROBE, impl, timeout=300))
     for r in rows:
         print(f"{r['impl']:6} PSS {r['pss_mb']:8.1f} MiB  RSS {r['rss_mb']:8.1f} MiB  "
               f"{r['processes']:3d} processes  init+first task {r['init_and_first_task_s']:.2f} s")

@@ -9,13 +9,8 @@ venv that ../shared/bench/compare_with_ray.py creates), with the same layout:
 4 nodes of 2 CPUs each. Reported: tasks per second over the whole batch,
 median of 3 rounds after a warm-up round.
 """
-import json
-import os
-import subprocess
-import sys
+from harness import implementations, run_probe
 
-RAY_PYTHON = os.path.join(os.environ.get("RAY_BENCH_VENV", "/tmp/ray-bench-venv"),
-                          "bin", "python")
 NODES, CPUS, TASKS = 4, 2, 10_000
 
 PROBE = r'''
@@ -48,22 +43,9 @@ print(json.dumps({"impl": impl, "tasks_per_s": rates[len(rates) // 2], "rounds":
 '''
 
 
-def measure(python: str, impl: str) -> dict:
-    out = subprocess.run([python, "-c", PROBE, impl, str(NODES), str(CPUS), str(TASKS)],
-                         capture_output=True, text=True, timeout=1800)
-    for line in out.stdout.splitlines():
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"{impl} failed:\n{out.stderr[-3000:]}")
-
-
 def main() -> None:
-    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    rows = []
-    if only in (None, "ember"):
-        rows.append(measure(sys.executable, "ember"))
-    if only in (None, "ray"):
-        rows.append(measure(RAY_PYTHON, "ray"))
+    rows = [run_probe(PROBE, impl, str(NODES), str(CPUS), str(TASKS))
+            for impl in implementations()]
     for r in rows:
         print(f"{r['impl']:6} {r['tasks_per_s']:10.1f} tasks/s  "
               f"(rounds: {', '.join(f'{x:.0f}' for x in r['rounds'])})")

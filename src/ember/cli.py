@@ -113,23 +113,21 @@ def stop(force, grace_period, everywhere):
 @main.command()
 @click.option("--address", default=None, help="GCS address; default: the local cluster.")
 def status(address):
-    """Show the cluster's nodes and resource usage."""
-    from . import state
-    gcs_address = _gcs_address(address)
-    try:
-        click.echo(state.format_status(gcs_address))
-    except ConnectionError as exc:
-        raise click.ClickException(str(exc)) from None
+    """Show the cluster's nodes, resource and object store usage, and demands."""
+    _show("format_status", address)
 
 
 @main.command()
 @click.option("--address", default=None, help="GCS address; default: the local cluster.")
 def memory(address):
     """Show the objects in the cluster: who holds them, their size, where they are."""
+    _show("format_memory", address)
+
+
+def _show(formatter: str, address: str | None) -> None:
     from . import state
-    gcs_address = _gcs_address(address)
     try:
-        click.echo(state.format_memory(gcs_address))
+        click.echo(getattr(state, formatter)(_gcs_address(address)))
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -12,28 +12,35 @@ from .protocol import gcs as gcs_msg
 from .protocol import raylet as rl
 
 
-def fetch_cluster(gcs_address: str):
-    """Nodes, their availability, and each live raylet's debug state."""
+def ask_every_raylet(gcs_address: str, request, timeout: float = 10.0):
+    """The GCS's node table, and ``request``'s reply from each live raylet (None if
+    it did not answer), as ``(GetAllNodesReply, {node_id: reply})``."""
     async def query():
         conn = await rpc.connect(gcs_address, name="gcs", timeout=5)
         try:
-            reply = await conn.call(gcs_msg.GetAllNodes(), timeout=10)
-            states = {}
-            for info in reply.nodes:
-                if not info.alive:
-                    continue
-                try:
-                    raylet = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}",
-                                               name="raylet", timeout=2)
-                    states[info.node_id] = (await raylet.call(rl.GetNodeState(),
-                                                              timeout=5)).state
-                    raylet.close()
-                except (ConnectionError, OSError, rpc.RemoteError):
-                    states[info.node_id] = None
-            return reply, states
+            table = await conn.call(gcs_msg.GetAllNodes(), timeout=10)
         finally:
             conn.close()
+        replies = {}
+        for info in table.nodes:
+            if not info.alive:
+                continue
+            try:
+                raylet = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}",
+                                           name="raylet", timeout=2)
+                replies[info.node_id] = await raylet.call(request, timeout=timeout)
+                raylet.close()
+            except (ConnectionError, OSError, rpc.RemoteError):
+                replies[info.node_id] = None
+        return table, replies
     return uvloop.run(query())
+
+
+def fetch_cluster(gcs_address: str):
+    """Nodes, their availability, and each live raylet's debug state."""
+    table, replies = ask_every_raylet(gcs_address, rl.GetNodeState(), timeout=5)
+    return table, {node_id: r.state if r is not None else None
+                   for node_id, r in replies.items()}
 
 
 def _fmt_amount(name: str, value: float) -> str:
@@ -101,25 +108,8 @@ def format_status(gcs_address: str) -> str:
 
 def fetch_memory(gcs_address: str):
     """Per live node: (NodeInfo, GetMemoryInfoReply or None)."""
-    async def query():
-        conn = await rpc.connect(gcs_address, name="gcs", timeout=5)
-        try:
-            reply = await conn.call(gcs_msg.GetAllNodes(), timeout=10)
-        finally:
-            conn.close()
-        out = []
-        for info in reply.nodes:
-            if not info.alive:
-                continue
-            try:
-                raylet = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}",
-                                           name="raylet", timeout=2)
-                out.append((info, await raylet.call(rl.GetMemoryInfo(), timeout=15)))
-                raylet.close()
-            except (ConnectionError, OSError, rpc.RemoteError):
-                out.append((info, None))
-        return out
-    return uvloop.run(query())
+    table, replies = ask_every_raylet(gcs_address, rl.GetMemoryInfo(), timeout=15)
+    return [(info, replies[info.node_id]) for info in table.nodes if info.alive]
 
 
 def format_memory(gcs_address: str) -> str:
