@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import time
 
 import psutil
 import pytest
@@ -270,21 +271,84 @@ def test_calls_through_a_temporary_handle_finish_before_the_actor_ends(shared):
         wait_pid_gone(pid)
 
 
+@ray.remote
+class Keeper:
+    """Holds a handle to another actor until told to drop it."""
+
+    def __init__(self):
+        self.actor = None
+
+    def keep(self, actor):
+        self.actor = actor
+
+    def bump(self):
+        return ray.get(self.actor.bump.remote())
+
+    def drop(self):
+        self.actor = None
+
+
 def test_handle_stored_in_another_actor_keeps_the_actor_alive(shared):
-    @ray.remote
-    class Keeper:
-        def __init__(self, actor):
-            self.actor = actor
-
-        def bump(self):
-            return ray.get(self.actor.bump.remote())
-
     actor = Mortal.remote()
-    keeper = Keeper.remote(actor)
+    pid = ray.get(actor.pid.remote())
+    keeper = Keeper.remote()
+    ray.get(keeper.keep.remote(actor))
     del actor
     gc.collect()
     assert ray.get(keeper.bump.remote()) == 1
     assert ray.get(keeper.bump.remote()) == 2
+    # The last handle anywhere is gone: the actor ends.
+    ray.get(keeper.drop.remote())
+    wait_pid_gone(pid)
+
+
+def test_handle_passed_on_by_a_borrower_keeps_the_actor_alive(shared):
+    @ray.remote
+    def hand_over(actor, keeper):
+        ray.get(keeper.keep.remote(actor))
+
+    actor = Mortal.remote()
+    pid = ray.get(actor.pid.remote())
+    keeper = Keeper.remote()
+    ray.get(hand_over.remote(actor, keeper))
+    del actor
+    gc.collect()
+    assert ray.get(keeper.bump.remote()) == 1
+    ray.get(keeper.drop.remote())
+    wait_pid_gone(pid)
+
+
+def test_actor_lives_while_a_task_holds_its_handle(shared, tmp_path):
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def bump_later(actor, gate):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return ray.get(actor.bump.remote())
+
+    actor = Mortal.remote()
+    pid = ray.get(actor.pid.remote())
+    result = bump_later.remote(actor, gate)
+    del actor
+    gc.collect()
+    open(gate, "w").close()
+    assert ray.get(result) == 1  # the task's copy of the handle kept the actor
+    wait_pid_gone(pid)  # and once the task is done, nothing does
+
+
+def test_actor_created_in_a_task_ends_when_the_returned_handle_goes(shared):
+    @ray.remote
+    def make():
+        return Mortal.remote()
+
+    actor = ray.get(make.remote())
+    pid = ray.get(actor.pid.remote())
+    assert ray.get(actor.bump.remote()) == 1
+    del actor
+    gc.collect()
+    wait_pid_gone(pid)
 
 
 def test_calls_wait_for_an_actor_that_waits_for_resources(shared):
@@ -470,3 +534,45 @@ def test_namespaces_isolate_names_between_drivers(shared, tmp_path):
         lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
                      if a["name"] == "same-name"],
         message="both drivers' actors to be gone")
+
+
+# --- several nodes ----------------------------------------------------------------------
+
+
+def test_actors_across_nodes_and_a_node_failure(fresh):
+    """Placement on a chosen node, and what happens to its actors when it dies."""
+    from ember.cluster_utils import Cluster
+    from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    class Where:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+        def pid(self):
+            return os.getpid()
+
+    cluster = Cluster()
+    try:
+        head = cluster.add_node(num_cpus=1)
+        other = cluster.add_node(num_cpus=1, resources={"other": 1})
+        cluster.connect()
+        pinned = Where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            other.node_id, soft=False)).remote()
+        by_resource = Where.options(resources={"other": 1}).remote()
+        movable = Where.options(max_restarts=1, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            other.node_id, soft=True)).remote()
+        assert ray.get([a.node.remote() for a in (pinned, by_resource, movable)]) == \
+            [other.node_id] * 3
+        spread = [Where.options(scheduling_strategy="SPREAD").remote() for _ in range(2)]
+        assert set(ray.get([a.node.remote() for a in spread])) == {head.node_id, other.node_id}
+
+        cluster.remove_node(other, allow_graceful=False)
+        # An actor that may restart comes back on the node that is left ...
+        wait_for_condition(lambda: ray.get(movable.node.remote(), timeout=10) == head.node_id,
+                           timeout=30, message="the actor to restart on the head node")
+        # ... one that may not says its node died.
+        with pytest.raises(ActorDiedError, match="node"):
+            ray.get(pinned.node.remote(), timeout=30)
+    finally:
+        cluster.shutdown()

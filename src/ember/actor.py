@@ -6,9 +6,12 @@ it on a node and runs ``__init__`` there. Method calls then go straight from
 the caller to the actor's worker (see ``core_worker/actor_submitter.py``).
 
 Handles are cheap, picklable and can be passed to tasks and other actors. The
-process that created an actor owns it: when the owner's last handle goes away,
-and the handle never left the process, the actor is killed, unless it is named
-or detached.
+process that created an actor owns it, and, as in Ray, an unnamed, non-detached
+actor lives as long as a handle to it exists anywhere or a call made through
+one is unfinished. Each handle carries an ObjectRef (the actor's "handle ref",
+an object that never gets a value) so that the ownership protocol of objects
+(``core_worker/reference_counter.py``) counts handles in every process for
+free; when the owner's count of it reaches zero, the actor is killed.
 """
 from __future__ import annotations
 
@@ -172,7 +175,7 @@ class ActorClass:
             except rpc.RemoteError as exc:
                 raise ValueError(str(exc).split(": ", 1)[-1]) from None
             if reply.existed:
-                return ActorHandle._from_info(reply.info, owned=False)
+                return ActorHandle._from_info(reply.info)
             register = None
 
         keep_alive = []
@@ -189,9 +192,13 @@ class ActorClass:
                                      placement_resources=placement, resources=running,
                                      strategy=strategy)
         task = PendingTask(spec, [], keep_alive, None)
+        handle_ref = None
+        if not name and not detached:
+            # Named and detached actors live until killed; others until this is freed.
+            handle_ref = ObjectRef(object_id_for_return(spec.task_id, 0), core.address)
+            core.actor_submitter.kill_when_freed(handle_ref._id, actor_id)
         core.io.post(core.actor_submitter.create, task, create, register)
-        killable = not name and not detached
-        return ActorHandle(actor_id, self._name, self._methods, handle_meta, owned=killable)
+        return ActorHandle(actor_id, self._name, self._methods, handle_meta, handle_ref)
 
 
 class _ActorClassWithOptions:
@@ -210,29 +217,21 @@ class ActorHandle:
     """A reference to an actor; ``handle.method.remote(...)`` calls it."""
 
     def __init__(self, actor_id: bytes, class_name: str, methods: dict, handle_meta: dict,
-                 owned: bool = False):
+                 handle_ref: ObjectRef | None = None):
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
         self._meta = handle_meta
-        self._owned = owned
+        #: Keeps an unnamed, non-detached actor alive (see the module docstring);
+        #: None for named and detached actors.
+        self._handle_ref = handle_ref
         self._queue = None
-        if owned:
-            context.core.actor_submitter.add_owned_handle(actor_id)
 
     @classmethod
-    def _from_info(cls, info: gcs_msg.ActorInfo, owned: bool) -> "ActorHandle":
+    def _from_info(cls, info: gcs_msg.ActorInfo) -> "ActorHandle":
+        """A handle looked up by name: named actors are not counted."""
         return cls(info.actor_id, info.class_name, pickle.loads(info.method_meta),
-                   pickle.loads(info.handle_meta), owned=owned)
-
-    def __del__(self):
-        if self._owned:
-            core = context.core
-            if core is not None:
-                try:
-                    core.actor_submitter.remove_owned_handle(self._actor_id, killable=True)
-                except Exception:  # noqa: BLE001 - interpreter shutdown
-                    pass
+                   pickle.loads(info.handle_meta))
 
     def __getattr__(self, name: str) -> "ActorMethod":
         # Only called for names that are not attributes; "_methods" itself is
@@ -249,10 +248,9 @@ class ActorHandle:
                            meta.get("max_task_retries"))
 
     def __reduce__(self):
-        core = context.core
-        if core is not None and self._owned:
-            core.actor_submitter.escaped.add(self._actor_id)
-        return _rebuild_handle, (self._actor_id, self._class_name, self._methods, self._meta)
+        # Pickling the handle ref registers the receiver as a borrower of it.
+        return ActorHandle, (self._actor_id, self._class_name, self._methods, self._meta,
+                             self._handle_ref)
 
     def __repr__(self):
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -279,7 +277,8 @@ class ActorHandle:
                                                       self._meta.get("max_pending_calls", -1))
         if queue.max_pending_calls > 0:
             submitter.reserve_pending_call(queue)
-        keep_alive = []
+        # An unfinished call keeps the actor alive, even if its handle is gone.
+        keep_alive = [] if self._handle_ref is None else [self._handle_ref]
         task_args = [_task_arg(v, keep_alive) for v in args]
         task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
         task_id = core.ids.task_id()
@@ -307,10 +306,6 @@ class ActorHandle:
         if num_returns == 0:
             return None
         return refs
-
-
-def _rebuild_handle(actor_id, class_name, methods, meta) -> ActorHandle:
-    return ActorHandle(actor_id, class_name, methods, meta, owned=False)
 
 
 class ActorMethod:

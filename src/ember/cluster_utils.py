@@ -74,6 +74,22 @@ class ClusterNode:
     def all_processes_alive(self) -> bool:
         return all(proc.poll() is None for proc in self._processes.processes)
 
+    def debug_state(self, timeout: float = 10.0) -> dict:
+        """The raylet's ``debug_state()``: leases, worker pool, object store, object manager."""
+        import uvloop
+
+        from . import rpc
+        from .protocol import raylet as rl
+
+        async def query():
+            conn = await rpc.connect("unix:" + self.raylet_socket_name, name="raylet",
+                                     timeout=timeout)
+            try:
+                return (await conn.call(rl.GetNodeState(), timeout=timeout)).state
+            finally:
+                conn.close()
+        return uvloop.run(query())
+
     def kill_all_processes(self, allow_graceful: bool = True, timeout: float = 10.0) -> None:
         """Stop the node: SIGTERM (the raylet stops its workers), or SIGKILL if not graceful.
 
@@ -113,8 +129,9 @@ class Cluster:
         if shutdown_at_exit:
             atexit.register(self.shutdown)
         if connect and not initialize_head:
-            raise RuntimeError("Cluster(connect=True) needs initialize_head=True: there is "
-                               "no node to connect to yet.")
+            logger.warning("Cluster(connect=True) without initialize_head=True does nothing "
+                           "(as in Ray): there is no node to connect to yet. Call "
+                           "cluster.connect() after add_node().")
         if initialize_head:
             self.add_node(**(head_node_args or {}))
             if connect:

@@ -382,7 +382,7 @@ def get_actor(name: str, namespace: str | None = None):
             f"Failed to look up actor with name {name!r} in namespace {namespace!r}. It was "
             "never created there, it died, or it lives in another namespace (pass "
             "namespace=...).")
-    return ActorHandle._from_info(reply.info, owned=False)
+    return ActorHandle._from_info(reply.info)
 
 
 def list_named_actors(all_namespaces: bool = False):

@@ -10,10 +10,11 @@ The queue learns where the actor is, and when it restarts or dies, from the
 GCS's "actor" channel. When the connection to the actor breaks, the calls in
 flight wait for that news: if the actor restarts and ``max_task_retries``
 allows, they are sent again to the new process; otherwise they fail with
-``ActorDiedError`` (or ``ActorUnavailableError`` while it restarts).
+``ActorDiedError``, which says why the process died.
 
 Also here: actor creation (after its arguments are ready, ``CreateActor`` to
-the GCS) and handle-count bookkeeping for the actors this process owns.
+the GCS) and killing the actors this process owns once no handle to them is
+left anywhere (their handle refs are freed; see ``ember/actor.py``).
 Everything runs on the I/O thread unless a method says otherwise.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ class ActorQueue:
     __slots__ = ("actor_id", "class_name", "state", "conn", "address", "pending", "inflight",
                  "death", "max_task_retries", "connecting", "num_restarts", "subscribed",
                  "next_seq", "max_pending_calls", "unfinished",
-                 "registering", "kill_when_idle")
+                 "registering", "version")
 
     def __init__(self, actor_id: bytes, class_name: str, max_task_retries: int,
                  max_pending_calls: int = -1):
@@ -46,6 +47,8 @@ class ActorQueue:
         self.class_name = class_name
         #: An ActorState name, as last heard from the GCS; "" before the first news.
         self.state = ""
+        #: ActorInfo.version of that news; older news is ignored.
+        self.version = -1
         self.conn: rpc.Connection | None = None
         self.address = None
         self.pending: collections.deque = collections.deque()
@@ -64,19 +67,16 @@ class ActorQueue:
         #: caller threads add, the I/O thread subtracts.
         self.max_pending_calls = max_pending_calls
         self.unfinished = 0
-        #: The owner's last handle is gone but calls made through it have not
-        #: finished: kill the actor when they have.
-        self.kill_when_idle = False
 
 
 class ActorTaskSubmitter:
     def __init__(self, core):
         self.core = core
         self.queues: dict[bytes, ActorQueue] = {}
-        #: actor id -> live handles in this process, for actors it owns
-        self.owned_handles: dict[bytes, int] = {}
-        #: Owned actors whose handle left this process: never killed on scope exit.
-        self.escaped: set[bytes] = set()
+        #: Handle ref (object id) -> actor id, for the actors this process owns
+        #: that die when their handles are gone (see ember/actor.py).
+        self._handle_refs: dict[bytes, bytes] = {}
+        core.references.on_free.append(self._handle_ref_freed)
         #: actor id -> refs its creation arguments mention (see create()).
         self._creation_args: dict[bytes, list] = {}
         self.pending_lock = threading.Lock()
@@ -225,8 +225,9 @@ class ActorTaskSubmitter:
         if info.state == "DEAD":  # never created again: its arguments may be freed
             self._creation_args.pop(info.actor_id, None)
         queue = self.queues.get(info.actor_id)
-        if queue is None:
-            return
+        if queue is None or info.version <= queue.version:
+            return  # not ours, or stale: the first look-up crossed newer news
+        queue.version = info.version
         restarted = info.num_restarts > queue.num_restarts
         queue.num_restarts = max(queue.num_restarts, info.num_restarts)
         queue.state = info.state
@@ -296,36 +297,27 @@ class ActorTaskSubmitter:
             with self.pending_lock:
                 queue.unfinished -= 1
         self.core.submitter.store_returns(task, returns, num_generator_items)
-        if queue.kill_when_idle and not queue.pending and not queue.inflight:
-            self._kill_out_of_scope(queue.actor_id)
 
-    # --- handle counting (any thread) ---------------------------------------------------
+    # --- going out of scope (any thread) -------------------------------------------------
 
-    def add_owned_handle(self, actor_id: bytes) -> None:
-        self.owned_handles[actor_id] = self.owned_handles.get(actor_id, 0) + 1
+    def kill_when_freed(self, handle_ref_id: bytes, actor_id: bytes) -> None:
+        """Caller thread, at creation: kill the actor when its handle ref is freed.
 
-    def remove_owned_handle(self, actor_id: bytes, killable: bool) -> None:
-        count = self.owned_handles.get(actor_id, 0) - 1
-        if count > 0:
-            self.owned_handles[actor_id] = count
-            return
-        self.owned_handles.pop(actor_id, None)
-        if killable and actor_id not in self.escaped and not self.core.shutting_down:
+        The ref is held by every handle, here and (as borrowers) elsewhere, and
+        by every unfinished call, so ``ray.get(Actor.remote().method.remote())``
+        works, as in Ray.
+        """
+        self._handle_refs[handle_ref_id] = actor_id
+
+    def _handle_ref_freed(self, object_id: bytes, ref) -> None:
+        actor_id = self._handle_refs.pop(object_id, None)
+        if actor_id is not None and not self.core.shutting_down:
             self.core.io.post(self._kill_out_of_scope, actor_id)
 
     def _kill_out_of_scope(self, actor_id: bytes) -> None:
-        """The owner holds no handle any more: kill the actor once its calls are done.
-
-        As in Ray, ``ray.get(Actor.remote().method.remote())`` works: a call made
-        through a handle keeps the actor alive until it finishes.
-        """
         queue = self.queues.get(actor_id)
-        if queue is not None:
-            if queue.death is not None:
-                return
-            queue.kill_when_idle = bool(queue.pending or queue.inflight)
-            if queue.kill_when_idle:
-                return
+        if queue is not None and queue.death is not None:
+            return
         self._creation_args.pop(actor_id, None)
         if self.core.gcs is not None and not self.core.gcs.closed:
             self.core.gcs.notify(gcs_msg.KillActor(

@@ -27,7 +27,6 @@ from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
 from ..object_store.client import StoreClient
 from ..object_store.layout import load_from_store
-from ..protocol import object_store as os_msg
 from ..protocol.common import VALUE_ERROR, VALUE_IN_STORE, Address, SerializedValue
 from . import context
 from .actor_submitter import ActorTaskSubmitter
@@ -35,6 +34,7 @@ from .dependency_resolver import DependencyResolver
 from .event_loop import LoopThread
 from .function_manager import FunctionManager
 from .memory_store import CallbackWaiter, CountdownWaiter, MemoryStore
+from .object_directory import ObjectDirectory
 from .ownership import Ownership
 from .reference_counter import ReferenceCounter
 from .serialization import deserialize, inline_value, serialize_parts
@@ -84,11 +84,11 @@ class CoreWorker:
         self.ownership = Ownership(self)
         #: This node's shared-memory object store; None until connected.
         self.object_store: StoreClient | None = None
-        self.references.on_free.append(self._free_stored)
+        #: Pulls of other nodes' objects, copy locations, and freeing every copy.
+        self.objects = ObjectDirectory(self)
         #: Runs store reads for callbacks that fire on the I/O thread (which must
         #: never wait on the raylet it serves).
         self._readers = None
-        self._pending_deletes: list[bytes] = []
         self.shutting_down = False
         self.on_raylet_lost = None
 
@@ -231,7 +231,7 @@ class CoreWorker:
         in_store = [i for i, v in enumerate(values) if v.kind == VALUE_IN_STORE]
         if not in_store:
             return [deserialize(v) for v in values]
-        views = self._read_store([refs[i]._id for i in in_store], [values[i] for i in in_store])
+        views = self._read_store([refs[i] for i in in_store], [values[i] for i in in_store])
         out = []
         it = iter(views)
         for v in values:
@@ -242,35 +242,31 @@ class CoreWorker:
                 out.append(deserialize(v))
         return out
 
-    def _read_store(self, object_ids: list[bytes], markers: list[SerializedValue]):
-        remote = [oid for oid, m in zip(object_ids, markers) if m.node_id != self.node_id]
-        if remote:
-            raise ObjectLostError(remote[0].hex(), message=(
-                f"Object {remote[0].hex()} is in the object store of another node "
-                f"({markers[0].node_id.hex()[:12]}), and this version of ember cannot move "
-                "objects between nodes yet."))
-        views = self.object_store.get(object_ids)
+    def _read_store(self, refs: list, markers: list[SerializedValue]):
+        """Views of stored values; those of other nodes are pulled here first (blocking)."""
+        object_ids = [ref._id for ref in refs]
+        remote = [(ref._id, m.node_id, ref._owner) for ref, m in zip(refs, markers)
+                  if m.node_id != self.node_id]
+        views = None
+        for _ in range(2):  # a fresh copy may be evicted before we pin it: pull again
+            if remote:
+                blocked = self._notify_blocked()
+                try:
+                    self.objects.pull(remote)
+                finally:
+                    if blocked:
+                        self._notify_unblocked()
+            views = self.object_store.get(object_ids)
+            missing = {oid for oid, view in zip(object_ids, views) if view is None}
+            remote = [item for item in remote if item[0] in missing]
+            if not remote:
+                break
         for oid, view in zip(object_ids, views):
             if view is None:
                 raise ObjectLostError(oid.hex(), message=(
                     f"Object {oid.hex()} is no longer in this node's object store: it was "
                     "freed because no reference to it was left."))
         return views
-
-    def _free_stored(self, object_id: bytes, ref) -> None:
-        """An owned object was freed: delete its copy from the object store."""
-        if ref.value_node and self.object_store is not None and not self.shutting_down:
-            self.io.post(self._loop_delete_stored, object_id)
-
-    def _loop_delete_stored(self, object_id: bytes) -> None:
-        self._pending_deletes.append(object_id)
-        if len(self._pending_deletes) == 1:
-            self.io.loop.call_soon(self._flush_deletes)
-
-    def _flush_deletes(self) -> None:
-        ids, self._pending_deletes = self._pending_deletes, []
-        if ids and self.raylet is not None and not self.raylet.closed:
-            self.raylet.notify(os_msg.DeleteObjects(ids))
 
     def get(self, refs: list, timeout: float | None = None) -> list:
         """Values of ``refs``, in order; raises the first error found."""
@@ -468,6 +464,8 @@ class CoreWorker:
             context.core = None
 
     async def _loop_shutdown(self) -> None:
+        if self.is_driver:
+            await self.objects.loop_free_remote_copies()
         if self.is_driver and self.gcs is not None and not self.gcs.closed:
             try:
                 await self.gcs.call(gcs_msg.MarkJobFinished(self.job_id), timeout=2)

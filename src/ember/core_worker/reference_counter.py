@@ -44,7 +44,7 @@ def _call_site() -> str:
 
 class Reference:
     __slots__ = ("local", "contained", "owner", "borrowers", "registrations", "nested",
-                 "value_node", "call_site")
+                 "value_node", "locations", "call_site")
 
     def __init__(self, owner: Address | None):
         self.local = 0
@@ -59,6 +59,9 @@ class Reference:
         self.nested: list[ObjectRefInfo] | None = None
         #: Node whose object store holds this (owned) object's primary copy.
         self.value_node = b""
+        #: Owner side: other nodes whose stores hold secondary copies (pulled by
+        #: readers there); None if none. Freeing the object deletes them too.
+        self.locations: set[bytes] | None = None
         #: Where the first ref was made, if config.record_ref_creation_sites.
         self.call_site = ""
 
@@ -260,6 +263,18 @@ class ReferenceCounter:
             ref = self.refs.get(object_id)
             if ref is not None:
                 ref.value_node = node_id
+
+    def add_location(self, object_id: bytes, node_id: bytes) -> bool:
+        """A secondary copy of an owned object lives on ``node_id``; False if it is freed."""
+        with self._lock:
+            ref = self.refs.get(object_id)
+            if ref is None or ref.owner is not None:
+                return False
+            if node_id != ref.value_node:
+                if ref.locations is None:
+                    ref.locations = set()
+                ref.locations.add(node_id)
+            return True
 
     def __len__(self):
         return len(self.refs)

@@ -297,6 +297,7 @@ class ActorManager:
 
     def _set_state(self, actor: Actor, state: ActorState) -> None:
         actor.transition(state)
+        actor.info.version += 1
         self._publisher.publish(msg.CHANNEL_ACTOR, msg.ActorChanged(actor.info),
                                 key=actor.info.actor_id)
 

@@ -18,6 +18,8 @@ the bottom up:
 - :mod:`.client`: :class:`~.client.StoreClient`, used by core workers: put
   copies in at memcpy speed, get returns read-only zero-copy views whose pin
   is released when the last view dies.
+- :mod:`.object_manager`: copies objects between nodes' stores (pulls in
+  chunks over TCP, straight into the arena), in the raylet.
 
 Why not Ray's plasma (a separate store process over a Unix socket, with fds
 passed per allocation): ember is pure Python, and the raylet already has a

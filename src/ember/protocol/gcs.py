@@ -264,6 +264,10 @@ class ActorInfo(msgspec.Struct, array_like=True, gc=False):
     method_meta: bytes = b""
     #: Pickled actor options a handle needs (max_task_retries, ...).
     handle_meta: bytes = b""
+    #: Bumped with every change the GCS publishes. A subscriber's first look
+    #: (a GetActorInfo reply) can cross a newer publication on the way, and
+    #: this is how it tells the stale one.
+    version: int = 0
 
     def describe(self) -> str:
         """How every error names an actor: its class, id, and name if it has one."""

@@ -22,6 +22,7 @@ import time
 from .. import rpc
 from ..config import config
 from ..node import default_object_store_memory
+from ..object_store.object_manager import ObjectManager
 from ..object_store.service import StoreService
 from ..protocol import gcs as gcs_msg
 from ..protocol import core_worker as cw_msg
@@ -88,6 +89,9 @@ class Raylet:
         # arena that local clients map, and the handlers that serve it.
         self.object_store = StoreService.for_node(
             object_store_memory or default_object_store_memory(), session_dir)
+        # Copies objects to this node from others, and serves them to others.
+        self.object_manager = ObjectManager(self.object_store.store, self.object_store.arena,
+                                            node_id)
 
     # --- start and stop -------------------------------------------------------
 
@@ -140,6 +144,7 @@ class Raylet:
             server.close()
         await self.pool.shutdown()
         self.log_monitor.stop()
+        self.object_manager.close()
         self.object_store.close()
         if self.gcs is not None and not self.gcs.closed:
             try:
@@ -174,6 +179,7 @@ class Raylet:
             msg.ShutdownRaylet: self.shutdown,
             msg.GetMemoryInfo: self.memory_info,
             **self.object_store.handlers(),
+            **self.object_manager.handlers(),
             **self.bundles.handlers(),
         }
 
@@ -287,6 +293,7 @@ class Raylet:
 
     def _conn_closed(self, conn) -> None:
         self.object_store.connection_closed(conn)
+        self.object_manager.connection_closed(conn)
         peer = conn.peer
         if peer and peer[0] == "driver":
             self._drivers.pop(peer[1], None)
@@ -322,6 +329,7 @@ class Raylet:
             view = self.view.nodes.get(info.node_id)
             if view is not None:
                 view.alive = False
+            self.object_manager.node_removed(info.node_id, info.raylet)
 
     def _resources_changed(self, totals_changed: bool = False) -> None:
         self._totals_changed |= totals_changed
@@ -420,4 +428,5 @@ class Raylet:
             "worker_pool": self.pool.debug_state(),
             "bundles": self.bundles.debug_state(),
             "object_store": self.object_store.debug_state(),
+            "object_manager": self.object_manager.debug_state(),
         }

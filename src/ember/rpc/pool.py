@@ -39,6 +39,8 @@ class ConnectionPool:
             conn = await connect(where, name=name or where,
                                  on_close=lambda c, w=where: self._closed(w, c),
                                  **self._options)
+        except GeneratorExit:  # closed unfinished at loop teardown: nobody waits
+            raise
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved: a pool with no waiters must not warn
