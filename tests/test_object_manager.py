@@ -41,8 +41,20 @@ class Node:
         self.server = None
         self.address: Address | None = None
 
-    async def serve(self) -> None:
+    async def serve(self, before_chunk=None) -> None:
+        """Serve on a new port. ``before_chunk(n)`` runs before the n-th chunk is
+        served; if it returns True, the connection is cut instead (the node vanishes)."""
         handlers = self.manager.handlers()
+        if before_chunk is not None:
+            serve_chunk, calls = self.manager.handle_get_chunk, [0]
+
+            def chunk(conn, req):
+                calls[0] += 1
+                if before_chunk(calls[0]):
+                    conn.transport.abort()
+                    return None
+                return serve_chunk(conn, req)
+            handlers[msg.GetObjectChunk] = chunk
         self.server = await rpc.serve("127.0.0.1:0", lambda: handlers,
                                       on_close=self._closed, name="raylet")
         port = self.server.sockets[0].getsockname()[1]
@@ -79,12 +91,12 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(config, "object_transfer_chunks_in_flight", 3)
 
 
-def run(tmp_path, scenario):
-    """Run ``scenario(source, dest)`` on uvloop with two fresh nodes."""
+def run(tmp_path, scenario, before_chunk=None):
+    """Run ``scenario(source, dest)`` on uvloop with two fresh nodes; see Node.serve."""
     async def main():
         source, dest = Node(tmp_path, "a"), Node(tmp_path, "b")
         try:
-            await source.serve()
+            await source.serve(before_chunk)
             return await scenario(source, dest)
         finally:
             source.close()
@@ -159,23 +171,8 @@ def test_connection_lost_mid_transfer_aborts_the_copy(tmp_path, small_chunks):
 
     async def scenario(source, dest):
         source.put(oid, pattern(MB))
-        serve_chunk = source.manager.handle_get_chunk
-        calls = []
-
-        def failing_chunk(conn, req):
-            calls.append(req.offset)
-            if len(calls) == 5:
-                conn.transport.abort()  # the source's node vanishes mid-transfer
-                return None
-            return serve_chunk(conn, req)
-        source.server.close()
-        handlers = {**source.manager.handlers(), msg.GetObjectChunk: failing_chunk}
-        source.server = await rpc.serve("127.0.0.1:0", lambda: handlers,
-                                        on_close=source._closed, name="raylet")
-        address = Address(source.node_id, "127.0.0.1",
-                          source.server.sockets[0].getsockname()[1])
         reply = await asyncio.wait_for(
-            dest.manager.handle_pull(None, msg.PullObject(oid, address, None)), 10)
+            dest.manager.handle_pull(None, msg.PullObject(oid, source.address, None)), 10)
         assert reply.error_type == "ObjectLostError"
         assert oid.hex() in reply.error_message
         assert source.node_id.hex()[:12] in reply.error_message
@@ -184,7 +181,7 @@ def test_connection_lost_mid_transfer_aborts_the_copy(tmp_path, small_chunks):
         assert dest.store.stats()["used"] == 0
         assert dest.manager.debug_state()["transfers_failed"] == 1
         await _until(lambda: source.store.stats()["pinned"] == 0)
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, before_chunk=lambda n: n == 5)
 
 
 @pytest.mark.parametrize("fails", [False, True])
@@ -192,31 +189,22 @@ def test_copy_deleted_during_its_transfer_is_freed(tmp_path, small_chunks, fails
     """The owner frees the object while this node pulls it: no copy stays, either way."""
     oid = os.urandom(28)
 
-    async def scenario(source, dest):
-        source.put(oid, pattern(MB))
-        serve_chunk = source.manager.handle_get_chunk
-        calls = []
+    nodes = {}
 
-        def chunk(conn, req):
-            calls.append(req.offset)
-            if len(calls) == 3:
-                dest.store.delete([oid])  # DeleteObjects from the owner arrives
-            if fails and len(calls) == 6:
-                conn.transport.abort()
-                return None
-            return serve_chunk(conn, req)
-        source.server.close()
-        handlers = {**source.manager.handlers(), msg.GetObjectChunk: chunk}
-        source.server = await rpc.serve("127.0.0.1:0", lambda: handlers,
-                                        on_close=source._closed, name="raylet")
-        address = Address(source.node_id, "127.0.0.1",
-                          source.server.sockets[0].getsockname()[1])
-        reply = await dest.manager.handle_pull(None, msg.PullObject(oid, address, None))
+    def before_chunk(n: int) -> bool:
+        if n == 3:
+            nodes["dest"].store.delete([oid])  # DeleteObjects from the owner arrives
+        return fails and n == 6
+
+    async def scenario(source, dest):
+        nodes["dest"] = dest
+        source.put(oid, pattern(MB))
+        reply = await dest.manager.handle_pull(None, msg.PullObject(oid, source.address, None))
         assert reply.error_type == ("ObjectLostError" if fails else "")
         assert dest.store.stats()["num_objects"] == 0
         assert dest.store.stats()["num_deleted_pinned"] == 0
         assert dest.store.stats()["used"] == 0
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, before_chunk)
 
 
 @pytest.mark.parametrize("buffered", [False, True])

@@ -210,22 +210,23 @@ class ObjectManager:
                     if populated is not None:
                         await self._populated(populated[position // chunk], object_id, size)
                     dest = self.arena.view[offset + position:offset + position + n]
-                    in_flight.append(link.request(
-                        msg.GetObjectChunk(object_id, position, n), into=[dest]))
+                    in_flight.append((link.request(
+                        msg.GetObjectChunk(object_id, position, n), into=[dest]), dest))
                     position += n
-                reply = await in_flight[0]
-                in_flight.popleft()
+                reply = await in_flight[0][0]
+                _, dest = in_flight.popleft()
                 body, buffers = reply if isinstance(reply, tuple) else (reply, None)
-                if body.error_type or buffers is None:
-                    raise RemoteError(body.error_type or "ValueError",
-                                      body.error_message or "a chunk came without its bytes")
+                if body.error_type or not buffers or buffers[0] is not dest:
+                    raise RemoteError(body.error_type or "ValueError", body.error_message or (
+                        f"a chunk of {len(dest)} bytes came with "
+                        f"{[len(b) for b in buffers or ()]} bytes"))
                 self._stats["chunks_received"] += 1
-                self._stats["bytes_received"] += len(buffers[0])
+                self._stats["bytes_received"] += len(dest)
         except BaseException:
             # Chunks still on their way write into this range: let them land (or
             # fail) before the caller gives the range back to the allocator.
             if in_flight:
-                await asyncio.gather(*in_flight, return_exceptions=True)
+                await asyncio.gather(*(fut for fut, _ in in_flight), return_exceptions=True)
             if populated is not None:
                 for fut in populated:
                     fut.cancel()
