@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Regenerate benchmarks/README.md and benchmarks/ratios.png from one comparison run.
+
+    pip install -e ".[bench]"
+    python benchmarks/report.py                    # runs ../shared/bench/compare_with_ray.py
+    python benchmarks/report.py --from table.txt   # re-render a saved run
+
+The comparison runs Ray's microbenchmark workloads on ember and on Ray 2.60 on
+this machine in one run (see compare_with_ray.py). The plot shows ember/Ray
+per workload: above 1 means ember is faster.
+"""
+import datetime
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+COMPARE = HERE.parent.parent / "shared" / "bench" / "compare_with_ray.py"
+
+
+def run_comparison() -> str:
+    out = subprocess.run([sys.executable, str(COMPARE)], capture_output=True, text=True,
+                         timeout=3600)
+    if "worst ember/ray ratio" not in out.stdout:
+        sys.exit(f"comparison failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def parse(table: str) -> list[tuple[str, float | None, float | None, float | None]]:
+    rows = []
+    for line in table.splitlines():
+        if not line.strip() or line.startswith(("workload", "worst")):
+            continue
+        parts = line.rsplit(None, 3)
+        if len(parts) != 4:
+            continue
+        name, ember, ray, ratio = parts
+
+        def num(x):
+            try:
+                return float(x)
+            except ValueError:
+                return None
+        rows.append((name.strip(), num(ember), num(ray), num(ratio)))
+    return rows
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
+def render(rows, table: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if r[3] is not None]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(measured) + 1.5))
+    names = [r[0] for r in measured]
+    ratios = [r[3] for r in measured]
+    colors = ["#2a9d8f" if x >= 1 else "#e76f51" for x in ratios]
+    ax.barh(names, ratios, color=colors)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("ember / Ray (higher is better; log scale)")
+    ax.invert_yaxis()
+    for y, x in enumerate(ratios):
+        ax.text(x, y, f" {x:.2f}", va="center", fontsize=8)
+    ax.set_title("ember vs Ray 2.60, Ray's microbenchmark workloads, same machine")
+    fig.tight_layout()
+    fig.savefig(HERE / "ratios.png", dpi=110)
+
+    today = datetime.date.today().isoformat()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured on {today}, on {machine()}: ember and Ray 2.60 running Ray's own",
+        "microbenchmark workloads in one run (`../shared/bench/compare_with_ray.py`).",
+        "Rates are operations per second (higher is better) except `init and first task`,",
+        "in seconds (lower is better); the ratio is always ember/Ray, higher is better.",
+        "",
+        "Regenerate this page and the plot with `python benchmarks/report.py`.",
+        "",
+        "| workload | ember | Ray | ember/Ray |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, ember, ray, ratio in rows:
+        fmt = (lambda v: "missing" if v is None else f"{v:,.2f}")
+        lines.append(f"| {name} | {fmt(ember)} | {fmt(ray)} | "
+                     f"{'—' if ratio is None else f'{ratio:.2f}'} |")
+    lines += ["", "![ember/Ray per workload](ratios.png)", "",
+              "Other figures in this folder:", "",
+              "- `idle_footprint.py`: summed PSS of a local cluster after one task.",
+              "- `many_tasks_cluster.py`: 10k tasks of 0.25 CPU on a 4-node Cluster.",
+              "- `cross_node_transfer.py`: a 1 GiB object between two nodes vs memcpy.", ""]
+    (HERE / "README.md").write_text("\n".join(lines))
+    (HERE / "last_comparison.txt").write_text(table)
+
+
+def main() -> None:
+    if "--from" in sys.argv:
+        table = pathlib.Path(sys.argv[sys.argv.index("--from") + 1]).read_text()
+    else:
+        table = run_comparison()
+    print(table)
+    render(parse(table), table)
+
+
+if __name__ == "__main__":
+    main()
