@@ -173,13 +173,19 @@ def placement(options: dict, what: str, resources: dict[str, float]):
                            strategy.bundle_index), strategy
 
 
-def _inherited_strategy() -> SchedulingStrategy | None:
-    from .core_worker import context
-    core = context.core
+def captured_placement_group(core) -> bytes:
+    """The group the running task captures its child tasks into, or b""."""
     spec = getattr(core.task_context, "spec", None) if core is not None else None
     if spec is not None and spec.placement_group_id and spec.capture_child_tasks:
-        return SchedulingStrategy(kind="PLACEMENT_GROUP",
-                                  placement_group_id=spec.placement_group_id,
+        return spec.placement_group_id
+    return b""
+
+
+def _inherited_strategy() -> SchedulingStrategy | None:
+    from .core_worker import context
+    pg_id = captured_placement_group(context.core)
+    if pg_id:
+        return SchedulingStrategy(kind="PLACEMENT_GROUP", placement_group_id=pg_id,
                                   capture_child_tasks=True)
     return None
 

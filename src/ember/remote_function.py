@@ -60,6 +60,15 @@ class _Prepared:
                                  core.job_id, f"task {remote_function._qualname}")
 
 
+def _prepared_key(core) -> tuple | None:
+    """What a cached ``_Prepared`` depends on besides the options: the job, and the
+    placement group that the running task captures its child tasks into (a task
+    without a strategy of its own joins it)."""
+    if core is None:
+        return None
+    return core.job_id, opts.captured_placement_group(core)
+
+
 class RemoteFunction:
     def __init__(self, function, options: dict):
         if not callable(function) or inspect.isclass(function):
@@ -75,7 +84,8 @@ class RemoteFunction:
         self._pickled: bytes | None = None
         self._function_id: bytes | None = None
         self._prepared: _Prepared | None = None
-        self._prepared_job: bytes | None = None
+        #: What ``_prepared`` was computed for (see ``_prepared_key``).
+        self._prepared_key: tuple | None = None
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -91,10 +101,10 @@ class RemoteFunction:
 
     def remote(self, *args, **kwargs):
         prepared = self._prepared
-        core = context.core
-        if prepared is None or self._prepared_job != (core.job_id if core else None):
+        key = _prepared_key(context.core)
+        if prepared is None or self._prepared_key != key:
             prepared = self._prepared = self._prepare(self._options)
-            self._prepared_job = context.core.job_id
+            self._prepared_key = _prepared_key(context.core)
         return self._submit(prepared, args, kwargs)
 
     def _prepare(self, options: dict) -> _Prepared:
@@ -151,13 +161,12 @@ class _RemoteFunctionWithOptions:
         self._parent = parent
         self._options = options
         self._prepared = None
-        self._prepared_job = None
+        self._prepared_key: tuple | None = None
 
     def remote(self, *args, **kwargs):
-        core = context.core
-        if self._prepared is None or self._prepared_job != (core.job_id if core else None):
+        if self._prepared is None or self._prepared_key != _prepared_key(context.core):
             self._prepared = self._parent._prepare(self._options)
-            self._prepared_job = context.core.job_id
+            self._prepared_key = _prepared_key(context.core)
         return self._parent._submit(self._prepared, args, kwargs)
 
     def options(self, **options):

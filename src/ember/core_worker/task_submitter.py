@@ -256,23 +256,29 @@ class NormalTaskSubmitter:
             lease_id=lease_id, job_id=key.job_id, resources=dict(key.resources),
             strategy=key.strategy, description=key.description, owner=self.core.address,
             scheduling_key=state.wire_key)
-        raylet = await self._raylet_near_data(state)
+        node_id, raylet = await self._raylet_near_data(state)
         try:
+            self._return_idle_leases(node_id, state)
             reply = await raylet.call(request)
             while reply.status == "spillback":
+                # Until connected, a failure is the spillback target's, not the local raylet's.
+                raylet = None
                 raylet = await self.core.connect_raylet(reply.retry_at)
                 if lease_id not in state.pending_leases:
                     return
                 state.pending_leases[lease_id] = raylet
                 request.grant_or_reject = True
+                self._return_idle_leases(reply.retry_at.node_id, state)
                 reply = await raylet.call(request)
         except (ConnectionError, rpc.RemoteError) as exc:
             state.pending_leases.pop(lease_id, None)
             if raylet is self.core.raylet:
                 self._fail_queue(state, LocalRayletDiedError())
             else:
-                logger.warning("lease request to a remote raylet failed: %s", exc)
-                self._pump(state)
+                # Likely a node that just died, which the local raylet's view may still
+                # spill to: ask again shortly, once the death has reached it.
+                logger.info("lease request to a remote raylet failed: %s", exc)
+                self.core.io.loop.call_later(0.1, self._pump, state)
             return
         state.pending_leases.pop(lease_id, None)
         if reply.status == "granted":
@@ -288,8 +294,28 @@ class NormalTaskSubmitter:
             return
         self._pump(state)
 
+    def _return_idle_leases(self, node_id: bytes, asking: KeyState) -> None:
+        """Return this process's idle leases on ``node_id`` held for other keys.
+
+        An idle lease is kept briefly only so that the next task of its key
+        skips the lease round trip. It must not hold the node's resources
+        against a request of ours for that node, or the request would spill
+        elsewhere (and lose its data locality) only because of ourselves. The
+        return is sent before the request, on the connection the request
+        will use when the lease came from there too, so the raylet frees the
+        resources first.
+        """
+        for state in self._keys.values():
+            if state is asking or state.queue:
+                continue
+            for w in list(state.workers):
+                if (w.idle_timer is not None and w.inflight == 0 and not w.dead
+                        and w.address.node_id == node_id):
+                    self._drop_worker(state, w, failed=False, return_lease=True)
+
     async def _raylet_near_data(self, state: KeyState):
-        """The raylet to ask first: the one whose node holds most of the arguments.
+        """The node whose raylet to ask first, and that raylet: the node holding
+        most of the arguments.
 
         Locality: a task whose large arguments sit in another node's object
         store should run there rather than pull them. Only arguments this
@@ -297,7 +323,7 @@ class NormalTaskSubmitter:
         round trip); the head of the queue stands for the tasks behind it.
         Default and SPREAD scheduling only; other strategies name their nodes.
         """
-        local = self.core.raylet
+        local = self.core.node_id, self.core.raylet
         if not state.queue or state.key.strategy.kind not in ("DEFAULT", "SPREAD"):
             return local
         weights: dict[bytes, int] = {}
@@ -316,7 +342,7 @@ class NormalTaskSubmitter:
         if info is None or not info.alive:
             return local
         try:
-            return await self.core.connect_raylet(info.raylet)
+            return node_id, await self.core.connect_raylet(info.raylet)
         except ConnectionError:
             return local
 

@@ -282,7 +282,14 @@ class PlacementGroupManager:
             node_id = group.info.bundle_nodes[i]
             if node_id:
                 by_node.setdefault(node_id, []).append(i)
-        targets = by_node or {n.node_id: indexes for n in self._nodes.alive_nodes()}
+        if removed:
+            # Every raylet learns of the removal, not only the bundles' nodes: a
+            # request for the group's resources waiting (infeasible) at any raylet
+            # must fail rather than wait forever, and later ones be refused.
+            targets = {n.node_id: by_node.get(n.node_id, [])
+                       for n in self._nodes.alive_nodes()}
+        else:
+            targets = by_node or {n.node_id: indexes for n in self._nodes.alive_nodes()}
         for node_id, node_indexes in targets.items():
             try:
                 conn = await self._raylet(node_id)

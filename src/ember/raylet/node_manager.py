@@ -181,6 +181,7 @@ class Raylet:
             **self.object_store.handlers(),
             **self.object_manager.handlers(),
             **self.bundles.handlers(),
+            msg.CancelResourceReserve: self.cancel_bundles,
         }
 
     def _gcs_handlers(self):
@@ -239,6 +240,18 @@ class Raylet:
                                             retry_at=address)
         self.leases.queue(lease)
         return await lease.future
+
+    def cancel_bundles(self, conn, req: msg.CancelResourceReserve):
+        """Release a group's bundles here; if the group is gone, fail what waits for it."""
+        reply = self.bundles.cancel(conn, req)
+        for lease_id, lease in list(self._infeasible.items()):
+            refusal = self.bundles.refusal(lease.request.resources)
+            if refusal:
+                del self._infeasible[lease_id]
+                lease.future.set_result(msg.WorkerLeaseReply(
+                    "failed", lease_id=lease_id,
+                    message=f"{lease.request.description} cannot run: {refusal}"))
+        return reply
 
     def return_worker(self, conn, req: msg.ReturnWorker) -> None:
         self.leases.return_worker(req.lease_id, req.worker_failed)

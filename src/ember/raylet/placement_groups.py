@@ -33,6 +33,12 @@ def group_resource_names(name: str, pg_hex: str, index: int) -> tuple[str, str]:
     return f"{name}_group_{index}_{pg_hex}", f"{name}_group_{pg_hex}"
 
 
+def asks_for_group(resources, pg_id: bytes) -> bool:
+    """Whether a request names resources of group ``pg_id`` (any of its bundles)."""
+    suffix = "_" + pg_id.hex()
+    return any(name.endswith(suffix) and "_group_" in name for name in resources)
+
+
 class BundleManager:
     def __init__(self, resources: NodeResources, leases, on_change):
         self._resources = resources
@@ -44,9 +50,10 @@ class BundleManager:
         self.removed: set[bytes] = set()
 
     def handlers(self) -> dict:
+        # CancelResourceReserve is served by the raylet, which also fails the
+        # requests of a removed group that wait in its infeasible queue.
         return {msg.PrepareBundleResources: self.prepare,
-                msg.CommitBundleResources: self.commit,
-                msg.CancelResourceReserve: self.cancel}
+                msg.CommitBundleResources: self.commit}
 
     def prepare(self, conn, req: msg.PrepareBundleResources) -> msg.PrepareBundleResourcesReply:
         taken = []
@@ -91,9 +98,8 @@ class BundleManager:
         pg_id = req.placement_group_id
         if req.removed:
             self.removed.add(pg_id)
-            marker = f"_group_{pg_id.hex()}"
             self._leases.fail_where(
-                lambda lease: any(marker in name for name in lease.request.resources),
+                lambda lease: asks_for_group(lease.request.resources, pg_id),
                 f"its placement group {pg_id.hex()} was removed")
         total, available = self._resources.total, self._resources.available
         doomed_names: set[str] = set()
@@ -126,8 +132,7 @@ class BundleManager:
     def refusal(self, resources: dict[str, float]) -> str:
         """Why a request for a removed group's resources can never be granted, or ""."""
         for pg_id in self.removed:
-            marker = f"_group_{pg_id.hex()}"
-            if any(marker in name for name in resources):
+            if asks_for_group(resources, pg_id):
                 return f"its placement group {pg_id.hex()} was removed"
         return ""
 

@@ -1,0 +1,156 @@
+"""Node failures in a ``Cluster``: killed and frozen raylets are declared dead, and
+the work they ran is retried (tasks) or restarted (actors) on other nodes, or
+fails with an error that says the node died.
+
+Health checks are shortened (3 s timeout, 0.5 s period) for this module's
+cluster, so a frozen raylet is found out quickly.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import ember as ray
+from ember.cluster_utils import Cluster
+from ember.core_worker import context
+from ember.exceptions import ActorDiedError
+from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from helpers import wait_for_condition, wait_for_file
+
+HEALTH_CHECK = {"EMBER_HEALTH_CHECK_TIMEOUT_S": "3", "EMBER_HEALTH_CHECK_PERIOD_S": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def _cluster():
+    ray.shutdown()
+    saved = {name: os.environ.get(name) for name in HEALTH_CHECK}
+    os.environ.update(HEALTH_CHECK)
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def cluster(_cluster):
+    """The cluster (a 1-CPU head to begin with); this process is its driver."""
+    if not ray.is_initialized() or context.core.gcs_address != _cluster.address:
+        ray.shutdown()
+        ray.init(address=_cluster.address)
+    yield _cluster
+    for node in list(_cluster.worker_nodes):
+        _cluster.remove_node(node, allow_graceful=False)
+
+
+def alive(node) -> bool | None:
+    return next((n["Alive"] for n in ray.nodes() if n["NodeID"] == node.node_id), None)
+
+
+def prefer(node):
+    return NodeAffinitySchedulingStrategy(node.node_id, soft=True)
+
+
+@ray.remote(num_cpus=1)
+def node_id_after(path: str = "", seconds: float = 0.0) -> str:
+    """Touch ``path`` (if given), sleep, and return the node it ran on."""
+    if path:
+        with open(path, "a") as f:
+            f.write(ray.get_runtime_context().get_node_id() + "\n")
+    time.sleep(seconds)
+    return ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(num_cpus=1)
+class Resident:
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def test_killed_node_is_dead_in_nodes(cluster):
+    node = cluster.add_node(num_cpus=1)
+    assert alive(node) is True
+    cluster.remove_node(node, allow_graceful=False)
+    cluster.wait_for_nodes(timeout=15)
+    assert alive(node) is False
+    info = next(n for n in ray.nodes() if n["NodeID"] == node.node_id)
+    assert info["DeathReason"] and info["Resources"] == {}
+    assert ray.cluster_resources()["CPU"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_frozen_raylet_is_declared_dead_by_health_checks(cluster):
+    node = cluster.add_node(num_cpus=1)
+    raylets = [p for p in node._processes.processes if p.poll() is None]
+    for proc in raylets:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        wait_for_condition(lambda: alive(node) is False, timeout=15, interval=0.1,
+                           message="the frozen node to be declared dead")
+        elapsed = time.monotonic() - start
+        assert elapsed < 3 + 0.5 + 3, elapsed
+        info = next(n for n in ray.nodes() if n["NodeID"] == node.node_id)
+        assert "did not answer health checks for 3 s" in info["DeathReason"]
+    finally:
+        for proc in raylets:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+        cluster.remove_node(node, allow_graceful=False)
+
+
+def run_then_kill_node(cluster, started, max_retries: int, seconds: float):
+    """Start ``node_id_after`` on a new node, kill the node while it runs; its ref."""
+    doomed = cluster.add_node(num_cpus=1)
+    ref = node_id_after.options(scheduling_strategy=prefer(doomed),
+                                max_retries=max_retries).remote(str(started), seconds)
+    wait_for_file(str(started))
+    assert started.read_text().split() == [doomed.node_id]
+    cluster.remove_node(doomed, allow_graceful=False)
+    return ref, doomed
+
+
+def test_task_on_a_killed_node_is_retried_elsewhere(cluster, tmp_path):
+    started = tmp_path / "started"
+    ref, doomed = run_then_kill_node(cluster, started, max_retries=2, seconds=3.0)
+    assert ray.get(ref, timeout=60) == cluster.head_node.node_id
+    assert started.read_text().split() == [doomed.node_id, cluster.head_node.node_id]
+
+
+def test_task_without_retries_on_a_killed_node_fails(cluster, tmp_path):
+    ref, _ = run_then_kill_node(cluster, tmp_path / "started", max_retries=0, seconds=30.0)
+    with pytest.raises(ray.exceptions.WorkerCrashedError, match="node_id_after"):
+        ray.get(ref, timeout=60)
+
+
+def test_actor_with_restarts_moves_to_another_node(cluster):
+    doomed = cluster.add_node(num_cpus=1)
+    actor = Resident.options(scheduling_strategy=prefer(doomed), max_restarts=1).remote()
+    assert ray.get(actor.node.remote(), timeout=30) == doomed.node_id
+    cluster.remove_node(doomed, allow_graceful=False)
+
+    def moved():
+        return ray.get(actor.node.remote(), timeout=30) == cluster.head_node.node_id
+    wait_for_condition(moved, timeout=30, interval=0.2,
+                       message="the actor to restart on the head node")
+
+
+def test_actor_without_restarts_dies_with_its_node(cluster):
+    doomed = cluster.add_node(num_cpus=1)
+    actor = Resident.options(scheduling_strategy=prefer(doomed), max_restarts=0).remote()
+    assert ray.get(actor.node.remote(), timeout=30) == doomed.node_id
+    cluster.remove_node(doomed, allow_graceful=False)
+    with pytest.raises(ActorDiedError) as info:
+        ray.get(actor.node.remote(), timeout=30)
+    message = str(info.value)
+    assert "Resident" in message and "the node it ran on" in message and "died" in message
