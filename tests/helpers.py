@@ -193,3 +193,18 @@ class DriverProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def path_then(path, value, timeout: float = 60.0):
+    """Return ``value`` once ``path`` exists (a task body: wrap it with ember.remote)."""
+    wait_for_file(path, timeout)
+    return value
+
+
+def drive(cluster) -> None:
+    """Make this process the driver of ``cluster`` (an ember.cluster_utils.Cluster)."""
+    import ember
+    from ember.core_worker import context
+    if not ember.is_initialized() or context.core.gcs_address != cluster.address:
+        ember.shutdown()
+        ember.init(address=cluster.address)

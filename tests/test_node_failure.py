@@ -13,9 +13,10 @@ import time
 
 import pytest
 
+import helpers
+
 import ember as ray
 from ember.cluster_utils import Cluster
-from ember.core_worker import context
 from ember.exceptions import ActorDiedError
 from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from helpers import wait_for_condition, wait_for_file
@@ -45,9 +46,7 @@ def _cluster():
 @pytest.fixture
 def cluster(_cluster):
     """The cluster (a 1-CPU head to begin with); this process is its driver."""
-    if not ray.is_initialized() or context.core.gcs_address != _cluster.address:
-        ray.shutdown()
-        ray.init(address=_cluster.address)
+    helpers.drive(_cluster)
     yield _cluster
     for node in list(_cluster.worker_nodes):
         _cluster.remove_node(node, allow_graceful=False)

@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+import helpers
+
 import ember as ray
 from ember.exceptions import GetTimeoutError, RayTaskError
 from helpers import wait_for_condition
@@ -20,14 +22,7 @@ def sleep_then(seconds, value):
     return value
 
 
-@ray.remote
-def wait_for_path(path, value, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return value
+wait_for_path = ray.remote(helpers.path_then)
 
 
 def test_put_get_roundtrip(shared):

@@ -17,6 +17,8 @@ import numpy as np
 import psutil
 import pytest
 
+import helpers
+
 import ember as ray
 from ember.core_worker import context
 from ember.exceptions import ObjectLostError, OwnerDiedError, WorkerCrashedError
@@ -353,15 +355,7 @@ def test_wait_over_1k_refs(shared):
 # --- wait semantics ------------------------------------------------------------------------
 
 
-@ray.remote
-def wait_for_file(path, value, timeout=60):
-    import time
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return value
+wait_for_file = ray.remote(helpers.path_then)
 
 
 @pytest.mark.timeout(60)

@@ -13,9 +13,10 @@ import time
 
 import pytest
 
+import helpers
+
 import ember as ray
 from ember.cluster_utils import Cluster
-from ember.core_worker import context
 from ember.exceptions import ActorDiedError
 from ember.gcs.placement_group_manager import (PlacementGroup as GcsPlacementGroup,
                                                PlacementGroupManager, choose_nodes)
@@ -45,9 +46,7 @@ def _cluster():
 @pytest.fixture
 def cluster(_cluster):
     """The three-node cluster; this process is its driver. Groups left over are removed."""
-    if not ray.is_initialized() or context.core.gcs_address != _cluster.address:
-        ray.shutdown()
-        ray.init(address=_cluster.address)
+    helpers.drive(_cluster)
     yield _cluster
     for row in placement_group_table().values():
         if row["state"] != "REMOVED":
