@@ -297,11 +297,10 @@ class CoreWorker:
         ids = list({ref._id: None for ref in refs})
         waiter = CountdownWaiter(count)
         absent = self.store.wait_for(ids, waiter)
-        shortfall = count - (len(ids) - absent)
-        if shortfall <= 0:
+        waiter.satisfied(len(ids) - absent)
+        if waiter.done:
             self.store.cancel_wait(ids, waiter)
             return True
-        waiter._remaining = shortfall
         if fetch:
             borrowed = [ref for ref in refs if not self.owns(ref._owner)
                         and not self.store.contains(ref._id)]

@@ -21,21 +21,38 @@ from ..protocol.common import SerializedValue
 
 
 class CountdownWaiter:
-    """Blocks a thread until ``count`` of the objects it waits for are ready."""
+    """Blocks a thread until ``count`` of the objects it waits for are ready.
 
-    __slots__ = ("_remaining", "_lock", "_done")
+    Objects count down either by notification (they arrived after the waiter
+    was registered) or through :meth:`satisfied` (they were already there).
+    Both subtract, never assign: a notification that lands between the
+    registration and the ``satisfied`` call must not be overwritten, or the
+    waiter would wait forever for an object that already arrived.
+    """
+
+    __slots__ = ("_remaining", "_lock", "_done", "_released")
 
     def __init__(self, count: int):
         self._remaining = count
         self._done = threading.Lock()
         self._done.acquire()
         self._lock = threading.Lock()
+        self._released = False
 
     def notify(self, object_id: bytes) -> None:
+        self.satisfied(1)
+
+    def satisfied(self, n: int) -> None:
+        """``n`` more of the awaited objects are ready."""
         with self._lock:
-            self._remaining -= 1
-            if self._remaining == 0:
+            self._remaining -= n
+            if self._remaining <= 0 and not self._released:
+                self._released = True
                 self._done.release()
+
+    @property
+    def done(self) -> bool:
+        return self._released
 
     def wait(self, timeout: float | None) -> bool:
         if timeout is None:
