@@ -94,7 +94,7 @@ def render(rows, table: str) -> None:
                      f"{'—' if ratio is None else f'{ratio:.2f}'} |")
     lines += ["", "![ember/Ray per workload](ratios.png)", "",
               "Other figures, each from its own script in this folder (numbers from",
-              "the same day and machine, recorded by hand in `OTHER_FIGURES` below):", ""]
+              "the same day and machine, kept in `OTHER_FIGURES` in report.py):", ""]
     lines += [f"- {line}" for line in OTHER_FIGURES] + [""]
     (HERE / "README.md").write_text("\n".join(lines))
     (HERE / "last_comparison.txt").write_text(table)
