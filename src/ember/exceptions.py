@@ -307,9 +307,3 @@ class AsyncioActorExit(RayError):
 
 class PlasmaObjectNotAvailable(RayError):
     pass
-
-
-RAY_EXCEPTION_TYPES = [
-    RayError, RayTaskError, WorkerCrashedError, RayActorError, ObjectStoreFullError,
-    ObjectLostError, GetTimeoutError, TaskCancelledError, OwnerDiedError,
-]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 
 JOB_ID_SIZE = 4
 ACTOR_ID_SIZE = 16
@@ -146,5 +145,3 @@ def object_id_for_put(task_id: bytes) -> bytes:
 def task_id_of(object_id: bytes) -> bytes:
     return object_id[:TASK_ID_SIZE]
 
-
-_lock = threading.Lock()

@@ -100,12 +100,7 @@ class RemoteFunction:
         return _RemoteFunctionWithOptions(self, merged)
 
     def remote(self, *args, **kwargs):
-        prepared = self._prepared
-        key = _prepared_key(context.core)
-        if prepared is None or self._prepared_key != key:
-            prepared = self._prepared = self._prepare(self._options)
-            self._prepared_key = _prepared_key(context.core)
-        return self._submit(prepared, args, kwargs)
+        return self._submit(_cached_prepare(self, self, self._options), args, kwargs)
 
     def _prepare(self, options: dict) -> _Prepared:
         core = context.require_core(f"{self._qualname}.remote()", auto_init=True)
@@ -164,16 +159,23 @@ class _RemoteFunctionWithOptions:
         self._prepared_key: tuple | None = None
 
     def remote(self, *args, **kwargs):
-        if self._prepared is None or self._prepared_key != _prepared_key(context.core):
-            self._prepared = self._parent._prepare(self._options)
-            self._prepared_key = _prepared_key(context.core)
-        return self._parent._submit(self._prepared, args, kwargs)
+        return self._parent._submit(_cached_prepare(self, self._parent, self._options),
+                                    args, kwargs)
 
     def options(self, **options):
         return self._parent.options(**dict(self._options, **options))
 
     def __call__(self, *args, **kwargs):
         return self._parent(*args, **kwargs)
+
+
+def _cached_prepare(holder, function: "RemoteFunction", options: dict) -> _Prepared:
+    """``holder``'s cached _Prepared, rebuilt when the job or captured group changed."""
+    if holder._prepared is None or holder._prepared_key != _prepared_key(context.core):
+        holder._prepared = function._prepare(options)
+        # Read the key again: _prepare may have started the cluster (auto-init).
+        holder._prepared_key = _prepared_key(context.core)
+    return holder._prepared
 
 
 def _task_arg(value, keep_alive: list) -> TaskArg:

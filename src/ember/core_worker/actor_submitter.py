@@ -30,7 +30,7 @@ from .. import rpc
 from ..exceptions import ActorDiedError, PendingCallsLimitExceeded
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
-from .serialization import error_value
+from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class ActorTaskSubmitter:
             self._fail(queue, task, queue.death)
 
     def _fail(self, queue: ActorQueue, task, err: Exception) -> None:
-        value = error_value(err)
+        value = serialize_error(err)
         self._finish(queue, task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
 
     def _finish(self, queue: ActorQueue, task, returns, num_generator_items: int = 0) -> None:

@@ -27,7 +27,7 @@ from ..ids import object_id_for_return
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from .actor_runtime import ActorExitRequest, ActorRuntime
-from .serialization import deserialize, serialize, serialize_error, task_error
+from .serialization import deserialize, serialize_error, task_error
 
 logger = logging.getLogger(__name__)
 

@@ -112,9 +112,6 @@ class MemoryStore:
         with self._lock:
             self._objects.pop(object_id, None)
 
-    def has_waiters(self, object_id: bytes) -> bool:
-        return object_id in self._waiters
-
     def __len__(self):
         return len(self._objects)
 

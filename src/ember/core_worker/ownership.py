@@ -29,7 +29,7 @@ from ..exceptions import ObjectLostError, OwnerDiedError
 from ..protocol import core_worker as cw
 from ..protocol.common import Address, ObjectRefInfo, SerializedValue
 from .memory_store import CallbackWaiter
-from .serialization import error_value
+from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +230,14 @@ def _resolve(fut) -> None:
 
 
 def _freed_error(object_id: bytes, owner: Address) -> SerializedValue:
-    return error_value(ObjectLostError(
+    return serialize_error(ObjectLostError(
         object_id.hex(), message=f"Object {object_id.hex()} was freed by its owner (worker "
         f"{owner.worker_id.hex()[:8]} at {owner.ip}) before it could be read. Keep a "
         "reference to it in the owner while others use it."))
 
 
 def _owner_died_error(owner: Address, exc) -> SerializedValue:
-    return error_value(OwnerDiedError(
+    return serialize_error(OwnerDiedError(
         "", message=f"The owner of this object (worker {owner.worker_id.hex()[:8]} at "
         f"{owner.ip}:{owner.port}) has died, so the object cannot be read ({exc}). An object "
         "lives only as long as the process that created it with .remote() or put(); to "

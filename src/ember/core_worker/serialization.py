@@ -59,19 +59,6 @@ def dumps(value, buffer_callback=None) -> bytes:
         raise TypeError(_unpicklable_message(value, exc)) from exc
 
 
-def serialize(value) -> SerializedValue:
-    """Serialize a value in band, recording any ObjectRefs it contains."""
-    if _is_plain(value):
-        data = pickle.dumps(value, 5)
-        return SerializedValue(VALUE_PICKLE, data, size=len(data))
-    _context.refs = refs = []
-    try:
-        data = dumps(value)
-    finally:
-        _context.refs = None
-    return SerializedValue(VALUE_PICKLE, data, nested_refs=refs, size=len(data))
-
-
 def serialize_parts(value):
     """(pickle stream, out-of-band buffers, nested refs, total size) of ``value``.
 
@@ -95,6 +82,11 @@ def inline_value(data: bytes, buffers: list, refs: list, size: int) -> Serialize
     """A small value that travels inside messages, its buffers copied into bytes."""
     return SerializedValue(VALUE_PICKLE, data, [bytes(b.raw()) for b in buffers] if buffers
                            else [], refs, size)
+
+
+def serialize(value) -> SerializedValue:
+    """Serialize a value to travel inside messages, recording the ObjectRefs in it."""
+    return inline_value(*serialize_parts(value))
 
 
 def deserialize(value: SerializedValue):
@@ -132,10 +124,6 @@ def serialize_error(err: BaseException) -> SerializedValue:
             fallback = RaySystemError(f"{type(err).__name__}: {err} (unpicklable: {exc})")
         data = cloudpickle.dumps(fallback, 5)
     return SerializedValue(VALUE_ERROR, data, size=len(data))
-
-
-def error_value(err: BaseException) -> SerializedValue:
-    return serialize_error(err)
 
 
 def task_error(exc: BaseException, function_name: str, ip: str | None,

@@ -35,7 +35,7 @@ from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCras
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
-from .serialization import error_value
+from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
 
@@ -422,7 +422,7 @@ class NormalTaskSubmitter:
             self._finish_with_error(task, err)
 
     def _finish_with_error(self, task: PendingTask, err: Exception) -> None:
-        value = error_value(err)
+        value = serialize_error(err)
         self.store_returns(task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
 
     def store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:

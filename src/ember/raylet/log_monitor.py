@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from ..config import config
 from ..protocol import gcs as msg

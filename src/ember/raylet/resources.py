@@ -27,18 +27,6 @@ def to_float(value: int) -> float:
     return value / UNIT
 
 
-def validate_request(resources: dict[str, float], what: str) -> None:
-    """Raise ValueError for a request no node could ever accept, naming ``what``."""
-    for name, amount in resources.items():
-        if not isinstance(amount, (int, float)) or isinstance(amount, bool):
-            raise ValueError(f"{what}: resource {name!r} must be a number, got {amount!r}.")
-        if amount < 0:
-            raise ValueError(f"{what}: resource {name!r} must be >= 0, got {amount}.")
-        if name in INSTANCE_RESOURCES and amount > 1 and amount != int(amount):
-            raise ValueError(
-                f"{what}: {name} requests above 1 must be whole numbers, got {amount}.")
-
-
 @dataclasses.dataclass
 class Allocation:
     """What one lease holds; given back whole by :meth:`NodeResources.release`."""

@@ -21,7 +21,7 @@ from .buffered import BufferedFront
 from .connection import Connection, ConnectionLost, Handler, RemoteError
 
 __all__ = ["Connection", "ConnectionLost", "RemoteError", "connect", "serve",
-           "address_string", "best_address"]
+           "address_string"]
 
 
 def address_string(address: Address, local_node_id: bytes | None = None) -> str:
@@ -30,8 +30,6 @@ def address_string(address: Address, local_node_id: bytes | None = None) -> str:
         return "unix:" + address.unix
     return f"{address.ip}:{address.port}"
 
-
-best_address = address_string
 
 
 def _split(addr: str):

@@ -40,7 +40,7 @@ class PlacementGroup:
     def ready(self):
         """An ObjectRef that resolves (to this group) once the group is created."""
         core = context.require_core("PlacementGroup.ready()")
-        from ..core_worker.serialization import error_value, serialize
+        from ..core_worker.serialization import serialize_error, serialize
         from ..exceptions import TaskPlacementGroupRemoved
         from ..object_ref import ObjectRef
         object_id = core.ids.task_id() + b"\xfe\xff\xff\xff"
@@ -51,7 +51,7 @@ class PlacementGroup:
             if reply.state == "CREATED":
                 value = serialize(self)
             else:
-                value = error_value(TaskPlacementGroupRemoved(
+                value = serialize_error(TaskPlacementGroupRemoved(
                     f"Placement group {self.id.hex()} was removed before it was created."))
             core.references.store_value(object_id, value)
         core.io.post(lambda: core.io.loop.create_task(wait()))
