@@ -13,13 +13,17 @@ RAY_PYTHON = os.path.join(os.environ.get("RAY_BENCH_VENV", "/tmp/ray-bench-venv"
                           "bin", "python")
 
 
-def run_probe(probe: str, impl: str, *args: str, timeout: float = 1800) -> dict:
-    """Run ``probe`` with ``impl`` ("ember" or "ray") as argv[1]; return its JSON line."""
+def run_probe(probe: str, impl: str, *args: str, timeout: float = 1800,
+              env: dict | None = None) -> dict:
+    """Run ``probe`` with ``impl`` ("ember" or "ray") as argv[1]; return its JSON line.
+
+    ``env``: variables to set for the probe, on top of this process's.
+    """
     python = sys.executable if impl == "ember" else RAY_PYTHON
     if impl == "ray" and not os.path.exists(RAY_PYTHON):
         sys.exit(f"no Ray venv at {RAY_PYTHON}: run ../shared/bench/compare_with_ray.py once")
     out = subprocess.run([python, "-c", probe, impl, *args], capture_output=True, text=True,
-                         timeout=timeout)
+                         timeout=timeout, env={**os.environ, **(env or {})})
     for line in out.stdout.splitlines():
         if line.startswith("{"):
             return json.loads(line)

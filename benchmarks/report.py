@@ -109,9 +109,11 @@ OTHER_FIGURES = [
     "`put_bandwidth.py`: ember.put of 800 MB vs numpy memcpy into warm memory, one "
     "run: random bytes 19.8 vs 19.5 GB/s (102%); the workload's zero-filled array "
     "39.5 vs 50.5 GB/s (78%).",
-    "`cross_node_transfer.py`: 1 GiB between two raylets of one machine: ember 4.2 "
-    "GB/s, Ray 1.1 GB/s; warm memcpy 19.2 GB/s (ember reaches 22% of it; loopback "
-    "TCP on this machine tops out near 3.5 GB/s).",
+    "`cross_node_transfer.py`: 1 GiB between two raylets of one machine, best of "
+    "rounds 2-4: ember 16.1 GB/s through shared memory (78% of warm memcpy, 20.5 "
+    "GB/s), 4.5 GB/s through TCP as between machines (22%); Ray 1.4 GB/s (7%). "
+    "Round 1 of each writes never-touched pages: 0.4-0.5 GB/s for all three, as "
+    "memcpy into fresh memory on this VM (0.5 GB/s).",
 ]
 
 

@@ -5,6 +5,10 @@ read large values, so every ``get`` of such a value, and every large
 argument, crosses nodes through the raylets' object managers. What each
 test checks goes through the raylets' own counters (``debug_state()``:
 object store and object manager), never through timing.
+
+Every test runs twice: with the raylets copying through shared memory, as
+nodes on one machine do, and through TCP, as nodes on separate machines do
+(``EMBER_OBJECT_TRANSFER_SAME_HOST=0``).
 """
 from __future__ import annotations
 
@@ -27,12 +31,20 @@ MB = 1024 * 1024
 STORE = 2560 * MB
 
 
-@pytest.fixture(scope="module")
-def _cluster():
-    cluster = Cluster()
-    head = cluster.add_node(num_cpus=1, object_store_memory=STORE)
-    second = cluster.add_node(num_cpus=2, object_store_memory=STORE)
-    yield cluster, head, second
+PATHS = {"shared memory": "1", "tcp": "0"}
+
+
+@pytest.fixture(scope="module", params=list(PATHS))
+def _cluster(request):
+    ember.shutdown()
+    os.environ["EMBER_OBJECT_TRANSFER_SAME_HOST"] = PATHS[request.param]
+    try:
+        cluster = Cluster()
+        head = cluster.add_node(num_cpus=1, object_store_memory=STORE)
+        second = cluster.add_node(num_cpus=2, object_store_memory=STORE)
+    finally:
+        del os.environ["EMBER_OBJECT_TRANSFER_SAME_HOST"]
+    yield cluster, head, second, request.param
     ember.shutdown()
     cluster.shutdown()
 
@@ -45,7 +57,13 @@ def two_nodes(_cluster):
     if not ember.is_initialized() or core.gcs_address != cluster.address:
         ember.shutdown()
         ember.init(address=cluster.address)
-    return _cluster
+    return _cluster[:3]
+
+
+@pytest.fixture
+def path(_cluster) -> str:
+    """How the raylets of this run copy objects: "shared memory" or "tcp"."""
+    return _cluster[3]
 
 
 def on(node, **options):
@@ -83,11 +101,16 @@ def store(node) -> dict:
     return node.debug_state()["object_store"]
 
 
+def copied(stats: dict) -> int:
+    """Bytes an object manager copied in, by either path."""
+    return stats["bytes_received"] + stats["bytes_copied_same_host"]
+
+
 def stores_empty(*nodes) -> bool:
     return all(store(n)["num_objects"] == 0 and store(n)["used"] == 0 for n in nodes)
 
 
-def test_driver_gets_array_made_on_other_node(two_nodes):
+def test_driver_gets_array_made_on_other_node(two_nodes, path):
     cluster, head, second = two_nodes
     before = manager(head)
     ref = make_range.options(**on(second)).remote(64 * MB)
@@ -96,7 +119,8 @@ def test_driver_gets_array_made_on_other_node(two_nodes):
     assert equals_range(array)
     after = manager(head)
     assert after["transfers_completed"] == before["transfers_completed"] + 1
-    assert after["bytes_received"] - before["bytes_received"] >= 64 * MB
+    assert copied(after) - copied(before) >= 64 * MB
+    assert after["last_transfer"]["path"] == path
     # The head holds a secondary copy; the second node keeps the primary.
     assert store(head)["num_objects"] == 1 and store(second)["num_objects"] == 1
     # A second get is served from the local copy: no new transfer.
@@ -116,7 +140,7 @@ def test_large_argument_put_on_head_is_read_on_other_node(two_nodes):
     assert ember.get(checksum.options(**on(second)).remote(ref)) == zlib.crc32(value)
     after = manager(second)
     assert after["transfers_completed"] == before["transfers_completed"] + 1
-    assert manager(head)["bytes_sent"] >= 48 * MB
+    assert copied(after) - copied(before) >= 48 * MB
     del ref
     wait_for_condition(lambda: stores_empty(head, second), timeout=20,
                        message="both stores to be empty")
@@ -162,7 +186,7 @@ def test_concurrent_readers_on_one_node_share_one_transfer(two_nodes, tmp_path):
     after = manager(second)
     assert after["pull_requests"] - before["pull_requests"] == 2
     assert after["transfers_started"] - before["transfers_started"] == 1
-    assert after["bytes_received"] - before["bytes_received"] == _stored_size(second, ref)
+    assert copied(after) - copied(before) == _stored_size(second, ref)
     # The second reader joined the transfer, or found its result already there.
     assert (after["pulls_joined"] + after["pulls_already_local"]
             - before["pulls_joined"] - before["pulls_already_local"]) == 1
@@ -179,7 +203,7 @@ def _stored_size(node, ref) -> int:
 
 
 @pytest.mark.timeout(180)
-def test_gigabyte_object_crosses_nodes(two_nodes):
+def test_gigabyte_object_crosses_nodes(two_nodes, path):
     cluster, head, second = two_nodes
     size = 1024 * MB
     ref = make_range.options(**on(second)).remote(size)
@@ -188,6 +212,7 @@ def test_gigabyte_object_crosses_nodes(two_nodes):
     assert equals_range(array)
     last = manager(head)["last_transfer"]
     assert last["object_id"] == ref.hex() and last["bytes"] >= size
+    assert last["path"] == path
     del array, ref
     wait_for_condition(lambda: stores_empty(head, second), timeout=30,
                        message="both stores to be empty")

@@ -153,3 +153,47 @@ def test_actor_without_restarts_dies_with_its_node(cluster):
         ray.get(actor.node.remote(), timeout=30)
     message = str(info.value)
     assert "Resident" in message and "the node it ran on" in message and "died" in message
+
+
+@ray.remote(num_cpus=0)
+class Owner:
+    """Owns a large object whose only copy it puts on ``where``."""
+
+    def make_on(self, node_id: str, nbytes: int) -> str:
+        import numpy as np
+
+        @ray.remote(num_cpus=0)
+        def make(n):
+            return np.ones(n, dtype=np.uint8)
+        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        self.ref = make.options(scheduling_strategy=strategy).remote(nbytes)
+        ray.wait([self.ref], fetch_local=False)
+        return self.ref.hex()
+
+
+def _objects(node) -> int:
+    return node.debug_state()["object_store"]["num_objects"]
+
+
+def test_objects_of_a_dead_owner_are_freed_on_other_nodes(cluster):
+    """The owner (an actor on one node) dies: the primary it owned on another node
+    can never be read again, and that node frees it rather than keep it for ever."""
+    holder = cluster.add_node(num_cpus=1)
+    owner = Owner.options(scheduling_strategy=prefer(cluster.head_node)).remote()
+    ray.get(owner.make_on.remote(holder.node_id, 8 * 1024 * 1024))
+    assert _objects(holder) == 1
+    ray.kill(owner)
+    wait_for_condition(lambda: _objects(holder) == 0, timeout=15,
+                       message="the holder node to free the dead owner's object")
+
+
+def test_objects_owned_on_a_dead_node_are_freed_on_other_nodes(cluster):
+    doomed = cluster.add_node(num_cpus=1)
+    holder = cluster.add_node(num_cpus=1)
+    owner = Owner.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        doomed.node_id, soft=False)).remote()
+    ray.get(owner.make_on.remote(holder.node_id, 8 * 1024 * 1024))
+    assert _objects(holder) == 1
+    cluster.remove_node(doomed, allow_graceful=False)
+    wait_for_condition(lambda: _objects(holder) == 0, timeout=20,
+                       message="the holder node to free objects owned on the dead node")

@@ -6,7 +6,9 @@ show deterministically: that pulls issued together share one transfer, that
 every chunk lands in place (with small chunks and a window of them in
 flight), that the source's pins are dropped, and that each failure (object
 missing, node dead, connection lost mid-transfer) is an ObjectLostError
-naming the object and the node, with nothing left allocated. Also the
+naming the object and the node, with nothing left allocated. Both ways of
+copying: chunks through TCP, and (both nodes being on this host) one memcpy
+from the source's arena mapped here. Also the
 connection feature underneath: reply buffers received ``into`` given views,
 through the plain and the buffered protocol.
 """
@@ -21,6 +23,7 @@ import uvloop
 from ember import rpc
 from ember.config import config
 from ember.object_store.arena import Arena
+from ember.object_store import object_manager
 from ember.object_store.object_manager import ObjectManager
 from ember.object_store.store import ObjectStore
 from ember.protocol import object_store as msg
@@ -86,7 +89,9 @@ class Node:
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """64 KiB chunks, 3 in flight: a 1 MiB object takes 16 chunks through the window."""
+    """Through TCP (as between hosts), in 64 KiB chunks, 3 in flight: a 1 MiB
+    object takes 16 chunks through the window."""
+    monkeypatch.setattr(config, "object_transfer_same_host", False)
     monkeypatch.setattr(config, "object_transfer_chunk_size", 64 * 1024)
     monkeypatch.setattr(config, "object_transfer_chunks_in_flight", 3)
 
@@ -136,6 +141,65 @@ def test_concurrent_pulls_share_one_transfer(tmp_path, small_chunks):
         await _until(lambda: source.store.stats()["pinned"] == 0)
         assert source.manager.debug_state()["objects_being_served"] == 0
         assert source.manager.debug_state()["bytes_sent"] == len(data)
+    run(tmp_path, scenario)
+
+
+def _store_mappings() -> int:
+    """Mappings of an object store arena (a memfd) in this process."""
+    with open("/proc/self/maps") as f:
+        return sum("memfd:ember-store" in line for line in f)
+
+
+def test_same_host_pull_copies_from_the_mapped_source_arena(tmp_path, monkeypatch):
+    monkeypatch.setattr(object_manager, "SHARED_COPY_STEP", 256 * 1024)
+    first, second = os.urandom(28), os.urandom(28)
+    data = pattern(MB + 777, seed=5)  # 5 steps, the last one short
+
+    async def scenario(source, dest):
+        source.put(first, data)
+        source.put(second, data[::-1])
+        before = _store_mappings()
+        for oid, expected in ((first, data), (second, data[::-1])):
+            reply = await dest.manager.handle_pull(None, msg.PullObject(oid, source.address))
+            assert reply.error_type == ""
+            assert dest.read(oid) == expected
+        stats = dest.manager.debug_state()
+        assert stats["transfers_same_host"] == 2
+        assert stats["bytes_copied_same_host"] == 2 * len(data)
+        assert stats["chunks_received"] == 0 and stats["bytes_received"] == 0
+        assert stats["last_transfer"]["path"] == "shared memory"
+        # One mapping of the source's arena serves every pull from it...
+        assert stats["peer_arenas_mapped"] == 1
+        assert _store_mappings() == before + 1
+        # ...the transfers' pins at the source are dropped...
+        await _until(lambda: source.store.stats()["pinned"] == 0)
+        assert source.manager.debug_state()["objects_being_served"] == 0
+        # ...and the mapping goes when the source node dies, so its memory can.
+        dest.manager.node_removed(source.node_id, source.address)
+        assert dest.manager.debug_state()["peer_arenas_mapped"] == 0
+        assert _store_mappings() == before
+    run(tmp_path, scenario)
+
+
+def test_same_host_pull_falls_back_to_tcp_when_the_arena_cannot_be_mapped(tmp_path):
+    """The arena the source describes is not the file found at its /proc path (as
+    through another pid namespace): the copy goes through TCP, and still arrives."""
+    oid = os.urandom(28)
+    data = pattern(2 * MB + 1, seed=6)
+
+    async def scenario(source, dest):
+        shared = source.manager._shared
+        source.manager._shared = msg.SharedArena(shared.pid, shared.fd, shared.capacity,
+                                                 shared.device, shared.inode + 1)
+        source.put(oid, data)
+        reply = await dest.manager.handle_pull(None, msg.PullObject(oid, source.address))
+        assert reply.error_type == ""
+        assert dest.read(oid) == data
+        stats = dest.manager.debug_state()
+        assert stats["transfers_same_host"] == 0
+        assert stats["bytes_received"] == len(data)
+        assert stats["last_transfer"]["path"] == "tcp"
+        assert stats["peer_arenas_mapped"] == 0
     run(tmp_path, scenario)
 
 

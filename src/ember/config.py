@@ -76,6 +76,9 @@ class Config:
     object_transfer_chunk_size: int = 8 * 1024**2
     #: Chunk requests outstanding at once per transfer, so the link never idles.
     object_transfer_chunks_in_flight: int = 4
+    #: Copy objects between nodes on one machine through shared memory (one
+    #: memcpy) rather than TCP; see ember.object_store.object_manager.
+    object_transfer_same_host: bool = True
     #: How long a raylet tries to reach another node's raylet to pull an object.
     object_transfer_connect_timeout_s: float = 5.0
 

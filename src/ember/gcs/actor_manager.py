@@ -106,7 +106,6 @@ class ActorManager:
             msg.ListActors: lambda conn, req: msg.ListActorsReply(
                 [a.info for a in self.actors.values()]),
             msg.KillActor: self.kill,
-            msg.ReportWorkerFailure: self.worker_failed,
         }
 
     # --- registration and creation ----------------------------------------------

@@ -72,7 +72,8 @@ class JobManager:
         info.end_time = time.time()
         await self._store.put(TABLE, job_id, msgspec.msgpack.encode(info))
         logger.info("job %s finished", job_id.hex())
-        self._publisher.publish(msg.CHANNEL_JOB, msg.JobFinished(job_id))
+        self._publisher.publish(msg.CHANNEL_JOB, msg.JobFinished(
+            job_id, info.driver_address.worker_id))
         for callback in self.on_job_finished:
             callback(job_id)
 

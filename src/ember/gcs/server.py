@@ -49,6 +49,7 @@ class GcsServer:
         self._handlers[GetNodeState] = self.debug_state
         self._handlers[msg.PublishLogs] = self._publish_logs
         self._handlers[msg.PublishError] = self._publish_error
+        self._handlers[msg.ReportWorkerFailure] = self._worker_failed
         self._server = None
         self.stopped = asyncio.Event()
 
@@ -74,6 +75,10 @@ class GcsServer:
 
     def _publish_error(self, conn, req: msg.PublishError) -> None:
         self.publisher.publish(msg.CHANNEL_ERROR, req.info, req.info.job_id)
+
+    def _worker_failed(self, conn, req: msg.ReportWorkerFailure) -> None:
+        self.actors.worker_failed(conn, req)
+        self.publisher.publish(msg.CHANNEL_WORKER, req)
 
     def debug_state(self, conn, req) -> GetNodeStateReply:
         return GetNodeStateReply({

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import mmap
 import os
 
@@ -92,6 +93,24 @@ class Arena:
         self._mmap.madvise(mmap.MADV_REMOVE, start, end - start)
         return end - start
 
+    def identity(self) -> tuple[int, int]:
+        """(device, inode) of the memfd: what a peer that opens it checks it got."""
+        st = os.fstat(self.fd)
+        return st.st_dev, st.st_ino
+
+    def copy_from(self, peer: "PeerArena", src_offset: int, dst_offset: int,
+                  size: int) -> None:
+        """memcpy ``size`` bytes at ``src_offset`` of ``peer`` to ``dst_offset`` here.
+
+        Releases the GIL (ctypes foreign call): call it on a thread. Both
+        ranges must stay mapped until it returns.
+        """
+        if not (0 <= src_offset <= peer.capacity - size
+                and 0 <= dst_offset <= self.capacity - size):
+            raise ValueError(f"copy of {size} bytes from {src_offset} to {dst_offset} "
+                             "falls outside an arena")
+        ctypes.memmove(self._address + dst_offset, peer.address + src_offset, size)
+
     def resident_bytes(self) -> int:
         """Bytes of the arena backed by memory now (from the fd's st_blocks)."""
         return os.fstat(self.fd).st_blocks * 512
@@ -112,22 +131,17 @@ class ClientMapping:
     """
 
     def __init__(self, raylet_pid: int, store_fd: int, capacity: int):
-        path = f"/proc/{raylet_pid}/fd/{store_fd}"
         try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            self._fd = _open_arena(raylet_pid, store_fd, os.O_RDWR)
         except OSError as exc:
             raise ConnectionError(
-                f"Could not open the object store of the raylet (pid {raylet_pid}) at "
-                f"{path}: {exc}. The client must run on the raylet's node, as the same "
+                f"Could not open the object store of the raylet (pid {raylet_pid}): "
+                f"{exc}. The client must run on the raylet's node, as the same "
                 "user.") from exc
         self.capacity = capacity
         try:
             self._rw_mmap = mmap.mmap(self._fd, capacity)
-            address = _libc.mmap(None, capacity, mmap.PROT_READ, mmap.MAP_SHARED,
-                                 self._fd, 0)
-            if address is None or address == _MAP_FAILED:
-                err = ctypes.get_errno()
-                raise OSError(err, f"mmap of the object store failed: {os.strerror(err)}")
+            address = _map_read_only(self._fd, capacity)
         except BaseException:
             os.close(self._fd)
             raise
@@ -182,6 +196,69 @@ class ClientMapping:
             _libc.munmap(self._ro_address, self.capacity)
         os.close(self._fd)
         self._fd = -1
+
+
+class PeerArena:
+    """A read-only mapping of another raylet's arena on this host.
+
+    Lets the object manager copy an object between two nodes that share a
+    machine (a ``cluster_utils.Cluster``, or raylets in separate network
+    namespaces) with one memcpy, instead of sending it through loopback TCP,
+    which on this project's VMs runs at a fifth of memcpy's speed. Raises
+    OSError when the arena cannot be opened here (another user, another pid
+    namespace, the raylet gone) or the file opened is not the one described;
+    the caller then uses TCP.
+    """
+
+    def __init__(self, pid: int, fd: int, capacity: int, device: int, inode: int):
+        own = _open_arena(pid, fd, os.O_RDONLY)
+        try:
+            st = os.fstat(own)
+            if (st.st_dev, st.st_ino) != (device, inode) or st.st_size < capacity:
+                raise OSError(errno.ESTALE, f"/proc/{pid}/fd/{fd} is not that raylet's "
+                                            "object store here")
+            self.address = _map_read_only(own, capacity)
+        finally:
+            os.close(own)  # the mapping keeps the memfd alive, the fd is not needed
+        self.capacity = capacity
+        #: Copies reading the mapping now: it is unmapped when the last one ends.
+        self.readers = 0
+        self.closing = False
+
+    def close(self) -> None:
+        """Unmap now, or when the last reader is done (see ``readers``)."""
+        self.closing = True
+        if self.readers == 0 and self.address:
+            _libc.munmap(self.address, self.capacity)
+            self.address = 0
+
+
+@functools.cache
+def host_id() -> str:
+    """This machine's boot id: raylets that share it may share memory (see PeerArena)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _open_arena(pid: int, fd: int, flags: int) -> int:
+    """Open another process's arena memfd through /proc, as a new file description."""
+    path = f"/proc/{pid}/fd/{fd}"
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot open {path}: {exc.strerror}") from None
+
+
+def _map_read_only(fd: int, size: int) -> int:
+    """mmap(2) ``size`` bytes of ``fd`` read-only and shared; returns the address."""
+    address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address is None or address == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mmap of the object store failed: {os.strerror(err)}")
+    return address
 
 
 def _populate(base_address: int, offset: int, size: int) -> None:

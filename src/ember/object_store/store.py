@@ -427,11 +427,13 @@ class ObjectStore:
             else:
                 self._release_resources(entry)
 
-    def delete_owned_by(self, worker_id: bytes) -> int:
-        """An owner process died: its objects can never be read again (OwnerDiedError),
-        so free them all. Returns how many were deleted."""
+    def delete_owned_by(self, worker_id: bytes = b"", node_id: bytes = b"") -> int:
+        """An owner process died (``worker_id``), or every process of a node did
+        (``node_id``): their objects can never be read again (OwnerDiedError),
+        so free them all, primaries included. Returns how many were deleted."""
         doomed = [oid for oid, e in self._objects.items()
-                  if e.owner is not None and e.owner.worker_id == worker_id]
+                  if e.owner is not None and (e.owner.worker_id == worker_id
+                                              or e.owner.node_id == node_id)]
         self.delete(doomed)
         return len(doomed)
 

@@ -225,6 +225,8 @@ class JobFinished(Message):
     """Published on channel "job" when a job ends."""
 
     job_id: bytes
+    #: The job's driver, whose objects every raylet can now free.
+    driver_worker_id: bytes = b""
 
 
 class Ack(Message):
@@ -235,6 +237,9 @@ CHANNEL_NODE = "node"
 CHANNEL_LOG = "log"
 CHANNEL_ERROR = "error"
 CHANNEL_JOB = "job"
+#: ReportWorkerFailure, as raylets report it: other raylets free the objects the
+#: dead worker owned (it may have owned primaries on any node).
+CHANNEL_WORKER = "worker"
 
 
 # --- actors -----------------------------------------------------------------

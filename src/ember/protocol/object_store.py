@@ -179,6 +179,24 @@ class StartObjectTransfer(Message):
 
     #: The object to read.
     object_id: bytes
+    #: The puller's host (its boot id): if it is the source's host too, the
+    #: reply says where the object lies in the source's arena, and the puller
+    #: may copy it from there directly instead of asking for chunks.
+    host_id: str = ""
+
+
+class SharedArena(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """How a raylet on the same host opens another raylet's arena, and checks it did.
+
+    ``/proc/<pid>/fd/<fd>``; the opened file must have this device and inode
+    (a pid seen through another pid namespace would name another process).
+    """
+
+    pid: int
+    fd: int
+    capacity: int
+    device: int
+    inode: int
 
 
 class StartObjectTransferReply(Message):
@@ -189,6 +207,10 @@ class StartObjectTransferReply(Message):
     error_type: str = ""
     #: What happened, for the user.
     error_message: str = ""
+    #: Same host only (see StartObjectTransfer.host_id): the source's arena, and
+    #: the object's offset in it, valid while the transfer's pin lasts.
+    arena: SharedArena | None = None
+    offset: int = -1
 
 
 class GetObjectChunk(Message):

@@ -124,7 +124,8 @@ class Raylet:
         for node in reply.nodes:
             self._update_node(node)
         self.registered.set()
-        await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB]))
+        await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
+                                               gcs_msg.CHANNEL_WORKER]))
         self.pool.start_reaper()
         self.log_monitor.start()
         self.object_store.start()
@@ -188,8 +189,19 @@ class Raylet:
         return {
             gcs_msg.CheckAlive: lambda conn, req: gcs_msg.CheckAliveReply(self.node_id),
             gcs_msg.NodeChanged: lambda conn, m: self._update_node(m.info),
-            gcs_msg.JobFinished: lambda conn, m: self.pool.kill_job_workers(m.job_id),
+            gcs_msg.JobFinished: self._job_finished,
+            gcs_msg.ReportWorkerFailure: self._remote_worker_died,
         }
+
+    def _job_finished(self, conn, m: gcs_msg.JobFinished) -> None:
+        self.pool.kill_job_workers(m.job_id)
+        if m.driver_worker_id:
+            self.object_store.store.delete_owned_by(m.driver_worker_id)
+
+    def _remote_worker_died(self, conn, m: gcs_msg.ReportWorkerFailure) -> None:
+        """A worker of another node died: free the objects it owned here."""
+        if m.node_id != self.node_id:  # our own were freed when we saw it die
+            self.object_store.store.delete_owned_by(m.worker_id)
 
     def register_worker(self, conn, req: msg.RegisterWorker) -> msg.RegisterWorkerReply:
         reply = msg.RegisterWorkerReply(self.node_id, self.gcs_address, self.session_dir,
@@ -343,6 +355,8 @@ class Raylet:
             if view is not None:
                 view.alive = False
             self.object_manager.node_removed(info.node_id, info.raylet)
+            # Every owner that lived there died with it.
+            self.object_store.store.delete_owned_by(node_id=info.node_id)
 
     def _resources_changed(self, totals_changed: bool = False) -> None:
         self._totals_changed |= totals_changed
