@@ -269,6 +269,39 @@ def test_cancelled_task_is_not_retried(shared, tmp_path):
     assert _count(marker) == 1
 
 
+@ray.remote
+def child_until(folder):
+    """Wait for ``folder/release``; note in ``folder`` how it ended."""
+    open(os.path.join(folder, "child_started"), "w").close()
+    try:
+        wait_for_file(os.path.join(folder, "release"), 60)
+    except TaskCancelledError:
+        open(os.path.join(folder, "child_cancelled"), "w").close()
+        raise
+    open(os.path.join(folder, "child_done"), "w").close()
+
+
+@ray.remote
+def parent_of_child(folder):
+    return ray.get(child_until.remote(folder))
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_cancel_reaches_the_children_of_a_task_when_recursive(shared, tmp_path, recursive):
+    folder = str(tmp_path)
+    ref = parent_of_child.remote(folder)
+    wait_for_file(os.path.join(folder, "child_started"))
+    ray.cancel(ref, recursive=recursive)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=30)
+    if recursive:
+        wait_for_file(os.path.join(folder, "child_cancelled"))
+    else:  # the child runs on, to its normal end
+        open(os.path.join(folder, "release"), "w").close()
+        wait_for_file(os.path.join(folder, "child_done"))
+        assert not os.path.exists(os.path.join(folder, "child_cancelled"))
+
+
 def test_get_timeout_error(shared, tmp_path):
     started = str(tmp_path / "started")
     ref = sleep_forever.remote(started)

@@ -91,6 +91,9 @@ def test_memory_lists_refs_with_type_size_owner_and_location(fresh):
     assert driver[borrowed.hex()][:4] == ["LOCAL_REFERENCE", "2.0MiB",
                                           f"pid={owner_pid}", where(borrowed.hex())]
     assert rows[f"worker pid={owner_pid}"][borrowed.hex()][0] == "BORROWED_BY_OTHERS"
+    # The actor's handle: held by the driver, which keeps the actor alive with it.
+    handles = [row for row in driver.values() if row[0] == "ACTOR_HANDLE"]
+    assert [row[2] for row in handles] == [me]
     assert all(row[4] == "-" for row in driver.values())  # call sites are off by default
 
     # It ends with each node's store summary.

@@ -26,7 +26,7 @@ from .core_worker.actor_runtime import ActorExitRequest, is_async_class
 from .core_worker.function_manager import function_id_of
 from .core_worker.task_submitter import PendingTask
 from .generator import GeneratorState, ObjectRefGenerator
-from .ids import object_id_for_return
+from .ids import actor_handle_id, object_id_for_return
 from .object_ref import ObjectRef
 from .protocol import gcs as gcs_msg
 from .protocol.core_worker import TaskSpec
@@ -195,7 +195,7 @@ class ActorClass:
         handle_ref = None
         if not name and not detached:
             # Named and detached actors live until killed; others until this is freed.
-            handle_ref = ObjectRef(object_id_for_return(spec.task_id, 0), core.address)
+            handle_ref = ObjectRef(actor_handle_id(spec.task_id), core.address)
             core.actor_submitter.kill_when_freed(handle_ref._id, actor_id)
         core.io.post(core.actor_submitter.create, task, create, register)
         return ActorHandle(actor_id, self._name, self._methods, handle_meta, handle_ref)
@@ -293,7 +293,7 @@ class ActorHandle:
         n = max(num_returns, 1)
         return_ids = [object_id_for_return(task_id, i) for i in range(n)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
-        task = PendingTask(spec, return_ids, keep_alive, None)
+        task = PendingTask(spec, return_ids, keep_alive, None, core.current_task_id())
         generator = None
         if num_returns == -1:
             generator = task.generator = GeneratorState(task_id)

@@ -137,6 +137,19 @@ def object_id_for_return(task_id: bytes, index: int) -> bytes:
     return task_id + (index + 1).to_bytes(4, "little")
 
 
+_HANDLE_INDEX = b"\xff\xff\xff\xff"
+
+
+def actor_handle_id(creation_task_id: bytes) -> bytes:
+    """The id of an actor's handle ref (see ember/actor.py), told apart by its index
+    so that ``ember memory`` can list it as ACTOR_HANDLE in every process."""
+    return creation_task_id + _HANDLE_INDEX
+
+
+def is_actor_handle_id(object_id: bytes) -> bool:
+    return object_id[TASK_ID_SIZE:] == _HANDLE_INDEX
+
+
 def object_id_for_put(task_id: bytes) -> bytes:
     """Puts use a fresh task id each, with index 0 (no task returns index 0)."""
     return task_id + b"\x00\x00\x00\x00"

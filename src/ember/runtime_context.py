@@ -30,6 +30,19 @@ class RuntimeContext:
         spec = self._spec()
         return (spec.name or spec.function_name) if spec is not None else None
 
+    def is_canceled(self) -> bool:
+        """Whether ember.cancel() was called on the task or actor call running now.
+
+        A running call of a plain (not async) actor is never interrupted: it
+        may check this now and then to stop early.
+        """
+        spec = self._spec()
+        executor = self._core().executor
+        if spec is None or executor is None:
+            raise RuntimeError("get_runtime_context().is_canceled() can only be called "
+                               "inside a task or an actor method, not in the driver.")
+        return executor.is_cancelled(spec.task_id)
+
     def get_actor_id(self) -> str | None:
         actor_id = getattr(self._core(), "actor_id", b"")
         return actor_id.hex() if actor_id else None

@@ -282,6 +282,15 @@ def _check_timeout(timeout, what: str) -> None:
 
 
 def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task or actor call that makes ``object_ref``; ``get`` of it then
+    raises TaskCancelledError (unless it had finished: its value stays).
+
+    A task not started never runs; a running one is interrupted (force=True:
+    its worker is killed). An actor call not started never runs; a running
+    async one is cancelled as an asyncio task; a running plain one is not
+    interrupted but sees ``get_runtime_context().is_canceled()``. ``recursive``
+    also cancels what the task submitted. Cancelled tasks are not retried.
+    """
     core = context.require_core("ember.cancel()")
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(

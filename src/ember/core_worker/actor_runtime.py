@@ -63,6 +63,8 @@ class ActorRuntime:
             self.inbox = LoopInbox(self.loop)
             self._limits = dict(groups, **{DEFAULT_GROUP: limit})
             self._semaphores: dict[str, asyncio.Semaphore] = {}
+            #: task id -> the asyncio task running (or about to run) that call.
+            self._calls: dict[bytes, asyncio.Task] = {}
         elif (max_concurrency or 1) > 1 or groups:
             self.mode = "threaded"
             limits = dict(groups, **{DEFAULT_GROUP: max_concurrency or 1})
@@ -86,10 +88,29 @@ class ActorRuntime:
         else:
             self.inbox.post(self._start_async, item)
 
+    def cancel(self, task_id: bytes) -> None:
+        """I/O thread: an async call is cancelled as an asyncio task; see handle_cancel."""
+        if self.mode == "async":
+            self.inbox.post(self._cancel_async, task_id)
+
     # --- async mode (runs on the main thread's actor loop) ---------------------------
 
     def _start_async(self, item) -> None:
-        self.loop.create_task(self._run_async(item))
+        call = self.loop.create_task(self._run_async(item))
+        self._calls[item[0].spec.task_id] = call
+        call.add_done_callback(lambda c, item=item: self._async_call_done(item, c))
+
+    def _async_call_done(self, item, call: asyncio.Task) -> None:
+        self._calls.pop(item[0].spec.task_id, None)
+        if call.cancelled():
+            # Cancelled before it began, or while it waited for its turn (a call
+            # cancelled while running answers TaskCancelledError itself).
+            self.executor.run_item_async_cancelled(item)
+
+    def _cancel_async(self, task_id: bytes) -> None:
+        call = self._calls.get(task_id)
+        if call is not None:
+            call.cancel()
 
     async def _run_async(self, item) -> None:
         group = self.group_of(item[0].spec)

@@ -12,6 +12,10 @@ flight wait for that news: if the actor restarts and ``max_task_retries``
 allows, they are sent again to the new process; otherwise they fail with
 ``ActorDiedError``, which says why the process died.
 
+Cancelling a call (``ember.cancel``): a call not sent yet is dropped here and
+fails with ``TaskCancelledError``; a sent one is cancelled in the actor's
+process (see ``TaskExecutor.handle_cancel``) and is never retried.
+
 Also here: actor creation (after its arguments are ready, ``CreateActor`` to
 the GCS) and killing the actors this process owns once no handle to them is
 left anywhere (their handle refs are freed; see ``ember/actor.py``).
@@ -27,7 +31,7 @@ import threading
 import msgspec
 
 from .. import rpc
-from ..exceptions import ActorDiedError, PendingCallsLimitExceeded
+from ..exceptions import ActorDiedError, PendingCallsLimitExceeded, TaskCancelledError
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from .serialization import serialize_error
@@ -170,6 +174,40 @@ class ActorTaskSubmitter:
         if task.spec.task_id in queue.inflight and queue.conn is not None:
             self._send(queue, task)
         self._pump(queue)
+
+    def is_pending(self, task_id: bytes) -> bool:
+        """Whether ``task_id`` is a call of this process not finished yet."""
+        return self._find(task_id)[1] is not None
+
+    def _find(self, task_id: bytes):
+        for queue in self.queues.values():
+            task = queue.inflight.get(task_id)
+            if task is not None:
+                return queue, task
+            for task in queue.pending:
+                if task.spec.task_id == task_id:
+                    return queue, task
+        return None, None
+
+    def cancel(self, task_id: bytes) -> None:
+        """Cancel one call: here if not sent, else in the actor's process; never retried."""
+        queue, task = self._find(task_id)
+        if task is None:
+            return  # finished already: its result stays
+        task.cancelled = True
+        task.retries_left = 0
+        cancelled = TaskCancelledError(task_id.hex(), (
+            f"The call {task.spec.function_name} (task {task_id.hex()}) to actor "
+            f"{queue.class_name} was cancelled by ember.cancel() before it ran."))
+        if task_id not in queue.inflight:
+            queue.pending.remove(task)
+            self._fail(queue, task, cancelled)
+            self._pump(queue)  # the calls behind it may go now
+        elif task.lost:  # its process died; do not wait for news of a restart
+            del queue.inflight[task_id]
+            self._fail(queue, task, cancelled)
+        elif queue.conn is not None and not queue.conn.closed:
+            queue.conn.notify(cw.CancelTask(task_id))
 
     def _send(self, queue: ActorQueue, task) -> None:
         fut = queue.conn.request(cw.PushTask(task.spec))

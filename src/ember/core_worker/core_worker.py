@@ -21,7 +21,7 @@ import threading
 from .. import rpc
 from ..config import config
 from ..exceptions import GetTimeoutError, ObjectLostError
-from ..ids import IdFactory, object_id_for_put, object_id_for_return
+from ..ids import IdFactory, is_actor_handle_id, object_id_for_put, object_id_for_return
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
@@ -57,6 +57,8 @@ class CoreWorker:
         self.job_id = b"\x00" * 4
         #: The actor this process hosts; b"" for drivers and task workers.
         self.actor_id = b""
+        #: The TaskExecutor running tasks here (worker processes only).
+        self.executor = None
         #: Its ActorRuntime, once ``__init__`` ran (the executor sets both).
         self.actor = None
         self.namespace = ""
@@ -408,7 +410,7 @@ class CoreWorker:
         n = spec.num_returns
         return_ids = [object_id_for_return(spec.task_id, i) for i in range(max(n, 1))]
         refs = [ObjectRef(oid, self.address) for oid in return_ids]
-        task = PendingTask(spec, return_ids, keep_alive, key)
+        task = PendingTask(spec, return_ids, keep_alive, key, self.current_task_id())
         task.generator = generator
         self.io.post(self.submitter.submit, task)
         return refs
@@ -445,8 +447,36 @@ class CoreWorker:
         return None
 
     def cancel(self, ref, force: bool, recursive: bool) -> None:
+        """Cancel the task that makes ``ref``: an actor call, or a task (see ember.cancel)."""
         task_id = ref._id[:24]
-        self.io.post(self.submitter.cancel, task_id, force)
+
+        async def on_loop() -> str:
+            if force and self.actor_submitter.is_pending(task_id):
+                return "actor call"
+            self._cancel_one(task_id, force, recursive)
+            return ""
+        if self.io.run(on_loop(), timeout=30) == "actor call":
+            raise ValueError(
+                "ember.cancel(force=True) is not supported for actor calls: an actor's "
+                "process holds its state, and killing it would lose that. Cancel with "
+                "force=False, or end the whole actor with ember.kill(actor).")
+
+    def _cancel_one(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        if self.actor_submitter.is_pending(task_id):
+            self.actor_submitter.cancel(task_id)  # force does not apply to actor calls
+        else:
+            self.submitter.cancel(task_id, force, recursive)
+
+    def cancel_children(self, parent_id: bytes, force: bool) -> None:
+        """I/O thread: a task running here was cancelled with ``recursive=True``:
+        cancel every task and actor call it submitted that has not finished."""
+        for task_id, task in list(self.submitter.tasks.items()):
+            if task.parent == parent_id:
+                self._cancel_one(task_id, force, True)
+
+    def current_task_id(self) -> bytes | None:
+        """The task this thread runs (None in a driver's main thread)."""
+        return getattr(self.task_context, "task", None)
 
     # --- shutdown -------------------------------------------------------------------
 
@@ -488,7 +518,7 @@ class CoreWorker:
         for object_id, ref in self.references.snapshot():
             value = self.store.get(object_id)
             if ref.local:
-                kind = "LOCAL_REFERENCE"
+                kind = "ACTOR_HANDLE" if is_actor_handle_id(object_id) else "LOCAL_REFERENCE"
             elif ref.contained:
                 kind = "CAPTURED_IN_OBJECT"
             else:

@@ -58,6 +58,7 @@ class TaskExecutor:
         self._async_loop = None
         #: The actor this worker hosts, once its creation task ran.
         self.actor: ActorRuntime | None = None
+        core.executor = self
         core.handlers[cw.PushTask] = self.handle_push
         core.handlers[cw.CancelTask] = self.handle_cancel
         core.handlers[cw.Exit] = self.handle_exit
@@ -93,9 +94,27 @@ class TaskExecutor:
         self._queue.put(item)
 
     def handle_cancel(self, conn, req: cw.CancelTask) -> None:
+        """Cancel a task, or an actor call, queued or running here.
+
+        A queued one ends before it starts (``_begin``). A running task is
+        interrupted (the signal raises TaskCancelledError in it). A running
+        actor call is not, as in Ray: the actor's state could be left half
+        changed. An async call is cancelled as an asyncio task; a plain one
+        only sees ``get_runtime_context().is_canceled()`` turn true, and its
+        caller gets TaskCancelledError even if it then returns normally.
+        """
+        if req.recursive:
+            self.core.cancel_children(req.task_id, req.force)
+        if req.force:
+            return  # the raylet kills this process
         self._cancelled.add(req.task_id)
-        if self._running == req.task_id:
+        if self.actor is not None:
+            self.actor.cancel(req.task_id)
+        elif self._running == req.task_id:
             signal.pthread_kill(threading.main_thread().ident, CANCEL_SIGNAL)
+
+    def is_cancelled(self, task_id: bytes) -> bool:
+        return task_id in self._cancelled
 
     def handle_exit(self, conn, req) -> None:
         self._queue.put(None)
@@ -134,6 +153,13 @@ class TaskExecutor:
         req, conn, fut, _ = item
         self._deliver(fut, await self.execute_async(req, conn))
 
+    def run_item_async_cancelled(self, item) -> None:
+        """An async call cancelled before it started: answer TaskCancelledError."""
+        req, _, fut, _ = item
+        self._cancelled.discard(req.spec.task_id)
+        self._deliver(fut, self._error_reply(
+            req.spec, TaskCancelledError(req.spec.task_id.hex()), False))
+
     def _deliver(self, fut, reply: cw.PushTaskReply) -> None:
         post = self.core.io.post
         post(_set_result, fut, reply)
@@ -157,6 +183,8 @@ class TaskExecutor:
                 result = target(*args, **kwargs)
                 if inspect.iscoroutine(result):
                     result = self._run_coroutine(result)
+                if spec.task_id in self._cancelled and self.actor is not None:
+                    raise TaskCancelledError(spec.task_id.hex(), _cancelled_call(spec))
                 reply = self._complete(spec, result, conn)
             finally:
                 self._running = None
@@ -234,6 +262,8 @@ class TaskExecutor:
         return cw.PushTaskReply(self._package(spec, result))
 
     def _exception_reply(self, spec: cw.TaskSpec, exc: BaseException) -> cw.PushTaskReply:
+        if isinstance(exc, asyncio.CancelledError) and spec.task_id in self._cancelled:
+            exc = TaskCancelledError(spec.task_id.hex(), _cancelled_call(spec))
         if isinstance(exc, TaskCancelledError):
             return self._error_reply(spec, exc, False)
         if isinstance(exc, ActorExitRequest):
@@ -403,6 +433,11 @@ class TaskExecutor:
                 stream.flush()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _cancelled_call(spec: cw.TaskSpec) -> str:
+    return (f"The call {spec.function_name} (task {spec.task_id.hex()}) was cancelled by "
+            "ember.cancel() while it ran.")
 
 
 class _EarlyReply(Exception):

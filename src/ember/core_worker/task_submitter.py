@@ -51,15 +51,19 @@ class PendingTask:
     """A submitted task until its results are stored."""
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
-                 "cancelled", "worker", "generator", "unresolved", "lost")
+                 "cancelled", "worker", "generator", "unresolved", "lost", "parent")
 
     def nested_refs(self) -> list:
         """Refs inside the argument values; the receiver must be registered for them."""
         return [info for arg in self.spec.args if arg.value is not None
                 for info in arg.value.nested_refs]
 
-    def __init__(self, spec: cw.TaskSpec, return_ids: list[bytes], keep_alive, key):
+    def __init__(self, spec: cw.TaskSpec, return_ids: list[bytes], keep_alive, key,
+                 parent: bytes | None = None):
         self.spec = spec
+        #: The task this process was running when it submitted this one, if any:
+        #: a recursive cancel of that task cancels this one too.
+        self.parent = parent
         self.return_ids = return_ids
         #: ObjectRefs the task's arguments mention; held until it finishes.
         self.keep_alive = keep_alive
@@ -437,7 +441,7 @@ class NormalTaskSubmitter:
 
     # --- cancellation ---------------------------------------------------------------
 
-    def cancel(self, task_id: bytes, force: bool) -> bool:
+    def cancel(self, task_id: bytes, force: bool, recursive: bool = True) -> bool:
         task = self.tasks.get(task_id)
         if task is None:
             return False
@@ -451,11 +455,13 @@ class NormalTaskSubmitter:
             w = task.worker
             task.retries_left = 0
             if force:
+                if recursive:  # its children first, before the raylet kills it
+                    w.conn.notify(cw.CancelTask(task_id, force=True))
                 w.raylet.notify(rl.KillWorker(w.address.worker_id,
                                               f"task {task.spec.function_name} was "
                                               "force-cancelled"))
             else:
-                w.conn.notify(cw.CancelTask(task_id, force=False))
+                w.conn.notify(cw.CancelTask(task_id, force=False, recursive=recursive))
         return True
 
     def debug_state(self) -> dict:

@@ -165,7 +165,8 @@ class ReferenceInfo(msgspec.Struct, array_like=True, gc=False):
     """One reference held by a core worker, for ``ember memory``."""
 
     object_id: bytes
-    #: LOCAL_REFERENCE, USED_BY_PENDING_TASK, CAPTURED_IN_OBJECT, BORROWED_BY_OTHERS
+    #: LOCAL_REFERENCE, ACTOR_HANDLE, USED_BY_PENDING_TASK, CAPTURED_IN_OBJECT,
+    #: BORROWED_BY_OTHERS
     ref_type: str
     size: int
     owner_worker_id: bytes
