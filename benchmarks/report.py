@@ -105,7 +105,7 @@ OTHER_FIGURES = [
     "`idle_footprint.py`: summed PSS of an idle local cluster (2 CPUs, after one "
     "task): ember 94.9 MiB in 6 processes, Ray 441.9 MiB in 10 (ember/Ray 0.215).",
     "`many_tasks_cluster.py`: 10,000 tasks of 0.25 CPU on a 4-node Cluster (2 CPUs "
-    "each): ember 13,823 tasks/s, Ray 973 tasks/s (14.2x).",
+    "each), median of 3 rounds: ember 20,396 tasks/s, Ray 1,286 tasks/s (15.9x).",
     "`put_bandwidth.py`: ember.put of 800 MB vs numpy memcpy into warm memory, one "
     "run: random bytes 19.8 vs 19.5 GB/s (102%); the workload's zero-filled array "
     "39.5 vs 50.5 GB/s (78%).",
