@@ -17,7 +17,7 @@ import helpers
 
 import ember as ray
 from ember.cluster_utils import Cluster
-from ember.exceptions import ActorDiedError
+from ember.exceptions import ActorDiedError, ObjectLostError
 from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from helpers import wait_for_condition, wait_for_file
 
@@ -197,3 +197,69 @@ def test_objects_owned_on_a_dead_node_are_freed_on_other_nodes(cluster):
     cluster.remove_node(doomed, allow_graceful=False)
     wait_for_condition(lambda: _objects(holder) == 0, timeout=20,
                        message="the holder node to free objects owned on the dead node")
+
+
+# --- lineage reconstruction ------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+@ray.remote(max_retries=2)
+def made_on(marker: str, nbytes: int):
+    """A large value (so it lives in the store of the node that made it); counts runs."""
+    import numpy as np
+    with open(marker, "a") as f:
+        f.write(ray.get_runtime_context().get_node_id() + "\n")
+    return np.arange(nbytes // 8, dtype=np.int64)
+
+
+@ray.remote(num_cpus=0)
+def total(array) -> int:
+    return int(array.sum())
+
+
+def _runs(marker: str) -> list[str]:
+    with open(marker) as f:
+        return f.read().split()
+
+
+def _made_then_node_killed(cluster, marker: str, **options):
+    """A result made on a new node, then that node killed; returns (ref, node)."""
+    doomed = cluster.add_node(num_cpus=1)
+    ref = made_on.options(scheduling_strategy=prefer(doomed), **options).remote(
+        marker, 4 * MB)
+    ray.wait([ref], fetch_local=False, timeout=60)
+    assert _runs(marker) == [doomed.node_id]
+    cluster.remove_node(doomed, allow_graceful=False)
+    wait_for_condition(lambda: alive(doomed) is False, timeout=20,
+                       message="the node to be declared dead")
+    return ref, doomed
+
+
+def test_result_lost_with_its_node_is_rebuilt_for_its_owner(cluster, tmp_path):
+    marker = str(tmp_path / "runs")
+    ref, doomed = _made_then_node_killed(cluster, marker)
+    array = ray.get(ref, timeout=60)
+    assert array.nbytes == 4 * MB and int(array[-1]) == 4 * MB // 8 - 1
+    runs = _runs(marker)
+    assert len(runs) == 2 and runs[1] != doomed.node_id  # made again, elsewhere
+
+
+def test_result_lost_with_its_node_is_rebuilt_for_a_task_that_reads_it(cluster, tmp_path):
+    marker = str(tmp_path / "runs")
+    ref, _ = _made_then_node_killed(cluster, marker)
+    n = 4 * MB // 8
+    # The reader is a borrower: its pull fails, and it asks the owner to rebuild.
+    assert ray.get(total.remote(ref), timeout=60) == n * (n - 1) // 2
+    assert len(_runs(marker)) == 2
+
+
+def test_result_of_a_task_without_retries_is_lost_with_a_reason(cluster, tmp_path):
+    marker = str(tmp_path / "runs")
+    ref, doomed = _made_then_node_killed(cluster, marker, max_retries=0)
+    with pytest.raises(ObjectLostError) as info:
+        ray.get(ref, timeout=60)
+    message = str(info.value)
+    assert ref.hex() in message and doomed.node_id[:12] in message
+    assert "max_retries=0" in message
+    assert len(_runs(marker)) == 1  # not run again

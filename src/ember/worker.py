@@ -239,13 +239,12 @@ def get(object_refs, *, timeout: float | None = None):
             f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
             "'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
     _check_timeout(timeout, "get")
-    values = core.get_serialized(refs, timeout)
-    if values is None:
+    loaded = core.get_values(refs, timeout)
+    if loaded is None:
         raise GetTimeoutError(
             f"ember.get() timed out after {timeout} s: "
             f"{sum(not core.store.contains(r._id) for r in refs)} of {len(refs)} "
             "object(s) are not ready.")
-    loaded = core.load(refs, values)
     return loaded[0] if single else loaded
 
 

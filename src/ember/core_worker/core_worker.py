@@ -33,6 +33,7 @@ from .actor_submitter import ActorTaskSubmitter
 from .dependency_resolver import DependencyResolver
 from .event_loop import LoopThread
 from .function_manager import FunctionManager
+from .lineage import Lineage
 from .memory_store import CallbackWaiter, CountdownWaiter, MemoryStore
 from .object_directory import ObjectDirectory
 from .ownership import Ownership
@@ -41,6 +42,10 @@ from .serialization import deserialize, inline_value, serialize_parts
 from .task_submitter import NormalTaskSubmitter, PendingTask
 
 logger = logging.getLogger(__name__)
+
+
+#: Times one get() has lost values rebuilt before it gives up (see lineage.py).
+_MAX_REBUILDS = 3
 
 
 class CoreWorker:
@@ -88,6 +93,8 @@ class CoreWorker:
         self.object_store: StoreClient | None = None
         #: Pulls of other nodes' objects, copy locations, and freeing every copy.
         self.objects = ObjectDirectory(self)
+        #: Specs of finished tasks whose stored results may need rebuilding.
+        self.lineage = Lineage(self)
         #: Runs store reads for callbacks that fire on the I/O thread (which must
         #: never wait on the raylet it serves).
         self._readers = None
@@ -272,10 +279,60 @@ class CoreWorker:
 
     def get(self, refs: list, timeout: float | None = None) -> list:
         """Values of ``refs``, in order; raises the first error found."""
-        values = self.get_serialized(refs, timeout)
+        values = self.get_values(refs, timeout)
         if values is None:
             raise GetTimeoutError(f"get timed out after {timeout} s")
-        return self.load(refs, values)
+        return values
+
+    def get_values(self, refs: list, timeout: float | None) -> list | None:
+        """Values of ``refs``, or None if ``timeout`` ran out.
+
+        A value whose node died is rebuilt by running its task again, where
+        its owner can (see lineage.py); this waits for the new value, up to
+        ``timeout`` again.
+        """
+        values = self.get_serialized(refs, timeout)
+        if values is None:
+            return None
+        try:
+            return self.load(refs, values)
+        except ObjectLostError as exc:
+            return self._get_rebuilt(refs, values, exc, timeout)
+
+    def _get_rebuilt(self, refs: list, values: list, exc: ObjectLostError,
+                     timeout: float | None) -> list | None:
+        """Off the hot path: have lost values made again, wait for them, read them."""
+        for _ in range(_MAX_REBUILDS):
+            if not self._rebuild(refs, values, exc):
+                raise exc
+            values = self.get_serialized(refs, timeout)
+            if values is None:
+                return None
+            try:
+                return self.load(refs, values)
+            except ObjectLostError as again:
+                exc = again
+        raise exc
+
+    def _rebuild(self, refs: list, values: list, exc: ObjectLostError) -> bool:
+        """After a failed pull: have the lost values made again. False if none can be."""
+        remote = {ref._id: (ref, v) for ref, v in zip(refs, values)
+                  if v.kind == VALUE_IN_STORE and v.node_id != self.node_id}
+        if not remote:
+            return False
+        owned = [oid for oid, (ref, _) in remote.items() if self.owns(ref._owner)]
+        borrowed = [ref for ref, _ in remote.values() if not self.owns(ref._owner)]
+        if owned:
+            outcome = self.io.run(self.lineage.loop_recover(owned), timeout=60)
+            lost = bytes.fromhex(exc.object_ref_hex or "")
+            if outcome.get(lost) and self.store.get(lost) is remote[lost][1]:
+                return False  # its node lives: not a loss that running the task mends
+            # Otherwise it is being made again, or now holds an error saying why not.
+        for ref in borrowed:  # forget where it was; ask the owner again, saying lost
+            self.store.delete(ref._id)
+        if borrowed:
+            self.io.post(self.ownership.loop_fetch, borrowed, True)
+        return True
 
     def get_serialized(self, refs: list, timeout: float | None) -> list[SerializedValue] | None:
         """Serialized values of ``refs``, or None if ``timeout`` ran out."""

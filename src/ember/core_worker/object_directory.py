@@ -81,8 +81,7 @@ class ObjectDirectory:
             state = "is not in the cluster" if info is None else "died"
             raise ObjectLostError(object_id.hex(), message=(
                 f"Object {object_id.hex()} is lost: its copy was in the object store of node "
-                f"{node_id.hex()[:12]}, which {state}. ember cannot rebuild it; re-run the "
-                "task or put() that created it."))
+                f"{node_id.hex()[:12]}, which {state}."))
         raylet = self.core.raylet
         try:
             reply = await raylet.call(os_msg.PullObject(object_id, info.raylet, owner))
@@ -183,6 +182,13 @@ class ObjectDirectory:
             await self._refresh_nodes()
             info = self._nodes.get(node_id)
         return info
+
+    async def dead_nodes(self, node_ids) -> set[bytes]:
+        """Those of ``node_ids`` that the GCS says died (or never knew), read afresh."""
+        if not node_ids:
+            return set()
+        await self._refresh_nodes()
+        return {n for n in node_ids if n not in self._nodes or not self._nodes[n].alive}
 
     async def _refresh_nodes(self) -> None:
         if self._refreshing is not None:

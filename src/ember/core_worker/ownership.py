@@ -49,8 +49,12 @@ class Ownership:
 
     # --- fetching borrowed values -------------------------------------------------
 
-    def loop_fetch(self, refs: list) -> None:
-        """Ask owners for the values of ``refs`` not here yet, one request per owner."""
+    def loop_fetch(self, refs: list, lost: bool = False) -> None:
+        """Ask owners for the values of ``refs`` not here yet, one request per owner.
+
+        ``lost``: the locations the owners gave could not be read; they rebuild
+        the values whose node died (see lineage.py).
+        """
         by_owner: dict[Address, list[bytes]] = collections.defaultdict(list)
         store = self.core.store
         for ref in refs:
@@ -59,12 +63,14 @@ class Ownership:
                 self._fetching.add(oid)
                 by_owner[ref._owner].append(oid)
         for owner, object_ids in by_owner.items():
-            self.core.io.loop.create_task(self._fetch_from(owner, object_ids))
+            self.core.io.loop.create_task(self._fetch_from(owner, object_ids, lost))
 
-    async def _fetch_from(self, owner: Address, object_ids: list[bytes]) -> None:
+    async def _fetch_from(self, owner: Address, object_ids: list[bytes],
+                          lost: bool = False) -> None:
         try:
             conn = await self.core._peer(owner, "owner")
-            reply = await conn.call(cw.GetObjectStatus(object_ids, self.core.address))
+            reply = await conn.call(cw.GetObjectStatus(object_ids, self.core.address,
+                                                       lost=object_ids if lost else []))
             values = [value if status == "ready" else _freed_error(oid, owner)
                       for oid, status, value in zip(object_ids, reply.statuses, reply.values)]
         except (ConnectionError, rpc.RemoteError) as exc:
@@ -77,12 +83,20 @@ class Ownership:
 
     def handle_get_object_status(self, conn, req: cw.GetObjectStatus):
         """Owner: answer with the values, once all (or, for wait, any) are ready."""
+        if req.lost:
+            return self._rebuild_then_answer(conn, req)
         store = self.core.store
         missing = [oid for oid in req.object_ids if not store.contains(oid)
                    and self.references.is_referenced(oid)]
         if missing and (req.wait_all or len(missing) == len(req.object_ids)):
             return self._answer_when_ready(req, missing)
         return self._answer(req)
+
+    async def _rebuild_then_answer(self, conn, req: cw.GetObjectStatus):
+        """The requester could not read ``req.lost``: rebuild what died, then answer."""
+        await self.core.lineage.loop_recover(req.lost)
+        return await self.handle_get_object_status(conn, cw.GetObjectStatus(
+            req.object_ids, req.requester, req.wait_all))
 
     async def _answer_when_ready(self, req: cw.GetObjectStatus, missing: list[bytes]):
         loop = self.core.io.loop

@@ -434,6 +434,7 @@ class NormalTaskSubmitter:
         self.tasks.pop(task.spec.task_id, None)
         for ret in returns:
             self.core.store_result(ret)
+        self.core.lineage.record(task, returns)
         if task.generator is not None:
             error = returns[0].value if returns and task.spec.num_returns == -1 else None
             task.generator.finish(num_generator_items, error)

@@ -327,10 +327,7 @@ class ObjectManager:
             why = f"its node {node} ({source.ip}) died, and with it the only copy"
         else:
             why = f"it could not be copied from node {node} ({source.ip}:{source.port}): {cause}"
-        return ObjectLostError(object_id.hex(), message=(
-            f"Object {object_id.hex()} is lost: {why}. ember cannot rebuild it; re-run the "
-            "task or put() that created it, and keep objects that must outlive a node on "
-            "a node that stays (for example, return them to the driver)."))
+        return ObjectLostError(object_id.hex(), message=f"Object {object_id.hex()} is lost: {why}.")
 
     # --- serving (another node reads an object of this node) ------------------------------
 

@@ -105,6 +105,9 @@ class GetObjectStatus(Message):
     requester: Address | None = None
     #: False: answer as soon as at least one is ready (ray.wait).
     wait_all: bool = True
+    #: Objects the requester could not copy from the node the owner named: the
+    #: owner rebuilds those whose node died (see core_worker/lineage.py).
+    lost: list[bytes] = []
 
 
 class GetObjectStatusReply(Message):
