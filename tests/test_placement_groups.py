@@ -22,10 +22,10 @@ from ember.gcs.placement_group_manager import (PlacementGroup as GcsPlacementGro
                                                PlacementGroupManager, choose_nodes)
 from ember.protocol import gcs as gcs_msg
 from ember.protocol import raylet as rl
-from ember.util import placement_group as pg_util
-from ember.util.placement_group import (get_current_placement_group, get_placement_group,
-                                        placement_group, placement_group_table,
-                                        remove_placement_group)
+from ember.util.placement_group import PlacementGroup, PlacementGroupID
+# As in Ray, ember.util exports the placement group API itself.
+from ember.util import (get_current_placement_group, get_placement_group, placement_group,
+                        placement_group_table, remove_placement_group)
 from ember.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from helpers import wait_for_condition
 
@@ -50,8 +50,8 @@ def cluster(_cluster):
     yield _cluster
     for row in placement_group_table().values():
         if row["state"] != "REMOVED":
-            remove_placement_group(pg_util.PlacementGroup(
-                pg_util.PlacementGroupID(bytes.fromhex(row["placement_group_id"]))))
+            remove_placement_group(PlacementGroup(
+                PlacementGroupID(bytes.fromhex(row["placement_group_id"]))))
     total = CPUS_PER_NODE * len(_cluster.list_all_nodes())
     wait_for_condition(lambda: ray.available_resources().get("CPU") == total,
                        message="every CPU to be free again")
