@@ -144,16 +144,9 @@ class ActorManager:
             strategy=req.strategy, description=f"actor {actor.info.class_name}",
             owner=actor.info.owner, scheduling_key=b"actor:" + actor.info.actor_id,
             actor_id=actor.info.actor_id, running_resources=req.resources)
-        try:
-            raylet = await self._raylet_for(actor, req)
-            reply = await raylet.call(request)
-            while reply.status == "spillback":
-                raylet = await self._connect_raylet(reply.retry_at.node_id, reply.retry_at)
-                request.grant_or_reject = True
-                reply = await raylet.call(request)
-        except (ConnectionError, rpc.RemoteError, LookupError) as exc:
-            self._died(actor, f"it could not be scheduled: {exc}", restartable=True)
-            return
+        reply, raylet = await self._lease(actor, request)
+        if reply is None:
+            return  # it died while waiting for a lease
         if actor.state is ActorState.DEAD:
             if reply.status == "granted":
                 raylet.notify(rl.ReturnWorker(reply.lease_id))
@@ -187,6 +180,34 @@ class ActorManager:
             return
         actor.info.address = reply.worker
         self._set_state(actor, ActorState.ALIVE)
+
+    async def _lease(self, actor: Actor, request: rl.RequestWorkerLease):
+        """(reply, raylet) of a worker lease for the actor, following spillbacks.
+
+        A raylet that cannot be reached (it died, perhaps just after sending a
+        spillback to itself) or no node alive is not the actor's failure: the
+        request goes again, after a pause, until it is answered or the actor
+        is dead (killed, or its owner died). No restart is spent on it, as in
+        Ray, since no process of the actor ever ran. Returns (None, None) then.
+        """
+        pause = 0.05
+        while actor.state is not ActorState.DEAD:
+            request.grant_or_reject = False
+            try:
+                raylet = await self._raylet_for(actor, actor.create)
+                reply = await raylet.call(request)
+                while reply.status == "spillback":
+                    raylet = await self._connect_raylet(reply.retry_at.node_id,
+                                                        reply.retry_at)
+                    request.grant_or_reject = True
+                    reply = await raylet.call(request)
+                return reply, raylet
+            except (ConnectionError, rpc.RemoteError, LookupError) as exc:
+                logger.info("scheduling actor %s again in %.2f s: %s", actor.describe(),
+                            pause, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        return None, None
 
     async def _raylet_for(self, actor: Actor, req: msg.CreateActor) -> rpc.Connection:
         node_id = actor.info.owner.node_id
