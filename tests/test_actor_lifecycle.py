@@ -16,7 +16,7 @@ import pytest
 
 import ember as ray
 from ember.exceptions import ActorDiedError, RayActorError, RayTaskError
-from helpers import DriverProcess, run_driver, wait_for_condition
+from helpers import DriverProcess, run_driver, wait_for_condition, wait_for_file
 
 
 def pid_gone(pid: int) -> bool:
@@ -269,6 +269,26 @@ def test_calls_through_a_temporary_handle_finish_before_the_actor_ends(shared):
     pids = [ray.get(Mortal.remote().pid.remote()) for _ in range(5)]
     for pid in pids:
         wait_pid_gone(pid)
+
+
+def test_handle_captured_by_a_remote_function_is_pinned(shared, tmp_path):
+    """As in Ray, refs a remote function's closure captures live as long as the job:
+    the function may run anywhere, later, after the driver's own handle is gone."""
+    gate = str(tmp_path / "gate")
+    actor = Mortal.remote()
+
+    def make_task(captured):
+        @ray.remote
+        def bump_when_open():
+            wait_for_file(gate)
+            return ray.get(captured.bump.remote())
+        return bump_when_open
+    task = make_task(actor)
+    ref = task.remote()
+    del actor, task  # no handle left in the driver, but the function's closure
+    gc.collect()
+    open(gate, "w").close()
+    assert ray.get(ref, timeout=30) == 1
 
 
 @ray.remote

@@ -18,12 +18,12 @@ from __future__ import annotations
 import inspect
 import pickle
 
-import cloudpickle
 
 from . import options as opts
 from .core_worker import context
 from .core_worker.actor_runtime import ActorExitRequest, is_async_class
 from .core_worker.function_manager import function_id_of
+from .core_worker.serialization import dumps_definition
 from .core_worker.task_submitter import PendingTask
 from .generator import GeneratorState, ObjectRefGenerator
 from .ids import actor_handle_id, object_id_for_return
@@ -128,7 +128,7 @@ class ActorClass:
                              "0 or not set: calls can only be retried on a restarted actor.")
         if self._pickled is None:
             try:
-                self._pickled = cloudpickle.dumps(self._class)
+                self._pickled = core.pin_captured(*dumps_definition(self._class))
             except Exception as exc:
                 raise TypeError(f"Could not serialize {what}: {exc}") from exc
             self._class_id = function_id_of(self._pickled)

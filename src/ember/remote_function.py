@@ -16,7 +16,7 @@ from . import options as opts
 from .core_worker import context
 from .core_worker.function_manager import function_id_of
 from .config import config
-from .core_worker.serialization import inline_value, serialize_parts
+from .core_worker.serialization import dumps_definition, inline_value, serialize_parts
 from .core_worker.task_submitter import SchedulingKey
 from .generator import GeneratorState, ObjectRefGenerator
 from .object_ref import ObjectRef
@@ -106,7 +106,7 @@ class RemoteFunction:
         core = context.require_core(f"{self._qualname}.remote()", auto_init=True)
         if self._pickled is None:
             try:
-                self._pickled = cloudpickle.dumps(self._function)
+                self._pickled = core.pin_captured(*dumps_definition(self._function))
             except Exception as exc:
                 from .core_worker.serialization import _unpicklable_message
                 raise TypeError(f"Could not serialize {self._what}: "

@@ -62,6 +62,8 @@ class CoreWorker:
         self.job_id = b"\x00" * 4
         #: The actor this process hosts; b"" for drivers and task workers.
         self.actor_id = b""
+        #: Refs captured by remote functions and actor classes: held for good.
+        self._captured: dict[bytes, object] = {}
         #: The TaskExecutor running tasks here (worker processes only).
         self.executor = None
         #: Its ActorRuntime, once ``__init__`` ran (the executor sets both).
@@ -530,6 +532,15 @@ class CoreWorker:
         for task_id, task in list(self.submitter.tasks.items()):
             if task.parent == parent_id:
                 self._cancel_one(task_id, force, True)
+
+    def pin_captured(self, pickled: bytes, refs: list) -> bytes:
+        """Hold the refs a remote function or actor class captured for the job's
+        life (see serialization.dumps_definition); returns ``pickled``."""
+        from ..object_ref import ObjectRef
+        for info in refs:
+            if info.object_id not in self._captured:
+                self._captured[info.object_id] = ObjectRef(info.object_id, info.owner)
+        return pickled
 
     def current_task_id(self) -> bytes | None:
         """The task this thread runs (None in a driver's main thread)."""

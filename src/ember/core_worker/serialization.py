@@ -59,6 +59,20 @@ def dumps(value, buffer_callback=None) -> bytes:
         raise TypeError(_unpicklable_message(value, exc)) from exc
 
 
+def dumps_definition(obj) -> tuple[bytes, list[ObjectRefInfo]]:
+    """Pickle a remote function or actor class, and the ObjectRefs it captures.
+
+    By value, with cloudpickle. The refs (actor handles included) are the
+    ones its closure or globals hold; the caller pins them for the job's life,
+    as Ray does: the definition may run anywhere, any time, and needs them.
+    """
+    _context.refs = refs = []
+    try:
+        return cloudpickle.dumps(obj), refs
+    finally:
+        _context.refs = None
+
+
 def serialize_parts(value):
     """(pickle stream, out-of-band buffers, nested refs, total size) of ``value``.
 
