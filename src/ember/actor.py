@@ -20,6 +20,7 @@ import pickle
 
 
 from . import options as opts
+from . import runtime_env
 from .core_worker import context
 from .core_worker.actor_runtime import ActorExitRequest, is_async_class
 from .core_worker.function_manager import function_id_of
@@ -133,6 +134,9 @@ class ActorClass:
                 raise TypeError(f"Could not serialize {what}: {exc}") from exc
             self._class_id = function_id_of(self._pickled)
         core.functions.export(self._class_id, self._pickled)
+        # Before registering: a directory that cannot be packaged must not leave a
+        # name taken.
+        env = runtime_env.resolve(core, options.get("runtime_env"), core.runtime_env, what)
 
         namespace = options.get("namespace") or core.namespace
         detached = options.get("lifetime") == "detached"
@@ -187,7 +191,8 @@ class ActorClass:
                         owner=core.address, resources=running, actor_id=actor_id,
                         is_actor_creation=True, actor_options=pickle.dumps(actor_options),
                         placement_group_id=strategy.placement_group_id,
-                        capture_child_tasks=strategy.capture_child_tasks)
+                        capture_child_tasks=strategy.capture_child_tasks,
+                        runtime_env=env)
         create = gcs_msg.CreateActor(actor_id=actor_id, creation_spec=b"",
                                      placement_resources=placement, resources=running,
                                      strategy=strategy)

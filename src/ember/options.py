@@ -3,7 +3,9 @@
 Each option has a type and a check, as in Ray: a value of the wrong type raises
 ``TypeError``, a value of the right type that makes no sense raises
 ``ValueError``, and an unknown keyword raises ``ValueError`` listing the valid
-ones. Every message names the function or class it was given for.
+ones. Every message names the function or class it was given for. A check
+returns its complaint, or raises TypeError itself for a nested value of the
+wrong type (``runtime_env``, see ember/runtime_env.py).
 """
 from __future__ import annotations
 
@@ -66,6 +68,12 @@ def _gpus(value):
     return _non_negative("num_gpus")(value)
 
 
+def _runtime_env(value):
+    from . import runtime_env
+    runtime_env.validate(value)  # raises TypeError or ValueError naming the field
+    return None
+
+
 def _max_retries(value):
     if value is not None and value < -1:
         return f"'max_retries' must be -1 (retry forever) or >= 0, got {value}."
@@ -82,7 +90,7 @@ COMMON_OPTIONS = {
     "accelerator_type": Option((str, type(None))),
     "name": Option((str, type(None))),
     "scheduling_strategy": Option((str, SchedulingStrategy, object, type(None))),
-    "runtime_env": Option((dict, type(None))),
+    "runtime_env": Option((dict, type(None)), _runtime_env),
     "label_selector": Option((dict, type(None))),
     "_metadata": Option((dict, type(None))),
     "enable_task_events": Option((bool,)),
@@ -136,7 +144,10 @@ def validate(options: dict, valid: dict, what: str) -> None:
                                                "max_retries", "num_returns"):
             raise TypeError(f"Option {key!r} for {what} must be a number, not a bool.")
         if spec.check is not None and value is not None:
-            problem = spec.check(value)
+            try:
+                problem = spec.check(value)
+            except (TypeError, ValueError) as exc:  # checks of nested values raise
+                raise type(exc)(f"{what}: {exc}") from None
             if problem:
                 raise ValueError(f"{what}: {problem}")
 

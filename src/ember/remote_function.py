@@ -13,6 +13,7 @@ import inspect
 import cloudpickle
 
 from . import options as opts
+from . import runtime_env
 from .core_worker import context
 from .core_worker.function_manager import function_id_of
 from .config import config
@@ -29,7 +30,7 @@ class _Prepared:
     """What ``.remote()`` needs for one set of options, computed once."""
 
     __slots__ = ("resources", "strategy", "num_returns", "max_retries", "retry_exceptions",
-                 "allowlist", "max_calls", "name", "key", "job_id")
+                 "allowlist", "max_calls", "name", "key", "job_id", "runtime_env")
 
     def __init__(self, remote_function: "RemoteFunction", options: dict, core):
         what = remote_function._what
@@ -55,18 +56,23 @@ class _Prepared:
         self.max_calls = max_calls
         self.name = options.get("name") or ""
         self.job_id = core.job_id
+        #: Wire form, merged over the env in force here (packages uploaded now).
+        self.runtime_env = runtime_env.resolve(core, options.get("runtime_env"),
+                                               core.runtime_env, what)
         self.key = SchedulingKey.make(remote_function._function_id,
                                  tuple(sorted(self.resources.items())), self.strategy,
-                                 core.job_id, f"task {remote_function._qualname}")
+                                 core.job_id, f"task {remote_function._qualname}",
+                                 self.runtime_env)
 
 
 def _prepared_key(core) -> tuple | None:
-    """What a cached ``_Prepared`` depends on besides the options: the job, and the
+    """What a cached ``_Prepared`` depends on besides the options: the job, the
     placement group that the running task captures its child tasks into (a task
-    without a strategy of its own joins it)."""
+    without a strategy of its own joins it), and the runtime env in force (which
+    the task's own env is merged over)."""
     if core is None:
         return None
-    return core.job_id, opts.captured_placement_group(core)
+    return core.job_id, opts.captured_placement_group(core), core.runtime_env
 
 
 class RemoteFunction:
@@ -133,7 +139,8 @@ class RemoteFunction:
                         max_retries=p.max_retries, retry_exceptions=p.retry_exceptions,
                         retry_exception_allowlist=p.allowlist, max_calls=p.max_calls,
                         name=p.name, placement_group_id=p.strategy.placement_group_id,
-                        capture_child_tasks=p.strategy.capture_child_tasks)
+                        capture_child_tasks=p.strategy.capture_child_tasks,
+                        runtime_env=p.runtime_env)
         if p.num_returns == -1:
             state = GeneratorState(task_id)
             core.submit_task(spec, p.key, keep_alive, state)

@@ -76,6 +76,19 @@ class RuntimeContext:
         actor = self._core().actor
         return actor is not None and actor.restarted
 
+    @property
+    def runtime_env(self):
+        """The runtime env in force here, resolved (package URIs, not local paths):
+        the job's in a driver, the task's or actor's (merged with the job's) in a
+        worker; a ``RuntimeEnv`` dict."""
+        import copy
+        from .runtime_env import RuntimeEnv, decode
+        return RuntimeEnv(_validate=False, **copy.deepcopy(decode(self._core().runtime_env)))
+
+    def get_runtime_env_string(self) -> str:
+        """The runtime env in force here as JSON ("{}" for none)."""
+        return self._core().runtime_env or "{}"
+
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         ctx = self._core().task_context
         return {"GPU": [str(i) for i in getattr(ctx, "gpu_ids", None) or []]}

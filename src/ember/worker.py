@@ -12,6 +12,8 @@ import os
 import sys
 
 from . import node as node_mod
+from . import options as opts
+from . import runtime_env as runtime_env_mod
 from .core_worker import context
 from .exceptions import GetTimeoutError
 from .generator import ObjectRefGenerator
@@ -83,6 +85,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                        "starting a normal local cluster instead.")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {type(namespace).__name__}.")
+    opts.validate({"runtime_env": runtime_env},
+                  {"runtime_env": opts.COMMON_OPTIONS["runtime_env"]}, "ember.init()")
     if configure_logging:
         _configure_logging(logging_level, logging_format)
     if _temp_dir:
@@ -119,6 +123,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         core.connect({"namespace": namespace or _anonymous_namespace(),
                       "code_search_path": _code_search_path(),
                       "log_to_driver": log_to_driver})
+        # The job's env: every task and actor of the job runs in it (merged with
+        # their own). Packaged now, so a bad working_dir fails init().
+        core.runtime_env = runtime_env_mod.resolve(core, runtime_env, "", "ember.init()")
     except BaseException:
         core.shutdown()
         if _local_node is not None:

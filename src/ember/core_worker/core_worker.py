@@ -69,6 +69,12 @@ class CoreWorker:
         #: Its ActorRuntime, once ``__init__`` ran (the executor sets both).
         self.actor = None
         self.namespace = ""
+        #: The runtime env in force, in its wire form (ember/runtime_env.py): the
+        #: job's in a driver, the running task's or the actor's in a worker. Tasks
+        #: and actors submitted from here inherit it.
+        self.runtime_env = ""
+        #: Package URIs this process knows the GCS holds (uploaded or checked).
+        self.uploaded_packages: set[str] = set()
         self.ids = IdFactory()
         self.io = LoopThread("ember-io")
         lock = threading.RLock()

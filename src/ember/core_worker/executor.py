@@ -22,11 +22,12 @@ import sys
 import threading
 import time
 
-from ..exceptions import ActorDiedError, RayTaskError, TaskCancelledError
+from ..exceptions import ActorDiedError, RayTaskError, RuntimeEnvSetupError, TaskCancelledError
 from ..ids import object_id_for_return
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from .actor_runtime import ActorExitRequest, ActorRuntime
+from .runtime_env_setup import RuntimeEnvSetup
 from .serialization import deserialize, serialize_error, task_error
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class TaskExecutor:
         self._async_loop = None
         #: The actor this worker hosts, once its creation task ran.
         self.actor: ActorRuntime | None = None
+        #: Enters the runtime env each task or actor needs (main thread only).
+        self.runtime_envs = RuntimeEnvSetup(core)
         core.executor = self
         core.handlers[cw.PushTask] = self.handle_push
         core.handlers[cw.CancelTask] = self.handle_cancel
@@ -221,8 +224,16 @@ class TaskExecutor:
                                                 False))
         if spec.job_id not in self._jobs_loaded:
             self._load_job(spec.job_id)
+        is_method = spec.actor_id and not spec.is_actor_creation
+        # Before loading: the function may live in the env's packages. Actor calls
+        # run in the env their actor entered at creation.
+        if not is_method and spec.runtime_env != self.runtime_envs.current:
+            try:
+                self.runtime_envs.switch(spec.runtime_env, spec.function_name)
+            except RuntimeEnvSetupError as err:
+                raise _EarlyReply(self._error_reply(spec, err, False)) from None
         try:
-            if spec.actor_id and not spec.is_actor_creation:
+            if is_method:
                 target = getattr(self.actor.instance, spec.method_name)
             else:
                 if isinstance(pickled, Exception):

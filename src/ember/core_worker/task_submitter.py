@@ -89,11 +89,15 @@ class SchedulingKey:
     description: str = dataclasses.field(default="", compare=False, hash=False)
     #: The strategy's encoding, which (unlike the strategy) is hashable.
     strategy_key: bytes = b""
+    #: The task's runtime env (wire form): tasks of one env share workers, which
+    #: then enter it once rather than switching envs between tasks.
+    runtime_env: str = ""
 
     @classmethod
-    def make(cls, function_id, resources, strategy, job_id, description) -> "SchedulingKey":
+    def make(cls, function_id, resources, strategy, job_id, description,
+             runtime_env: str = "") -> "SchedulingKey":
         return cls(function_id, resources, strategy, job_id, description,
-                   msgspec.msgpack.encode(strategy))
+                   msgspec.msgpack.encode(strategy), runtime_env)
 
     def wire_key(self) -> bytes:
         return self.function_id + repr(self.resources).encode() + self.strategy_key

@@ -47,6 +47,9 @@ class TaskSpec(msgspec.Struct, array_like=True, gc=False):
     #: The placement group the task runs in, and whether its children do too.
     placement_group_id: bytes = b""
     capture_child_tasks: bool = False
+    #: The resolved runtime env (env vars, package URIs) as canonical JSON; ""
+    #: for none. See ember/runtime_env.py.
+    runtime_env: str = ""
 
 
 class PushTask(Message):
