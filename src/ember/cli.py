@@ -1,6 +1,6 @@
 """The ``ember`` command: start, stop and inspect clusters, run benchmarks and the demo.
 
-    ember start --head [--port 6379] [--num-cpus N] [--resources JSON]
+    ember start --head [--port 6379] [--num-cpus N] [--resources JSON] [--storage redis://H:P]
     ember start --address HEAD_IP:PORT       # add this machine as a node
     ember status [--address ...]
     ember stop [--force]
@@ -48,9 +48,12 @@ def main():
 @click.option("--labels", default=None, help='Node labels as JSON, e.g. \'{"zone": "a"}\'.')
 @click.option("--object-store-memory", type=int, default=None)
 @click.option("--node-ip-address", default=None, help="This node's IP, if it has several.")
+@click.option("--storage", default=None,
+              help="GCS storage, for --head: 'redis://host:port' for GCS fault tolerance "
+                   "(default: EMBER_GCS_STORAGE, else 'memory').")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
-          object_store_memory, node_ip_address, block):
+          object_store_memory, node_ip_address, storage, block):
     """Start ember's processes on this machine."""
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
@@ -62,7 +65,7 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
             procs = node_mod.start_head(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
                 object_store_memory=object_store_memory, labels=labels, port=port,
-                node_ip=node_ip, detached=True)
+                node_ip=node_ip, detached=True, storage=storage)
             gcs_address = procs.gcs_address
         else:
             gcs_address = address
@@ -75,7 +78,8 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
     if not node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30):
         procs.stop()
         raise click.ClickException(
-            f"The node did not come up; see the logs in {procs.session_dir}/logs.")
+            f"The node did not come up; see the logs in {procs.session_dir}/logs."
+            + node_mod.gcs_startup_error(procs.session_dir))
     if head:
         node_mod.write_current_cluster(gcs_address)
         click.echo(f"ember started a head node at {gcs_address}.\n\n"

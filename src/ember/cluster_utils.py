@@ -111,6 +111,37 @@ class ClusterNode:
                 logger.warning("process %d of node %s did not exit after SIGKILL", proc.pid,
                                self.node_id[:12])
 
+    def kill_gcs_server(self, timeout: float = 10.0) -> None:
+        """SIGKILL the head's GCS (a GCS crash), as Ray's ``Node.kill_gcs_server``.
+
+        Raylets and drivers keep running and try to reconnect for
+        ``gcs_reconnect_timeout_s``; start a new GCS with :meth:`start_gcs_server`.
+        """
+        gcs = self._gcs_process()
+        if gcs.poll() is None:
+            gcs.send_signal(signal.SIGKILL)
+        gcs.wait(timeout)
+
+    def start_gcs_server(self, timeout: float = 30.0) -> None:
+        """Start a GCS again on the same address; with Redis storage it reloads the tables."""
+        gcs = self._gcs_process()
+        if gcs.poll() is None:
+            raise RuntimeError("The GCS of this node is still running; kill it first.")
+        port = int(self.gcs_address.rpartition(":")[2])
+        proc, _ = node_mod.start_gcs(self.session_dir, port, detached=False)
+        self._processes.processes[self._processes.processes.index(gcs)] = proc
+        try:
+            node_mod.query_nodes(self.gcs_address, timeout)
+        except ConnectionError as exc:
+            raise RuntimeError(f"The restarted GCS did not come up at {self.gcs_address}: "
+                               f"{exc}; see {self.session_dir}/logs/gcs.log"
+                               + node_mod.gcs_startup_error(self.session_dir)) from exc
+
+    def _gcs_process(self) -> subprocess.Popen:
+        if not self.is_head:
+            raise ValueError(f"{self!r} is not the head node; only the head runs the GCS.")
+        return next(p for p in self._processes.processes if "ember.gcs" in p.args)
+
     def __repr__(self) -> str:
         return f"ClusterNode({self.node_id[:12]}, head={self.is_head})"
 

@@ -30,8 +30,15 @@ class Config:
     health_check_period_s: float = 1.0
     #: How long a raylet may stay silent before the GCS declares its node dead.
     health_check_timeout_s: float = 30.0
-    #: "memory" or "redis://host:port".
+    #: "memory" or "redis://host:port" (GCS fault tolerance: see gcs/redis_store.py).
     gcs_storage: str = "memory"
+    #: Separates the tables of clusters that share one Redis; a restarted GCS
+    #: must use the same namespace to find its tables.
+    gcs_storage_namespace: str = "default"
+    #: How long raylets and core workers keep trying to reach a GCS that went
+    #: away (it may be restarting) before they give up, as Ray's
+    #: gcs_rpc_server_reconnect_timeout_s. A raylet then stops.
+    gcs_reconnect_timeout_s: float = 60.0
 
     # --- raylet ----------------------------------------------------------
     #: Fork workers from a pre-imported zygote process instead of spawning them.

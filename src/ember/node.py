@@ -146,10 +146,11 @@ def _spawn(args: list[str], session_dir: str, name: str, detached: bool) -> subp
         out.close()
 
 
-def start_gcs(session_dir: str, port: int, detached: bool, host: str = "0.0.0.0"):
+def start_gcs(session_dir: str, port: int, detached: bool, host: str = "0.0.0.0",
+              storage: str | None = None):
     port = port or free_port()
-    proc = _spawn(["ember.gcs", "--host", host, "--port", str(port)], session_dir, "gcs",
-                  detached)
+    proc = _spawn(["ember.gcs", "--host", host, "--port", str(port)]
+                  + (["--storage", storage] if storage else []), session_dir, "gcs", detached)
     return proc, port
 
 
@@ -169,11 +170,12 @@ def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources:
 
 def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
                object_store_memory=None, labels=None, port: int = 0,
-               node_ip: str = "127.0.0.1", detached: bool = False) -> NodeProcesses:
+               node_ip: str = "127.0.0.1", detached: bool = False,
+               storage: str | None = None) -> NodeProcesses:
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=True)
     session_dir = new_session_dir()
-    gcs_proc, gcs_port = start_gcs(session_dir, port, detached)
+    gcs_proc, gcs_port = start_gcs(session_dir, port, detached, storage=storage)
     gcs_address = f"{node_ip}:{gcs_port}"
     raylet_proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
@@ -263,6 +265,16 @@ def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.
         return registered(query_nodes(gcs_address, timeout, until=registered))
     except ConnectionError:
         return False
+
+
+def gcs_startup_error(session_dir: str) -> str:
+    """What a GCS that failed to start said (e.g. Redis unreachable), or ""."""
+    try:
+        with open(_log_path(session_dir, "gcs.out"), errors="replace") as f:
+            said = [line.strip() for line in f if line.startswith("ember GCS:")]
+    except FileNotFoundError:
+        return ""
+    return ("\n" + "\n".join(said)) if said else ""
 
 
 #: Command-line markers of ember's daemon processes, for `ember stop`.

@@ -23,6 +23,7 @@ Everything runs on the I/O thread unless a method says otherwise.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import pickle
@@ -257,6 +258,18 @@ class ActorTaskSubmitter:
             if f.exception() is None and f.result().info is not None:
                 self.actor_changed(None, gcs_msg.ActorChanged(f.result().info))
         fut.add_done_callback(got)
+
+    async def resubscribe(self, conn) -> None:
+        """On a new GCS connection: follow the same actors again, and catch up on them."""
+        actor_ids = [q.actor_id for q in list(self.queues.values()) if q.subscribed]
+        if not actor_ids:
+            return
+        await conn.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_ACTOR], keys=actor_ids))
+        replies = await asyncio.gather(*(conn.request(gcs_msg.GetActorInfo(actor_id))
+                                         for actor_id in actor_ids))
+        for reply in replies:
+            if reply.info is not None:
+                self.actor_changed(None, gcs_msg.ActorChanged(reply.info))
 
     def actor_changed(self, conn, news: gcs_msg.ActorChanged) -> None:
         info = news.info

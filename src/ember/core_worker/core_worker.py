@@ -28,6 +28,7 @@ from ..protocol import raylet as rl
 from ..object_store.client import StoreClient
 from ..object_store.layout import load_from_store
 from ..protocol.common import VALUE_ERROR, VALUE_IN_STORE, Address, SerializedValue
+from ..rpc.reconnecting import ReconnectingClient
 from . import context
 from .actor_submitter import ActorTaskSubmitter
 from .dependency_resolver import DependencyResolver
@@ -86,7 +87,9 @@ class CoreWorker:
         self.functions = FunctionManager(self)
         self.address: Address | None = None
         self.raylet: rpc.Connection | None = None
-        self.gcs: rpc.Connection | None = None
+        self.gcs: ReconnectingClient | None = None
+        #: A driver's (RegisterJob, Subscribe), sent again to a restarted GCS.
+        self._job_subscription: tuple | None = None
         self._servers = []
         self._peer_conns: dict[str, rpc.Connection] = {}
         self._connecting: dict[str, object] = {}
@@ -130,13 +133,16 @@ class CoreWorker:
                                tcp.sockets[0].getsockname()[1], unix_path, self.worker_id)
         self.raylet = await rpc.connect("unix:" + self.raylet_socket, self.handlers,
                                         name="raylet", on_close=self._raylet_lost)
-        self.gcs = await rpc.connect(self.gcs_address, self._gcs_handlers(), name="gcs")
+        self.gcs = ReconnectingClient(self.gcs_address, self._gcs_handlers(), name="gcs",
+                                      on_connected=self._gcs_reconnected)
+        await self.gcs.start()
         if self.is_driver:
-            reply = await self.gcs.call(gcs_msg.RegisterJob(
+            registration = gcs_msg.RegisterJob(
                 driver_pid=os.getpid(), driver_address=self.address,
                 namespace=job_config["namespace"],
                 code_search_path=job_config["code_search_path"],
-                entrypoint=" ".join(sys.argv)))
+                entrypoint=" ".join(sys.argv))
+            reply = await self.gcs.call(registration)
             self.job_id = reply.job_id
             self.ids.job_id = self.job_id
             self.namespace = job_config["namespace"]
@@ -144,6 +150,8 @@ class CoreWorker:
             if job_config.get("log_to_driver", True):
                 channels.append(gcs_msg.CHANNEL_LOG)
             await self.gcs.call(gcs_msg.Subscribe(channels, self.job_id))
+            registration.job_id = self.job_id
+            self._job_subscription = (registration, gcs_msg.Subscribe(channels, self.job_id))
         reply = await self.raylet.call(rl.RegisterWorker(
             self.worker_id, os.getpid(), self.address, self.is_driver, self.job_id))
         if reply.store_fd >= 0:
@@ -152,6 +160,19 @@ class CoreWorker:
                 reply.raylet_pid, reply.store_fd, reply.store_capacity,
                 call=lambda m: self.io.run(raylet.call(m)),
                 notify=lambda m: self.io.post(self._loop_notify, m), defer=self.io.post)
+
+    async def _gcs_reconnected(self, conn: rpc.Connection) -> None:
+        """On a new GCS connection (a restarted GCS): take up the job and subscriptions.
+
+        A restarted GCS reloaded the job from storage but knows no connection:
+        the driver re-attaches to its job (so the job ends when this connection
+        closes) and every process subscribes again to what it followed.
+        """
+        if self._job_subscription is not None:
+            registration, subscription = self._job_subscription
+            await conn.call(registration)
+            await conn.call(subscription)
+        await self.actor_submitter.resubscribe(conn)
 
     def _gcs_handlers(self) -> dict:
         from . import log_printer
@@ -569,7 +590,9 @@ class CoreWorker:
     async def _loop_shutdown(self) -> None:
         if self.is_driver:
             await self.objects.loop_free_remote_copies()
-        if self.is_driver and self.gcs is not None and not self.gcs.closed:
+        if self.gcs is not None:
+            self.gcs.stop_reconnecting()
+        if self.is_driver and self.gcs is not None and self.gcs.connected:
             try:
                 await self.gcs.call(gcs_msg.MarkJobFinished(self.job_id), timeout=2)
             except Exception:

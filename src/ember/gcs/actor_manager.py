@@ -27,6 +27,12 @@ every handle holder learns the actor's address or its death.
 Scheduling goes through raylets, not around them: the GCS asks the raylet of
 the owner's node for a lease (or the node named by a node-affinity strategy),
 follows spillback replies, then pushes the creation task to the granted worker.
+
+Persistence: every change of state is written to the "actor" table with what a
+restarted GCS needs to carry on (the CreateActor message, the lease and worker
+of the live actor). On reload, ALIVE actors keep running where they are (their
+raylet spares actor workers when the GCS disconnects), PENDING_CREATION and
+RESTARTING ones are scheduled again, and names resolve as before.
 """
 from __future__ import annotations
 
@@ -42,8 +48,11 @@ from ..protocol import gcs as msg
 from ..protocol import raylet as rl
 from ..protocol.common import Address
 from .pubsub import Publisher
+from .storage import InMemoryStoreClient, StoreClient
 
 logger = logging.getLogger(__name__)
+
+TABLE = "actor"
 
 
 class ActorState(enum.Enum):
@@ -87,14 +96,74 @@ class Actor:
         return self.info.describe()
 
 
+class ActorTableData(msgspec.Struct, array_like=True, gc=False):
+    """One actor as stored: enough for a restarted GCS to resume managing it."""
+
+    info: msg.ActorInfo
+    #: The creation request, once the owner sent it (needed to schedule again).
+    create: msg.CreateActor | None = None
+    #: The live actor's worker and lease, to kill it or return the lease.
+    worker_id: bytes = b""
+    lease_id: bytes = b""
+
+
 class ActorManager:
-    def __init__(self, publisher: Publisher, node_manager):
+    def __init__(self, publisher: Publisher, node_manager, store: StoreClient | None = None):
         self._publisher = publisher
         self._nodes = node_manager
+        self._store = store or InMemoryStoreClient()
         self.actors: dict[bytes, Actor] = {}
         self._named: dict[tuple[str, str], bytes] = {}
         self._by_worker: dict[bytes, bytes] = {}
         self._raylet_conns: dict[bytes, rpc.Connection] = {}
+
+    # --- persistence -----------------------------------------------------------------
+
+    async def load(self) -> None:
+        for raw in (await self._store.get_all(TABLE)).values():
+            data = msgspec.msgpack.decode(raw, type=ActorTableData)
+            actor = Actor(data.info)
+            actor.state = ActorState[data.info.state]
+            actor.create = data.create
+            actor.worker_id, actor.lease_id = data.worker_id, data.lease_id
+            self.actors[data.info.actor_id] = actor
+            if actor.state is ActorState.DEAD:
+                continue
+            if data.info.name:
+                self._named[(data.info.namespace, data.info.name)] = data.info.actor_id
+            if actor.worker_id:
+                self._by_worker[actor.worker_id] = data.info.actor_id
+
+    def start(self) -> None:
+        """Resume reloaded actors: reach the raylets of live ones, place pending ones."""
+        loop = asyncio.get_running_loop()
+        for actor in self.actors.values():
+            if actor.state is ActorState.ALIVE:
+                loop.create_task(self._reattach(actor))
+            elif (actor.state in (ActorState.PENDING_CREATION, ActorState.RESTARTING)
+                  and actor.create is not None):
+                loop.create_task(self._schedule(actor))
+
+    async def _reattach(self, actor: Actor) -> None:
+        """Reconnect to a reloaded live actor's raylet, to kill it or return its lease.
+
+        If the node is gone, its health check timing out declares it dead, and
+        the actor dies (or restarts) with it then.
+        """
+        node = self._nodes.nodes.get(actor.info.node_id)
+        if node is None or not node.alive:
+            return
+        try:
+            actor.raylet = await self._connect_raylet(node.node_id, node.raylet)
+        except ConnectionError as exc:
+            logger.info("actor %s: its raylet is unreachable for now: %s", actor.describe(),
+                        exc)
+
+    def _persist(self, actor: Actor) -> None:
+        self._store.put_soon(TABLE, actor.info.actor_id, msgspec.msgpack.encode(
+            ActorTableData(actor.info, actor.create, actor.worker_id, actor.lease_id)))
+
+    # --- requests -----------------------------------------------------------------------
 
     def handlers(self):
         return {
@@ -112,6 +181,9 @@ class ActorManager:
 
     def register(self, conn, req: msg.RegisterActor) -> msg.RegisterActorReply:
         info = req.info
+        known = self.actors.get(info.actor_id)
+        if known is not None:  # sent again after a reconnection to the GCS
+            return msg.RegisterActorReply(known.info)
         if info.name:
             existing_id = self._named.get((info.namespace, info.name))
             if existing_id is not None:
@@ -124,7 +196,8 @@ class ActorManager:
                     "first, or pass get_if_exists=True to get a handle to it.")
             self._named[(info.namespace, info.name)] = info.actor_id
         info.state = ActorState.DEPENDENCIES_UNREADY.name
-        self.actors[info.actor_id] = Actor(info)
+        actor = self.actors[info.actor_id] = Actor(info)
+        self._persist(actor)
         return msg.RegisterActorReply(info)
 
     def create(self, conn, req: msg.CreateActor) -> None:
@@ -305,6 +378,8 @@ class ActorManager:
                         info.num_restarts, info.max_restarts, cause)
             if actor.state is not ActorState.RESTARTING:
                 self._set_state(actor, ActorState.RESTARTING)
+            else:
+                self._persist(actor)
             asyncio.get_running_loop().create_task(self._schedule(actor))
             return
         if restartable and info.max_restarts:
@@ -318,6 +393,7 @@ class ActorManager:
     def _set_state(self, actor: Actor, state: ActorState) -> None:
         actor.transition(state)
         actor.info.version += 1
+        self._persist(actor)
         self._publisher.publish(msg.CHANNEL_ACTOR, msg.ActorChanged(actor.info),
                                 key=actor.info.actor_id)
 

@@ -9,6 +9,11 @@ pings it every ``health_check_period_s``. A node is declared dead when:
 
 Death is final: a dead node's raylet that reconnects is told to exit, as in
 Ray, because the cluster has already given up its tasks and objects.
+
+A restarted GCS reloads the table: a node alive in it is not dead but not
+connected either. Its raylet re-registers with the same node id (and is
+accepted, being alive); one that has not within ``health_check_timeout_s`` of
+the reload is declared dead as usual.
 """
 from __future__ import annotations
 

@@ -21,6 +21,11 @@ Bundle choice per strategy, over nodes in a stable order:
 - PACK: one node if possible; otherwise greedily fill node after node.
 - STRICT_SPREAD: every bundle on a different node.
 - SPREAD: different nodes where possible, then reuse the least loaded.
+
+Persistence: each group is written to the "placement_group" table whenever its
+state or bundle placement changes. Committed bundles live on at their raylets
+while the GCS restarts, so a reloaded CREATED group stays CREATED; PENDING and
+RESCHEDULING ones are placed again by the retry loop.
 """
 from __future__ import annotations
 
@@ -28,11 +33,16 @@ import asyncio
 import enum
 import logging
 
+import msgspec
+
 from .. import rpc
 from ..protocol import gcs as msg
 from ..protocol import raylet as rl
+from .storage import InMemoryStoreClient, StoreClient
 
 logger = logging.getLogger(__name__)
+
+TABLE = "placement_group"
 
 RETRY_PERIOD_S = 1.0
 
@@ -132,9 +142,10 @@ def choose_nodes(bundles: list[dict[str, float]], strategy: str,
 
 
 class PlacementGroupManager:
-    def __init__(self, node_manager, actor_manager):
+    def __init__(self, node_manager, actor_manager, store: StoreClient | None = None):
         self._nodes = node_manager
         self._actors = actor_manager
+        self._store = store or InMemoryStoreClient()
         self.groups: dict[bytes, PlacementGroup] = {}
         self._named: dict[tuple[str, str], bytes] = {}
         self._raylet_conns: dict[bytes, rpc.Connection] = {}
@@ -149,6 +160,22 @@ class PlacementGroupManager:
             msg.GetAllPlacementGroups: lambda conn, req: msg.GetAllPlacementGroupsReply(
                 [g.info for g in self.groups.values()]),
         }
+
+    async def load(self) -> None:
+        for raw in (await self._store.get_all(TABLE)).values():
+            info = msgspec.msgpack.decode(raw, type=msg.PlacementGroupInfo)
+            group = self.groups[info.placement_group_id] = PlacementGroup(info)
+            group.state = PlacementGroupState[info.state]
+            if info.name and group.state is not PlacementGroupState.REMOVED:
+                self._named[(info.namespace, info.name)] = info.placement_group_id
+
+    def _persist(self, group: PlacementGroup) -> None:
+        self._store.put_soon(TABLE, group.info.placement_group_id,
+                             msgspec.msgpack.encode(group.info))
+
+    def _set_state(self, group: PlacementGroup, state: PlacementGroupState) -> None:
+        group.transition(state)
+        self._persist(group)
 
     def start(self) -> None:
         self._retry_task = asyncio.get_running_loop().create_task(self._retry_loop())
@@ -169,6 +196,7 @@ class PlacementGroupManager:
             self._named[key] = info.placement_group_id
         info.state = PlacementGroupState.PENDING.name
         group = self.groups[info.placement_group_id] = PlacementGroup(info)
+        self._persist(group)
         asyncio.get_running_loop().create_task(self._schedule(group))
         return msg.Ack()
 
@@ -176,8 +204,8 @@ class PlacementGroupManager:
         group = self.groups.get(req.placement_group_id)
         if group is None or group.state is PlacementGroupState.REMOVED:
             return msg.Ack()
-        group.transition(PlacementGroupState.REMOVED)
         group.info.message = "removed by remove_placement_group()"
+        self._set_state(group, PlacementGroupState.REMOVED)
         if group.info.name:
             self._named.pop((group.info.namespace, group.info.name), None)
         self._actors.placement_group_removed(req.placement_group_id)
@@ -267,7 +295,7 @@ class PlacementGroupManager:
                 for i in indexes:
                     info.bundle_nodes[i] = node_id
             info.message = ""
-            group.transition(PlacementGroupState.CREATED)
+            self._set_state(group, PlacementGroupState.CREATED)
             return
         for node_id, indexes in prepared.items():  # roll back
             try:
@@ -317,7 +345,7 @@ class PlacementGroupManager:
             if lost and group.state is PlacementGroupState.CREATED:
                 for i in lost:
                     group.info.bundle_nodes[i] = b""
-                group.transition(PlacementGroupState.RESCHEDULING)
+                self._set_state(group, PlacementGroupState.RESCHEDULING)
                 asyncio.get_running_loop().create_task(self._schedule(group))
 
     def job_finished(self, job_id: bytes) -> None:

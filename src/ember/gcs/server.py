@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 
 from .. import rpc
 from ..config import config
@@ -21,22 +22,24 @@ from .job_manager import JobManager
 from .kv_manager import KVManager
 from .node_manager import NodeManager
 from .pubsub import Publisher
+from .redis_store import StorageUnavailableError
 from .storage import make_store_client
 
 logger = logging.getLogger(__name__)
 
 
 class GcsServer:
-    def __init__(self, host: str, port: int, storage: str = "memory"):
+    def __init__(self, host: str, port: int, storage: str = "memory",
+                 storage_namespace: str = "default"):
         self.host = host
         self.port = port
-        self.store = make_store_client(storage)
+        self.store = make_store_client(storage, storage_namespace)
         self.publisher = Publisher()
         self.kv = KVManager(self.store)
         self.nodes = NodeManager(self.store, self.publisher)
         self.jobs = JobManager(self.store, self.publisher)
-        self.actors = ActorManager(self.publisher, self.nodes)
-        self.placement_groups = PlacementGroupManager(self.nodes, self.actors)
+        self.actors = ActorManager(self.publisher, self.nodes, self.store)
+        self.placement_groups = PlacementGroupManager(self.nodes, self.actors, self.store)
         self.nodes.on_node_dead.append(self.placement_groups.node_died)
         self.nodes.on_resources_changed.append(self.placement_groups.capacity_changed)
         self.jobs.on_job_finished.append(self.placement_groups.job_finished)
@@ -54,12 +57,16 @@ class GcsServer:
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
-        for manager in (self.kv, self.nodes, self.jobs):
+        """Load every table (a restarted GCS carries on from them), then serve."""
+        await self.store.open()
+        for manager in (self.kv, self.nodes, self.jobs, self.actors, self.placement_groups):
             await manager.load()
         self._server = await rpc.serve(f"{self.host}:{self.port}", lambda: self._handlers,
                                        on_close=self._on_close, name="gcs")
         self.port = self._server.sockets[0].getsockname()[1]
         self.nodes.start()
+        self.jobs.start()
+        self.actors.start()
         self.placement_groups.start()
         logger.info("GCS listening on %s:%d (storage: %s)", self.host, self.port,
                     type(self.store).__name__)
@@ -90,6 +97,7 @@ class GcsServer:
 
     async def stop(self) -> None:
         self.nodes.stop()
+        self.jobs.stop()
         self.placement_groups.stop()
         if self._server is not None:
             self._server.close()
@@ -97,9 +105,16 @@ class GcsServer:
         self.stopped.set()
 
 
-async def run(host: str, port: int, port_file: str | None) -> None:
-    server = GcsServer(host, port, config.gcs_storage)
-    await server.start()
+async def run(host: str, port: int, port_file: str | None, storage: str | None = None) -> None:
+    server = GcsServer(host, port, storage or config.gcs_storage,
+                       config.gcs_storage_namespace)
+    try:
+        await server.start()
+    except StorageUnavailableError as exc:
+        logger.error("%s", exc)
+        print(f"ember GCS: {exc}", file=sys.stderr, flush=True)
+        await server.store.close()
+        raise SystemExit(1) from None
     if port_file:
         tmp = port_file + ".tmp"
         with open(tmp, "w") as f:

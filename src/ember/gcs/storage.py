@@ -11,10 +11,17 @@ msgpack-encoded by the managers, so a store never needs to know their types.
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
+
+logger = logging.getLogger(__name__)
 
 
 class StoreClient(abc.ABC):
     """The narrow interface every GCS storage backend implements."""
+
+    async def open(self) -> None:
+        """Reach the backend once at GCS start; raise if it cannot be reached."""
 
     @abc.abstractmethod
     async def put(self, table: str, key: bytes, value: bytes) -> None: ...
@@ -30,6 +37,16 @@ class StoreClient(abc.ABC):
 
     async def close(self) -> None:
         pass
+
+    def put_soon(self, table: str, key: bytes, value: bytes) -> None:
+        """Write in the background, for managers whose handlers are synchronous.
+
+        ``value`` is encoded by the caller now, so a later change of the record
+        is not written by this call. Writes are issued in call order and every
+        backend applies them in that order, so the last write of a key wins.
+        """
+        task = asyncio.get_running_loop().create_task(self.put(table, key, value))
+        task.add_done_callback(_log_failed_write)
 
 
 class InMemoryStoreClient(StoreClient):
@@ -52,10 +69,19 @@ class InMemoryStoreClient(StoreClient):
         return dict(self._tables.get(table, {}))
 
 
-def make_store_client(spec: str) -> StoreClient:
+def _log_failed_write(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("writing GCS storage failed: %s", task.exception())
+
+
+def make_store_client(spec: str, namespace: str = "default") -> StoreClient:
     """Build the store client named by the ``gcs_storage`` config value."""
     if spec == "memory":
         return InMemoryStoreClient()
+    if spec.startswith("redis://"):
+        from .redis_store import RedisStoreClient, parse_redis_url
+        host, port = parse_redis_url(spec)
+        return RedisStoreClient(host, port, namespace)
     raise ValueError(
-        f"Unknown GCS storage {spec!r}; expected 'memory'."
+        f"Unknown GCS storage {spec!r}; expected 'memory' or 'redis://host:port'."
     )

@@ -89,6 +89,8 @@ class RegisterJob(Message):
     namespace: str
     code_search_path: list[str]
     entrypoint: str = ""
+    #: Set when a driver reconnects to a restarted GCS: take up this job again.
+    job_id: bytes = b""
 
 
 class RegisterJobReply(Message):

@@ -168,12 +168,17 @@ class LocalLeaseManager:
         self.dispatch()
 
     def owner_gone(self, conn) -> None:
-        """An owner disconnected: cancel its queued requests, stop its leased workers."""
+        """An owner disconnected: cancel its queued requests, stop its leased workers.
+
+        Actors' workers are spared: their leases are the GCS's, and a GCS that
+        disconnects may be restarting; the restarted one reloads the actor and
+        ends it through KillWorker / ReturnWorker when its time comes.
+        """
         for lease in list(self._queued_ids.values()):
             if lease.owner_conn is conn:
                 self.cancel(lease.lease_id)
         for lease in list(self.granted.values()):
-            if lease.owner_conn is conn:
+            if lease.owner_conn is conn and not lease.request.actor_id:
                 self.granted.pop(lease.lease_id, None)
                 self._release(lease)
                 self.pool.kill(lease.worker, "the owner of its lease exited")

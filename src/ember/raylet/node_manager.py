@@ -28,6 +28,7 @@ from ..protocol import gcs as gcs_msg
 from ..protocol import core_worker as cw_msg
 from ..protocol import raylet as msg
 from ..protocol.common import Address
+from ..rpc.reconnecting import ReconnectingClient
 from .lease_manager import Lease, LocalLeaseManager
 from .log_monitor import LogMonitor
 from .placement_groups import BundleManager
@@ -73,7 +74,7 @@ class Raylet:
         self.view.nodes[node_id] = NodeView(node_id, self.resources, labels)
         self._raylet_addresses: dict[bytes, Address] = {}
         self.log_monitor = LogMonitor(node_ip, self._publish)
-        self.gcs: rpc.Connection | None = None
+        self.gcs: ReconnectingClient | None = None
         self._servers = []
         self._infeasible: dict[bytes, Lease] = {}
         #: Connected drivers by worker id (workers are in the pool).
@@ -82,6 +83,7 @@ class Raylet:
         self._totals_changed = False
         self._background: list[asyncio.Task] = []
         self.stopped = asyncio.Event()
+        self._stopping = False
         #: Set once the GCS knows this node; drivers are answered only then.
         self.registered = asyncio.Event()
         self.address: Address | None = None
@@ -113,19 +115,12 @@ class Raylet:
         self.pool.start_zygote()
         self.pool.prestart(num_prestart)
 
-        self.gcs = await rpc.connect(self.gcs_address, self._gcs_handlers(), name="gcs",
-                                     on_close=self._gcs_lost)
-        info = gcs_msg.NodeInfo(
-            node_id=self.node_id, ip=self.node_ip, hostname=socket.gethostname(),
-            raylet=self.address, resources_total=self.resources.as_floats("total"),
-            labels=self.labels, is_head=self.is_head, start_time=time.time(),
-            object_store_memory=self.object_store_memory, session_dir=self.session_dir)
-        reply = await self.gcs.call(gcs_msg.RegisterNode(info))
-        for node in reply.nodes:
-            self._update_node(node)
+        self._start_time = time.time()
+        self.gcs = ReconnectingClient(self.gcs_address, self._gcs_handlers(), name="gcs",
+                                      on_connected=self._register_with_gcs,
+                                      on_give_up=self._gcs_lost)
+        await self.gcs.start()
         self.registered.set()
-        await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
-                                               gcs_msg.CHANNEL_WORKER]))
         self.pool.start_reaper()
         self.log_monitor.start()
         self.object_store.start()
@@ -136,8 +131,9 @@ class Raylet:
                     self.port, self.resources.as_floats("total"))
 
     async def stop(self, reason: str = "") -> None:
-        if self.stopped.is_set():
+        if self._stopping:
             return
+        self._stopping = True
         logger.info("raylet stopping%s", f": {reason}" if reason else "")
         for task in self._background:
             task.cancel()
@@ -147,12 +143,14 @@ class Raylet:
         self.log_monitor.stop()
         self.object_manager.close()
         self.object_store.close()
-        if self.gcs is not None and not self.gcs.closed:
-            try:
-                await asyncio.wait_for(self.gcs.call(
-                    gcs_msg.UnregisterNode(self.node_id, reason or "raylet stopped")), 1.0)
-            except (ConnectionError, asyncio.TimeoutError, rpc.RemoteError):
-                pass
+        if self.gcs is not None:
+            self.gcs.stop_reconnecting()
+            if self.gcs.connected:
+                try:
+                    await asyncio.wait_for(self.gcs.call(
+                        gcs_msg.UnregisterNode(self.node_id, reason or "raylet stopped")), 1.0)
+                except (ConnectionError, asyncio.TimeoutError, rpc.RemoteError):
+                    pass
             self.gcs.close()
         try:
             os.unlink(self.socket_path)
@@ -160,9 +158,29 @@ class Raylet:
             pass
         self.stopped.set()
 
-    def _gcs_lost(self, conn) -> None:
-        if not self.stopped.is_set():
-            asyncio.get_running_loop().create_task(self.stop("lost the GCS connection"))
+    async def _register_with_gcs(self, conn: rpc.Connection) -> None:
+        """Register the node and subscribe: at start, and again with a restarted GCS.
+
+        The node keeps its id across GCS restarts, so the GCS's reloaded record
+        of it comes alive again; its running workers and objects are untouched.
+        """
+        info = gcs_msg.NodeInfo(
+            node_id=self.node_id, ip=self.node_ip, hostname=socket.gethostname(),
+            raylet=self.address, resources_total=self.resources.as_floats("total"),
+            labels=self.labels, is_head=self.is_head, start_time=self._start_time,
+            object_store_memory=self.object_store_memory, session_dir=self.session_dir)
+        reply = await conn.call(gcs_msg.RegisterNode(info))
+        for node in reply.nodes:
+            self._update_node(node)
+        await conn.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
+                                           gcs_msg.CHANNEL_WORKER]))
+        if self.registered.is_set():
+            # A restarted GCS knows only our totals: tell it what is in use.
+            self._resources_changed(totals_changed=True)
+
+    def _gcs_lost(self, exc: Exception) -> None:
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self.stop(str(exc)))
 
     # --- handlers ---------------------------------------------------------------
 
@@ -367,8 +385,8 @@ class Raylet:
 
     def _report_resources(self) -> None:
         self._report_scheduled = False
-        if self.gcs is None or self.gcs.closed:
-            return
+        if self.gcs is None or not self.gcs.connected:
+            return  # reconnecting: a full report follows the re-registration
         demand = [lease.request.resources for lease in self._infeasible.values()]
         total = self.resources.as_floats("total") if self._totals_changed else None
         self._totals_changed = False
@@ -426,7 +444,7 @@ class Raylet:
         """Keep other nodes' availability fresh, for spillback decisions."""
         while True:
             await asyncio.sleep(max(config.resource_report_period_s, 0.1) * 5)
-            if len(self.view.nodes) <= 1 or self.gcs is None or self.gcs.closed:
+            if len(self.view.nodes) <= 1 or self.gcs is None or not self.gcs.connected:
                 continue
             try:
                 reply = await self.gcs.call(gcs_msg.GetAllNodes())
@@ -448,6 +466,7 @@ class Raylet:
     def debug_state(self) -> dict:
         return {
             "node_id": self.node_id.hex(),
+            "gcs": self.gcs.debug_state() if self.gcs is not None else None,
             "resources_total": self.resources.as_floats("total"),
             "resources_available": self.resources.as_floats("available"),
             "leases": self.leases.debug_state(),
