@@ -4,8 +4,8 @@ The GCS may be killed and started again on the same address, reloading its
 tables from Redis. Raylets and core workers must not lose their work over it,
 so their connection to the GCS is a :class:`ReconnectingClient`:
 
-- When the connection drops, it dials again with exponential backoff and
-  jitter until ``reconnect_timeout_s`` passes (config
+- When the connection drops, it dials again every 0.2 s (a restarted GCS
+  should be found within a fraction of a second) until ``reconnect_timeout_s`` passes (config
   ``gcs_reconnect_timeout_s``, as Ray's gcs_rpc_server_reconnect_timeout_s).
 - On each new connection, ``on_connected(conn)`` runs before anything else is
   sent: the owner re-registers (its node, its job) and re-subscribes there,
