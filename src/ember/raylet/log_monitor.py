@@ -96,7 +96,6 @@ class LogMonitor:
         data = tailed.partial + data
         lines = data.split(b"\n")
         tailed.partial = lines.pop()
-        worker = tailed.worker
         batches: list[msg.LogBatch] = []
         current: list[str] = []
         for raw in lines:
