@@ -133,11 +133,24 @@ class LocalLeaseManager:
             self.resources.shrink(lease.allocation, fixed_request(running))
             self._on_resources_changed()
         self.granted[lease.lease_id] = lease
-        reply = msg.WorkerLeaseReply(
-            "granted", worker=worker.address, worker_pid=worker.pid,
-            lease_id=lease.lease_id, gpu_ids=lease.allocation.instance_ids("GPU"))
         if not lease.future.done():
-            lease.future.set_result(reply)
+            lease.future.set_result(_granted_reply(lease))
+
+    def regrant(self, request: msg.RequestWorkerLease, owner_conn):
+        """The reply to an actor's lease asked for again, if it is granted here already.
+
+        A restarted GCS schedules again an actor whose creation its previous
+        self had begun, with the same lease id. The worker granted then is
+        still here (actor leases outlive their owner's connection, see
+        owner_gone): it is granted again, to the new connection, rather than a
+        second worker started while the first one holds its resources for ever.
+        None when there is no such lease.
+        """
+        lease = self.granted.get(request.lease_id)
+        if lease is None or not request.actor_id or lease.request.actor_id != request.actor_id:
+            return None
+        lease.owner_conn = owner_conn
+        return _granted_reply(lease)
 
     # --- ending -----------------------------------------------------------------
 
@@ -243,3 +256,10 @@ class LocalLeaseManager:
                 for q in self._queues.values()
             },
         }
+
+
+def _granted_reply(lease: Lease) -> msg.WorkerLeaseReply:
+    worker = lease.worker
+    return msg.WorkerLeaseReply("granted", worker=worker.address, worker_pid=worker.pid,
+                                lease_id=lease.lease_id,
+                                gpu_ids=lease.allocation.instance_ids("GPU"))

@@ -248,6 +248,9 @@ class Raylet:
         return reply
 
     async def request_lease(self, conn, req: msg.RequestWorkerLease) -> msg.WorkerLeaseReply:
+        again = self.leases.regrant(req, conn)
+        if again is not None:
+            return again
         refusal = self.bundles.refusal(req.resources)
         if refusal:
             return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
