@@ -191,6 +191,43 @@ def test_missing_package_fails_the_task_with_runtime_env_setup_error(shared):
     assert ember.get(read_env.remote("PATH"))[0]["PATH"]
 
 
+def test_worker_process_setup_hook_runs_once_per_worker_before_its_tasks(shared, tmp_path):
+    marker = str(tmp_path / "hooked")
+
+    def setup():  # a closure: shipped pickled, through the GCS
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        os.environ["RTENV_HOOKED"] = "yes"
+
+    @ember.remote
+    def hooked():
+        return os.getpid(), os.environ.get("RTENV_HOOKED")
+    task = hooked.options(runtime_env={"worker_process_setup_hook": setup})
+    results = [ember.get(task.remote()) for _ in range(4)]
+    assert all(flag == "yes" for _, flag in results)
+    with open(marker) as f:
+        hooked_pids = f.read().split()
+    # Once per worker that entered the env, not once per task.
+    assert sorted(hooked_pids) == sorted({str(pid) for pid, _ in results})
+
+
+def test_setup_hook_by_name_comes_from_py_modules(shared, tmp_path):
+    module = _unique("rtenv_hook")
+    (tmp_path / f"{module}.py").write_text(
+        "import os\n"
+        "def setup():\n"
+        "    os.environ['RTENV_BY_NAME'] = 'set'\n"
+        "def broken():\n"
+        "    raise RuntimeError('no logging config here')\n")
+    env = {"py_modules": [str(tmp_path / f"{module}.py")],
+           "worker_process_setup_hook": f"{module}.setup"}
+    assert ember.get(read_env.options(runtime_env=env).remote("RTENV_BY_NAME"))[0] == \
+        {"RTENV_BY_NAME": "set"}
+    env["worker_process_setup_hook"] = f"{module}.broken"
+    with pytest.raises(RuntimeEnvSetupError, match="no logging config here"):
+        ember.get(read_env.options(runtime_env=env).remote("PATH"))
+
+
 @pytest.fixture
 def two_nodes(fresh):
     """A head (1 CPU) and a second node (1 CPU) of one Cluster, the driver on the head."""
@@ -242,6 +279,9 @@ def test_working_dir_reaches_a_second_node_through_the_gcs(two_nodes, tmp_path):
     ({"py_modules": "pkg"}, TypeError, ["'py_modules'", "list"]),
     ({"excludes": "*.log"}, TypeError, ["'excludes'"]),
     ({"config": {"timeout": 1}}, ValueError, ["'config'", "setup_timeout_seconds"]),
+    ({"worker_process_setup_hook": 7}, TypeError, ["'worker_process_setup_hook'"]),
+    ({"worker_process_setup_hook": "setup"}, ValueError,
+     ["'worker_process_setup_hook'", "'module.function'"]),
 ])
 def test_bad_runtime_env_is_refused_where_given(runtime_env, error, words):
     def check(excinfo, what):

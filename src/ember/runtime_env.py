@@ -9,6 +9,8 @@ variables, so a worker can enter one in place:
 - ``py_modules``: local packages (directories), modules or ``.py`` files,
   importable by name;
 - ``excludes``: gitignore-style patterns left out of both;
+- ``worker_process_setup_hook``: a callable (or ``"module.function"``) run in a
+  worker when it enters the env, before the task: logging set-up and the like;
 - ``config``: accepted (``setup_timeout_seconds`` bounds the download).
 
 The fields that install software (``pip``, ``conda``, ``uv``) or start the
@@ -63,7 +65,10 @@ MAX_PACKAGE_SIZE = 100 * 1024 * 1024
 #: every local import (it would change the hash, and so upload again).
 ALWAYS_EXCLUDED = (".git", "__pycache__")
 
-SUPPORTED_FIELDS = ("config", "env_vars", "excludes", "py_modules", "working_dir")
+SUPPORTED_FIELDS = ("config", "env_vars", "excludes", "py_modules", "working_dir",
+                    "worker_process_setup_hook")
+#: Package kinds (the ``<kind>`` of their URIs); a setup hook travels pickled, as one.
+PACKAGE_KINDS = ("working_dir", "py_modules", "setup_hook")
 _CONFIG_FIELDS = {"setup_timeout_seconds": int, "eager_install": bool, "log_files": list}
 _INSTEAD_OF_INSTALLING = (
     "ember does not install packages per job, task or actor: install them in the Python "
@@ -192,9 +197,21 @@ def _check_config(value) -> None:
                             f"{type(item).__name__} ({item!r}).")
 
 
+def _check_setup_hook(value) -> None:
+    if isinstance(value, str):
+        module, _, name = value.rpartition(".")
+        if not module or not name or _is_gcs_uri(value):
+            raise ValueError(
+                f"runtime_env['worker_process_setup_hook'] = {value!r} must name a function "
+                "as 'module.function' (importable on the workers), or be a callable.")
+    elif not callable(value):
+        raise TypeError("runtime_env['worker_process_setup_hook'] must be a callable or a "
+                        f"'module.function' string, got {type(value).__name__} ({value!r}).")
+
+
 _FIELD_CHECKS = {"env_vars": _check_env_vars, "working_dir": _check_working_dir,
                  "py_modules": _check_py_modules, "excludes": _check_excludes,
-                 "config": _check_config}
+                 "config": _check_config, "worker_process_setup_hook": _check_setup_hook}
 
 
 # --- the wire form and merging ---------------------------------------------------------
@@ -241,6 +258,10 @@ def resolve(core, runtime_env: dict | None, parent: str, what: str) -> str:
                              for module in runtime_env["py_modules"]]
     if runtime_env.get("config"):
         own["config"] = dict(runtime_env["config"])
+    hook = runtime_env.get("worker_process_setup_hook")
+    if hook is not None:
+        own["worker_process_setup_hook"] = hook if isinstance(hook, str) else \
+            _pickled_hook_uri(core, hook, what)
     return encode(merge(decode(parent), own))
 
 
@@ -262,7 +283,7 @@ def _is_gcs_uri(value: str) -> bool:
 def parse_uri(uri: str) -> tuple[str, str]:
     """(kind, hash) of a package URI ``gcs://<kind>/<hash>``."""
     kind, _, digest = uri.removeprefix("gcs://").partition("/")
-    if not uri.startswith("gcs://") or kind not in ("working_dir", "py_modules") or \
+    if not uri.startswith("gcs://") or kind not in PACKAGE_KINDS or \
             not digest.isalnum():
         raise ValueError(f"{uri!r} is not an ember package URI (gcs://<kind>/<hash>).")
     return kind, digest
@@ -307,16 +328,34 @@ def _package_uri(core, location, kind: str, excludes: tuple, what: str) -> str:
     else:
         uri, data = _zip(files, kind, f"{what}: {field} {location!r}")
         _known_packages[cache_key] = (fingerprint, uri)
-    if uri not in core.uploaded_packages:
-        key = kv_key(uri)
-        exists = core.io.run(core.gcs.call(gcs_msg.KVExists(KV_NAMESPACE, key)), 30).exists
-        if not exists:
-            if data is None:
-                _, data = _zip(files, kind, f"{what}: {field} {location!r}")
-            core.io.run(core.gcs.call(gcs_msg.KVPut(KV_NAMESPACE, key, data,
-                                                    overwrite=False)), 120)
-        core.uploaded_packages.add(uri)
+    _upload(core, uri, lambda: data if data is not None else
+            _zip(files, kind, f"{what}: {field} {location!r}")[1])
     return uri
+
+
+def _pickled_hook_uri(core, hook, what: str) -> str:
+    """Pickle a setup hook (by value, as remote functions are) and upload it once."""
+    import cloudpickle
+    try:
+        data = cloudpickle.dumps(hook)
+    except Exception as exc:
+        raise TypeError(f"{what}: runtime_env['worker_process_setup_hook'] {hook!r} cannot "
+                        f"be pickled ({exc}); pass a plain function, or its "
+                        "'module.function' name.") from exc
+    uri = uri_for("setup_hook", hashlib.blake2b(data, digest_size=16).hexdigest())
+    _upload(core, uri, lambda: data)
+    return uri
+
+
+def _upload(core, uri: str, make_data) -> None:
+    """Put the package ``uri`` in the GCS unless it is there (``make_data()`` gives it)."""
+    if uri in core.uploaded_packages:
+        return
+    key = kv_key(uri)
+    if not core.io.run(core.gcs.call(gcs_msg.KVExists(KV_NAMESPACE, key)), 30).exists:
+        core.io.run(core.gcs.call(gcs_msg.KVPut(KV_NAMESPACE, key, make_data(),
+                                                overwrite=False)), 120)
+    core.uploaded_packages.add(uri)
 
 
 def _list_files(root: str, kind: str, excludes: tuple) -> list:

@@ -12,7 +12,10 @@ module of a working_dir can only be unpickled from there):
   place, so that workers of one node that need it at once never see half a
   copy (the loser of the rename throws its copy away);
 - py_modules' copies, then the working_dir's, go first on ``sys.path``, and
-  the working_dir becomes the cwd.
+  the working_dir becomes the cwd;
+- then the ``worker_process_setup_hook`` runs (fetched from the GCS if it was
+  a callable, imported if it was a name), once per entry into the env: as in
+  Ray, once per worker process, since tasks of one env enter it once.
 
 The env is left when a task with another env starts: the variables get their
 old values back, the cwd and ``sys.path`` are restored, and the modules
@@ -28,10 +31,13 @@ cached by the worker after the env is left (functions are cached by pickle).
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
 import tempfile
+
+import cloudpickle
 
 from .. import runtime_env
 from ..exceptions import RuntimeEnvSetupError
@@ -129,8 +135,33 @@ class RuntimeEnvSetup:
         if working_dir is not None:
             entered.cwd = os.getcwd()
             os.chdir(working_dir)
+        hook = env.get("worker_process_setup_hook")
+        if hook:
+            try:
+                self._load_hook(hook, timeout)()
+            except BaseException as exc:
+                entered.leave()
+                raise RuntimeEnvSetupError(
+                    f"The worker_process_setup_hook {hook!r} of the runtime env of {what} "
+                    f"failed on node {self._core.node_id.hex()[:12]} "
+                    f"({self._core.node_ip}): {type(exc).__name__}: {exc}") from exc
         self._entered = entered
         self.current = self._core.runtime_env = serialized
+
+    def _load_hook(self, hook: str, timeout: float | None):
+        if not hook.startswith("gcs://"):
+            module, _, name = hook.rpartition(".")
+            return getattr(importlib.import_module(module), name)
+        return cloudpickle.loads(self._fetch(hook, timeout))
+
+    def _fetch(self, uri: str, timeout: float | None) -> bytes:
+        core = self._core
+        reply = core.io.run(core.gcs.call(gcs_msg.KVGet(runtime_env.KV_NAMESPACE,
+                                                        runtime_env.kv_key(uri))), timeout)
+        if reply.value is None:
+            raise RuntimeError(f"the package {uri} is not in the GCS (was the cluster "
+                               "restarted since the driver uploaded it?)")
+        return reply.value
 
     def local_copy(self, uri: str, timeout: float | None) -> str:
         """This node's extracted copy of package ``uri``; fetched the first time."""
@@ -138,16 +169,11 @@ class RuntimeEnvSetup:
         target = os.path.join(self._root, f"{kind}_{digest}")
         if os.path.isdir(target):
             return target
-        core = self._core
-        reply = core.io.run(core.gcs.call(gcs_msg.KVGet(runtime_env.KV_NAMESPACE,
-                                                        runtime_env.kv_key(uri))), timeout)
-        if reply.value is None:
-            raise RuntimeError(f"the package {uri} is not in the GCS (was the cluster "
-                               "restarted since the driver uploaded it?)")
+        data = self._fetch(uri, timeout)
         os.makedirs(self._root, exist_ok=True)
         scratch = tempfile.mkdtemp(prefix=f".{kind}_{digest}.", dir=self._root)
         try:
-            runtime_env.extract(reply.value, scratch)
+            runtime_env.extract(data, scratch)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
