@@ -18,7 +18,6 @@ from __future__ import annotations
 import inspect
 import pickle
 
-
 from . import options as opts
 from . import runtime_env
 from .core_worker import context

@@ -150,9 +150,16 @@ def is_actor_handle_id(object_id: bytes) -> bool:
     return object_id[TASK_ID_SIZE:] == _HANDLE_INDEX
 
 
+_PUT_INDEX = b"\x00\x00\x00\x00"
+
+
 def object_id_for_put(task_id: bytes) -> bytes:
     """Puts use a fresh task id each, with index 0 (no task returns index 0)."""
-    return task_id + b"\x00\x00\x00\x00"
+    return task_id + _PUT_INDEX
+
+
+def is_put_id(object_id: bytes) -> bool:
+    return object_id[TASK_ID_SIZE:] == _PUT_INDEX
 
 
 def task_id_of(object_id: bytes) -> bytes:

@@ -190,11 +190,15 @@ class ActorTaskSubmitter:
                     return queue, task
         return None, None
 
-    def cancel(self, task_id: bytes) -> None:
-        """Cancel one call: here if not sent, else in the actor's process; never retried."""
+    def cancel(self, task_id: bytes) -> bool:
+        """Cancel one call: here if not sent, else in the actor's process; never retried.
+
+        False if ``task_id`` is no unfinished call of this process (finished
+        ones keep their results).
+        """
         queue, task = self._find(task_id)
         if task is None:
-            return  # finished already: its result stays
+            return False
         task.cancelled = True
         task.retries_left = 0
         cancelled = TaskCancelledError(task_id.hex(), (
@@ -209,6 +213,7 @@ class ActorTaskSubmitter:
             self._fail(queue, task, cancelled)
         elif queue.conn is not None and not queue.conn.closed:
             queue.conn.notify(cw.CancelTask(task_id))
+        return True
 
     def _send(self, queue: ActorQueue, task) -> None:
         fut = queue.conn.request(cw.PushTask(task.spec))

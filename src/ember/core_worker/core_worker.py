@@ -21,7 +21,8 @@ import threading
 from .. import rpc
 from ..config import config
 from ..exceptions import GetTimeoutError, ObjectLostError
-from ..ids import IdFactory, is_actor_handle_id, object_id_for_put, object_id_for_return
+from ..ids import (IdFactory, is_actor_handle_id, object_id_for_put, object_id_for_return,
+                   task_id_of)
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
@@ -313,12 +314,13 @@ class CoreWorker:
             raise GetTimeoutError(f"get timed out after {timeout} s")
         return values
 
-    def get_values(self, refs: list, timeout: float | None) -> list | None:
+    def get_values(self, refs: list, timeout: float | None,
+                   rebuilds_left: int = _MAX_REBUILDS) -> list | None:
         """Values of ``refs``, or None if ``timeout`` ran out.
 
         A value whose node died is rebuilt by running its task again, where
         its owner can (see lineage.py); this waits for the new value, up to
-        ``timeout`` again.
+        ``timeout`` again, at most ``rebuilds_left`` times.
         """
         values = self.get_serialized(refs, timeout)
         if values is None:
@@ -326,22 +328,9 @@ class CoreWorker:
         try:
             return self.load(refs, values)
         except ObjectLostError as exc:
-            return self._get_rebuilt(refs, values, exc, timeout)
-
-    def _get_rebuilt(self, refs: list, values: list, exc: ObjectLostError,
-                     timeout: float | None) -> list | None:
-        """Off the hot path: have lost values made again, wait for them, read them."""
-        for _ in range(_MAX_REBUILDS):
-            if not self._rebuild(refs, values, exc):
-                raise exc
-            values = self.get_serialized(refs, timeout)
-            if values is None:
-                return None
-            try:
-                return self.load(refs, values)
-            except ObjectLostError as again:
-                exc = again
-        raise exc
+            if rebuilds_left == 0 or not self._rebuild(refs, values, exc):
+                raise
+        return self.get_values(refs, timeout, rebuilds_left - 1)
 
     def _rebuild(self, refs: list, values: list, exc: ObjectLostError) -> bool:
         """After a failed pull: have the lost values made again. False if none can be."""
@@ -534,7 +523,7 @@ class CoreWorker:
 
     def cancel(self, ref, force: bool, recursive: bool) -> None:
         """Cancel the task that makes ``ref``: an actor call, or a task (see ember.cancel)."""
-        task_id = ref._id[:24]
+        task_id = task_id_of(ref._id)
 
         async def on_loop() -> str:
             if force and self.actor_submitter.is_pending(task_id):
@@ -548,9 +537,8 @@ class CoreWorker:
                 "force=False, or end the whole actor with ember.kill(actor).")
 
     def _cancel_one(self, task_id: bytes, force: bool, recursive: bool) -> None:
-        if self.actor_submitter.is_pending(task_id):
-            self.actor_submitter.cancel(task_id)  # force does not apply to actor calls
-        else:
+        # force does not apply to actor calls
+        if not self.actor_submitter.cancel(task_id):
             self.submitter.cancel(task_id, force, recursive)
 
     def cancel_children(self, parent_id: bytes, force: bool) -> None:

@@ -36,6 +36,7 @@ import logging
 import threading
 
 from ..exceptions import ObjectLostError
+from ..ids import is_put_id, task_id_of
 from ..protocol.common import VALUE_IN_STORE
 from .serialization import serialize_error
 
@@ -69,7 +70,7 @@ class Lineage:
             self._stored[spec.task_id] = stored
 
     def _freed(self, object_id: bytes, ref) -> None:
-        task_id = object_id[:len(object_id) - 4]
+        task_id = task_id_of(object_id)
         with self._lock:
             stored = self._stored.get(task_id)
             if stored is None:
@@ -92,7 +93,7 @@ class Lineage:
         dead = await self.core.objects.dead_nodes(nodes)
         outcome = {}
         for oid, value in markers.items():
-            task_id = oid[:len(oid) - 4]
+            task_id = task_id_of(oid)
             if task_id in self._rerunning:
                 outcome[oid] = ""
             elif value is None or value.kind != VALUE_IN_STORE:
@@ -107,7 +108,7 @@ class Lineage:
         return outcome
 
     def _rerun(self, object_id: bytes, node_id: bytes) -> str:
-        task_id = object_id[:len(object_id) - 4]
+        task_id = task_id_of(object_id)
         with self._lock:
             task = self._tasks.get(task_id)
         if task is None:
@@ -130,7 +131,7 @@ class Lineage:
         return ""
 
     def _why_not(self, object_id: bytes) -> str:
-        if object_id.endswith(b"\x00\x00\x00\x00"):
+        if is_put_id(object_id):
             return ("it was made by put(), which ember cannot run again; keep objects "
                     "that must outlive a node on a node that stays")
         return ("it was made by an actor call or a task with max_retries=0, which ember "
