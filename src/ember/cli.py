@@ -36,6 +36,17 @@ def main():
     """ember: Ray Core's API, in pure Python."""
 
 
+def _join_instructions(gcs_address: str, node_ip_address: str | None) -> str:
+    """How other machines join: the command, or why there is none and what to do."""
+    if not gcs_address.startswith("127."):
+        return ("To add another machine to this cluster, run there:\n"
+                f"    ember start --address {gcs_address}\n\n")
+    found = "" if node_ip_address else " (no network interface with a default route was found)"
+    return (f"Other machines cannot reach {gcs_address}{found}. To let them join, stop this "
+            "node and start it again with\n    ember start --head --node-ip-address "
+            "ADDRESS\nwhere ADDRESS is this machine's address on their network.\n\n")
+
+
 @main.command()
 @click.option("--head", is_flag=True, help="Start the head node (GCS and raylet).")
 @click.option("--address", default=None, help="HEAD_IP:PORT of the cluster to join.")
@@ -83,8 +94,7 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
     if head:
         node_mod.write_current_cluster(gcs_address)
         click.echo(f"ember started a head node at {gcs_address}.\n\n"
-                   "To add another machine to this cluster, run there:\n"
-                   f"    ember start --address {gcs_address}\n\n"
+                   + _join_instructions(gcs_address, node_ip_address) +
                    "To connect a driver on this machine:\n"
                    "    import ember\n    ember.init(address='auto')\n\n"
                    "To stop: ember stop")

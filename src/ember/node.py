@@ -343,9 +343,34 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
 
 
 def default_node_ip() -> str:
-    """This machine's address as other nodes would reach it; loopback if it has none."""
+    """This machine's address as other machines would reach it; loopback if none is found.
+
+    The address of the interface that the default route leaves through: a
+    hostname lookup often yields 127.0.1.1 or 127.0.0.1, which no other machine
+    can reach. Read from the routing table, so nothing is sent anywhere.
+    """
+    import psutil  # not at module level: drivers import this module at start-up
+    interface = _default_route_interface()
+    if interface is not None:
+        for addr in psutil.net_if_addrs().get(interface, ()):
+            if addr.family == socket.AF_INET:
+                return addr.address
     try:
         ip = socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
-    return ip
+    return "127.0.0.1" if ip.startswith("127.") else ip
+
+
+def _default_route_interface(route_table: str = "/proc/net/route") -> str | None:
+    """The interface of the IPv4 default route (Linux), or None."""
+    try:
+        with open(route_table) as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return None
+    for row in rows:
+        # Destination 0.0.0.0 with the RTF_UP flag (0x1).
+        if len(row) > 3 and row[1] == "00000000" and int(row[3], 16) & 1:
+            return row[0]
+    return None

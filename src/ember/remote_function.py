@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import inspect
 
-import cloudpickle
-
 from . import options as opts
 from . import runtime_env
 from .core_worker import context
 from .core_worker.function_manager import function_id_of
 from .config import config
-from .core_worker.serialization import dumps_definition, inline_value, serialize_parts
+from .core_worker.serialization import (dumps_definition, inline_value, pickle_by_value,
+                                         serialize_parts)
 from .core_worker.task_submitter import SchedulingKey
 from .generator import GeneratorState, ObjectRefGenerator
 from .object_ref import ObjectRef
@@ -48,7 +47,7 @@ class _Prepared:
         self.max_retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
         retry = options.get("retry_exceptions", False)
         self.retry_exceptions = bool(retry)
-        self.allowlist = (cloudpickle.dumps(tuple(retry))
+        self.allowlist = (pickle_by_value(tuple(retry))
                           if isinstance(retry, (list, tuple)) else b"")
         max_calls = options.get("max_calls")
         if max_calls is None:

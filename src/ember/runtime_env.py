@@ -55,6 +55,7 @@ import stat
 import types
 import zipfile
 
+from .core_worker.serialization import pickle_by_value
 from .protocol import gcs as gcs_msg
 
 #: The GCS key-value namespace packages are stored in.
@@ -335,9 +336,8 @@ def _package_uri(core, location, kind: str, excludes: tuple, what: str) -> str:
 
 def _pickled_hook_uri(core, hook, what: str) -> str:
     """Pickle a setup hook (by value, as remote functions are) and upload it once."""
-    import cloudpickle
     try:
-        data = cloudpickle.dumps(hook)
+        data = pickle_by_value(hook)
     except Exception as exc:
         raise TypeError(f"{what}: runtime_env['worker_process_setup_hook'] {hook!r} cannot "
                         f"be pickled ({exc}); pass a plain function, or its "

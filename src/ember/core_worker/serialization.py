@@ -4,7 +4,8 @@
   flat containers of them) go through the C pickler directly: the fast path
   that tiny task arguments and results take.
 - Everything else goes through cloudpickle, which also handles lambdas,
-  closures and classes defined in ``__main__``.
+  closures and classes defined in ``__main__``, with one change of ours (see
+  :class:`_Pickler`): code pickled by value keeps the file it was written in.
 - Pickle protocol 5 is used throughout, so numpy arrays and other buffer
   owners can travel out of band (the object store maps them without copying).
 - ObjectRefs found inside a value are recorded while pickling
@@ -18,10 +19,12 @@ pickle traceback.
 from __future__ import annotations
 
 import inspect
+import io
 import pickle
 import threading
 import traceback
 import types
+from collections import ChainMap
 
 import cloudpickle
 
@@ -40,6 +43,39 @@ def record_ref(object_id: bytes, owner) -> None:
         refs.append(ObjectRefInfo(object_id, owner))
 
 
+def _rebuild_code(rebuild, args, filename: str) -> types.CodeType:
+    """Make a code object as cloudpickle would, then give it its real file back."""
+    code = rebuild(*args)
+    return code if code.co_filename == filename else code.replace(co_filename=filename)
+
+
+_cloudpickle_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code: types.CodeType):
+    return _rebuild_code, (*_cloudpickle_code_reduce(code), code.co_filename)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, except that code pickled by value keeps its file name.
+
+    Why: since cloudpickle 3.1.3 every function pickled by value is recorded as
+    written in ``"<dynamic-code>"``, to make payloads deterministic. A remote
+    traceback then loses its file and source lines, which users rely on to see
+    where their task failed. Ray vendors its own cloudpickle for this reason;
+    wrapping the one reduction that changed keeps ember on the released package.
+    """
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def pickle_by_value(obj, protocol: int = 5, buffer_callback=None) -> bytes:
+    """``cloudpickle.dumps``, keeping source file names (see :class:`_Pickler`)."""
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
+
+
 def _is_plain(value) -> bool:
     t = type(value)
     if t in _PLAIN:
@@ -54,7 +90,7 @@ def dumps(value, buffer_callback=None) -> bytes:
     if _is_plain(value):
         return pickle.dumps(value, 5)
     try:
-        return cloudpickle.dumps(value, 5, buffer_callback=buffer_callback)
+        return pickle_by_value(value, buffer_callback=buffer_callback)
     except Exception as exc:
         raise TypeError(_unpicklable_message(value, exc)) from exc
 
@@ -68,7 +104,7 @@ def dumps_definition(obj) -> tuple[bytes, list[ObjectRefInfo]]:
     """
     _context.refs = refs = []
     try:
-        return cloudpickle.dumps(obj), refs
+        return pickle_by_value(obj), refs
     finally:
         _context.refs = None
 
@@ -127,7 +163,7 @@ def _load_error(value: SerializedValue) -> BaseException:
 def serialize_error(err: BaseException) -> SerializedValue:
     """Serialize an exception to raise at ``get``; never fails."""
     try:
-        data = cloudpickle.dumps(err, 5)
+        data = pickle_by_value(err)
     except Exception as exc:
         if isinstance(err, RayTaskError):
             # The cause is not picklable: keep its text and traceback.
@@ -136,7 +172,7 @@ def serialize_error(err: BaseException) -> SerializedValue:
                                     err.proctitle, err.pid, err.ip, err.actor_repr)
         else:
             fallback = RaySystemError(f"{type(err).__name__}: {err} (unpicklable: {exc})")
-        data = cloudpickle.dumps(fallback, 5)
+        data = pickle_by_value(fallback)
     return SerializedValue(VALUE_ERROR, data, size=len(data))
 
 
@@ -186,7 +222,7 @@ def _find_unpicklable(value, depth: int = 0):
         return None
     for where, child in _parts(value):
         try:
-            cloudpickle.dumps(child)
+            pickle_by_value(child)
         except Exception:
             deeper = _find_unpicklable(child, depth + 1)
             if deeper is None:
