@@ -67,6 +67,17 @@ def test_tasks_spill_back_when_the_head_is_full(nodes):
     assert set(used) <= {n.node_id for n in nodes.values()}
 
 
+def test_one_short_task_per_node_runs_on_every_node(nodes):
+    """N one-CPU tasks on N one-CPU nodes: spilled tasks spread, none waits behind another."""
+    refs = [where.options(num_cpus=1).remote(0.5) for _ in range(len(nodes))]
+    assert set(ray.get(refs, timeout=60)) == {n.node_id for n in nodes.values()}
+
+
+def test_twice_as_many_tasks_as_nodes_use_every_node(nodes):
+    refs = [where.options(num_cpus=1).remote(0.5) for _ in range(2 * len(nodes))]
+    assert set(ray.get(refs, timeout=60)) == {n.node_id for n in nodes.values()}
+
+
 def test_spread_uses_every_node(nodes):
     refs = [where.options(scheduling_strategy="SPREAD").remote(1.0) for _ in range(8)]
     assert set(ray.get(refs, timeout=60)) == {n.node_id for n in nodes.values()}

@@ -300,6 +300,8 @@ class NormalTaskSubmitter:
         elif reply.status == "failed":
             self._fail_queue(state, TaskUnschedulableError(reply.message))
             return
+        # "rejected" (the node spilled to was taken meanwhile) or "canceled": the
+        # pump asks the local raylet again if tasks still wait.
         self._pump(state)
 
     def _return_idle_leases(self, node_id: bytes, asking: KeyState) -> None:

@@ -262,6 +262,7 @@ class ActorManager:
         request goes again, after a pause, until it is answered or the actor
         is dead (killed, or its owner died). No restart is spent on it, as in
         Ray, since no process of the actor ever ran. Returns (None, None) then.
+        A request rejected by the node it was spilled to goes again at once.
         """
         pause = 0.05
         while actor.state is not ActorState.DEAD:
@@ -274,7 +275,11 @@ class ActorManager:
                                                         reply.retry_at)
                     request.grant_or_reject = True
                     reply = await raylet.call(request)
-                return reply, raylet
+                if reply.status != "rejected":
+                    return reply, raylet
+                # The node spilled to was taken meanwhile: ask again at once; the
+                # first raylet now counts that node as busy.
+                continue
             except (ConnectionError, rpc.RemoteError, LookupError) as exc:
                 logger.info("scheduling actor %s again in %.2f s: %s", actor.describe(),
                             pause, exc)

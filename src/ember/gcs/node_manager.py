@@ -25,6 +25,7 @@ import msgspec
 
 from ..config import config
 from ..protocol import gcs as msg
+from ..rpc.throttle import Throttle
 from .pubsub import Publisher
 from .storage import StoreClient
 
@@ -47,6 +48,11 @@ class NodeManager:
         self.on_node_dead: list = []
         #: Callbacks run with the node id of a node that joined or reported resources.
         self.on_resources_changed: list = []
+        #: Nodes whose availability (and totals) changed since the last broadcast.
+        self._changed: set[bytes] = set()
+        self._totals_changed: set[bytes] = set()
+        self._broadcast_throttle = Throttle(config.resource_report_period_s,
+                                            self._broadcast_resources)
 
     async def load(self) -> None:
         for raw in (await self._store.get_all(TABLE)).values():
@@ -100,12 +106,25 @@ class NodeManager:
     def report_resources(self, conn, req: msg.ReportResources) -> None:
         if req.node_id in self.nodes and self.nodes[req.node_id].alive:
             self.available[req.node_id] = req.available
+            self._changed.add(req.node_id)
             if req.total is not None:
                 self.nodes[req.node_id].resources_total = req.total
+                self._totals_changed.add(req.node_id)
+            self._broadcast_throttle.poke()
             for callback in self.on_resources_changed:
                 callback(req.node_id)
             self.pending_demand[req.node_id] = req.pending_demand
             self._last_seen[req.node_id] = time.monotonic()
+
+    def _broadcast_resources(self) -> None:
+        """Tell every raylet what changed since the last broadcast, in one message."""
+        changed, self._changed = self._changed, set()
+        totals, self._totals_changed = self._totals_changed, set()
+        alive = [n for n in changed if n in self.nodes and self.nodes[n].alive]
+        if alive:
+            self._publisher.publish(msg.CHANNEL_RESOURCES, msg.ResourcesChanged(
+                {n: self.available[n] for n in alive},
+                {n: self.nodes[n].resources_total for n in alive if n in totals}))
 
     def connection_closed(self, conn) -> None:
         peer = conn.peer

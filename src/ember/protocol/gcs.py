@@ -235,7 +235,22 @@ class Ack(Message):
     """A reply that carries nothing but success."""
 
 
+class ResourcesChanged(Message):
+    """Published on channel "resources": the nodes whose availability changed lately.
+
+    Batched by the GCS (one message per report period, whatever the number of
+    nodes), so that every raylet's view of the others stays fresh for its
+    spillback decisions without polling.
+    """
+
+    #: node id -> available resources.
+    available: dict[bytes, dict[str, float]]
+    #: node id -> total resources, for the nodes whose totals changed.
+    total: dict[bytes, dict[str, float]] = {}
+
+
 CHANNEL_NODE = "node"
+CHANNEL_RESOURCES = "resources"
 CHANNEL_LOG = "log"
 CHANNEL_ERROR = "error"
 CHANNEL_JOB = "job"

@@ -242,6 +242,21 @@ class LocalLeaseManager:
         lease.lent = 0
         self._on_resources_changed()
 
+    def take_waiting(self, lease_id: bytes) -> Lease | None:
+        """Unqueue a request that still waits for resources here, to send it elsewhere.
+
+        None if it holds resources already (it waits only for a worker, which
+        comes soon) or is not queued.
+        """
+        lease = self._queued_ids.get(lease_id)
+        if lease is None or lease.allocation is not None:
+            return None
+        del self._queued_ids[lease_id]
+        self._queues[lease.request.scheduling_key].remove(lease)
+        if not self._queues[lease.request.scheduling_key]:
+            del self._queues[lease.request.scheduling_key]
+        return lease
+
     # --- introspection ----------------------------------------------------------
 
     def queued(self) -> list[Lease]:

@@ -20,6 +20,7 @@ import socket
 import time
 
 from .. import rpc
+from ..rpc.throttle import Throttle
 from ..config import config
 from ..node import default_object_store_memory
 from ..object_store.object_manager import ObjectManager
@@ -79,7 +80,7 @@ class Raylet:
         self._infeasible: dict[bytes, Lease] = {}
         #: Connected drivers by worker id (workers are in the pool).
         self._drivers: dict[bytes, rpc.Connection] = {}
-        self._report_scheduled = False
+        self._report_throttle = Throttle(config.resource_report_period_s, self._report_resources)
         self._totals_changed = False
         self._background: list[asyncio.Task] = []
         self.stopped = asyncio.Event()
@@ -126,7 +127,6 @@ class Raylet:
         self.object_store.start()
         loop = asyncio.get_running_loop()
         self._background.append(loop.create_task(self._infeasible_loop()))
-        self._background.append(loop.create_task(self._view_refresh_loop()))
         logger.info("raylet %s up at %s:%d with %s", self.node_id.hex()[:8], self.node_ip,
                     self.port, self.resources.as_floats("total"))
 
@@ -173,7 +173,8 @@ class Raylet:
         for node in reply.nodes:
             self._update_node(node)
         await conn.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
-                                           gcs_msg.CHANNEL_WORKER]))
+                                           gcs_msg.CHANNEL_WORKER,
+                                           gcs_msg.CHANNEL_RESOURCES]))
         if self.registered.is_set():
             # A restarted GCS knows only our totals: tell it what is in use.
             self._resources_changed(totals_changed=True)
@@ -209,6 +210,7 @@ class Raylet:
             gcs_msg.NodeChanged: lambda conn, m: self._update_node(m.info),
             gcs_msg.JobFinished: self._job_finished,
             gcs_msg.ReportWorkerFailure: self._remote_worker_died,
+            gcs_msg.ResourcesChanged: self._resources_of_others,
         }
 
     def _job_finished(self, conn, m: gcs_msg.JobFinished) -> None:
@@ -266,13 +268,25 @@ class Raylet:
             self._infeasible[req.lease_id] = lease
             self._warn_infeasible(lease)
             return await lease.future
-        if decision.node_id != self.node_id and not req.grant_or_reject:
-            address = self._raylet_addresses.get(decision.node_id)
-            if address is not None:
-                return msg.WorkerLeaseReply("spillback", lease_id=req.lease_id,
-                                            retry_at=address)
+        if decision.node_id != self.node_id:
+            if req.grant_or_reject:
+                # Spilled here, but this node cannot take it now: the owner asks its
+                # own raylet again rather than wait here while another node is free.
+                return msg.WorkerLeaseReply("rejected", lease_id=req.lease_id)
+            spill = self._spillback(req.lease_id, decision.node_id, lease.fixed)
+            if spill is not None:
+                return spill
         self.leases.queue(lease)
         return await lease.future
+
+    def _spillback(self, lease_id: bytes, node_id: bytes,
+                   request: dict[str, int]) -> msg.WorkerLeaseReply | None:
+        """Send a request to ``node_id``, counting it as taken there in our view."""
+        address = self._raylet_addresses.get(node_id)
+        if address is None:
+            return None
+        self.view.promise(node_id, request)
+        return msg.WorkerLeaseReply("spillback", lease_id=lease_id, retry_at=address)
 
     def cancel_bundles(self, conn, req: msg.CancelResourceReserve):
         """Release a group's bundles here; if the group is gone, fail what waits for it."""
@@ -381,13 +395,9 @@ class Raylet:
 
     def _resources_changed(self, totals_changed: bool = False) -> None:
         self._totals_changed |= totals_changed
-        if not self._report_scheduled:
-            self._report_scheduled = True
-            asyncio.get_running_loop().call_later(
-                config.resource_report_period_s, self._report_resources)
+        self._report_throttle.poke()
 
     def _report_resources(self) -> None:
-        self._report_scheduled = False
         if self.gcs is None or not self.gcs.connected:
             return  # reconnecting: a full report follows the re-registration
         demand = [lease.request.resources for lease in self._infeasible.values()]
@@ -430,12 +440,13 @@ class Raylet:
                                  config.scheduler_spread_threshold)
             if decision.infeasible:
                 self._infeasible[lease.lease_id] = lease
-            elif decision.node_id == self.node_id:
-                self.leases.queue(lease)
             else:
-                lease.future.set_result(msg.WorkerLeaseReply(
-                    "spillback", lease_id=lease.lease_id,
-                    retry_at=self._raylet_addresses[decision.node_id]))
+                spill = (None if decision.node_id == self.node_id else
+                         self._spillback(lease.lease_id, decision.node_id, lease.fixed))
+                if spill is None:
+                    self.leases.queue(lease)
+                else:
+                    lease.future.set_result(spill)
 
     async def _infeasible_loop(self) -> None:
         while True:
@@ -443,28 +454,51 @@ class Raylet:
             for lease in list(self._infeasible.values()):
                 self._warn_infeasible(lease)
 
-    async def _view_refresh_loop(self) -> None:
-        """Keep other nodes' availability fresh, for spillback decisions."""
-        while True:
-            await asyncio.sleep(max(config.resource_report_period_s, 0.1) * 5)
-            if len(self.view.nodes) <= 1 or self.gcs is None or not self.gcs.connected:
+    def _resources_of_others(self, conn, m: gcs_msg.ResourcesChanged) -> None:
+        """Other nodes' availability, as the GCS broadcasts it: our spillback view.
+
+        It replaces what :meth:`ClusterView.promise` subtracted for requests sent
+        there, now that those nodes have counted them themselves.
+        """
+        grew = False
+        for node_id, available in m.available.items():
+            view = self.view.nodes.get(node_id)
+            if view is None or node_id == self.node_id:
                 continue
-            try:
-                reply = await self.gcs.call(gcs_msg.GetAllNodes())
-            except (ConnectionError, rpc.RemoteError):
-                continue
-            grew = False
-            for info in reply.nodes:
-                view = self.view.nodes.get(info.node_id)
-                if view is None or info.node_id == self.node_id or not info.alive:
-                    continue
-                total = fixed_request(info.resources_total)
+            total = m.total.get(node_id)
+            if total is not None:
+                total = fixed_request(total)
                 grew |= any(v > view.resources.total.get(k, 0) for k, v in total.items())
                 view.resources.total = total
-                view.resources.available = fixed_request(
-                    reply.available.get(info.node_id, info.resources_total))
-            if grew and self._infeasible:
-                self._retry_infeasible()
+            view.resources.available = fixed_request(available)
+        if grew and self._infeasible:
+            self._retry_infeasible()
+        self._respill_waiting()
+
+    def _respill_waiting(self) -> None:
+        """Send requests queued here for want of resources to a node that now has them.
+
+        A request is queued here when no node had room at the time; when another
+        node frees up first, it should run there, not wait for this one (Ray's
+        cluster lease manager likewise places queued requests again).
+        Requests spilled here (grant-or-reject) stay: their owner chose this node.
+        """
+        for lease in self.leases.queued():
+            if lease.allocation is not None or lease.request.grant_or_reject:
+                continue
+            decision = pick_node(self.view, lease.fixed, lease.request.strategy,
+                                 config.scheduler_spread_threshold)
+            target = self.view.nodes.get(decision.node_id)
+            if (target is None or decision.node_id == self.node_id
+                    or not target.resources.can_allocate(lease.fixed)):
+                continue
+            if self.leases.take_waiting(lease.lease_id) is None:
+                continue
+            spill = self._spillback(lease.lease_id, decision.node_id, lease.fixed)
+            if spill is None:
+                self.leases.queue(lease)
+            else:
+                lease.future.set_result(spill)
 
     def debug_state(self) -> dict:
         return {

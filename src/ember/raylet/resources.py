@@ -84,6 +84,16 @@ class NodeResources:
                 alloc.instances[name] = picked
         return alloc
 
+    def take(self, request: dict[str, int]) -> None:
+        """Lower what is available by ``request`` (never below zero), holding no instances.
+
+        For a view of another node: what this node just sent there is not yet in
+        that node's report.
+        """
+        for name, amount in request.items():
+            if amount and name in self.available:
+                self.available[name] = max(0, self.available[name] - amount)
+
     def release(self, alloc: Allocation) -> None:
         for name, amount in alloc.amounts.items():
             if name in self.total:  # a removed placement group's resources are gone

@@ -4,14 +4,19 @@ Pure logic over a :class:`ClusterView`, no I/O, so that it can be tested
 exhaustively. The raylet keeps the view fresh from the GCS (node joins and
 deaths, periodic availability reports) and calls :func:`pick_node` for each
 lease request. If the answer is another node, the raylet replies "spillback"
-and the owner asks that node's raylet instead.
+and the owner asks that node's raylet instead; the raylet then counts what it
+promised against its view of that node (:meth:`ClusterView.promise`), since the
+node's own report of it arrives only later, and a burst of requests would
+otherwise all go to the node that looked free.
 
 Policies, as in Ray:
 
 - DEFAULT (hybrid): stay on the local node while its utilisation is below
   ``spread_threshold`` and the request fits now; otherwise take the feasible
   node with the lowest utilisation that fits now, preferring the local node on
-  ties; if nothing fits now, queue where it could fit, local first.
+  ties and choosing at random among other tied nodes (always taking the lowest
+  id would send every spilled request of a burst to one node); if nothing fits
+  now, queue where it could fit, local first.
 - SPREAD: rotate over the nodes where the request fits now.
 - NODE_AFFINITY: the named node; if it is dead or can never fit, fall back to
   DEFAULT when ``soft``, else the request is unschedulable.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import random
 
 from ..protocol.common import SchedulingStrategy
 from .resources import NodeResources
@@ -44,13 +50,21 @@ class Decision:
 
 
 class ClusterView:
-    def __init__(self, local_node_id: bytes):
+    def __init__(self, local_node_id: bytes, rng: random.Random | None = None):
         self.local_node_id = local_node_id
         self.nodes: dict[bytes, NodeView] = {}
         self._spread = itertools.count()
+        #: Breaks ties between equally good nodes; seeded in tests.
+        self.rng = rng or random.Random()
 
     def alive(self) -> list[NodeView]:
         return [n for n in self.nodes.values() if n.alive]
+
+    def promise(self, node_id: bytes, request: dict[str, int]) -> None:
+        """Count a request just sent to ``node_id`` as taken there, until its next report."""
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.resources.take(request)
 
 
 def _label_match(labels: dict[str, str], constraints: dict) -> bool:
@@ -96,19 +110,23 @@ def pick_node(view: ClusterView, request: dict[str, int], strategy: SchedulingSt
         if ready:
             ready.sort(key=lambda n: n.node_id)
             return Decision(ready[next(view._spread) % len(ready)].node_id)
-        return Decision(_least_loaded(feasible, view.local_node_id).node_id)
+        return Decision(_least_loaded(feasible, view).node_id)
 
     local = view.nodes.get(view.local_node_id)
     if (local is not None and local in ready
             and local.resources.utilization() < spread_threshold):
         return Decision(local.node_id)
     if ready:
-        return Decision(_least_loaded(ready, view.local_node_id).node_id)
+        return Decision(_least_loaded(ready, view).node_id)
     if local is not None and local in feasible:
         return Decision(local.node_id)
-    return Decision(_least_loaded(feasible, view.local_node_id).node_id)
+    return Decision(_least_loaded(feasible, view).node_id)
 
 
-def _least_loaded(nodes: list[NodeView], local_node_id: bytes) -> NodeView:
-    return min(nodes, key=lambda n: (round(n.resources.utilization(), 3),
-                                     n.node_id != local_node_id, n.node_id))
+def _least_loaded(nodes: list[NodeView], view: ClusterView) -> NodeView:
+    """The node with the lowest utilisation: the local one on a tie, else one at random."""
+    def key(n: NodeView):
+        return round(n.resources.utilization(), 3), n.node_id != view.local_node_id
+    best = min(key(n) for n in nodes)
+    tied = sorted((n for n in nodes if key(n) == best), key=lambda n: n.node_id)
+    return tied[0] if len(tied) == 1 else view.rng.choice(tied)
