@@ -61,10 +61,16 @@ def no_leftovers(request):
     wait_no_ember_processes(TEMP_ROOT)
     new_shm = ember_shm_entries() - shm_before
     assert not new_shm, f"ember shared-memory entries left in /dev/shm: {sorted(new_shm)}"
-    if request.session.testsfailed:
-        print(f"\nember session dirs (logs) of this run are kept in {TEMP_ROOT}")
-    else:
+    if not request.session.testsfailed:
         shutil.rmtree(TEMP_ROOT, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """A failed run keeps its clusters' session dirs (logs): say where, even under -q."""
+    if os.path.isdir(TEMP_ROOT) and (exitstatus != 0 or terminalreporter.stats.get("failed")):
+        terminalreporter.write_sep("-", "ember logs")
+        terminalreporter.write_line(
+            f"the session dirs (logs) of this run's clusters are kept in {TEMP_ROOT}")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,6 +6,8 @@ it with ``address="auto"``, ``address="host:port"`` or ``EMBER_ADDRESS``, and
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -117,6 +119,27 @@ def test_resource_arguments_are_refused_when_connecting(head):
     with pytest.raises(ValueError, match="num_cpus"):
         ray.init(address="auto", num_cpus=2)
     assert not ray.is_initialized()
+
+
+def test_microbenchmark_reports_progress_and_leaves_the_running_cluster_current(
+        head, temp_root):
+    latest = os.path.join(temp_root, "session_latest")
+    before = os.readlink(latest)
+    env = dict(os.environ, EMBER_BENCH_ROUND_S="0.1", EMBER_BENCH_ROUNDS="1",
+               EMBER_BENCH_WARMUP_S="0.05")
+    done = subprocess.run([sys.executable, "-m", "ember.cli", "microbenchmark", "--json",
+                           "--filter", "single client tasks sync",
+                           "--filter", "placement group"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    names = [json.loads(line)["name"] for line in done.stdout.splitlines()]
+    assert names == ["init and first task (s)", "single client tasks sync",
+                     "placement group create/removal"]
+    assert "[1/2, 0:00] single client tasks sync" in done.stderr
+    assert "[2/2, " in done.stderr and "] placement group create/removal" in done.stderr
+    assert os.readlink(latest) == before
+    assert "microbenchmark" in ember_cli("microbenchmark", "--help").stdout
+    assert "four minutes" in ember_cli("microbenchmark", "--help").stdout
 
 
 def test_stop_ends_the_cluster(head, temp_root):

@@ -20,7 +20,7 @@ from . import exceptions  # noqa: E402
 from .generator import ObjectRefGenerator  # noqa: E402
 from .ids import ActorID, JobID, NodeID, ObjectID, PlacementGroupID, TaskID, WorkerID  # noqa: E402
 from .object_ref import ObjectRef  # noqa: E402
-from .remote_function import RemoteFunction  # noqa: E402
+from .remote_function import RemoteFunction, not_remotable  # noqa: E402
 from .runtime_context import get_runtime_context  # noqa: E402
 from .worker import (available_resources, cancel, cluster_resources, get,  # noqa: E402
                      get_actor, get_gpu_ids, init, is_initialized, kill, nodes, put, shutdown,
@@ -37,11 +37,10 @@ def remote(*args, **kwargs):
 
     Use bare (``@ember.remote``) or with options (``@ember.remote(num_cpus=2)``).
     """
-    if len(args) == 1 and not kwargs and (callable(args[0])):
+    if len(args) == 1 and not kwargs and callable(args[0]):
         return _make_remote(args[0], {})
     if len(args) == 1 and not kwargs:
-        raise TypeError("The @ember.remote decorator must be applied to either a function or "
-                        f"a class, got {type(args[0]).__name__} ({args[0]!r}).")
+        raise not_remotable(args[0])
     if args:
         raise TypeError(
             "The @ember.remote decorator must be applied either with no arguments and no "
@@ -60,10 +59,7 @@ def _make_remote(obj, options: dict):
     if inspect.isclass(obj):
         from .actor import ActorClass
         return ActorClass._from_class(obj, options)
-    if inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj) or callable(obj):
-        return RemoteFunction(obj, options)
-    raise TypeError("The @ember.remote decorator must be applied to either a function or "
-                    "a class.")
+    return RemoteFunction(obj, options)
 
 
 __all__ = [

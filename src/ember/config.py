@@ -91,6 +91,9 @@ class Config:
 
     # --- sessions --------------------------------------------------------
     temp_dir: str = "/tmp/ember"
+    #: Point ``<temp_dir>/session_latest`` at each new session. The benchmark
+    #: turns it off, to leave it on the cluster a user runs.
+    update_session_latest: bool = True
 
     @classmethod
     def from_env(cls, environ: typing.Mapping[str, str] = os.environ) -> "Config":

@@ -65,6 +65,8 @@ def new_session_dir() -> str:
     session = os.path.join(root, f"session_{stamp}_{os.getpid()}")
     os.makedirs(os.path.join(session, "logs"))
     os.makedirs(os.path.join(session, "sockets"))
+    if not config.update_session_latest:
+        return session
     latest = os.path.join(root, "session_latest")
     tmp = latest + f".{os.getpid()}"
     try:

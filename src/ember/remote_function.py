@@ -74,11 +74,20 @@ def _prepared_key(core) -> tuple | None:
     return core.job_id, opts.captured_placement_group(core), core.runtime_env
 
 
+def not_remotable(obj) -> TypeError:
+    """The error for ``@ember.remote`` (bare or with options) applied to ``obj``."""
+    text = repr(obj)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return TypeError("The @ember.remote decorator must be applied to either a function or "
+                     f"a class, got {type(obj).__name__} ({text}).")
+
+
 class RemoteFunction:
     def __init__(self, function, options: dict):
-        if not callable(function) or inspect.isclass(function):
-            raise TypeError("The @ember.remote decorator must be applied to either a "
-                            "function or a class.")
+        if not (inspect.isfunction(function) or inspect.isbuiltin(function)
+                or inspect.ismethod(function)):
+            raise not_remotable(function)
         self._function = function
         self._qualname = f"{function.__module__}.{function.__qualname__}"
         self._what = f"remote function {self._qualname}"
