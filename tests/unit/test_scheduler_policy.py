@@ -56,7 +56,7 @@ def test_promised_requests_spread_a_burst_over_every_free_node():
         chosen = []
         for _ in range(3):
             target = pick_node(view, cpu(1), DEFAULT, THRESHOLD).node_id
-            view.promise(target, cpu(1))
+            view.promise(target, cpu(1), now=0.0)
             chosen.append(target)
         assert sorted(chosen) == [node_id(1), node_id(2), node_id(3)]
         # Nothing is free now: the request waits on the local node.
@@ -90,10 +90,30 @@ def test_local_node_wins_a_tie():
 
 def test_promise_never_drives_availability_below_zero():
     view = make_view(1, 1)
-    view.promise(node_id(1), cpu(1))
-    view.promise(node_id(1), cpu(1))
+    view.promise(node_id(1), cpu(1), now=0.0)
+    view.promise(node_id(1), cpu(1), now=0.0)
     assert view.nodes[node_id(1)].resources.available["CPU"] == 0
-    view.promise(b"unknown", cpu(1))  # a node the view does not have: ignored
+    view.promise(b"unknown", cpu(1), now=0.0)  # a node the view does not have: ignored
+
+
+def test_a_promise_no_report_confirms_is_forgotten():
+    """A spilled request the node never got (refused, owner gone) frees the node again."""
+    view = make_view(1, 1)
+    busy(view, 0, 1)
+    view.promise(node_id(1), cpu(1), now=10.0)
+    view.expire_promises(now=10.5, ttl=1.0)
+    assert pick_node(view, cpu(1), DEFAULT, THRESHOLD).node_id == node_id(0)  # waits
+    view.expire_promises(now=11.5, ttl=1.0)
+    assert pick_node(view, cpu(1), DEFAULT, THRESHOLD).node_id == node_id(1)
+
+
+def test_a_report_replaces_promises_and_later_expiry_keeps_it():
+    view = make_view(2, 2)
+    node = view.nodes[node_id(1)]
+    view.promise(node_id(1), cpu(1), now=0.0)
+    node.report(cpu(0.5))       # the node's own count: it took the request and more
+    view.expire_promises(now=5.0, ttl=1.0)
+    assert node.resources.available == cpu(0.5)
 
 
 def test_request_no_node_can_ever_hold_is_infeasible():

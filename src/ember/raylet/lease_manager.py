@@ -171,13 +171,11 @@ class LocalLeaseManager:
         else:
             self.pool.push(worker)
         self.dispatch()
-        self._on_resources_changed()
 
     def worker_died(self, worker: WorkerHandle) -> None:
         lease = worker.lease
         if lease is not None and self.granted.pop(lease.lease_id, None) is not None:
             self._release(lease)
-            self._on_resources_changed()
         self.dispatch()
 
     def owner_gone(self, conn) -> None:
@@ -198,12 +196,14 @@ class LocalLeaseManager:
         self.dispatch()
 
     def _release(self, lease: Lease) -> None:
+        """Give a lease's resources back, and say so: other nodes' views count on it."""
         if lease.allocation is not None:
             if lease.lent:
                 self.resources.reclaim(lease.lent)
                 lease.lent = 0
             self.resources.release(lease.allocation)
             lease.allocation = None
+            self._on_resources_changed()
 
     def fail_where(self, predicate, reason: str) -> None:
         """Answer "failed" to every queued request matching ``predicate``."""

@@ -39,6 +39,10 @@ from .worker_pool import WorkerHandle, WorkerPool
 
 logger = logging.getLogger(__name__)
 
+#: How long a request spilled to another node counts as taken there without
+#: that node confirming it in a report (it reports within a report period).
+_PROMISE_TTL_S = max(1.0, 10 * config.resource_report_period_s)
+
 
 class Raylet:
     def __init__(self, *, node_id: bytes, gcs_address: str, session_dir: str,
@@ -258,6 +262,15 @@ class Raylet:
             return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
                                         message=f"{req.description} cannot run: {refusal}")
         lease = Lease(req, conn)
+        if req.grant_or_reject:
+            # Sent here by another raylet, which chose this node: run it if it fits
+            # now, else the owner asks its own raylet again, rather than wait here
+            # while another node may be free.
+            if not self.resources.can_allocate(lease.fixed):
+                return msg.WorkerLeaseReply("rejected", lease_id=req.lease_id)
+            self.leases.queue(lease)
+            return await lease.future
+        self.view.expire_promises(time.monotonic(), _PROMISE_TTL_S)
         decision = pick_node(self.view, lease.fixed, req.strategy,
                              config.scheduler_spread_threshold)
         if decision.unschedulable:
@@ -269,10 +282,6 @@ class Raylet:
             self._warn_infeasible(lease)
             return await lease.future
         if decision.node_id != self.node_id:
-            if req.grant_or_reject:
-                # Spilled here, but this node cannot take it now: the owner asks its
-                # own raylet again rather than wait here while another node is free.
-                return msg.WorkerLeaseReply("rejected", lease_id=req.lease_id)
             spill = self._spillback(req.lease_id, decision.node_id, lease.fixed)
             if spill is not None:
                 return spill
@@ -285,7 +294,7 @@ class Raylet:
         address = self._raylet_addresses.get(node_id)
         if address is None:
             return None
-        self.view.promise(node_id, request)
+        self.view.promise(node_id, request, time.monotonic())
         return msg.WorkerLeaseReply("spillback", lease_id=lease_id, retry_at=address)
 
     def cancel_bundles(self, conn, req: msg.CancelResourceReserve):
@@ -470,7 +479,7 @@ class Raylet:
                 total = fixed_request(total)
                 grew |= any(v > view.resources.total.get(k, 0) for k, v in total.items())
                 view.resources.total = total
-            view.resources.available = fixed_request(available)
+            view.report(fixed_request(available))
         if grew and self._infeasible:
             self._retry_infeasible()
         self._respill_waiting()
@@ -483,6 +492,7 @@ class Raylet:
         cluster lease manager likewise places queued requests again).
         Requests spilled here (grant-or-reject) stay: their owner chose this node.
         """
+        self.view.expire_promises(time.monotonic(), _PROMISE_TTL_S)
         for lease in self.leases.queued():
             if lease.allocation is not None or lease.request.grant_or_reject:
                 continue
@@ -508,6 +518,8 @@ class Raylet:
             "resources_available": self.resources.as_floats("available"),
             "leases": self.leases.debug_state(),
             "infeasible": [lease.request.description for lease in self._infeasible.values()],
+            "cluster_view": {node.node_id.hex(): node.resources.as_floats("available")
+                             for node in self.view.alive()},
             "worker_pool": self.pool.debug_state(),
             "bundles": self.bundles.debug_state(),
             "object_store": self.object_store.debug_state(),

@@ -7,7 +7,8 @@ lease request. If the answer is another node, the raylet replies "spillback"
 and the owner asks that node's raylet instead; the raylet then counts what it
 promised against its view of that node (:meth:`ClusterView.promise`), since the
 node's own report of it arrives only later, and a burst of requests would
-otherwise all go to the node that looked free.
+otherwise all go to the node that looked free. A promise no report confirms
+soon is forgotten (:meth:`ClusterView.expire_promises`).
 
 Policies, as in Ray:
 
@@ -37,6 +38,15 @@ class NodeView:
     resources: NodeResources
     labels: dict[str, str]
     alive: bool = True
+    #: The node's last reported availability, while promises are subtracted from it.
+    reported: dict[str, int] | None = None
+    #: When the oldest unconfirmed promise to this node was made.
+    promised_at: float = 0.0
+
+    def report(self, available: dict[str, int]) -> None:
+        """The node's own count, which includes whatever it was promised and took."""
+        self.resources.available = available
+        self.reported = None
 
 
 @dataclasses.dataclass
@@ -60,11 +70,26 @@ class ClusterView:
     def alive(self) -> list[NodeView]:
         return [n for n in self.nodes.values() if n.alive]
 
-    def promise(self, node_id: bytes, request: dict[str, int]) -> None:
+    def promise(self, node_id: bytes, request: dict[str, int], now: float) -> None:
         """Count a request just sent to ``node_id`` as taken there, until its next report."""
         node = self.nodes.get(node_id)
-        if node is not None:
-            node.resources.take(request)
+        if node is None:
+            return
+        if node.reported is None:
+            node.reported = dict(node.resources.available)
+            node.promised_at = now
+        node.resources.take(request)
+
+    def expire_promises(self, now: float, ttl: float) -> None:
+        """Forget promises no report confirmed within ``ttl``.
+
+        A request sent to a node may never arrive there (the owner went away, or
+        the node refused it); the node then has nothing to report, and without
+        this the view would count the request as taken there for ever.
+        """
+        for node in self.nodes.values():
+            if node.reported is not None and now - node.promised_at > ttl:
+                node.report(node.reported)
 
 
 def _label_match(labels: dict[str, str], constraints: dict) -> bool:
