@@ -16,6 +16,7 @@ import pytest
 
 from ember import rpc
 from ember.core_worker.event_loop import LoopThread
+from ember.core_worker.serialization import serialize_to_store
 from ember.exceptions import ObjectStoreFullError
 from ember.object_store import layout
 from ember.object_store.client import StoreClient
@@ -89,7 +90,7 @@ def harness(tmp_path):
 
 
 def put_value(client, object_id, value):
-    main, buffers = layout.serialize_to_store(value)
+    main, buffers = serialize_to_store(value)
     return client.put(object_id, main, buffers)
 
 

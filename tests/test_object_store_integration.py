@@ -14,6 +14,7 @@ import numpy as np
 import ember.node
 from ember import rpc
 from ember.core_worker.event_loop import LoopThread
+from ember.core_worker.serialization import serialize_to_store
 from ember.object_store import layout
 from ember.object_store.client import StoreClient
 from ember.protocol import raylet as rl
@@ -40,7 +41,7 @@ def test_put_and_get_20_mb_through_a_real_raylet():
 
         array = np.random.default_rng(1).integers(0, 1000, 20 * 1024 * 1024 // 8)
         oid = os.urandom(28)
-        main, buffers = layout.serialize_to_store(array)
+        main, buffers = serialize_to_store(array)
         assert client.put(oid, main, buffers) >= array.nbytes
 
         first = layout.load_from_store(*client.get([oid])[0])

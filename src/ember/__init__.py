@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import exceptions  # noqa: E402
 from .generator import ObjectRefGenerator  # noqa: E402
@@ -25,7 +25,7 @@ from .runtime_context import get_runtime_context  # noqa: E402
 from .worker import (available_resources, cancel, cluster_resources, get,  # noqa: E402
                      get_actor, get_gpu_ids, init, is_initialized, kill, nodes, put, shutdown,
                      wait)
-from .actor import method  # noqa: E402
+from .actor import ActorClass, method  # noqa: E402
 from . import actor, util  # noqa: E402
 
 ObjectRefGenerator = ObjectRefGenerator
@@ -57,7 +57,6 @@ def remote(*args, **kwargs):
 
 def _make_remote(obj, options: dict):
     if inspect.isclass(obj):
-        from .actor import ActorClass
         return ActorClass._from_class(obj, options)
     return RemoteFunction(obj, options)
 

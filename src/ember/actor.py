@@ -31,6 +31,8 @@ from .object_ref import ObjectRef
 from .protocol import gcs as gcs_msg
 from .protocol.core_worker import TaskSpec
 from .remote_function import _task_arg
+from . import rpc
+from .ids import ActorID
 
 _METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
                    "name", "enable_task_events", "_generator_backpressure_num_objects"}
@@ -172,7 +174,6 @@ class ActorClass:
         register = gcs_msg.RegisterActor(info, get_if_exists=bool(options.get("get_if_exists")))
         if name:
             # Named actors register synchronously, so a taken name fails right here.
-            from . import rpc
             try:
                 reply = core.io.run(core.gcs.call(register), timeout=30)
             except rpc.RemoteError as exc:
@@ -267,7 +268,6 @@ class ActorHandle:
 
     @property
     def _ray_actor_id(self):
-        from .ids import ActorID
         return ActorID(self._actor_id)
 
     def _submit(self, method_name: str, args, kwargs, num_returns: int,

@@ -36,6 +36,11 @@ import signal
 import subprocess
 
 from . import node as node_mod
+import uvloop
+
+from . import rpc, worker
+from .core_worker import context
+from .protocol import raylet as rl
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +81,7 @@ class ClusterNode:
 
     def debug_state(self, timeout: float = 10.0) -> dict:
         """The raylet's ``debug_state()``: leases, worker pool, object store, object manager."""
-        import uvloop
 
-        from . import rpc
-        from .protocol import raylet as rl
 
         async def query():
             conn = await rpc.connect("unix:" + self.raylet_socket_name, name="raylet",
@@ -261,15 +263,12 @@ class Cluster:
 
     def connect(self, namespace: str | None = None, **init_kwargs):
         """Make this process a driver of the cluster (``ember.init(address=...)``)."""
-        from . import worker
         context = worker.init(address=self.address, namespace=namespace, **init_kwargs)
         self.connected = True
         return context
 
     def shutdown(self) -> None:
         """Disconnect this process's driver (if connected here) and stop every node."""
-        from . import worker
-        from .core_worker import context
         core = context.core
         if worker.is_initialized() and (self.connected or (
                 self.head_node is not None and core.gcs_address == self.head_node.address)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 
 from .ids import object_id_for_return
+from .object_ref import ObjectRef
 
 
 class GeneratorState:
@@ -53,7 +54,6 @@ class ObjectRefGenerator:
         return ref
 
     def _next_ref(self, timeout):
-        from .object_ref import ObjectRef
         state = self._state
         index = self._next
         with state.cond:

@@ -23,6 +23,9 @@ import sys
 import time
 
 from .config import config
+import uvloop
+from . import rpc
+from .protocol import gcs as gcs_msg
 
 CURRENT_CLUSTER_FILE = "ember_current_cluster"
 
@@ -240,10 +243,7 @@ def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
     """
     import asyncio
 
-    import uvloop
 
-    from . import rpc
-    from .protocol import gcs as gcs_msg
 
     async def poll():
         deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ import concurrent.futures
 
 from .core_worker import context
 from .core_worker.serialization import record_ref
+from .ids import TaskID
 
 
 class ObjectRef:
@@ -43,7 +44,6 @@ class ObjectRef:
         return self._id.hex()
 
     def task_id(self):
-        from .ids import TaskID
         return TaskID(self._id[:24])
 
     def owner_address(self):

@@ -13,6 +13,10 @@ import dataclasses
 import typing
 
 from .protocol.common import SchedulingStrategy
+from . import runtime_env
+from .core_worker import context
+from .placement_group import group_resources
+from .scheduling_strategies import PlacementGroupSchedulingStrategy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +73,6 @@ def _gpus(value):
 
 
 def _runtime_env(value):
-    from . import runtime_env
     runtime_env.validate(value)  # raises TypeError or ValueError naming the field
     return None
 
@@ -179,7 +182,6 @@ def placement(options: dict, what: str, resources: dict[str, float]):
     strategy = scheduling_strategy(options, what)
     if strategy.kind != "PLACEMENT_GROUP":
         return resources, strategy
-    from .util.placement_group import group_resources
     return group_resources(resources, strategy.placement_group_id,
                            strategy.bundle_index), strategy
 
@@ -193,7 +195,6 @@ def captured_placement_group(core) -> bytes:
 
 
 def _inherited_strategy() -> SchedulingStrategy | None:
-    from .core_worker import context
     pg_id = captured_placement_group(context.core)
     if pg_id:
         return SchedulingStrategy(kind="PLACEMENT_GROUP", placement_group_id=pg_id,
@@ -206,7 +207,6 @@ def scheduling_strategy(options: dict, what: str) -> SchedulingStrategy:
     value = options.get("scheduling_strategy")
     legacy = options.get("placement_group")
     if value is None and legacy not in (None, "default"):
-        from .util.scheduling_strategies import PlacementGroupSchedulingStrategy
         value = PlacementGroupSchedulingStrategy(
             legacy, options.get("placement_group_bundle_index", -1),
             options.get("placement_group_capture_child_tasks"))

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import uvloop
 
 PR_SET_PDEATHSIG = 1
 
@@ -43,7 +44,6 @@ def setup(component: str, log_file: str | None, die_with_parent: bool) -> None:
 
 def run_loop(coro) -> None:
     """Run ``coro`` on uvloop; exit quietly on Ctrl-C."""
-    import uvloop
     try:
         uvloop.run(coro)
     except KeyboardInterrupt:

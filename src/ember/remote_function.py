@@ -21,6 +21,7 @@ from .core_worker.task_submitter import SchedulingKey
 from .generator import GeneratorState, ObjectRefGenerator
 from .object_ref import ObjectRef
 from .protocol.core_worker import TaskArg, TaskSpec
+from .core_worker.serialization import unpicklable_message
 
 DEFAULT_MAX_RETRIES = 3
 
@@ -122,9 +123,8 @@ class RemoteFunction:
             try:
                 self._pickled = core.pin_captured(*dumps_definition(self._function))
             except Exception as exc:
-                from .core_worker.serialization import _unpicklable_message
                 raise TypeError(f"Could not serialize {self._what}: "
-                                + _unpicklable_message(self._function, exc)) from exc
+                                + unpicklable_message(self._function, exc)) from exc
             self._function_id = function_id_of(self._pickled)
         return _Prepared(self, options, core)
 

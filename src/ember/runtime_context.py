@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .core_worker import context
+from .runtime_env import RuntimeEnv, decode
 
 
 class RuntimeContext:
@@ -82,7 +83,6 @@ class RuntimeContext:
         the job's in a driver, the task's or actor's (merged with the job's) in a
         worker; a ``RuntimeEnv`` dict."""
         import copy
-        from .runtime_env import RuntimeEnv, decode
         return RuntimeEnv(_validate=False, **copy.deepcopy(decode(self._core().runtime_env)))
 
     def get_runtime_env_string(self) -> str:

@@ -14,10 +14,15 @@ import sys
 from . import node as node_mod
 from . import options as opts
 from . import runtime_env as runtime_env_mod
+from ._version import __version__
 from .core_worker import context
 from .exceptions import GetTimeoutError
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
+from .actor import ActorHandle
+from .config import config
+from .core_worker.core_worker import CoreWorker
+from .protocol import gcs as gcs_msg
 
 logger = logging.getLogger("ember")
 
@@ -32,7 +37,7 @@ class EmberContext(dict):
         self.address_info = address_info
         self.dashboard_url = None
         self.python_version = ".".join(map(str, sys.version_info[:3]))
-        self.ray_version = self.ember_version = _version()
+        self.ray_version = self.ember_version = __version__
 
     def __enter__(self):
         return self
@@ -43,10 +48,6 @@ class EmberContext(dict):
     def disconnect(self):
         shutdown()
 
-
-def _version() -> str:
-    from . import __version__
-    return __version__
 
 
 def is_initialized() -> bool:
@@ -90,7 +91,6 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     if configure_logging:
         _configure_logging(logging_level, logging_format)
     if _temp_dir:
-        from .config import config
         config.temp_dir = _temp_dir
 
     if address is None:
@@ -115,10 +115,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         session_dir, node_id = _local_node.session_dir, _local_node.node_id
         raylet_socket, gcs_address = _local_node.raylet_socket, _local_node.gcs_address
 
-    from .core_worker.core_worker import CoreWorker
     core = CoreWorker(is_driver=True, node_id=node_id, node_ip=node_ip,
                       raylet_socket=raylet_socket, gcs_address=gcs_address,
-                      session_dir=session_dir)
+                      session_dir=session_dir, make_ref=ObjectRef)
     try:
         core.connect({"namespace": namespace or _anonymous_namespace(),
                       "code_search_path": _code_search_path(),
@@ -309,7 +308,6 @@ def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
 
 
 def _all_nodes():
-    from .protocol import gcs as gcs_msg
     core = context.require_core("this call")
     return core.io.run(core.gcs.call(gcs_msg.GetAllNodes()), timeout=30)
 
@@ -370,8 +368,6 @@ def get_gpu_ids() -> list[int]:
 
 def kill(actor, *, no_restart: bool = True) -> None:
     """Kill an actor now, whatever it is doing. With no_restart=False it may restart."""
-    from .actor import ActorHandle
-    from .protocol import gcs as gcs_msg
     core = context.require_core("ember.kill()")
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"ember.kill() only supports actors; for tasks use ember.cancel(). "
@@ -383,8 +379,6 @@ def kill(actor, *, no_restart: bool = True) -> None:
 
 def get_actor(name: str, namespace: str | None = None):
     """A handle to the live actor named ``name`` in ``namespace`` (default: this job's)."""
-    from .actor import ActorHandle
-    from .protocol import gcs as gcs_msg
     core = context.require_core("ember.get_actor()")
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}.")
@@ -401,10 +395,12 @@ def get_actor(name: str, namespace: str | None = None):
 
 
 def list_named_actors(all_namespaces: bool = False):
-    from .protocol import gcs as gcs_msg
     core = context.require_core("list_named_actors()")
     reply = core.io.run(core.gcs.call(gcs_msg.ListNamedActors(core.namespace, all_namespaces)),
                         timeout=30)
     if all_namespaces:
         return [{"name": name, "namespace": ns} for ns, name in reply.actors]
     return [name for _, name in reply.actors]
+
+
+context.set_auto_init(init)

@@ -42,6 +42,7 @@ from .ownership import Ownership
 from .reference_counter import ReferenceCounter
 from .serialization import deserialize, inline_value, serialize_parts
 from .task_submitter import NormalTaskSubmitter, PendingTask
+from . import log_printer
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,12 @@ _MAX_REBUILDS = 3
 
 class CoreWorker:
     def __init__(self, *, is_driver: bool, node_id: bytes, node_ip: str,
-                 raylet_socket: str, gcs_address: str, session_dir: str,
+                 raylet_socket: str, gcs_address: str, session_dir: str, make_ref,
                  worker_id: bytes | None = None):
         self.is_driver = is_driver
+        #: Makes the ObjectRef of (object id, owner address): the public class,
+        #: injected so that the core worker does not import the API above it.
+        self.make_ref = make_ref
         self.node_id = node_id
         self.node_ip = node_ip
         self.raylet_socket = raylet_socket
@@ -176,7 +180,6 @@ class CoreWorker:
         await self.actor_submitter.resubscribe(conn)
 
     def _gcs_handlers(self) -> dict:
-        from . import log_printer
         return {gcs_msg.LogBatch: log_printer.print_logs,
                 gcs_msg.ErrorInfo: log_printer.print_error,
                 gcs_msg.ActorChanged: self.actor_submitter.actor_changed}
@@ -234,10 +237,9 @@ class CoreWorker:
 
     def put_parts(self, data: bytes, buffers: list, refs: list, size: int):
         """``put`` of a value already serialized by ``serialize_parts``."""
-        from ..object_ref import ObjectRef
         object_id = object_id_for_put(self.ids.task_id())
         serialized = self._place(object_id, self.address, data, buffers, refs, size)
-        ref = ObjectRef(object_id, self.address)
+        ref = self.make_ref(object_id, self.address)
         self.store.put(object_id, serialized)
         self.references.set_nested(object_id, serialized.nested_refs)
         if serialized.kind == VALUE_IN_STORE:
@@ -419,9 +421,8 @@ class CoreWorker:
     def _handle_generator_item(self, conn, item: cw.GeneratorItem) -> None:
         task = self.submitter.tasks.get(item.task_id)
         if task is not None and task.generator is not None:
-            from ..object_ref import ObjectRef
             # The generator holds the item's ref until its consumer takes it.
-            ref = ObjectRef(item.value.object_id, self.address)
+            ref = self.make_ref(item.value.object_id, self.address)
             self.store_result(item.value)
             task.generator.add_item(item.index, ref)
 
@@ -452,7 +453,6 @@ class CoreWorker:
 
     def _reader_pool(self):
         if self._readers is None:
-            import concurrent.futures
             self._readers = concurrent.futures.ThreadPoolExecutor(
                 max_workers=2, thread_name_prefix="ember-store-read")
         return self._readers
@@ -481,10 +481,9 @@ class CoreWorker:
 
     def submit_task(self, spec: cw.TaskSpec, key, keep_alive, generator=None) -> list:
         """Hand a built task to the submitter; returns the return ObjectRefs."""
-        from ..object_ref import ObjectRef
         n = spec.num_returns
         return_ids = [object_id_for_return(spec.task_id, i) for i in range(max(n, 1))]
-        refs = [ObjectRef(oid, self.address) for oid in return_ids]
+        refs = [self.make_ref(oid, self.address) for oid in return_ids]
         task = PendingTask(spec, return_ids, keep_alive, key, self.current_task_id())
         task.generator = generator
         self.io.post(self.submitter.submit, task)
@@ -551,10 +550,9 @@ class CoreWorker:
     def pin_captured(self, pickled: bytes, refs: list) -> bytes:
         """Hold the refs a remote function or actor class captured for the job's
         life (see serialization.dumps_definition); returns ``pickled``."""
-        from ..object_ref import ObjectRef
         for info in refs:
             if info.object_id not in self._captured:
-                self._captured[info.object_id] = ObjectRef(info.object_id, info.owner)
+                self._captured[info.object_id] = self.make_ref(info.object_id, info.owner)
         return pickled
 
     def current_task_id(self) -> bytes | None:

@@ -323,7 +323,6 @@ class TaskExecutor:
 
     def _resolve_args(self, spec: cw.TaskSpec, held: list):
         """Argument values; refs nested in them are held (in ``held``) for the call."""
-        from ..object_ref import ObjectRef
         values = []
         refs = []
         for i, arg in enumerate(spec.args):
@@ -335,7 +334,7 @@ class TaskExecutor:
                 values.append(deserialize(arg.value))
             else:
                 values.append(None)
-                refs.append((i, ObjectRef(arg.object_id, arg.owner)))
+                refs.append((i, self.core.make_ref(arg.object_id, arg.owner)))
         if refs:
             fetched = self.core.get([r for _, r in refs])
             for (i, _), value in zip(refs, fetched):

@@ -92,7 +92,7 @@ def dumps(value, buffer_callback=None) -> bytes:
     try:
         return pickle_by_value(value, buffer_callback=buffer_callback)
     except Exception as exc:
-        raise TypeError(_unpicklable_message(value, exc)) from exc
+        raise TypeError(unpicklable_message(value, exc)) from exc
 
 
 def dumps_definition(obj) -> tuple[bytes, list[ObjectRefInfo]]:
@@ -192,7 +192,7 @@ def task_error(exc: BaseException, function_name: str, ip: str | None,
     return RayTaskError(function_name, text, cause, ip=ip, actor_repr=actor_repr)
 
 
-def _unpicklable_message(value, exc: Exception) -> str:
+def unpicklable_message(value, exc: Exception) -> str:
     found = _find_unpicklable(value)
     what = f"{type(value).__name__} object {_short_repr(value)}"
     if found is not None:
@@ -259,3 +259,10 @@ def _cell_has(cell) -> bool:
         return True
     except ValueError:
         return False
+
+
+def serialize_to_store(value) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """(main pickle, out-of-band buffers) of ``value``, ready for StoreClient.put."""
+    buffers: list[pickle.PickleBuffer] = []
+    main = dumps(value, buffer_callback=buffers.append)
+    return main, buffers

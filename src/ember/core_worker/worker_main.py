@@ -48,9 +48,10 @@ def main() -> None:
     sys.stdout, sys.stderr = out, err
     process_setup.setup("worker", None, False)
     env = os.environ
+    from ..object_ref import ObjectRef  # the process's composition root injects it
     from .core_worker import CoreWorker
     from .executor import TaskExecutor
-    core = CoreWorker(is_driver=False, node_id=bytes.fromhex(env["EMBER_NODE_ID"]),
+    core = CoreWorker(is_driver=False, make_ref=ObjectRef, node_id=bytes.fromhex(env["EMBER_NODE_ID"]),
                       node_ip=env["EMBER_NODE_IP"], raylet_socket=env["EMBER_RAYLET_SOCKET"],
                       gcs_address=env["EMBER_GCS_ADDRESS"],
                       session_dir=env["EMBER_SESSION_DIR"],

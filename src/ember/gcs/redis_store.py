@@ -32,13 +32,9 @@ import random
 import time
 
 from ..config import config
-from .storage import StoreClient
+from .storage import StorageUnavailableError, StoreClient
 
 logger = logging.getLogger(__name__)
-
-
-class StorageUnavailableError(ConnectionError):
-    """The GCS storage (Redis) cannot be reached."""
 
 
 class RedisError(Exception):

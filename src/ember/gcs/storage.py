@@ -69,19 +69,10 @@ class InMemoryStoreClient(StoreClient):
         return dict(self._tables.get(table, {}))
 
 
+class StorageUnavailableError(ConnectionError):
+    """The GCS storage (Redis) cannot be reached."""
+
+
 def _log_failed_write(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("writing GCS storage failed: %s", task.exception())
-
-
-def make_store_client(spec: str, namespace: str = "default") -> StoreClient:
-    """Build the store client named by the ``gcs_storage`` config value."""
-    if spec == "memory":
-        return InMemoryStoreClient()
-    if spec.startswith("redis://"):
-        from .redis_store import RedisStoreClient, parse_redis_url
-        host, port = parse_redis_url(spec)
-        return RedisStoreClient(host, port, namespace)
-    raise ValueError(
-        f"Unknown GCS storage {spec!r}; expected 'memory' or 'redis://host:port'."
-    )

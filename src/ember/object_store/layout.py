@@ -101,14 +101,6 @@ def read(view: memoryview) -> tuple[memoryview, list[memoryview]]:
     return view[start:end], [view[a:b] for a, b in ranges]
 
 
-def serialize_to_store(value) -> tuple[bytes, list[pickle.PickleBuffer]]:
-    """(main pickle, out-of-band buffers) of ``value``, ready for StoreClient.put."""
-    from ..core_worker.serialization import dumps
-    buffers: list[pickle.PickleBuffer] = []
-    main = dumps(value, buffer_callback=buffers.append)
-    return main, buffers
-
-
 def load_from_store(main, buffers: list):
     """The value of an object read from the store; arrays are read-only views into it."""
     return pickle.loads(main, buffers=buffers)

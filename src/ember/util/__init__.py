@@ -8,12 +8,12 @@ from .placement_group import (get_current_placement_group, get_placement_group,
                               placement_group, placement_group_table,
                               remove_placement_group)
 from .serialization import deregister_serializer, register_serializer
+from ..core_worker import context
+from ..node import default_node_ip
 
 
 def get_node_ip_address() -> str:
     """The IP address of this process's node (of this machine, outside a cluster)."""
-    from ..core_worker import context
-    from ..node import default_node_ip
     core = context.core
     return core.node_ip if core is not None else default_node_ip()
 

@@ -10,6 +10,7 @@ import asyncio
 import queue as _stdlib_queue
 
 from .. import worker
+from ..actor import ActorClass
 
 
 class Empty(_stdlib_queue.Empty):
@@ -81,9 +82,8 @@ def _unwrap(exc, kind):
 
 class Queue:
     def __init__(self, maxsize: int = 0, actor_options: dict | None = None):
-        from .. import remote
         self.maxsize = maxsize
-        actor_class = remote(_QueueActor)
+        actor_class = ActorClass._from_class(_QueueActor, {})
         self.actor = actor_class.options(**(actor_options or {})).remote(maxsize)
 
     def __len__(self):
