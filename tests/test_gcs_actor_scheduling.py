@@ -59,7 +59,7 @@ def test_spillback_target_that_died_costs_the_actor_no_restart():
     async def raylet_for(actor, req):
         return head
 
-    async def connect(node_id, address):
+    async def connect(address):
         raise ConnectionRefusedError(f"raylet {address.port} is gone")
     manager._raylet_for = raylet_for
     manager._connect_raylet = connect

@@ -29,6 +29,7 @@ from ..protocol import raylet as rl
 from ..object_store.client import StoreClient
 from ..object_store.layout import load_from_store
 from ..protocol.common import VALUE_ERROR, VALUE_IN_STORE, Address, SerializedValue
+from ..rpc.pool import Peers
 from ..rpc.reconnecting import ReconnectingClient
 from . import context
 from .actor_submitter import ActorTaskSubmitter
@@ -96,11 +97,13 @@ class CoreWorker:
         #: A driver's (RegisterJob, Subscribe), sent again to a restarted GCS.
         self._job_subscription: tuple | None = None
         self._servers = []
-        self._peer_conns: dict[str, rpc.Connection] = {}
-        self._connecting: dict[str, object] = {}
         #: Extra RPC handlers, installed by the executor in worker processes.
         self.handlers: dict = {cw.GeneratorItem: self._handle_generator_item,
                                cw.GetCoreWorkerStats: self._handle_stats}
+        #: Connections to other processes. Peers publish their addresses only once
+        #: serving, so a refused connection means the peer died: fail at once.
+        self.peers = Peers(node_id, handlers=self.handlers, timeout=10.0,
+                           already_listening=True)
         #: The task this thread is executing, set by the executor (worker only).
         self.task_context = threading.local()
         self.blocked_depth = 0
@@ -189,42 +192,10 @@ class CoreWorker:
             self.on_raylet_lost()
 
     async def connect_raylet(self, address: Address) -> rpc.Connection:
-        return await self._peer(address, "raylet")
+        return await self.peers.get(address, "raylet")
 
     async def connect_worker(self, address: Address) -> rpc.Connection:
-        return await self._peer(address, "worker")
-
-    async def _peer(self, address: Address, name: str) -> rpc.Connection:
-        """A cached connection to another process; one per address."""
-        where = rpc.address_string(address, self.node_id)
-        conn = self._peer_conns.get(where)
-        if conn is not None and not conn.closed:
-            return conn
-        pending = self._connecting.get(where)
-        if pending is not None:
-            return await pending
-        fut = self.io.loop.create_future()
-        self._connecting[where] = fut
-        try:
-            # Peers publish their addresses once serving: a refusal means death.
-            conn = await rpc.connect(where, self.handlers, name=f"{name} {where}",
-                                     timeout=10.0, already_listening=True,
-                                     on_close=lambda c, w=where: self._peer_closed(w, c))
-            self._peer_conns[where] = conn
-            fut.set_result(conn)
-            return conn
-        except GeneratorExit:  # closed unfinished at loop teardown: nobody waits
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved
-            raise
-        finally:
-            del self._connecting[where]
-
-    def _peer_closed(self, where: str, conn) -> None:
-        if self._peer_conns.get(where) is conn:
-            del self._peer_conns[where]
+        return await self.peers.get(address, "worker")
 
     # --- objects --------------------------------------------------------------------
 
@@ -585,8 +556,7 @@ class CoreWorker:
                 pass
         for server in self._servers:
             server.close()
-        for conn in list(self._peer_conns.values()):
-            conn.close()
+        self.peers.close_all()
         for conn in (self.raylet, self.gcs):
             if conn is not None:
                 conn.close()

@@ -108,7 +108,7 @@ class ObjectDirectory:
                 self._queue_delete(node_id, object_id)
             return
         try:
-            conn = await self.core._peer(owner, "owner")
+            conn = await self.core.peers.get(owner, "owner")
             conn.notify(cw.AddObjectLocation(object_id, node_id))
         except ConnectionError:
             pass  # the owner is gone; so is its object, and the raylet evicts the copy

@@ -68,7 +68,7 @@ class Ownership:
     async def _fetch_from(self, owner: Address, object_ids: list[bytes],
                           lost: bool = False) -> None:
         try:
-            conn = await self.core._peer(owner, "owner")
+            conn = await self.core.peers.get(owner, "owner")
             reply = await conn.call(cw.GetObjectStatus(object_ids, self.core.address,
                                                        lost=object_ids if lost else []))
             values = [value if status == "ready" else _freed_error(oid, owner)
@@ -161,7 +161,7 @@ class Ownership:
 
     async def _add_borrower(self, owner: Address, object_ids: list[bytes], receiver: Address):
         try:
-            conn = await self.core._peer(owner, "owner")
+            conn = await self.core.peers.get(owner, "owner")
             await conn.call(cw.AddBorrower(object_ids, receiver))
         except (ConnectionError, rpc.RemoteError):
             pass  # the owner is gone; its objects are lost whoever borrows them
@@ -192,7 +192,7 @@ class Ownership:
     def _loop_watch(self, borrower: Address) -> None:
         async def watch():
             try:
-                conn = await self.core._peer(borrower, "borrower")
+                conn = await self.core.peers.get(borrower, "borrower")
             except ConnectionError:
                 self._borrower_gone(borrower.worker_id)
                 return
@@ -223,7 +223,7 @@ class Ownership:
 
     async def _remove_borrower(self, owner: Address, ids: list, counts: list) -> None:
         try:
-            conn = await self.core._peer(owner, "owner")
+            conn = await self.core.peers.get(owner, "owner")
             conn.notify(cw.RemoveBorrower(ids, counts, self.core.worker_id))
         except ConnectionError:
             pass  # the owner is gone, and the objects with it

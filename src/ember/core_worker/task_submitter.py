@@ -35,6 +35,7 @@ from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCras
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
+from ..raylet.lease_client import LeaseAttempt
 from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
@@ -265,22 +266,22 @@ class NormalTaskSubmitter:
             strategy=key.strategy, description=key.description, owner=self.core.address,
             scheduling_key=state.wire_key)
         node_id, raylet = await self._raylet_near_data(state)
+
+        def spilled(target, raylet) -> bool:
+            if lease_id not in state.pending_leases:
+                return False  # cancelled meanwhile
+            state.pending_leases[lease_id] = raylet
+            self._return_idle_leases(target.node_id, state)
+            return True
+        attempt = LeaseAttempt(request, raylet)
         try:
             self._return_idle_leases(node_id, state)
-            reply = await raylet.call(request)
-            while reply.status == "spillback":
-                # Until connected, a failure is the spillback target's, not the local raylet's.
-                raylet = None
-                raylet = await self.core.connect_raylet(reply.retry_at)
-                if lease_id not in state.pending_leases:
-                    return
-                state.pending_leases[lease_id] = raylet
-                request.grant_or_reject = True
-                self._return_idle_leases(reply.retry_at.node_id, state)
-                reply = await raylet.call(request)
+            reply = await attempt.run(self.core.connect_raylet, spilled)
+            if reply is None:
+                return
         except (ConnectionError, rpc.RemoteError) as exc:
             state.pending_leases.pop(lease_id, None)
-            if raylet is self.core.raylet:
+            if attempt.raylet is self.core.raylet:
                 self._fail_queue(state, LocalRayletDiedError())
             else:
                 # Likely a node that just died, which the local raylet's view may still
@@ -289,6 +290,7 @@ class NormalTaskSubmitter:
                 self.core.io.loop.call_later(0.1, self._pump, state)
             return
         state.pending_leases.pop(lease_id, None)
+        raylet = attempt.raylet
         if reply.status == "granted":
             try:
                 conn = await self.core.connect_worker(reply.worker)

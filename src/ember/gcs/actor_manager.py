@@ -47,6 +47,9 @@ from ..protocol import core_worker as cw
 from ..protocol import gcs as msg
 from ..protocol import raylet as rl
 from ..protocol.common import Address
+from ..raylet.lease_client import LeaseAttempt
+from ..rpc.backoff import Backoff
+from ..rpc.pool import ConnectionPool
 from .pubsub import Publisher
 from .storage import InMemoryStoreClient, StoreClient
 
@@ -108,14 +111,16 @@ class ActorTableData(msgspec.Struct, array_like=True, gc=False):
 
 
 class ActorManager:
-    def __init__(self, publisher: Publisher, node_manager, store: StoreClient | None = None):
+    def __init__(self, publisher: Publisher, node_manager, store: StoreClient | None = None,
+                 peers: ConnectionPool | None = None):
         self._publisher = publisher
         self._nodes = node_manager
         self._store = store or InMemoryStoreClient()
         self.actors: dict[bytes, Actor] = {}
         self._named: dict[tuple[str, str], bytes] = {}
         self._by_worker: dict[bytes, bytes] = {}
-        self._raylet_conns: dict[bytes, rpc.Connection] = {}
+        #: Connections to raylets (shared with the placement group manager).
+        self._peers = peers or ConnectionPool(timeout=10)
 
     # --- persistence -----------------------------------------------------------------
 
@@ -154,7 +159,7 @@ class ActorManager:
         if node is None or not node.alive:
             return
         try:
-            actor.raylet = await self._connect_raylet(node.node_id, node.raylet)
+            actor.raylet = await self._connect_raylet(node.raylet)
         except ConnectionError as exc:
             logger.info("actor %s: its raylet is unreachable for now: %s", actor.describe(),
                         exc)
@@ -264,27 +269,21 @@ class ActorManager:
         Ray, since no process of the actor ever ran. Returns (None, None) then.
         A request rejected by the node it was spilled to goes again at once.
         """
-        pause = 0.05
+        backoff = Backoff(0.05, 1.0)
         while actor.state is not ActorState.DEAD:
-            request.grant_or_reject = False
             try:
-                raylet = await self._raylet_for(actor, actor.create)
-                reply = await raylet.call(request)
-                while reply.status == "spillback":
-                    raylet = await self._connect_raylet(reply.retry_at.node_id,
-                                                        reply.retry_at)
-                    request.grant_or_reject = True
-                    reply = await raylet.call(request)
+                attempt = LeaseAttempt(request, await self._raylet_for(actor, actor.create))
+                reply = await attempt.run(self._connect_raylet)
                 if reply.status != "rejected":
-                    return reply, raylet
+                    return reply, attempt.raylet
                 # The node spilled to was taken meanwhile: ask again at once; the
                 # first raylet now counts that node as busy.
                 continue
             except (ConnectionError, rpc.RemoteError, LookupError) as exc:
+                pause = backoff.next_delay()
                 logger.info("scheduling actor %s again in %.2f s: %s", actor.describe(),
                             pause, exc)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+                await asyncio.sleep(pause)
         return None, None
 
     async def _raylet_for(self, actor: Actor, req: msg.CreateActor) -> rpc.Connection:
@@ -297,14 +296,10 @@ class ActorManager:
             if not alive:
                 raise LookupError("no node is alive")
             info = alive[0]
-        return await self._connect_raylet(info.node_id, info.raylet)
+        return await self._connect_raylet(info.raylet)
 
-    async def _connect_raylet(self, node_id: bytes, address: Address) -> rpc.Connection:
-        conn = self._raylet_conns.get(node_id)
-        if conn is None or conn.closed:
-            conn = await rpc.connect(f"{address.ip}:{address.port}", name="raylet", timeout=10)
-            self._raylet_conns[node_id] = conn
-        return conn
+    async def _connect_raylet(self, address: Address) -> rpc.Connection:
+        return await self._peers.get(f"{address.ip}:{address.port}", "raylet")
 
     # --- deaths ---------------------------------------------------------------------
 

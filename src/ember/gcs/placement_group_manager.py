@@ -38,6 +38,7 @@ import msgspec
 from .. import rpc
 from ..protocol import gcs as msg
 from ..protocol import raylet as rl
+from ..rpc.pool import ConnectionPool
 from .storage import InMemoryStoreClient, StoreClient
 
 logger = logging.getLogger(__name__)
@@ -142,13 +143,15 @@ def choose_nodes(bundles: list[dict[str, float]], strategy: str,
 
 
 class PlacementGroupManager:
-    def __init__(self, node_manager, actor_manager, store: StoreClient | None = None):
+    def __init__(self, node_manager, actor_manager, store: StoreClient | None = None,
+                 peers: ConnectionPool | None = None):
         self._nodes = node_manager
         self._actors = actor_manager
         self._store = store or InMemoryStoreClient()
         self.groups: dict[bytes, PlacementGroup] = {}
         self._named: dict[tuple[str, str], bytes] = {}
-        self._raylet_conns: dict[bytes, rpc.Connection] = {}
+        #: Connections to raylets (shared with the actor manager).
+        self._peers = peers or ConnectionPool(timeout=10)
         self._retry_task: asyncio.Task | None = None
 
     def handlers(self):
@@ -327,15 +330,10 @@ class PlacementGroupManager:
                 pass
 
     async def _raylet(self, node_id: bytes) -> rpc.Connection:
-        conn = self._raylet_conns.get(node_id)
-        if conn is None or conn.closed:
-            info = self._nodes.nodes.get(node_id)
-            if info is None or not info.alive:
-                raise LookupError(f"node {node_id.hex()} is not alive")
-            conn = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}", name="raylet",
-                                     timeout=10)
-            self._raylet_conns[node_id] = conn
-        return conn
+        info = self._nodes.nodes.get(node_id)
+        if info is None or not info.alive:
+            raise LookupError(f"node {node_id.hex()} is not alive")
+        return await self._peers.get(f"{info.raylet.ip}:{info.raylet.port}", "raylet")
 
     # --- failures ---------------------------------------------------------------------
 

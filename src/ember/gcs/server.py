@@ -16,6 +16,7 @@ from .. import rpc
 from ..config import config
 from ..protocol import gcs as msg
 from ..protocol.raylet import GetNodeState, GetNodeStateReply
+from ..rpc.pool import ConnectionPool
 from .actor_manager import ActorManager
 from .placement_group_manager import PlacementGroupManager
 from .job_manager import JobManager
@@ -50,8 +51,10 @@ class GcsServer:
         self.kv = KVManager(self.store)
         self.nodes = NodeManager(self.store, self.publisher)
         self.jobs = JobManager(self.store, self.publisher)
-        self.actors = ActorManager(self.publisher, self.nodes, self.store)
-        self.placement_groups = PlacementGroupManager(self.nodes, self.actors, self.store)
+        raylets = ConnectionPool(timeout=10)
+        self.actors = ActorManager(self.publisher, self.nodes, self.store, raylets)
+        self.placement_groups = PlacementGroupManager(self.nodes, self.actors, self.store,
+                                                      raylets)
         self.nodes.on_node_dead.append(self.placement_groups.node_died)
         self.nodes.on_resources_changed.append(self.placement_groups.capacity_changed)
         self.jobs.on_job_finished.append(self.placement_groups.job_finished)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import time
 import typing
 
 from ..config import config
 from ..protocol.common import Address
+from .backoff import Backoff
 from .buffered import BufferedFront
 from .connection import Connection, ConnectionLost, Handler, RemoteError
 
@@ -59,7 +59,7 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
     loop = asyncio.get_running_loop()
     kind, where = _split(addr)
     deadline = time.monotonic() + (config.connect_timeout_s if timeout is None else timeout)
-    delay = config.connect_backoff_initial_s
+    backoff = Backoff(config.connect_backoff_initial_s, config.connect_backoff_max_s)
 
     def factory():
         conn = Connection(handlers, on_close=on_close, name=name or addr)
@@ -84,14 +84,14 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
                 raise ConnectionError(
                     f"Could not connect to {name or 'server'} at {addr}: {exc}. It was "
                     "listening before, so its process has exited.") from exc
+            delay = backoff.next_delay()
             if time.monotonic() + delay > deadline:
                 raise ConnectionError(
                     f"Could not connect to {name or 'server'} at {addr}: {exc}. "
                     "Is the cluster running? Start one with `ember start --head` "
                     "or call ember.init() without an address."
                 ) from exc
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, config.connect_backoff_max_s)
+            await asyncio.sleep(delay)
 
 
 async def serve(addr: str, make_handlers: typing.Callable[[], dict[type, Handler]], *,

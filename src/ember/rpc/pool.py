@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from . import connect
+from ..protocol.common import Address
+from . import address_string, connect
 from .connection import Connection
 
 
@@ -64,3 +65,22 @@ class ConnectionPool:
     def _closed(self, where: str, conn: Connection) -> None:
         if self.connections.get(where) is conn:
             del self.connections[where]
+
+
+class Peers:
+    """Connections to other ember processes, by :class:`Address`, through one pool.
+
+    A peer on this node is reached over its Unix socket, others over TCP. The
+    role ("owner", "raylet", ...) only names the connection in errors and logs.
+    """
+
+    def __init__(self, local_node_id: bytes, **connect_options):
+        self.local_node_id = local_node_id
+        self.pool = ConnectionPool(**connect_options)
+
+    async def get(self, address: Address, role: str) -> Connection:
+        where = address_string(address, self.local_node_id)
+        return await self.pool.get(where, f"{role} {where}")
+
+    def close_all(self) -> None:
+        self.pool.close_all()
