@@ -4,9 +4,8 @@
   resource availability, and follows node and job events.
 - Serves workers and drivers on a Unix socket (same node) and TCP (other
   nodes): registration, lease requests, lease returns, blocking notices.
-- Places each lease request with the cluster scheduler: here (into the local
-  lease manager), elsewhere (spillback reply), or nowhere yet (infeasible
-  queue, with a warning to the job's driver).
+- Hands each lease request to the cluster lease manager, which places it
+  here, elsewhere (spillback), or nowhere yet (infeasible, with a warning).
 
 The per-task path does not pass through here: owners push tasks straight to
 leased workers.
@@ -30,18 +29,14 @@ from ..protocol import core_worker as cw_msg
 from ..protocol import raylet as msg
 from ..protocol.common import Address
 from ..rpc.reconnecting import ReconnectingClient
-from .lease_manager import Lease, LocalLeaseManager
+from .cluster_lease_manager import ClusterLeaseManager
+from .lease_manager import LocalLeaseManager
 from .log_monitor import LogMonitor
 from .placement_groups import BundleManager
-from .resources import NodeResources, fixed_request
-from .scheduler import ClusterView, NodeView, pick_node
+from .resources import NodeResources
 from .worker_pool import WorkerHandle, WorkerPool
 
 logger = logging.getLogger(__name__)
-
-#: How long a request spilled to another node counts as taken there without
-#: that node confirming it in a report (it reports within a report period).
-_PROMISE_TTL_S = max(1.0, 10 * config.resource_report_period_s)
 
 
 class Raylet:
@@ -75,13 +70,12 @@ class Raylet:
                                         max_starting=max(num_cpus, 1),
                                         on_resources_changed=self._resources_changed)
         self.bundles = BundleManager(self.resources, self.leases, self._resources_changed)
-        self.view = ClusterView(node_id)
-        self.view.nodes[node_id] = NodeView(node_id, self.resources, labels)
-        self._raylet_addresses: dict[bytes, Address] = {}
+        self.cluster_leases = ClusterLeaseManager(node_id, self.resources, labels, self.leases,
+                                                  self.bundles, self._publish,
+                                                  self._resources_changed)
         self.log_monitor = LogMonitor(node_ip, self._publish)
         self.gcs: ReconnectingClient | None = None
         self._servers = []
-        self._infeasible: dict[bytes, Lease] = {}
         #: Connected drivers by worker id (workers are in the pool).
         self._drivers: dict[bytes, rpc.Connection] = {}
         self._report_throttle = Throttle(config.resource_report_period_s, self._report_resources)
@@ -112,7 +106,7 @@ class Raylet:
         self._servers.append(tcp)
         self.port = tcp.sockets[0].getsockname()[1]
         self.address = Address(self.node_id, self.node_ip, self.port, self.socket_path)
-        self._raylet_addresses[self.node_id] = self.address
+        self.cluster_leases.local_address(self.address)
 
         num_prestart = config.num_prestart_workers
         if num_prestart < 0:
@@ -192,7 +186,7 @@ class Raylet:
     def _handlers(self):
         return {
             msg.RegisterWorker: self.register_worker,
-            msg.RequestWorkerLease: self.request_lease,
+            msg.RequestWorkerLease: lambda conn, req: self.cluster_leases.request(req, conn),
             msg.ReturnWorker: self.return_worker,
             msg.CancelWorkerLease: self.cancel_lease,
             msg.NotifyBlocked: self.notify_blocked,
@@ -214,7 +208,7 @@ class Raylet:
             gcs_msg.NodeChanged: lambda conn, m: self._update_node(m.info),
             gcs_msg.JobFinished: self._job_finished,
             gcs_msg.ReportWorkerFailure: self._remote_worker_died,
-            gcs_msg.ResourcesChanged: self._resources_of_others,
+            gcs_msg.ResourcesChanged: lambda conn, m: self.cluster_leases.resources_reported(m),
         }
 
     def _job_finished(self, conn, m: gcs_msg.JobFinished) -> None:
@@ -253,71 +247,17 @@ class Raylet:
         await self.registered.wait()
         return reply
 
-    async def request_lease(self, conn, req: msg.RequestWorkerLease) -> msg.WorkerLeaseReply:
-        again = self.leases.regrant(req, conn)
-        if again is not None:
-            return again
-        refusal = self.bundles.refusal(req.resources)
-        if refusal:
-            return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
-                                        message=f"{req.description} cannot run: {refusal}")
-        lease = Lease(req, conn)
-        if req.grant_or_reject:
-            # Sent here by another raylet, which chose this node: run it if it fits
-            # now, else the owner asks its own raylet again, rather than wait here
-            # while another node may be free.
-            if not self.resources.can_allocate(lease.fixed):
-                return msg.WorkerLeaseReply("rejected", lease_id=req.lease_id)
-            self.leases.queue(lease)
-            return await lease.future
-        self.view.expire_promises(time.monotonic(), _PROMISE_TTL_S)
-        decision = pick_node(self.view, lease.fixed, req.strategy,
-                             config.scheduler_spread_threshold)
-        if decision.unschedulable:
-            return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
-                                        message=f"{req.description} cannot be scheduled: "
-                                                f"{decision.unschedulable}.")
-        if decision.infeasible:
-            self._infeasible[req.lease_id] = lease
-            self._warn_infeasible(lease)
-            return await lease.future
-        if decision.node_id != self.node_id:
-            spill = self._spillback(req.lease_id, decision.node_id, lease.fixed)
-            if spill is not None:
-                return spill
-        self.leases.queue(lease)
-        return await lease.future
-
-    def _spillback(self, lease_id: bytes, node_id: bytes,
-                   request: dict[str, int]) -> msg.WorkerLeaseReply | None:
-        """Send a request to ``node_id``, counting it as taken there in our view."""
-        address = self._raylet_addresses.get(node_id)
-        if address is None:
-            return None
-        self.view.promise(node_id, request, time.monotonic())
-        return msg.WorkerLeaseReply("spillback", lease_id=lease_id, retry_at=address)
-
     def cancel_bundles(self, conn, req: msg.CancelResourceReserve):
         """Release a group's bundles here; if the group is gone, fail what waits for it."""
         reply = self.bundles.cancel(conn, req)
-        for lease_id, lease in list(self._infeasible.items()):
-            refusal = self.bundles.refusal(lease.request.resources)
-            if refusal:
-                del self._infeasible[lease_id]
-                lease.future.set_result(msg.WorkerLeaseReply(
-                    "failed", lease_id=lease_id,
-                    message=f"{lease.request.description} cannot run: {refusal}"))
+        self.cluster_leases.bundles_cancelled()
         return reply
 
     def return_worker(self, conn, req: msg.ReturnWorker) -> None:
         self.leases.return_worker(req.lease_id, req.worker_failed)
 
     def cancel_lease(self, conn, req: msg.CancelWorkerLease) -> msg.CancelWorkerLeaseReply:
-        lease = self._infeasible.pop(req.lease_id, None)
-        if lease is not None:
-            lease.future.set_result(msg.WorkerLeaseReply("canceled", lease_id=req.lease_id))
-            return msg.CancelWorkerLeaseReply(True)
-        return msg.CancelWorkerLeaseReply(self.leases.cancel(req.lease_id))
+        return msg.CancelWorkerLeaseReply(self.cluster_leases.cancel(req.lease_id))
 
     def notify_blocked(self, conn, req) -> None:
         if conn.peer and conn.peer[0] == "worker":
@@ -369,10 +309,7 @@ class Raylet:
             self.object_store.store.delete_owned_by(peer[1])
         if peer and peer[0] == "worker":
             self.pool.disconnected(peer[1])
-        self.leases.owner_gone(conn)
-        for lease_id, lease in list(self._infeasible.items()):
-            if lease.owner_conn is conn:
-                del self._infeasible[lease_id]
+        self.cluster_leases.owner_gone(conn)
 
     def _on_worker_ready(self) -> None:
         self.leases.schedule_dispatch()
@@ -388,16 +325,8 @@ class Raylet:
     def _update_node(self, info: gcs_msg.NodeInfo) -> None:
         if info.node_id == self.node_id:
             return
-        if info.alive:
-            if info.node_id not in self.view.nodes:
-                self.view.nodes[info.node_id] = NodeView(
-                    info.node_id, NodeResources(info.resources_total), info.labels)
-                self._raylet_addresses[info.node_id] = info.raylet
-                self._retry_infeasible()
-        else:
-            view = self.view.nodes.get(info.node_id)
-            if view is not None:
-                view.alive = False
+        self.cluster_leases.node_changed(info)
+        if not info.alive:
             self.object_manager.node_removed(info.node_id, info.raylet)
             # Every owner that lived there died with it.
             self.object_store.store.delete_owned_by(node_id=info.node_id)
@@ -409,106 +338,22 @@ class Raylet:
     def _report_resources(self) -> None:
         if self.gcs is None or not self.gcs.connected:
             return  # reconnecting: a full report follows the re-registration
-        demand = [lease.request.resources for lease in self._infeasible.values()]
+        demand = self.cluster_leases.demand()
         total = self.resources.as_floats("total") if self._totals_changed else None
         self._totals_changed = False
         self.gcs.notify(gcs_msg.ReportResources(
             self.node_id, self.resources.as_floats("available"), demand, total))
         if total is not None:
-            self._retry_infeasible()
+            self.cluster_leases.retry_infeasible()
 
     def _publish(self, message) -> None:
         if self.gcs is not None and not self.gcs.closed:
             self.gcs.notify(message)
 
-    # --- infeasible requests -------------------------------------------------------
-
-    def _warn_infeasible(self, lease: Lease) -> None:
-        req = lease.request
-        missing = self.resources.missing(lease.fixed)
-        totals = {k: v for k, v in self._cluster_totals().items()}
-        text = (f"The {req.description} requires {req.resources}, but no node in the "
-                f"cluster has that much (missing {missing} on this node; cluster totals "
-                f"{totals}). It will wait until a node that fits joins the cluster. "
-                "Lower the request or add a node with these resources.")
-        logger.warning(text)
-        self._publish(gcs_msg.PublishError(gcs_msg.ErrorInfo(req.job_id, "infeasible", text)))
-        self._resources_changed()
-
-    def _cluster_totals(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for node in self.view.alive():
-            for k, v in node.resources.as_floats("total").items():
-                totals[k] = totals.get(k, 0) + v
-        return totals
-
-    def _retry_infeasible(self) -> None:
-        pending, self._infeasible = self._infeasible, {}
-        for lease in pending.values():
-            decision = pick_node(self.view, lease.fixed, lease.request.strategy,
-                                 config.scheduler_spread_threshold)
-            if decision.infeasible:
-                self._infeasible[lease.lease_id] = lease
-            else:
-                spill = (None if decision.node_id == self.node_id else
-                         self._spillback(lease.lease_id, decision.node_id, lease.fixed))
-                if spill is None:
-                    self.leases.queue(lease)
-                else:
-                    lease.future.set_result(spill)
-
     async def _infeasible_loop(self) -> None:
         while True:
             await asyncio.sleep(config.infeasible_warning_period_s)
-            for lease in list(self._infeasible.values()):
-                self._warn_infeasible(lease)
-
-    def _resources_of_others(self, conn, m: gcs_msg.ResourcesChanged) -> None:
-        """Other nodes' availability, as the GCS broadcasts it: our spillback view.
-
-        It replaces what :meth:`ClusterView.promise` subtracted for requests sent
-        there, now that those nodes have counted them themselves.
-        """
-        grew = False
-        for node_id, available in m.available.items():
-            view = self.view.nodes.get(node_id)
-            if view is None or node_id == self.node_id:
-                continue
-            total = m.total.get(node_id)
-            if total is not None:
-                total = fixed_request(total)
-                grew |= any(v > view.resources.total.get(k, 0) for k, v in total.items())
-                view.resources.total = total
-            view.report(fixed_request(available))
-        if grew and self._infeasible:
-            self._retry_infeasible()
-        self._respill_waiting()
-
-    def _respill_waiting(self) -> None:
-        """Send requests queued here for want of resources to a node that now has them.
-
-        A request is queued here when no node had room at the time; when another
-        node frees up first, it should run there, not wait for this one (Ray's
-        cluster lease manager likewise places queued requests again).
-        Requests spilled here (grant-or-reject) stay: their owner chose this node.
-        """
-        self.view.expire_promises(time.monotonic(), _PROMISE_TTL_S)
-        for lease in self.leases.queued():
-            if lease.allocation is not None or lease.request.grant_or_reject:
-                continue
-            decision = pick_node(self.view, lease.fixed, lease.request.strategy,
-                                 config.scheduler_spread_threshold)
-            target = self.view.nodes.get(decision.node_id)
-            if (target is None or decision.node_id == self.node_id
-                    or not target.resources.can_allocate(lease.fixed)):
-                continue
-            if self.leases.take_waiting(lease.lease_id) is None:
-                continue
-            spill = self._spillback(lease.lease_id, decision.node_id, lease.fixed)
-            if spill is None:
-                self.leases.queue(lease)
-            else:
-                lease.future.set_result(spill)
+            self.cluster_leases.warn_all_infeasible()
 
     def debug_state(self) -> dict:
         return {
@@ -517,9 +362,7 @@ class Raylet:
             "resources_total": self.resources.as_floats("total"),
             "resources_available": self.resources.as_floats("available"),
             "leases": self.leases.debug_state(),
-            "infeasible": [lease.request.description for lease in self._infeasible.values()],
-            "cluster_view": {node.node_id.hex(): node.resources.as_floats("available")
-                             for node in self.view.alive()},
+            **self.cluster_leases.debug_state(),
             "worker_pool": self.pool.debug_state(),
             "bundles": self.bundles.debug_state(),
             "object_store": self.object_store.debug_state(),
