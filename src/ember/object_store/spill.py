@@ -148,7 +148,7 @@ def remove_all(spill_dir: str, prefix: str = "") -> None:
     (all of them by default), and the directory itself once it is empty."""
     try:
         names = os.listdir(spill_dir)
-    except FileNotFoundError:
+    except OSError:  # never made, or not a directory: nothing of ours is there
         return
     for name in names:
         if name.startswith(prefix):
