@@ -273,7 +273,19 @@ class OutOfDiskError(RayError):
 
 
 class OutOfMemoryError(RayError):
-    pass
+    """The memory monitor killed the worker running the task to keep the node alive.
+
+    The message names the task, the node, the memory in use and the threshold,
+    and what to change (see ember.raylet.memory_monitor).
+    """
+
+    def __init__(self, message="The task's worker was killed because the node ran low "
+                               "on memory."):
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self):
+        return self.message
 
 
 class ObjectLostError(RayError):
