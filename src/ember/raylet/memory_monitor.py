@@ -221,7 +221,7 @@ def oom_message(*, description: str, node_id: bytes, node_ip: str, pid: int,
     where = (f"the cgroup {snapshot.source}" if snapshot.source != "node"
              else "the node")
     return (
-        f"Task {description} was killed because the node ran low on memory. "
+        f"The {description} was killed because the node ran low on memory. "
         f"Memory on the node (IP {node_ip}, ID {node_id.hex()[:12]}) was "
         f"{snapshot.used / gib:.2f} GiB / {snapshot.total / gib:.2f} GiB "
         f"({snapshot.fraction:.3f}) in {where}, above the memory usage threshold of "
