@@ -30,7 +30,8 @@ class Config:
     health_check_period_s: float = 1.0
     #: How long a raylet may stay silent before the GCS declares its node dead.
     health_check_timeout_s: float = 30.0
-    #: "memory" or "redis://host:port" (GCS fault tolerance: see gcs/redis_store.py).
+    #: "memory", or a Redis URL for GCS fault tolerance: "redis://[:password@]host:port[/db]",
+    #: "rediss://..." (TLS) or "redis+sentinel://..." (see gcs/redis_store.py).
     gcs_storage: str = "memory"
     #: Separates the tables of clusters that share one Redis; a restarted GCS
     #: must use the same namespace to find its tables.

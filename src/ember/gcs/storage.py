@@ -74,14 +74,23 @@ def _log_failed_write(task: asyncio.Task) -> None:
         logger.error("writing GCS storage failed: %s", task.exception())
 
 
+class StorageConfigError(ValueError):
+    """The ``gcs_storage`` setting names no usable store (malformed, or a client missing)."""
+
+
+#: URL schemes served by RedisStoreClient.
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+sentinel://")
+
+
 def make_store_client(spec: str, namespace: str = "default") -> StoreClient:
     """Build the store client named by the ``gcs_storage`` config value."""
     if spec == "memory":
         return InMemoryStoreClient()
-    if spec.startswith("redis://"):
-        from .redis_store import RedisStoreClient, parse_redis_url
-        host, port = parse_redis_url(spec)
-        return RedisStoreClient(host, port, namespace)
-    raise ValueError(
-        f"Unknown GCS storage {spec!r}; expected 'memory' or 'redis://host:port'."
+    if spec.startswith(REDIS_SCHEMES):
+        from .redis_store import RedisStoreClient  # imports redis-py: only when asked for
+        return RedisStoreClient(spec, namespace)
+    raise StorageConfigError(
+        f"Unknown GCS storage {spec.split('@')[-1]!r}; expected 'memory', "
+        "'redis://[:password@]host:port[/db]', 'rediss://...' (TLS) or "
+        "'redis+sentinel://host:port[,host:port]/MASTER_NAME[/db]'."
     )
