@@ -78,43 +78,36 @@ def test_a_task_alone_in_its_group_is_not_retried():
 # --- reading memory ---------------------------------------------------------------------
 
 
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+def snapshot_of(tmp_path, proc_cgroup: str, directory: str, files: dict[str, str]):
+    """read_memory() of a fake /proc/self/cgroup and cgroupfs under ``tmp_path``."""
+    (tmp_path / "proc_cgroup").write_text(proc_cgroup)
+    cg = tmp_path / "cg" / directory
+    cg.mkdir(parents=True)
+    for name, text in files.items():
+        (cg / name).write_text(text)
+    found = mm.own_memory_cgroup(str(tmp_path / "proc_cgroup"), str(tmp_path / "cg"))
+    return mm.read_memory(found), str(cg)
 
 
 def test_cgroup_v2_is_found_and_read(tmp_path):
-    proc = tmp_path / "proc_cgroup"
-    proc.write_text("0::/jobs/mine\n")
-    cg = tmp_path / "cg" / "jobs" / "mine"
-    write(cg / "memory.max", "1000000\n")
-    write(cg / "memory.current", "900000\n")
-    write(cg / "memory.stat", "anon 800000\ninactive_file 100000\nactive_file 5\n")
-    files = mm.own_memory_cgroup(str(proc), str(tmp_path / "cg"))
-    snapshot = mm.read_memory(files)
+    snapshot, cg = snapshot_of(tmp_path, "0::/jobs/mine\n", "jobs/mine", {
+        "memory.max": "1000000\n", "memory.current": "900000\n",
+        "memory.stat": "anon 800000\ninactive_file 100000\nactive_file 5\n"})
     assert (snapshot.used, snapshot.total) == (800000, 1000000)
-    assert snapshot.source == str(cg)
+    assert snapshot.source == cg
     assert snapshot.fraction == pytest.approx(0.8)
 
 
 def test_cgroup_v1_memory_controller_is_read(tmp_path):
-    proc = tmp_path / "proc_cgroup"
-    proc.write_text("5:devices:/\n4:memory:/box\n0::/\n")
-    cg = tmp_path / "cg" / "memory" / "box"
-    write(cg / "memory.limit_in_bytes", "2000000\n")
-    write(cg / "memory.usage_in_bytes", "1500000\n")
-    write(cg / "memory.stat", "cache 10\ntotal_inactive_file 500000\n")
-    snapshot = mm.read_memory(mm.own_memory_cgroup(str(proc), str(tmp_path / "cg")))
+    snapshot, _ = snapshot_of(tmp_path, "5:devices:/\n4:memory:/box\n0::/\n", "memory/box", {
+        "memory.limit_in_bytes": "2000000\n", "memory.usage_in_bytes": "1500000\n",
+        "memory.stat": "cache 10\ntotal_inactive_file 500000\n"})
     assert (snapshot.used, snapshot.total) == (1000000, 2000000)
 
 
 def test_cgroup_without_a_limit_means_the_nodes_memory(tmp_path):
-    proc = tmp_path / "proc_cgroup"
-    proc.write_text("0::/free\n")
-    cg = tmp_path / "cg" / "free"
-    write(cg / "memory.max", "max\n")
-    write(cg / "memory.current", "123\n")
-    snapshot = mm.read_memory(mm.own_memory_cgroup(str(proc), str(tmp_path / "cg")))
+    snapshot, _ = snapshot_of(tmp_path, "0::/free\n", "free", {
+        "memory.max": "max\n", "memory.current": "123\n"})
     assert snapshot.source == "node" and snapshot.total > 10 * 1024 * 1024
 
 
