@@ -185,3 +185,22 @@ def test_killed_task_is_retried_without_spending_max_retries(head_in_cgroup, tmp
     assert attempts.read_text().count("x") == 3
     release.write_text("")
     assert ray.get(holder, timeout=60) == 64 * MiB  # the older task was spared
+
+
+@ray.remote
+class Hog:
+    def grow(self):
+        held = []
+        while True:
+            held.append(b"\x01" * (4 * MiB))
+            time.sleep(0.01)
+
+
+def test_actor_that_fills_the_memory_dies_saying_why(head_in_cgroup):
+    from ember.exceptions import ActorDiedError
+    hog = Hog.remote()
+    with pytest.raises(ActorDiedError) as info:
+        ray.get(hog.grow.remote(), timeout=120)
+    text = str(info.value)
+    assert "Hog" in text and "ran low on memory" in text
+    assert f"threshold of {THRESHOLD:.2f}" in text and "EMBER_MEMORY_USAGE_THRESHOLD" in text

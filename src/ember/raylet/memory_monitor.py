@@ -214,17 +214,26 @@ def choose_worker_to_kill(candidates: list[Candidate]) -> Decision | None:
 # --- the monitor -----------------------------------------------------------------------
 
 
+def _usage(snapshot: MemorySnapshot) -> str:
+    gib = 1024 ** 3
+    where = f"the cgroup {snapshot.source}" if snapshot.source != "node" else "the node"
+    return (f"{snapshot.used / gib:.2f} GiB / {snapshot.total / gib:.2f} GiB "
+            f"({snapshot.fraction:.3f}) in {where}")
+
+
+def kill_reason(snapshot: MemorySnapshot, threshold: float) -> str:
+    """Why the worker died, as its death cause reads (actors' errors quote it)."""
+    return (f"the node ran low on memory: {_usage(snapshot)}, above the memory usage "
+            f"threshold of {threshold:.2f} (EMBER_MEMORY_USAGE_THRESHOLD)")
+
+
 def oom_message(*, description: str, node_id: bytes, node_ip: str, pid: int,
                 snapshot: MemorySnapshot, threshold: float) -> str:
     """What the owner of a killed task reads in its ``OutOfMemoryError``."""
-    gib = 1024 ** 3
-    where = (f"the cgroup {snapshot.source}" if snapshot.source != "node"
-             else "the node")
     return (
         f"The {description} was killed because the node ran low on memory. "
         f"Memory on the node (IP {node_ip}, ID {node_id.hex()[:12]}) was "
-        f"{snapshot.used / gib:.2f} GiB / {snapshot.total / gib:.2f} GiB "
-        f"({snapshot.fraction:.3f}) in {where}, above the memory usage threshold of "
+        f"{_usage(snapshot)}, above the memory usage threshold of "
         f"{threshold:.2f}; the raylet killed the worker (pid {pid}) that had started last. "
         "To avoid this, run fewer such tasks at once by requesting more resources per "
         "task (`.options(num_cpus=...)` or `.options(memory=...)` in bytes), or give the "

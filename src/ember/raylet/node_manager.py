@@ -32,7 +32,7 @@ from ..protocol.common import Address
 from ..rpc.reconnecting import ReconnectingClient
 from .lease_manager import Lease, LocalLeaseManager
 from .log_monitor import LogMonitor
-from .memory_monitor import MemoryMonitor, lease_candidates, oom_message
+from .memory_monitor import MemoryMonitor, kill_reason, lease_candidates, oom_message
 from .placement_groups import BundleManager
 from .resources import NodeResources, fixed_request
 from .scheduler import ClusterView, NodeView, pick_node
@@ -349,9 +349,7 @@ class Raylet:
             description=decision.victim.description, node_id=self.node_id,
             node_ip=self.node_ip, pid=handle.pid, snapshot=snapshot,
             threshold=self.memory_monitor.threshold), decision.retry)
-        self.pool.kill(handle, f"the node ran low on memory ({snapshot.used} of "
-                               f"{snapshot.total} bytes in use, above the threshold "
-                               f"{self.memory_monitor.threshold})")
+        self.pool.kill(handle, kill_reason(snapshot, self.memory_monitor.threshold))
 
     def node_state(self, conn, req) -> msg.GetNodeStateReply:
         return msg.GetNodeStateReply(self.debug_state())
