@@ -411,7 +411,8 @@ class NormalTaskSubmitter:
         if task.cancelled:
             self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
         elif reply is not None and reply.out_of_memory:
-            if (reply.retry and task.retries_left != 0 and task.oom_retries_left != 0):
+            # As Ray: a task with max_retries=0 is never retried, not even after an OOM kill.
+            if reply.retry and task.spec.max_retries != 0 and task.oom_retries_left != 0:
                 if task.oom_retries_left > 0:
                     task.oom_retries_left -= 1
                 delay = min(config.task_oom_retry_delay_base_ms / 1000 * 2 ** task.oom_kills,

@@ -259,8 +259,10 @@ class MemoryMonitor:
         self._candidates = candidates
         self._kill = kill
         self._alive = alive
-        self.cgroup = cgroup if cgroup is not None else own_memory_cgroup()
-        self._read = read or (lambda: read_memory(self.cgroup))
+        # The raylet's cgroup is looked up at each check when not given: a
+        # process can be moved into a cgroup (or a limit set) while it runs.
+        self._read = read or (lambda: read_memory(
+            cgroup if cgroup is not None else own_memory_cgroup()))
         #: The worker killed last, until it has exited.
         self._pending = None
         self._task: asyncio.Task | None = None
