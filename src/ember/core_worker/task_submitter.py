@@ -418,7 +418,7 @@ class NormalTaskSubmitter:
                 delay = min(config.task_oom_retry_delay_base_ms / 1000 * 2 ** task.oom_kills,
                             OOM_RETRY_DELAY_MAX_S)
                 task.oom_kills += 1
-                logger.info("retrying task %s in %.1f s: the memory monitor killed its worker",
+                logger.info("retrying task %s in %.2f s: the memory monitor killed its worker",
                             task.spec.function_name, delay)
                 self.core.io.loop.call_later(delay, self._retry, task, False)
             else:
