@@ -70,6 +70,42 @@ def test_custom_exception_keeps_its_class_and_attributes(shared):
     assert ray.get(ok.remote()) == "ok"
 
 
+def test_memory_error_reaches_get_with_its_remote_traceback(shared):
+    # MemoryError has a C-level __new__ that refuses to build an instance of a
+    # class whose first base is RayTaskError ("is not safe"): the error must
+    # still arrive as both a RayTaskError and a MemoryError, traceback intact.
+    @ray.remote(max_retries=0)
+    def allocate_too_much():
+        raise MemoryError("could not allocate the buffer")
+
+    with pytest.raises(MemoryError) as info:
+        ray.get(allocate_too_much.remote())
+    err = info.value
+    assert isinstance(err, RayTaskError)
+    text = str(err)
+    assert "Traceback (most recent call last)" in text
+    assert 'raise MemoryError("could not allocate the buffer")' in text
+    assert "MemoryError: could not allocate the buffer" in text
+    # The dual class pickles as a RayTaskError, e.g. when a task passes it on.
+    import pickle
+    again = pickle.loads(pickle.dumps(err))
+    assert isinstance(again, RayTaskError) and isinstance(again.cause, MemoryError)
+
+
+def test_exception_that_cannot_be_subclassed_arrives_as_ray_task_error(shared):
+    # ExceptionGroup's instance layout cannot be combined with RayTaskError's:
+    # get raises a plain RayTaskError that still names the cause and its traceback.
+    @ray.remote(max_retries=0)
+    def raise_group():
+        raise ExceptionGroup("several failures", [ValueError("one"), KeyError("two")])
+
+    with pytest.raises(RayTaskError) as info:
+        ray.get(raise_group.remote())
+    assert isinstance(info.value.cause, ExceptionGroup)
+    text = str(info.value)
+    assert "raise ExceptionGroup" in text and "several failures" in text
+
+
 def test_error_from_a_nested_task_reaches_the_driver(shared):
     @ray.remote
     def inner():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,8 @@ import ember.config
 import ember.node
 from ember.cluster_utils import Cluster
 from ember.core_worker import context
-from ember.gcs.redis_store import RedisStoreClient, StorageUnavailableError
+from ember.gcs.redis_store import RedisStoreClient
+from ember.gcs.storage import StorageUnavailableError
 from ember.protocol import gcs as gcs_msg
 from helpers import wait_for_condition
 
@@ -33,23 +35,48 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                        "redis-server)")
 
 
-class RedisServer:
-    """A redis-server process of the test's own, restartable on the same port."""
+PASSWORD = "s3cret-gcs-pw"
 
-    def __init__(self, directory):
+
+class RedisServer:
+    """A redis-server process of the test's own, with a password, restartable on its port.
+
+    ``tls`` (a (cert, key) pair of PEM paths) serves TLS only; ``sentinel_of``
+    (another RedisServer) runs this one as a Sentinel watching that master.
+    """
+
+    def __init__(self, directory, tls=None, sentinel_of=None):
         self.directory = str(directory)
         self.port = ember.node.free_port()
+        self.tls = tls
+        self.sentinel_of = sentinel_of
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.directory],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = ["redis-server"]
+        if self.sentinel_of is not None:
+            conf = os.path.join(self.directory, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {self.port}\nbind 127.0.0.1\n"
+                        f"sentinel monitor gcs 127.0.0.1 {self.sentinel_of.port} 1\n"
+                        f"sentinel auth-pass gcs {PASSWORD}\n")
+            args = ["redis-server", conf, "--sentinel"]
+        else:
+            args += ["--bind", "127.0.0.1", "--requirepass", PASSWORD, "--save", "",
+                     "--appendonly", "no", "--dir", self.directory]
+            if self.tls is not None:
+                cert, key = self.tls
+                args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                         "--tls-key-file", key, "--tls-ca-cert-file", cert,
+                         "--tls-auth-clients", "no"]
+            else:
+                args += ["--port", str(self.port)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, cwd=self.directory)
         wait_for_condition(self._listening, timeout=10, message="redis-server to listen")
 
     def _listening(self) -> bool:
@@ -79,33 +106,113 @@ def run(coro):
 
 # --- RedisStoreClient against the real server ------------------------------------------
 
+async def exercise_tables(url: str, namespace: str) -> None:
+    """Every StoreClient operation through ``url``, checked against what was written."""
+    store = RedisStoreClient(url, namespace=namespace)
+    other = RedisStoreClient(url, namespace=namespace + "-other")
+    await store.open()
+    await other.open()
+    await store.put("t", b"a", b"1")
+    await store.put("t", b"b\x00\xff", b"\x00" * 1000)
+    await store.put("u", b"a", b"elsewhere")
+    await other.put("t", b"a", b"other cluster")
+    assert await store.get("t", b"a") == b"1"
+    assert await store.get("t", b"missing") is None
+    assert await store.get_all("t") == {b"a": b"1", b"b\x00\xff": b"\x00" * 1000}
+    assert await store.delete("t", [b"a", b"missing"]) == 1
+    assert await store.delete("t", []) == 0
+    assert await store.get_all("t") == {b"b\x00\xff": b"\x00" * 1000}
+    assert await store.get_all("empty") == {}
+    assert await other.get_all("t") == {b"a": b"other cluster"}
+    await store.close()
+    await other.close()
+
+
 @pytest.mark.timeout(30)
-def test_redis_store_client_tables(redis):
+def test_redis_store_client_tables_with_a_password(redis):
+    run(exercise_tables(redis.url, "unit"))
+
+
+@pytest.mark.timeout(30)
+def test_database_number_separates_tables(redis):
     async def scenario():
-        store = RedisStoreClient("127.0.0.1", redis.port, namespace="unit")
-        other = RedisStoreClient("127.0.0.1", redis.port, namespace="unit-other")
-        await store.open()
-        await store.put("t", b"a", b"1")
-        await store.put("t", b"b\x00\xff", b"\x00" * 1000)
-        await store.put("u", b"a", b"elsewhere")
-        await other.put("t", b"a", b"other cluster")
-        assert await store.get("t", b"a") == b"1"
-        assert await store.get("t", b"missing") is None
-        assert await store.get_all("t") == {b"a": b"1", b"b\x00\xff": b"\x00" * 1000}
-        assert await store.delete("t", [b"a", b"missing"]) == 1
-        assert await store.delete("t", []) == 0
-        assert await store.get_all("t") == {b"b\x00\xff": b"\x00" * 1000}
-        assert await store.get_all("empty") == {}
-        assert await other.get_all("t") == {b"a": b"other cluster"}
-        await store.close()
-        await other.close()
+        one = RedisStoreClient(redis.url[:-2] + "/1", namespace="db")
+        two = RedisStoreClient(redis.url[:-2] + "/2", namespace="db")
+        await one.open()
+        await two.open()
+        await one.put("t", b"k", b"in db 1")
+        assert await two.get("t", b"k") is None
+        assert await one.get("t", b"k") == b"in db 1"
+        await one.close()
+        await two.close()
     run(scenario())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("credentials", ["", ":wrong-password@"], ids=["none", "wrong"])
+def test_refused_password_is_a_clear_error(redis, credentials):
+    async def scenario():
+        store = RedisStoreClient(f"redis://{credentials}127.0.0.1:{redis.port}")
+        with pytest.raises(StorageUnavailableError) as info:
+            await store.open()
+        await store.close()
+        return str(info.value)
+    text = run(scenario())
+    assert f"127.0.0.1:{redis.port}" in text
+    assert "refused the credentials" in text and "redis://:PASSWORD@host:port" in text
+    assert "wrong-password" not in text  # a password never reaches a log or console
+
+
+@pytest.mark.timeout(60)
+def test_redis_over_tls(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    server = RedisServer(tmp_path, tls=(cert, key))
+    server.start()
+    try:
+        url = f"rediss://:{PASSWORD}@127.0.0.1:{server.port}/0?ssl_ca_certs={cert}"
+        run(exercise_tables(url, "tls"))
+        # The same server refuses a client that does not speak TLS.
+        plain = RedisStoreClient(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0",
+                                 reconnect_timeout_s=1)
+        with pytest.raises(StorageUnavailableError):
+            run(plain.open())
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_redis_through_sentinel(redis, tmp_path):
+    sentinel = RedisServer(tmp_path, sentinel_of=redis)
+    sentinel.start()
+    try:
+        url = f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel.port}/gcs/0"
+        run(exercise_tables(url, "sentinel"))
+
+        async def same_data():  # the master Sentinel named is the server itself
+            direct = RedisStoreClient(redis.url, namespace="sentinel")
+            await direct.open()
+            value = await direct.get_all("t")
+            await direct.close()
+            return value
+        assert run(same_data()) == {b"b\x00\xff": b"\x00" * 1000}
+    finally:
+        sentinel.stop()
+
+
+def test_malformed_sentinel_url_says_what_is_expected():
+    with pytest.raises(StorageUnavailableError, match="MASTER_NAME"):
+        run(RedisStoreClient("redis+sentinel://:pw@127.0.0.1:26379").open())
 
 
 @pytest.mark.timeout(60)
 def test_redis_store_client_reconnects_after_the_server_restarts(redis):
     async def before():
-        store = RedisStoreClient("127.0.0.1", redis.port, namespace="restart")
+        store = RedisStoreClient(redis.url, namespace="restart")
         await store.open()
         await store.put("t", b"k", b"before")
         return store
@@ -128,13 +235,28 @@ def test_unreachable_redis_is_a_clear_error_at_gcs_start(tmp_path):
 
     async def scenario():
         with pytest.raises(StorageUnavailableError, match=f"127.0.0.1:{port}.*redis-server"):
-            await RedisStoreClient("127.0.0.1", port).open()
+            await RedisStoreClient(f"redis://127.0.0.1:{port}").open()
     run(scenario())
     gcs = subprocess.run([sys.executable, "-m", "ember.gcs", "--port", "0", "--storage",
                           f"redis://127.0.0.1:{port}"], capture_output=True, text=True,
                          timeout=20)
     assert gcs.returncode == 1
-    assert f"cannot reach Redis at 127.0.0.1:{port}" in gcs.stderr
+    assert f"cannot reach Redis at redis://127.0.0.1:{port}" in gcs.stderr
+
+
+@pytest.mark.timeout(30)
+def test_missing_redis_py_is_a_clear_error_at_gcs_start(tmp_path):
+    # A `redis` package that fails to import stands for redis-py not being installed.
+    fake = tmp_path / "redis"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('No module named redis')\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    gcs = subprocess.run([sys.executable, "-m", "ember.gcs", "--port", "0", "--storage",
+                          f"redis://:{PASSWORD}@127.0.0.1:6379"], capture_output=True,
+                         text=True, timeout=20, env=env)
+    assert gcs.returncode == 1
+    assert "pip install 'ember[redis]'" in gcs.stderr
+    assert PASSWORD not in gcs.stderr
 
 
 # --- a GCS killed and restarted under a running cluster --------------------------------

@@ -30,7 +30,8 @@ class Config:
     health_check_period_s: float = 1.0
     #: How long a raylet may stay silent before the GCS declares its node dead.
     health_check_timeout_s: float = 30.0
-    #: "memory" or "redis://host:port" (GCS fault tolerance: see gcs/redis_store.py).
+    #: "memory", or a Redis URL for GCS fault tolerance: "redis://[:password@]host:port[/db]",
+    #: "rediss://..." (TLS) or "redis+sentinel://..." (see gcs/redis_store.py).
     gcs_storage: str = "memory"
     #: Separates the tables of clusters that share one Redis; a restarted GCS
     #: must use the same namespace to find its tables.
@@ -56,6 +57,17 @@ class Config:
     resource_report_period_s: float = 0.1
     #: Fraction of local utilisation above which the hybrid policy spreads.
     scheduler_spread_threshold: float = 0.5
+    #: How often the raylet's memory monitor checks the node's memory (and its
+    #: cgroup's); 0 turns it off. As Ray's memory_monitor_refresh_ms.
+    memory_monitor_refresh_ms: int = 250
+    #: Fraction of the memory (node or cgroup) above which the monitor kills a
+    #: worker. As Ray's memory_usage_threshold.
+    memory_usage_threshold: float = 0.95
+    #: oom_score_adj of workers: the kernel's OOM killer takes them first.
+    worker_oom_score_adj: int = 1000
+    #: oom_score_adj the GCS and raylets set for themselves, if allowed (lowering
+    #: it needs CAP_SYS_RESOURCE; without it they keep what they inherited).
+    system_oom_score_adj: int = -500
 
     # --- core worker -----------------------------------------------------
     #: Tasks pushed to one leased worker before waiting for a reply, for
@@ -74,6 +86,11 @@ class Config:
     record_ref_creation_sites: bool = False
     #: Seconds between reminders that a task cannot be scheduled.
     infeasible_warning_period_s: float = 10.0
+    #: Retries of a task whose worker the memory monitor killed, apart from its
+    #: max_retries; -1 retries without limit (Ray's task_oom_retries default).
+    task_oom_retries: int = -1
+    #: First delay before such a retry; it doubles per OOM kill, up to a minute.
+    task_oom_retry_delay_base_ms: int = 1000
 
     # --- object store ----------------------------------------------------
     #: Cap for the default store size (30% of RAM).

@@ -97,10 +97,9 @@ class RayTaskError(RayError):
         cause_cls = type(self.cause)
         if self.cause is None or issubclass(cause_cls, RayTaskError):
             return self
-        cls = _dual_class(cause_cls)
-        if cls is None:
+        err = _new_dual_instance(cause_cls)
+        if err is None:
             return self
-        err = cls.__new__(cls)
         err.__dict__.update(getattr(self.cause, "__dict__", {}))
         err.function_name = self.function_name
         err.traceback_str = self.traceback_str
@@ -152,28 +151,51 @@ def _picklable_cause(cause):
     return cause
 
 
+#: cause class -> its dual class, or None when no dual class can be made.
 _dual_classes: dict = {}
 
 
-def _dual_class(cause_cls):
-    cls = _dual_classes.get(cause_cls)
-    if cls is not None:
-        return cls
-    try:
-        def __str__(self):
-            return RayTaskError.__str__(self)
+def _new_dual_instance(cause_cls):
+    """A bare instance of the dual class of ``cause_cls``, or None if there is none.
 
-        def __reduce__(self):
-            return RayTaskError.__reduce__(self)
+    The dual class lists RayTaskError first, so RayTaskError's methods win. But
+    a class with its own C-level ``__new__`` (``MemoryError``, which keeps a
+    free list, and many C-extension exceptions) refuses to build an instance
+    of a class whose first base does not share that ``__new__``: CPython raises
+    ``TypeError: MemoryError.__new__(X) is not safe``. For those the bases go
+    the other way round (the cause's class first); ``__str__`` and
+    ``__reduce__`` are set on the class itself, so the message and pickling
+    are RayTaskError's either way. If neither order works, the caller falls
+    back to a plain RayTaskError, which still carries the remote traceback.
+    """
+    if cause_cls in _dual_classes:
+        cls = _dual_classes[cause_cls]
+        return None if cls is None else cls.__new__(cls)
+    for bases in ((RayTaskError, cause_cls), (cause_cls, RayTaskError)):
+        try:
+            cls = _make_dual_class(cause_cls, bases)
+            err = cls.__new__(cls)
+        except TypeError:
+            continue
+        _dual_classes[cause_cls] = cls
+        return err
+    _dual_classes[cause_cls] = None
+    return None
 
-        cls = type(f"RayTaskError({cause_cls.__name__})", (RayTaskError, cause_cls),
-                   {"__str__": __str__, "__reduce__": __reduce__,
-                    "__init__": lambda self, *a, **k: None,
-                    "__module__": cause_cls.__module__})
-        cls.__qualname__ = cls.__name__
-    except TypeError:
-        return None
-    _dual_classes[cause_cls] = cls
+
+def _make_dual_class(cause_cls, bases):
+    def __str__(self):
+        return RayTaskError.__str__(self)
+
+    def __reduce__(self):
+        return RayTaskError.__reduce__(self)
+
+    cls = type(f"RayTaskError({cause_cls.__name__})", bases,
+               {"__str__": __str__, "__reduce__": __reduce__,
+                "__init__": lambda self, *a, **k: None,
+                "as_instanceof_cause": RayTaskError.as_instanceof_cause,
+                "__module__": cause_cls.__module__})
+    cls.__qualname__ = cls.__name__
     return cls
 
 
@@ -251,7 +273,19 @@ class OutOfDiskError(RayError):
 
 
 class OutOfMemoryError(RayError):
-    pass
+    """The memory monitor killed the worker running the task to keep the node alive.
+
+    The message names the task, the node, the memory in use and the threshold,
+    and what to change (see ember.raylet.memory_monitor).
+    """
+
+    def __init__(self, message="The task's worker was killed because the node ran low "
+                               "on memory."):
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self):
+        return self.message
 
 
 class ObjectLostError(RayError):

@@ -22,9 +22,11 @@ import subprocess
 import sys
 import time
 
-from .config import config
 import uvloop
+
 from . import rpc
+from .config import config
+from .object_store import spill
 from .protocol import gcs as gcs_msg
 
 CURRENT_CLUSTER_FILE = "ember_current_cluster"
@@ -38,9 +40,16 @@ class NodeProcesses:
     raylet_socket: str
     node_ip: str
     processes: list[subprocess.Popen]
+    #: Whether these processes made the session (a head, or a node in a session
+    #: of its own): then stopping them ends the session and its spill files go.
+    owns_session: bool = True
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the raylet first (it stops its workers), then the GCS."""
+        """SIGTERM the raylet first (it stops its workers), then the GCS.
+
+        A raylet removes its spill files as it stops; one that had to be
+        killed cannot, so the session's owner sweeps the spill directory last.
+        """
         for proc in self.processes:
             if proc.poll() is None:
                 try:
@@ -52,6 +61,13 @@ class NodeProcesses:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if self.owns_session:
+            remove_spill_files(self.session_dir)
+
+
+def remove_spill_files(session_dir: str) -> None:
+    """Remove a stopped session's spill files (``<session_dir>/spill``)."""
+    spill.remove_all(os.path.join(session_dir, "spill"))
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> None:
@@ -227,11 +243,13 @@ def start_worker_node(*, gcs_address: str, num_cpus=None, num_gpus=None, resourc
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=False)
+    owns_session = session_dir is None
     session_dir = session_dir or new_session_dir()
     proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
         labels=labels, object_store_memory=store, is_head=False, detached=detached)
-    return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip, [proc])
+    return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip, [proc],
+                         owns_session=owns_session)
 
 
 def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
@@ -329,6 +347,7 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
             return 9
         return min((order[m] for m in order if m in cmd), default=9)
     procs.sort(key=rank)
+    sessions = {session for session in map(_session_dir_of, procs) if session}
     for proc in procs:
         try:
             proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
@@ -341,7 +360,22 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=5)
+    for session in sessions:
+        remove_spill_files(session)
     return len(procs)
+
+
+def _session_dir_of(proc) -> str | None:
+    """The session directory a raylet was started with (``--session-dir``), else None."""
+    import psutil
+    try:
+        cmdline = proc.cmdline()
+    except psutil.Error:
+        return None
+    if "ember.raylet" in cmdline and "--session-dir" in cmdline:
+        index = cmdline.index("--session-dir") + 1
+        return cmdline[index] if index < len(cmdline) else None
+    return None
 
 
 def default_node_ip() -> str:

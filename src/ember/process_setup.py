@@ -4,6 +4,13 @@
 (``prctl(PR_SET_PDEATHSIG)``). A local cluster started by ``ember.init()`` uses
 it so that a driver killed with SIGKILL never leaves a GCS or raylet behind;
 clusters started by ``ember start`` run detached and do not.
+
+``oom_score_adj``: when the machine runs out of memory, the kernel kills the
+process with the highest score. Workers raise theirs to the top (1000), so
+the kernel takes a worker, whose task can be retried, before the GCS or a
+raylet, whose loss ends the cluster or the node; those two lower theirs. A
+process may always raise its own score, but lowering it needs
+CAP_SYS_RESOURCE: without it they keep the score they inherited.
 """
 from __future__ import annotations
 
@@ -30,9 +37,23 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
         os.kill(os.getpid(), sig)
 
 
+def set_oom_score_adj(value: int, path: str = "/proc/self/oom_score_adj") -> bool:
+    """Set this process's OOM-killer score adjustment; False if not allowed or not Linux."""
+    try:
+        with open(path, "w") as f:
+            f.write(str(value))
+        return True
+    except OSError as exc:
+        logging.getLogger(__name__).debug("could not set oom_score_adj to %d: %s", value, exc)
+        return False
+
+
 def setup(component: str, log_file: str | None, die_with_parent: bool) -> None:
+    from .config import config
     if die_with_parent:
         set_parent_death_signal()
+    set_oom_score_adj(config.worker_oom_score_adj if component == "worker"
+                      else config.system_oom_score_adj)
     level = os.environ.get("EMBER_LOG_LEVEL", "INFO").upper()
     handler = (logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter(

@@ -31,7 +31,7 @@ import msgspec
 from .. import rpc
 from ..config import config
 from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCrashedError,
-                          LocalRayletDiedError)
+                          LocalRayletDiedError, OutOfMemoryError)
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
@@ -39,6 +39,9 @@ from ..raylet.lease_client import LeaseAttempt
 from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
+
+#: The longest wait before retrying a task the memory monitor killed (as Ray).
+OOM_RETRY_DELAY_MAX_S = 60.0
 
 
 class TaskState(enum.Enum):
@@ -52,7 +55,8 @@ class PendingTask:
     """A submitted task until its results are stored."""
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
-                 "cancelled", "worker", "generator", "unresolved", "lost", "parent")
+                 "cancelled", "worker", "generator", "unresolved", "lost", "parent",
+                 "oom_retries_left", "oom_kills")
 
     def nested_refs(self) -> list:
         """Refs inside the argument values; the receiver must be registered for them."""
@@ -69,6 +73,10 @@ class PendingTask:
         #: ObjectRefs the task's arguments mention; held until it finishes.
         self.keep_alive = keep_alive
         self.retries_left = spec.max_retries
+        #: Retries after the memory monitor killed the worker: a budget of their
+        #: own (EMBER_TASK_OOM_RETRIES), not taken from max_retries.
+        self.oom_retries_left = config.task_oom_retries
+        self.oom_kills = 0
         self.key: SchedulingKey = key
         self.state = TaskState.WAITING_FOR_DEPENDENCIES
         self.cancelled = False
@@ -264,7 +272,8 @@ class NormalTaskSubmitter:
         request = rl.RequestWorkerLease(
             lease_id=lease_id, job_id=key.job_id, resources=dict(key.resources),
             strategy=key.strategy, description=key.description, owner=self.core.address,
-            scheduling_key=state.wire_key)
+            scheduling_key=state.wire_key,
+            retriable=not state.queue or state.queue[0].spec.max_retries != 0)
         node_id, raylet = await self._raylet_near_data(state)
 
         def spilled(target, raylet) -> bool:
@@ -388,37 +397,68 @@ class NormalTaskSubmitter:
     def _system_failure(self, task: PendingTask, w: LeasedWorker, exc) -> None:
         if task.cancelled:
             self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
+        else:
+            self.core.io.loop.create_task(self._worker_failed(task, w, exc))
+
+    async def _worker_failed(self, task: PendingTask, w: LeasedWorker, exc) -> None:
+        """Retry the task, or fail it with what its raylet says killed the worker.
+
+        The raylet is asked first in every case: a worker its memory monitor
+        killed is retried after a backoff and on a budget of its own
+        (``task_oom_retries``), or fails with ``OutOfMemoryError``; the monitor
+        records such a kill before it sends the signal, so one round trip
+        tells. Any other death spends one of ``max_retries``.
+        """
+        reply = await self._failure_cause(w)
+        if task.cancelled:
+            self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
+        elif reply is not None and reply.out_of_memory:
+            # As Ray: a task with max_retries=0 is never retried, not even after an OOM kill.
+            if reply.retry and task.spec.max_retries != 0 and task.oom_retries_left != 0:
+                if task.oom_retries_left > 0:
+                    task.oom_retries_left -= 1
+                delay = min(config.task_oom_retry_delay_base_ms / 1000 * 2 ** task.oom_kills,
+                            OOM_RETRY_DELAY_MAX_S)
+                task.oom_kills += 1
+                logger.info("retrying task %s in %.2f s: the memory monitor killed its worker",
+                            task.spec.function_name, delay)
+                self.core.io.loop.call_later(delay, self._retry, task, False)
+            else:
+                self._finish_with_error(task, OutOfMemoryError(reply.cause))
         elif task.retries_left != 0:
             logger.info("retrying task %s after its worker failed: %s",
                         task.spec.function_name, exc)
             self._retry(task)
         else:
-            self.core.io.loop.create_task(self._report_crash(task, w, exc))
+            cause = reply.cause if reply is not None else ""
+            if not cause and reply is not None:  # the raylet may not have reaped it yet
+                await asyncio.sleep(0.2)
+                again = await self._failure_cause(w)
+                cause = again.cause if again is not None else ""
+            cause = cause or f"worker (pid {w.worker_pid}) stopped answering: {exc}"
+            retries = task.spec.max_retries
+            self._finish_with_error(task, WorkerCrashedError(
+                f"The worker running task {task.spec.function_name} died: {cause}. "
+                f"The task was tried {task.spec.attempt + 1} time(s) (max_retries={retries}). "
+                "If the worker ran out of memory, request more with "
+                "`.options(memory=...)`; to retry more often, raise `max_retries`."))
 
-    async def _report_crash(self, task: PendingTask, w: LeasedWorker, exc) -> None:
-        cause = ""
-        if not w.raylet.closed:
-            try:
-                reply = await asyncio.wait_for(w.raylet.call(
-                    rl.GetWorkerFailureCause(w.address.worker_id)), 2.0)
-                cause = reply.cause
-                if not cause:  # the raylet may not have reaped it yet
-                    await asyncio.sleep(0.2)
-                    reply = await asyncio.wait_for(w.raylet.call(
-                        rl.GetWorkerFailureCause(w.address.worker_id)), 2.0)
-                    cause = reply.cause
-            except (ConnectionError, asyncio.TimeoutError, rpc.RemoteError):
-                pass
-        cause = cause or f"worker (pid {w.worker_pid}) stopped answering: {exc}"
-        retries = task.spec.max_retries
-        self._finish_with_error(task, WorkerCrashedError(
-            f"The worker running task {task.spec.function_name} died: {cause}. "
-            f"The task was tried {task.spec.attempt + 1} time(s) (max_retries={retries}). "
-            "If the worker ran out of memory, request more with "
-            "`.options(memory=...)`; to retry more often, raise `max_retries`."))
+    async def _failure_cause(self, w: LeasedWorker) -> rl.GetWorkerFailureCauseReply | None:
+        """What the worker's raylet knows of its death; None if it cannot be asked."""
+        if w.raylet.closed:
+            return None
+        try:
+            return await asyncio.wait_for(w.raylet.call(
+                rl.GetWorkerFailureCause(w.address.worker_id)), 2.0)
+        except (ConnectionError, asyncio.TimeoutError, rpc.RemoteError):
+            return None
 
-    def _retry(self, task: PendingTask) -> None:
-        if task.retries_left > 0:
+    def _retry(self, task: PendingTask, spend: bool = True) -> None:
+        """Queue the task again; ``spend`` takes one of its ``max_retries``."""
+        if task.cancelled:
+            self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
+            return
+        if spend and task.retries_left > 0:
             task.retries_left -= 1
         task.spec.attempt += 1
         task.state = TaskState.QUEUED

@@ -23,23 +23,25 @@ from .job_manager import JobManager
 from .kv_manager import KVManager
 from .node_manager import NodeManager
 from .pubsub import Publisher
-from .storage import InMemoryStoreClient, StorageUnavailableError, StoreClient
+from .storage import (REDIS_SCHEMES, InMemoryStoreClient, StorageConfigError,
+                      StorageUnavailableError, StoreClient)
 
 logger = logging.getLogger(__name__)
-
 
 
 def make_store_client(spec: str, namespace: str = "default") -> StoreClient:
     """Build the store client named by the ``gcs_storage`` config value."""
     if spec == "memory":
         return InMemoryStoreClient()
-    if spec.startswith("redis://"):
-        from .redis_store import RedisStoreClient, parse_redis_url  # only with Redis
-        host, port = parse_redis_url(spec)
-        return RedisStoreClient(host, port, namespace)
-    raise ValueError(
-        f"Unknown GCS storage {spec!r}; expected 'memory' or 'redis://host:port'."
+    if spec.startswith(REDIS_SCHEMES):
+        from .redis_store import RedisStoreClient  # imports redis-py: only when asked for
+        return RedisStoreClient(spec, namespace)
+    raise StorageConfigError(
+        f"Unknown GCS storage {spec.split('@')[-1]!r}; expected 'memory', "
+        "'redis://[:password@]host:port[/db]', 'rediss://...' (TLS) or "
+        "'redis+sentinel://host:port[,host:port]/MASTER_NAME[/db]'."
     )
+
 
 class GcsServer:
     def __init__(self, host: str, port: int, storage: str = "memory",

@@ -69,10 +69,18 @@ class InMemoryStoreClient(StoreClient):
         return dict(self._tables.get(table, {}))
 
 
+def _log_failed_write(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("writing GCS storage failed: %s", task.exception())
+
+
 class StorageUnavailableError(ConnectionError):
     """The GCS storage (Redis) cannot be reached."""
 
 
-def _log_failed_write(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("writing GCS storage failed: %s", task.exception())
+class StorageConfigError(ValueError):
+    """The ``gcs_storage`` setting names no usable store (malformed, or a client missing)."""
+
+
+#: URL schemes served by RedisStoreClient.
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+sentinel://")

@@ -141,3 +141,19 @@ def remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def remove_all(spill_dir: str, prefix: str = "") -> None:
+    """Remove the spill files in ``spill_dir`` whose names start with ``prefix``
+    (all of them by default), and the directory itself once it is empty."""
+    try:
+        names = os.listdir(spill_dir)
+    except OSError:  # never made, or not a directory: nothing of ours is there
+        return
+    for name in names:
+        if name.startswith(prefix):
+            remove(os.path.join(spill_dir, name))
+    try:
+        os.rmdir(spill_dir)
+    except OSError:
+        pass  # another store of the session still spills here, or it is gone

@@ -641,6 +641,10 @@ class ObjectStore:
             if entry.spill_path:
                 spill.remove(entry.spill_path)
                 entry.spill_path = ""
+        # Removals of deleted objects' files queued on the I/O thread were just
+        # cancelled, and a spill cut short may have left a file no entry names:
+        # every file with this store's prefix goes.
+        spill.remove_all(self.spill_dir, self._spill_prefix)
 
     async def drain_io(self) -> None:
         """Wait for the disk I/O queued so far (spill file removals included)."""

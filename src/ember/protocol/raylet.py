@@ -46,6 +46,9 @@ class RequestWorkerLease(Message):
     #: Resources held once granted, when smaller than ``resources`` (which
     #: choose the node). Ray's default actors: 1 CPU to place, 0 to run.
     running_resources: dict[str, float] | None = None
+    #: Whether the owner retries the lease's tasks if the worker dies
+    #: (max_retries != 0); the memory monitor kills such workers first.
+    retriable: bool = True
 
 
 class WorkerLeaseReply(Message):
@@ -95,6 +98,12 @@ class GetWorkerFailureCauseReply(Message):
     #: "" when the raylet knows nothing of the worker's death (yet).
     cause: str
     exit_code: int | None = None
+    #: The memory monitor killed the worker; ``cause`` is the OutOfMemoryError
+    #: message. Known from the moment of the kill, before the worker has exited.
+    out_of_memory: bool = False
+    #: For an out-of-memory kill: whether the owner should retry the task
+    #: (see ember.raylet.memory_monitor.choose_worker_to_kill).
+    retry: bool = False
 
 
 class GetNodeState(Message):

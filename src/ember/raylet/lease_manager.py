@@ -36,7 +36,7 @@ class Lease:
     """One lease request, from queued to granted to returned."""
 
     __slots__ = ("request", "fixed", "future", "allocation", "worker", "owner_conn",
-                 "lent", "queued_at")
+                 "lent", "queued_at", "granted_at")
 
     def __init__(self, request: msg.RequestWorkerLease, owner_conn):
         self.request = request
@@ -48,6 +48,8 @@ class Lease:
         #: CPU amount lent back while the worker is blocked.
         self.lent = 0
         self.queued_at = time.monotonic()
+        #: When a worker was granted; the memory monitor kills the newest first.
+        self.granted_at = 0.0
 
     @property
     def lease_id(self) -> bytes:
@@ -128,6 +130,7 @@ class LocalLeaseManager:
         worker.lease = lease
         worker.actor_id = lease.request.actor_id
         lease.worker = worker
+        lease.granted_at = time.monotonic()
         running = lease.request.running_resources
         if running is not None:
             self.resources.shrink(lease.allocation, fixed_request(running))

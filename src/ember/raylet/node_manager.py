@@ -32,6 +32,7 @@ from ..rpc.reconnecting import ReconnectingClient
 from .cluster_lease_manager import ClusterLeaseManager
 from .lease_manager import LocalLeaseManager
 from .log_monitor import LogMonitor
+from .memory_monitor import MemoryMonitor, kill_reason, lease_candidates, oom_message
 from .placement_groups import BundleManager
 from .resources import NodeResources
 from .worker_pool import WorkerHandle, WorkerPool
@@ -93,6 +94,13 @@ class Raylet:
         # Copies objects to this node from others, and serves them to others.
         self.object_manager = ObjectManager(self.object_store.store, self.object_store.arena,
                                             node_id)
+        # Kills a worker before the node runs out of memory (see memory_monitor.py).
+        self.memory_monitor = MemoryMonitor(
+            threshold=config.memory_usage_threshold,
+            refresh_s=config.memory_monitor_refresh_ms / 1000,
+            candidates=lambda: lease_candidates(self.leases.granted.values()),
+            kill=self._kill_for_memory,
+            alive=lambda handle: handle.process.poll() is None)
 
     # --- start and stop -------------------------------------------------------
 
@@ -123,6 +131,7 @@ class Raylet:
         self.pool.start_reaper()
         self.log_monitor.start()
         self.object_store.start()
+        self.memory_monitor.start()
         loop = asyncio.get_running_loop()
         self._background.append(loop.create_task(self._infeasible_loop()))
         logger.info("raylet %s up at %s:%d with %s", self.node_id.hex()[:8], self.node_ip,
@@ -135,6 +144,7 @@ class Raylet:
         logger.info("raylet stopping%s", f": {reason}" if reason else "")
         for task in self._background:
             task.cancel()
+        self.memory_monitor.stop()
         for server in self._servers:
             server.close()
         await self.pool.shutdown()
@@ -274,8 +284,21 @@ class Raylet:
         return gcs_msg.Ack()
 
     def failure_cause(self, conn, req: msg.GetWorkerFailureCause):
+        handle = self.pool.find(req.worker_id)
+        if handle is not None and handle.out_of_memory is not None:
+            message, retry = handle.out_of_memory
+            return msg.GetWorkerFailureCauseReply(message, handle.exit_code,
+                                                  out_of_memory=True, retry=retry)
         cause, code = self.pool.failure_cause(req.worker_id)
         return msg.GetWorkerFailureCauseReply(cause, code)
+
+    def _kill_for_memory(self, handle: WorkerHandle, decision, snapshot) -> None:
+        """The memory monitor's kill: record why first, so the owner learns it at once."""
+        handle.out_of_memory = (oom_message(
+            description=decision.victim.description, node_id=self.node_id,
+            node_ip=self.node_ip, pid=handle.pid, snapshot=snapshot,
+            threshold=self.memory_monitor.threshold), decision.retry)
+        self.pool.kill(handle, kill_reason(snapshot, self.memory_monitor.threshold))
 
     def node_state(self, conn, req) -> msg.GetNodeStateReply:
         return msg.GetNodeStateReply(self.debug_state())
@@ -367,4 +390,5 @@ class Raylet:
             "bundles": self.bundles.debug_state(),
             "object_store": self.object_store.debug_state(),
             "object_manager": self.object_manager.debug_state(),
+            "memory_monitor": self.memory_monitor.debug_state(),
         }

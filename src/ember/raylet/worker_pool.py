@@ -68,6 +68,8 @@ class WorkerHandle:
         #: Set when the raylet itself killed the worker, with the reason and signal.
         self.kill_reason = ""
         self.kill_signal = 0
+        #: Set when the memory monitor killed it: (OutOfMemoryError message, retry).
+        self.out_of_memory: tuple[str, bool] | None = None
 
 
     @property
@@ -222,6 +224,10 @@ class WorkerPool:
         self._on_worker_dead(handle)
         # Forget the dead after a while; their causes are only asked for soon after.
         asyncio.get_running_loop().call_later(60, self._dead.pop, handle.worker_id, None)
+
+    def find(self, worker_id: bytes) -> WorkerHandle | None:
+        """A live worker, or one that died recently."""
+        return self.workers.get(worker_id) or self._dead.get(worker_id)
 
     def failure_cause(self, worker_id: bytes):
         handle = self._dead.get(worker_id)
