@@ -100,7 +100,7 @@ class ActorTaskSubmitter:
         self._creation_args[task.spec.actor_id] = task.keep_alive
 
         def ready(task):
-            failed = self.core.inline_dependencies(task.spec)
+            failed = self.core.dependencies.inline(task.spec)
             if failed is not None:
                 logger.error("creating actor %s: an argument holds an error",
                              task.spec.function_name)
@@ -155,7 +155,7 @@ class ActorTaskSubmitter:
         pending = queue.pending
         while pending and pending[0].unresolved <= 0 and not queue.registering:
             task = pending.popleft()
-            failed = self.core.inline_dependencies(task.spec)
+            failed = self.core.dependencies.inline(task.spec)
             if failed is not None:
                 self._finish(queue, task, failed)
                 continue

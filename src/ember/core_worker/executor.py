@@ -60,7 +60,7 @@ class TaskExecutor:
         #: The actor this worker hosts, once its creation task ran.
         self.actor: ActorRuntime | None = None
         #: Enters the runtime env each task or actor needs (main thread only).
-        self.runtime_envs = RuntimeEnvSetup(core)
+        self.runtime_envs = RuntimeEnvSetup(core.io, core.gcs, core.info)
         core.executor = self
         core.handlers[cw.PushTask] = self.handle_push
         core.handlers[cw.CancelTask] = self.handle_cancel
@@ -232,6 +232,8 @@ class TaskExecutor:
                 self.runtime_envs.switch(spec.runtime_env, spec.function_name)
             except RuntimeEnvSetupError as err:
                 raise _EarlyReply(self._error_reply(spec, err, False)) from None
+            finally:  # what this process's tasks and actors inherit
+                self.core.runtime_env = self.runtime_envs.current
         try:
             if is_method:
                 target = getattr(self.actor.instance, spec.method_name)
@@ -431,7 +433,6 @@ class TaskExecutor:
         self._jobs_loaded.add(job_id)
         if reply.info is not None:
             self.core.job_id = job_id
-            self.core.ids.job_id = job_id
             self.core.namespace = reply.info.namespace
             for path in reversed(reply.info.code_search_path):
                 if path not in sys.path:

@@ -160,7 +160,7 @@ class NormalTaskSubmitter:
         if task.cancelled:
             self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
             return
-        failed = self.core.inline_dependencies(task.spec)
+        failed = self.core.dependencies.inline(task.spec)
         if failed is not None:  # an argument is an error: the task fails with it
             self.store_returns(task, failed)
             return
