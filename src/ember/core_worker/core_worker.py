@@ -108,9 +108,6 @@ class CoreWorker:
         self.references = ReferenceCounter(lock, self.store, info.worker_id)
         self.functions = FunctionManager(self.io, self.gcs, self.store)
         self.dependencies = DependencyResolver(self.io, self.store, self.functions, info)
-        self.submitter = NormalTaskSubmitter(self)
-        self.actor_submitter = ActorTaskSubmitter(self)
-        gcs_handlers[gcs_msg.ActorChanged] = self.actor_submitter.actor_changed
         #: A driver's (RegisterJob, Subscribe), sent again to a restarted GCS.
         self._job_subscription: tuple | None = None
         self._servers = []
@@ -122,9 +119,16 @@ class CoreWorker:
                                        self.peers, self.handlers)
         #: Specs of finished tasks whose stored results may need rebuilding.
         self.lineage = Lineage(self.store, self.references, self.objects.dead_nodes)
-        self.lineage.resubmit = self.submitter.submit
         self.ownership = Ownership(self.io, info, self.store, self.references, self.peers,
                                    self.lineage, self.handlers)
+        self.submitter = NormalTaskSubmitter(self.io, info, self.node, self.peers, self.store,
+                                             self.references, self.dependencies,
+                                             self.ownership, self.objects, self.lineage)
+        self.lineage.resubmit = self.submitter.submit
+        self.actor_submitter = ActorTaskSubmitter(self.io, info, self.gcs, self.peers,
+                                                  self.references, self.dependencies,
+                                                  self.ownership, self.submitter.store_returns)
+        gcs_handlers[gcs_msg.ActorChanged] = self.actor_submitter.actor_changed
         #: Runs store reads for callbacks that fire on the I/O thread (which must
         #: never wait on the raylet it serves).
         self._readers = None
@@ -218,12 +222,6 @@ class CoreWorker:
         if not self.shutting_down and self.on_raylet_lost is not None:
             self.on_raylet_lost()
 
-    async def connect_raylet(self, address: Address) -> rpc.Connection:
-        return await self.peers.get(address, "raylet")
-
-    async def connect_worker(self, address: Address) -> rpc.Connection:
-        return await self.peers.get(address, "worker")
-
     # --- objects --------------------------------------------------------------------
 
     def owns(self, owner: Address | None) -> bool:
@@ -258,12 +256,6 @@ class CoreWorker:
         self.object_store.put(object_id, data, buffers, owner)
         return SerializedValue(VALUE_IN_STORE, nested_refs=refs, size=size,
                                node_id=self.node_id)
-
-    def store_result(self, ret: cw.ReturnObject) -> None:
-        """A task result arrived: keep it if anyone here still refers to it."""
-        value = ret.value
-        if self.references.store_value(ret.object_id, value) and value.kind == VALUE_IN_STORE:
-            self.references.owned_in_store(ret.object_id, value.node_id)
 
     def load(self, refs: list, values: list[SerializedValue]) -> list:
         """Python values for ``values`` (of ``refs``); reads the store in one batch."""
@@ -421,7 +413,7 @@ class CoreWorker:
         if task is not None and task.generator is not None:
             # The generator holds the item's ref until its consumer takes it.
             ref = self.make_ref(item.value.object_id, self.address)
-            self.store_result(item.value)
+            self.submitter.store_result(item.value)
             task.generator.add_item(item.index, ref)
 
     def future_for(self, ref) -> concurrent.futures.Future:
