@@ -103,6 +103,13 @@ class Config:
     # --- sessions --------------------------------------------------------
     temp_dir: str = "/tmp/ember"
 
+    def __post_init__(self) -> None:
+        if self.object_transfer_chunk_size > self.max_frame_bytes:
+            raise ValueError(
+                f"object_transfer_chunk_size ({self.object_transfer_chunk_size}) must not "
+                f"exceed max_frame_bytes ({self.max_frame_bytes}): a chunk travels as one "
+                "frame. Lower EMBER_OBJECT_TRANSFER_CHUNK_SIZE or raise EMBER_MAX_FRAME_BYTES.")
+
     @classmethod
     def from_env(cls, environ: typing.Mapping[str, str] = os.environ) -> "Config":
         """Build a config from defaults overridden by ``EMBER_<NAME>`` variables."""

@@ -30,6 +30,8 @@ from .config import config
 from .rpc import auth
 
 CURRENT_CLUSTER_FILE = "ember_current_cluster"
+#: In a head's session directory: the GCS address, so a driver can find the token.
+GCS_ADDRESS_FILE = "gcs_address"
 
 
 @dataclasses.dataclass
@@ -192,6 +194,8 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
     gcs_proc, gcs_port = start_gcs(session_dir, port, detached, host=gcs_host or node_ip,
                                    storage=storage)
     gcs_address = f"{node_ip}:{gcs_port}"
+    with open(os.path.join(session_dir, GCS_ADDRESS_FILE), "w") as f:
+        f.write(gcs_address)
     raylet_proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
         labels=labels, object_store_memory=store, is_head=True, detached=detached)
@@ -223,15 +227,29 @@ def read_current_cluster() -> str | None:
 def find_token(gcs_address: str) -> str | None:
     """The token for the cluster at ``gcs_address``, for a driver or a joining node.
 
-    ``EMBER_AUTH_TOKEN`` if set; else, when that cluster is the one ``ember
-    start`` recorded on this machine, the token in its session directory.
+    ``EMBER_AUTH_TOKEN`` if set; else, when the head of that cluster runs on
+    this machine under this temp dir, the token in its session directory
+    (the one ``ember start`` recorded, or any whose GCS has that address).
     """
     from_env = os.environ.get(auth.ENV_TOKEN, "").strip()
     if from_env:
         return from_env
     record = _current_cluster_record()
-    if len(record) > 1 and record[0] == gcs_address and record[1]:
-        path = auth.token_path(record[1])
+    sessions = [record[1]] if len(record) > 1 and record[0] == gcs_address and record[1] else []
+    try:
+        with os.scandir(config.temp_dir) as entries:
+            found = [e.path for e in entries if e.name.startswith("session_2")]
+    except OSError:
+        found = []
+    sessions += sorted(found, reverse=True)  # newest first: the name starts with the time
+    for session in sessions:
+        try:
+            with open(os.path.join(session, GCS_ADDRESS_FILE)) as f:
+                if f.read().strip() != gcs_address:
+                    continue
+        except OSError:
+            continue
+        path = auth.token_path(session)
         if os.path.exists(path):
             return auth.read_token_file(path)
     return None

@@ -41,23 +41,6 @@ def setup(component: str, log_file: str | None, die_with_parent: bool) -> None:
     root.setLevel(level)
 
 
-def require_cluster_token(component: str) -> None:
-    """Exit with a clear message when a daemon was started without the cluster token.
-
-    Without one it would make a random token of its own and refuse everyone.
-    """
-    from .rpc import auth
-    if not auth.enabled() or os.environ.get(auth.ENV_TOKEN) or os.environ.get(
-            auth.ENV_TOKEN_FILE):
-        return
-    message = (f"ember {component}: no cluster token; set {auth.ENV_TOKEN} or "
-               f"{auth.ENV_TOKEN_FILE} (`ember start` does this), or "
-               f"{auth.ENV_MODE}=disabled to run without authentication.")
-    logging.getLogger(__name__).error(message)
-    print(message, file=sys.stderr, flush=True)
-    raise SystemExit(1)
-
-
 def run_loop(coro) -> None:
     """Run ``coro`` on uvloop; exit quietly on Ctrl-C."""
     import uvloop

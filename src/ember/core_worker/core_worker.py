@@ -55,6 +55,8 @@ class CoreWorker:
                  raylet_socket: str, gcs_address: str, session_dir: str,
                  worker_id: bytes | None = None):
         self.is_driver = is_driver
+        #: Set from the raylet's RegisterWorkerReply; see ember.rpc.auth.lease_grant.
+        self.lease_key = b""
         self.node_id = node_id
         self.node_ip = node_ip
         self.raylet_socket = raylet_socket
@@ -155,6 +157,7 @@ class CoreWorker:
             self._job_subscription = (registration, gcs_msg.Subscribe(channels, self.job_id))
         reply = await self.raylet.call(rl.RegisterWorker(
             self.worker_id, os.getpid(), self.address, self.is_driver, self.job_id))
+        self.lease_key = reply.lease_key
         if reply.store_fd >= 0:
             raylet = self.raylet
             self.object_store = StoreClient(

@@ -17,7 +17,6 @@ def main() -> None:
     parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args()
     process_setup.setup("gcs", args.log_file, args.die_with_parent)
-    process_setup.require_cluster_token("gcs")
     from .server import run
     process_setup.run_loop(run(args.host, args.port, args.port_file, args.storage))
 

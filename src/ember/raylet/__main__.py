@@ -23,7 +23,6 @@ def main() -> None:
     p.add_argument("--die-with-parent", action="store_true")
     args = p.parse_args()
     process_setup.setup("raylet", args.log_file, args.die_with_parent)
-    process_setup.require_cluster_token("raylet")
     process_setup.run_loop(_run(args))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 
@@ -241,6 +242,7 @@ class Raylet:
             handle = self.pool.register(req.worker_id, req.pid, conn, req.address)
             if handle is None:
                 raise RuntimeError(f"unknown worker {req.worker_id.hex()}")
+            handle.lease_key = reply.lease_key = secrets.token_bytes(32)
             conn.peer = ("worker", handle)
             self.log_monitor.add_worker(handle)
         return reply

@@ -174,6 +174,24 @@ def child_env(session_dir: str, environ: typing.Mapping[str, str] = os.environ) 
     return env
 
 
+# --- lease grants ------------------------------------------------------------
+#
+# A worker runs a task only if the pusher shows that the raylet leased the
+# worker to it. The raylet gives each worker a random key when it registers
+# and, with each lease it grants, an HMAC of the lease id under that key. The
+# owner sends it with every PushTask; the worker checks it in constant time.
+# Nothing but the raylet and the worker knows the key, so a peer that holds no
+# lease on this worker cannot make one up.
+
+def lease_grant(worker_key: bytes, lease_id: bytes) -> bytes:
+    """The raylet's proof that it leased the worker holding ``worker_key`` under ``lease_id``."""
+    return hmac.new(worker_key, lease_id, "sha256").digest()
+
+
+def grant_is_valid(worker_key: bytes, lease_id: bytes, grant: bytes) -> bool:
+    return bool(worker_key) and hmac.compare_digest(lease_grant(worker_key, lease_id), grant)
+
+
 # --- peers -------------------------------------------------------------------
 
 def describe_peer(transport: asyncio.BaseTransport) -> str:
