@@ -126,7 +126,7 @@ async def serve(addr: str, make_handlers: typing.Callable[[], dict[type, Handler
     from the returned server's ``sockets[0].getsockname()``.
     """
     loop = asyncio.get_running_loop()
-    gate = auth.Gate(name)
+    gate = auth.Gate(name, auth.current_token())
 
     def factory():
         conn = Connection(make_handlers(), on_close=on_close, name=name)

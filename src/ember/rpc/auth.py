@@ -216,11 +216,14 @@ class Gate:
     """One server's connection counts: what it admits and what it refuses.
 
     Invariants: ``pending`` counts connections in the handshake, ``open``
-    those past it; both only change on the server's event loop.
+    those past it; both only change on the server's event loop. ``token`` is
+    the process's token when the server started: a driver that later joins
+    another cluster does not change what its running servers accept.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, token: bytes):
         self.name = name
+        self.token = token
         self.pending = 0
         self.open = 0
         self.refused = 0
@@ -291,7 +294,7 @@ class ServerHandshake(asyncio.Protocol):
                 self._refuse(Refusal.NO_TOKEN, "it presented no cluster token (is "
                              f"{ENV_MODE}=disabled there?)")
                 return
-            if not hmac.compare_digest(token, current_token()):
+            if not hmac.compare_digest(token, self._gate.token):
                 self._refuse(Refusal.WRONG_TOKEN, "wrong cluster token")
                 return
         self._accept(rest)
