@@ -45,14 +45,14 @@ class KVManager:
     async def put(self, conn, req: msg.KVPut) -> msg.KVPutReply:
         k = _key(req.namespace, req.key)
         if req.namespace == FUNCTION_NAMESPACE:
-            if function_id_of(req.value) != req.key:
-                raise PermissionError(
-                    f"refused to store a function under id {req.key.hex()}: that is not the "
-                    "hash of the pickle given (function ids name their content)")
             if req.overwrite and k in self._data:
                 raise PermissionError(
                     f"refused to overwrite function {req.key.hex()}: stored functions and "
                     "classes are write-once")
+            if function_id_of(req.value) != req.key:
+                raise PermissionError(
+                    f"refused to store a function under id {req.key.hex()}: that is not the "
+                    "hash of the pickle given (function ids name their content)")
         if not req.overwrite and k in self._data:
             return msg.KVPutReply(added=False)
         added = k not in self._data
