@@ -114,7 +114,12 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
                 labels=labels, node_ip=node_ip, detached=True, token=token)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if not node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30):
+    try:
+        registered = node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30)
+    except auth.AuthenticationError as exc:
+        procs.stop()
+        raise click.ClickException(str(exc)) from None
+    if not registered:
         procs.stop()
         raise click.ClickException(
             f"The node did not come up; see the logs in {procs.session_dir}/logs."

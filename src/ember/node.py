@@ -328,11 +328,16 @@ def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
 
 
 def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0) -> bool:
-    """Block until the GCS lists ``node_id`` as alive."""
+    """Block until the GCS lists ``node_id`` as alive.
+
+    Raises AuthenticationError when the GCS refuses this process's token.
+    """
     def registered(reply) -> bool:
         return any(n.node_id == node_id and n.alive for n in reply.nodes)
     try:
         return registered(query_nodes(gcs_address, timeout, until=registered))
+    except auth.AuthenticationError:
+        raise
     except ConnectionError:
         return False
 
