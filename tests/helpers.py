@@ -210,6 +210,17 @@ def drive(cluster) -> None:
         ember.init(address=cluster.address)
 
 
+def child_pid(marker: str) -> int:
+    """The pid of this process's descendant whose command line contains ``marker``."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if marker in " ".join(proc.cmdline()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no process running {marker}")
+
+
 def make_tls_files(directory, ips=("127.0.0.1",)) -> dict[str, str]:
     """A CA and a certificate it signed for ``ips`` (PEM files in ``directory``).
 

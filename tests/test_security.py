@@ -25,7 +25,7 @@ from ember.protocol import core_worker as cw
 from ember.protocol import framing
 from ember.protocol.gcs import GetAllNodes, KVDel, KVPut
 from ember.rpc import auth
-from helpers import run_driver, wait_for_condition
+from helpers import child_pid, run_driver, wait_for_condition
 
 
 @pytest.fixture
@@ -60,9 +60,6 @@ def frame(message) -> bytes:
     body = framing.encoder.encode(framing.Envelope(framing.REQUEST, 1, message, []))
     return struct.pack("<I", len(body)) + body
 
-
-def handshake(token: bytes) -> bytes:
-    return struct.pack(">4sBH", b"EMBR", 1, len(token)) + token
 
 
 def send_and_read(address: tuple[str, int], data: bytes) -> tuple[bytes, str]:
@@ -108,7 +105,7 @@ def test_a_client_without_the_token_is_refused_before_any_request(cluster):
     answer, ours = send_and_read(gcs, frame(GetAllNodes()))
     assert answer == b"EMBR" + bytes([auth.Refusal.BAD_HANDSHAKE])
     wait_for_condition(lambda: f"refused a connection from {ours}" in log_text(session_dir, "gcs"))
-    answer, ours = send_and_read(raylet, handshake(b"a guess") + frame(GetAllNodes()))
+    answer, ours = send_and_read(raylet, auth.client_preamble(b"a guess") + frame(GetAllNodes()))
     assert answer == b"EMBR" + bytes([auth.Refusal.WRONG_TOKEN])
     wait_for_condition(lambda: f"refused a connection from {ours}: wrong cluster token"
                        in log_text(session_dir, "raylet"))
@@ -190,22 +187,13 @@ def test_a_worker_runs_nothing_without_a_lease(cluster, tmp_path):
     assert len(ray.get([whereami.remote() for _ in range(4)])) == 4
 
 
-def _pid_of(marker: str) -> int:
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if marker in " ".join(proc.cmdline()):
-                return proc.pid
-        except psutil.Error:
-            continue
-    raise AssertionError(f"no process running {marker}")
-
 
 def test_an_oversized_frame_costs_the_server_no_memory(cluster):
     session_dir = cluster["session_dir"]
     gcs = host_port(cluster["gcs_address"])
-    gcs_process = psutil.Process(_pid_of("ember.gcs"))
+    gcs_process = psutil.Process(child_pid("ember.gcs"))
     before = gcs_process.memory_info().rss
-    header = handshake(cluster_token(session_dir)) + struct.pack("<I", 2**31)
+    header = auth.client_preamble(cluster_token(session_dir)) + struct.pack("<I", 2**31)
     with socket.create_connection(gcs, timeout=10) as sock:
         sock.sendall(header)
         assert sock.recv(5) == b"EMBR\x00"
@@ -223,7 +211,7 @@ def test_a_malformed_frame_prints_no_traceback(cluster, capfd):
     session_dir = cluster["session_dir"]
     driver = context.core.address
     ip, port, _ = ray.get(whereami.remote())
-    junk = handshake(cluster_token(session_dir)) + struct.pack("<I", 6) + b"\xc1\xc1\xc1\xc1\xc1\xc1"
+    junk = auth.client_preamble(cluster_token(session_dir)) + struct.pack("<I", 6) + b"\xc1" * 6
     for target in ((driver.ip, driver.port), (ip, port), host_port(cluster["gcs_address"])):
         answer, _ = send_and_read(target, junk)
         assert answer == b"EMBR\x00"  # accepted, then closed without an answer

@@ -13,13 +13,13 @@ import socket
 import struct
 
 import psutil
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ember as ray
 from ember.config import config
 from ember.rpc import auth
+from helpers import child_pid
 
 MAX_FRAME = config.max_frame_bytes
 
@@ -30,15 +30,6 @@ def whereami():
     address = context.core.address
     return address.ip, address.port, os.getpid()
 
-
-def _pid_of(marker: str) -> int:
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if marker in " ".join(proc.cmdline()):
-                return proc.pid
-        except psutil.Error:
-            continue
-    raise AssertionError(f"no process running {marker}")
 
 
 def _header(n: int) -> bytes:
@@ -63,7 +54,7 @@ def _throw(target: tuple[str, int], token: bytes | None, frames: list[bytes]) ->
     with socket.create_connection(target, timeout=10) as sock:
         try:
             if token is not None:
-                sock.sendall(struct.pack(">4sBH", b"EMBR", 1, len(token)) + token)
+                sock.sendall(auth.client_preamble(token))
             for data in frames:
                 sock.sendall(data)
         except OSError:
@@ -77,8 +68,8 @@ def test_servers_survive_random_truncated_and_oversized_frames(shared):
     session_dir = ray.init(ignore_reinit_error=True)["session_dir"]
     token = auth.read_token_file(auth.token_path(session_dir)).encode()
     targets = {
-        "gcs": ((gcs_host, int(gcs_port)), _pid_of("ember.gcs")),
-        "raylet": (("127.0.0.1", ray.nodes()[0]["NodeManagerPort"]), _pid_of("ember.raylet")),
+        "gcs": ((gcs_host, int(gcs_port)), child_pid("ember.gcs")),
+        "raylet": (("127.0.0.1", ray.nodes()[0]["NodeManagerPort"]), child_pid("ember.raylet")),
         "worker": ((worker_ip, worker_port), worker_pid),
     }
     processes = {name: psutil.Process(pid) for name, (_, pid) in targets.items()}

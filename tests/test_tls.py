@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import struct
 
 import numpy as np
 import pytest
@@ -44,9 +43,6 @@ def tls_cluster(tmp_path, monkeypatch):
         tls.client_context.cache_clear()
 
 
-def _handshake(token: bytes) -> bytes:
-    return struct.pack(">4sBH", b"EMBR", 1, len(token)) + token
-
 
 def test_nodes_talk_over_tls_and_plain_clients_are_not_served(tls_cluster):
     cluster, head, second, settings, tmp_path = tls_cluster
@@ -68,7 +64,7 @@ def test_nodes_talk_over_tls_and_plain_clients_are_not_served(tls_cluster):
     token = auth.read_token_file(auth.token_path(head.session_dir)).encode()
     # Plain TCP: the server expects a TLS ClientHello and never speaks ember.
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(_handshake(token))
+        sock.sendall(auth.client_preamble(token))
         received = b""
         while chunk := sock.recv(4096):
             received += chunk
@@ -76,7 +72,7 @@ def test_nodes_talk_over_tls_and_plain_clients_are_not_served(tls_cluster):
     # TLS with the cluster's CA and a certificate it signed: served.
     with socket.create_connection((host, int(port)), timeout=10) as raw:
         with tls.client_context().wrap_socket(raw) as sock:
-            sock.sendall(_handshake(token))
+            sock.sendall(auth.client_preamble(token))
             assert sock.recv(5) == b"EMBR\x00"
     # TLS with a certificate from another CA: the server refuses the TLS handshake.
     os.makedirs(tmp_path / "other")
@@ -87,7 +83,7 @@ def test_nodes_talk_over_tls_and_plain_clients_are_not_served(tls_cluster):
     with pytest.raises((ssl.SSLError, ConnectionError)):
         with socket.create_connection((host, int(port)), timeout=10) as raw:
             with stranger.wrap_socket(raw) as sock:
-                sock.sendall(_handshake(token))
+                sock.sendall(auth.client_preamble(token))
                 if not sock.recv(5):
                     raise ConnectionResetError("closed by the server")
     assert ember.get(make.remote(10))[-1] == 9

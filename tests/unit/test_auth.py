@@ -39,9 +39,6 @@ async def start_server():
     return server, server.sockets[0].getsockname()[1]
 
 
-def handshake(token: bytes) -> bytes:
-    return struct.pack(">4sBH", b"EMBR", 1, len(token)) + token
-
 
 async def exchange(port: int, data: bytes, read_timeout: float = 5.0) -> bytes:
     """Send ``data`` on a raw socket; everything the server sends back until it closes."""
@@ -68,7 +65,7 @@ def test_wrong_token_is_refused_before_any_request_is_read(caplog):
     async def main():
         server, port = await start_server()
         frame = b"\x10\x00\x00\x00" + b"x" * 16
-        answer = await exchange(port, handshake(b"wrong") + frame)
+        answer = await exchange(port, auth.client_preamble(b"wrong") + frame)
         server.close()
         return answer
     with caplog.at_level(logging.WARNING, logger="ember.rpc"):
@@ -102,10 +99,10 @@ def test_plain_frames_without_a_handshake_are_refused():
 def test_an_empty_token_is_refused_unless_auth_is_disabled(monkeypatch):
     async def main():
         server, port = await start_server()
-        refused = await exchange(port, handshake(b""))
+        refused = await exchange(port, auth.client_preamble(b""))
         monkeypatch.setenv(auth.ENV_MODE, "disabled")
         accepted_reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(handshake(b""))
+        writer.write(auth.client_preamble(b""))
         accepted = await accepted_reader.readexactly(5)
         writer.close()
         server.close()
@@ -146,7 +143,7 @@ def test_an_oversized_frame_is_refused_from_its_header(monkeypatch, caplog):
     async def main():
         server, port = await start_server()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(handshake(TOKEN.encode()) + struct.pack("<I", 2**31) + b"\0" * 4096)
+        writer.write(auth.client_preamble(TOKEN.encode()) + struct.pack("<I", 2**31) + b"\0" * 4096)
         accepted = await reader.readexactly(5)
         rest = await asyncio.wait_for(reader.read(), 5)
         writer.close()
@@ -164,7 +161,7 @@ def test_a_frame_that_is_not_a_message_closes_the_connection_with_one_line(caplo
     async def main():
         server, port = await start_server()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(handshake(TOKEN.encode()) + struct.pack("<I", 8) + b"\xc1" * 8)
+        writer.write(auth.client_preamble(TOKEN.encode()) + struct.pack("<I", 8) + b"\xc1" * 8)
         await reader.readexactly(5)
         rest = await asyncio.wait_for(reader.read(), 5)
         writer.close()

@@ -85,6 +85,11 @@ class AuthenticationError(ConnectionError):
     """A server refused this process's cluster token. Retrying cannot help."""
 
 
+def client_preamble(token: bytes) -> bytes:
+    """The bytes a client sends first: the handshake that presents ``token``."""
+    return _CLIENT_HEADER.pack(MAGIC, VERSION, len(token)) + token
+
+
 # --- the token ---------------------------------------------------------------
 
 _token: bytes | None = None
@@ -363,7 +368,7 @@ class ClientHandshake(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self._transport = transport
         token = current_token() if enabled() else b""
-        transport.write(_CLIENT_HEADER.pack(MAGIC, VERSION, len(token)) + token)
+        transport.write(client_preamble(token))
 
     def data_received(self, data) -> None:
         if self.done.done():
