@@ -8,6 +8,7 @@ worker run a task the raylet did not lease to it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -95,6 +96,8 @@ def test_an_init_cluster_listens_on_loopback_only(cluster):
         listening |= {(c.laddr.ip, proc.pid) for c in conns if c.status == psutil.CONN_LISTEN}
     assert listening, "found no listening socket at all"
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    sockets = os.path.join(cluster["session_dir"], "sockets")
+    assert os.stat(sockets).st_mode & 0o777 == 0o700
 
 
 def test_a_client_without_the_token_is_refused_before_any_request(cluster):
@@ -221,3 +224,20 @@ def test_a_malformed_frame_prints_no_traceback(cluster, capfd):
     assert "Fatal error on transport" not in err and "Traceback" not in err
     logs = log_text(session_dir, "")
     assert "Fatal error on transport" not in logs and "Traceback" not in logs
+
+
+def test_auth_can_be_disabled_with_a_warning(fresh, monkeypatch, caplog):
+    monkeypatch.setenv(auth.ENV_MODE, "disabled")
+    monkeypatch.setattr(auth, "_warned", set())
+    logger = logging.getLogger("ember.rpc.auth")  # the driver's ember logger does not propagate
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="ember.rpc.auth"):
+            ctx = fresh(num_cpus=1)
+            assert ray.get(whereami.remote(), timeout=60)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert any("Token authentication is disabled" in r.getMessage() for r in caplog.records)
+    answer, _ = send_and_read(host_port(ctx["gcs_address"]),
+                              auth.client_preamble(b"") + struct.pack("<I", 6) + b"\xc1" * 6)
+    assert answer == b"EMBR\x00"  # served without a token (then closed for the bad frame)

@@ -71,7 +71,8 @@ def new_session_dir() -> str:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     session = os.path.join(root, f"session_{stamp}_{os.getpid()}")
     os.makedirs(os.path.join(session, "logs"))
-    os.makedirs(os.path.join(session, "sockets"))
+    # Only this user may even reach the node's Unix sockets; the token is checked too.
+    os.makedirs(os.path.join(session, "sockets"), mode=0o700)
     latest = os.path.join(root, "session_latest")
     tmp = latest + f".{os.getpid()}"
     try:

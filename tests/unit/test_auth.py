@@ -29,6 +29,16 @@ def token(monkeypatch):
     yield
 
 
+@pytest.fixture
+def rpc_log(caplog):
+    """caplog for ember.rpc, which a driver's ember logger does not propagate to root."""
+    logger = logging.getLogger("ember.rpc")
+    logger.addHandler(caplog.handler)
+    with caplog.at_level(logging.DEBUG, logger="ember.rpc"):
+        yield caplog
+    logger.removeHandler(caplog.handler)
+
+
 def run(coro):
     return uvloop.run(coro)
 
@@ -61,17 +71,16 @@ def test_a_client_with_the_token_is_served():
     run(main())
 
 
-def test_wrong_token_is_refused_before_any_request_is_read(caplog):
+def test_wrong_token_is_refused_before_any_request_is_read(rpc_log):
     async def main():
         server, port = await start_server()
         frame = b"\x10\x00\x00\x00" + b"x" * 16
         answer = await exchange(port, auth.client_preamble(b"wrong") + frame)
         server.close()
         return answer
-    with caplog.at_level(logging.WARNING, logger="ember.rpc"):
-        answer = run(main())
+    answer = run(main())
     assert answer == b"EMBR" + bytes([auth.Refusal.WRONG_TOKEN])
-    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    refused = [r.getMessage() for r in rpc_log.records if "refused" in r.getMessage()]
     assert len(refused) == 1 and "127.0.0.1:" in refused[0] and "wrong cluster token" in refused[0]
 
 
@@ -137,7 +146,7 @@ def test_connections_beyond_the_unauthenticated_cap_are_refused(monkeypatch):
     assert run(main()) == b"EMBR" + bytes([auth.Refusal.BUSY])
 
 
-def test_an_oversized_frame_is_refused_from_its_header(monkeypatch, caplog):
+def test_an_oversized_frame_is_refused_from_its_header(monkeypatch, rpc_log):
     monkeypatch.setattr(connection, "_MAX_FRAME", 1024)
 
     async def main():
@@ -149,15 +158,14 @@ def test_an_oversized_frame_is_refused_from_its_header(monkeypatch, caplog):
         writer.close()
         server.close()
         return accepted, rest
-    with caplog.at_level(logging.WARNING, logger="ember.rpc"):
-        accepted, rest = run(main())
+    accepted, rest = run(main())
     assert accepted == b"EMBR\x00" and rest == b""  # closed, nothing answered
-    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    lines = [r.getMessage() for r in rpc_log.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1 and f"announces {2**31} bytes" in lines[0]
-    assert not any(r.exc_info for r in caplog.records)
+    assert not any(r.exc_info for r in rpc_log.records)
 
 
-def test_a_frame_that_is_not_a_message_closes_the_connection_with_one_line(caplog):
+def test_a_frame_that_is_not_a_message_closes_the_connection_with_one_line(rpc_log):
     async def main():
         server, port = await start_server()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -171,10 +179,9 @@ def test_a_frame_that_is_not_a_message_closes_the_connection_with_one_line(caplo
         conn.close()
         server.close()
         return rest, reply
-    with caplog.at_level(logging.DEBUG, logger="ember.rpc"):
-        rest, reply = run(main())
+    rest, reply = run(main())
     assert rest == b"" and reply == KVGetReply(b"v")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [r.getMessage() for r in rpc_log.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "not an ember message" in warnings[0]
 
 

@@ -16,6 +16,7 @@ import asyncio
 import os
 import random
 import socket
+import ssl
 import time
 import typing
 
@@ -90,6 +91,10 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
             return conn
         except AuthenticationError:
             raise
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthenticationError(
+                f"TLS with {what} failed: {exc.verify_message}. Every node's certificate "
+                f"must be signed by the CA in {tls.ENV_CA}.") from exc
         except (ConnectionError, FileNotFoundError, OSError, asyncio.TimeoutError) as exc:
             gone = already_listening and isinstance(exc, (ConnectionRefusedError,
                                                           FileNotFoundError))

@@ -26,7 +26,8 @@ The handshake is once per connection, so the task path pays nothing for it:
 Status 0 accepts; the connection then carries frames (``connection.py``).
 Any other status says why it was refused (:class:`Refusal`), and the server
 closes the connection: it has read nothing but the handshake, so an
-unauthenticated peer can make it allocate at most ``_MAX_PREAMBLE`` bytes.
+unauthenticated peer can make it hold at most about 1 KiB (a token is at
+most ``_MAX_TOKEN`` bytes).
 The server also refuses peers that do not finish the handshake within
 ``config.handshake_timeout_s``, and connections beyond
 ``config.max_unauthenticated_connections`` pending or
@@ -55,6 +56,7 @@ import struct
 import typing
 
 from ..config import config
+from .tls import ENV_USE_TLS
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,6 @@ MAGIC = b"EMBR"
 VERSION = 1
 _CLIENT_HEADER = struct.Struct(">4sBH")
 _MAX_TOKEN = 1024
-_MAX_PREAMBLE = _CLIENT_HEADER.size + _MAX_TOKEN
 _SERVER_REPLY_SIZE = len(MAGIC) + 1
 
 
@@ -93,23 +94,28 @@ def client_preamble(token: bytes) -> bytes:
 # --- the token ---------------------------------------------------------------
 
 _token: bytes | None = None
-_warned_disabled = False
+#: Modes already warned about, so each warning is given once per process.
+_warned: set[str] = set()
 
 
 def enabled() -> bool:
-    """Whether connections must carry the cluster token (``EMBER_AUTH_MODE``)."""
-    global _warned_disabled
+    """Whether connections must carry the cluster token (``EMBER_AUTH_MODE``).
+
+    Read at each handshake, never raising: a mistyped mode keeps the check on.
+    """
     mode = os.environ.get(ENV_MODE, "token").strip().lower()
     if mode in ("token", ""):
         return True
-    if mode != "disabled":
-        raise ValueError(f"{ENV_MODE}={mode!r} is not valid: use 'token' (the default) "
-                         "or 'disabled'.")
-    if not _warned_disabled:
-        _warned_disabled = True
-        logger.warning("Token authentication is disabled (%s=disabled): any program that "
-                       "can reach this cluster's ports can run code as this user.", ENV_MODE)
-    return False
+    if mode not in _warned:
+        _warned.add(mode)
+        if mode == "disabled":
+            logger.warning("Token authentication is disabled (%s=disabled): any program "
+                           "that can reach this cluster's ports can run code as this user.",
+                           ENV_MODE)
+        else:
+            logger.warning("%s=%r is not 'token' or 'disabled'; token authentication stays "
+                           "on.", ENV_MODE, mode)
+    return mode != "disabled"
 
 
 def set_token(token: str | bytes) -> None:
@@ -422,4 +428,5 @@ class ClientHandshake(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if not self.done.done():
             self.done.set_exception(ConnectionResetError(
-                f"{self._what} closed the connection during the handshake"))
+                f"{self._what} closed the connection during the handshake (if it keeps "
+                f"doing so, check that {ENV_USE_TLS} is set alike on every node)"))
