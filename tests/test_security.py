@@ -205,7 +205,7 @@ def test_an_oversized_frame_costs_the_server_no_memory(cluster):
                 sock.sendall(b"\0" * 2**20)
         except OSError:
             pass  # closed on us: the point
-    wait_for_condition(lambda: f"announces {2**31} bytes" in log_text(session_dir, "gcs"))
+    wait_for_condition(lambda: f"announcing {2**31} bytes" in log_text(session_dir, "gcs"))
     assert gcs_process.memory_info().rss - before < 16 * 2**20
     assert ray.get(whereami.remote(), timeout=60)
 

@@ -34,8 +34,10 @@ def rpc_log(caplog):
     """caplog for ember.rpc, which a driver's ember logger does not propagate to root."""
     logger = logging.getLogger("ember.rpc")
     logger.addHandler(caplog.handler)
+    propagate, logger.propagate = logger.propagate, False  # each record once
     with caplog.at_level(logging.DEBUG, logger="ember.rpc"):
         yield caplog
+    logger.propagate = propagate
     logger.removeHandler(caplog.handler)
 
 
@@ -161,7 +163,7 @@ def test_an_oversized_frame_is_refused_from_its_header(monkeypatch, rpc_log):
     accepted, rest = run(main())
     assert accepted == b"EMBR\x00" and rest == b""  # closed, nothing answered
     lines = [r.getMessage() for r in rpc_log.records if r.levelno >= logging.WARNING]
-    assert len(lines) == 1 and f"announces {2**31} bytes" in lines[0]
+    assert len(lines) == 1 and f"announcing {2**31} bytes" in lines[0]
     assert not any(r.exc_info for r in rpc_log.records)
 
 
@@ -214,3 +216,19 @@ def test_lease_grants_are_bound_to_the_worker_key_and_lease():
     assert not auth.grant_is_valid(key, b"lease-2", grant)
     assert not auth.grant_is_valid(os.urandom(32), b"lease-1", grant)
     assert not auth.grant_is_valid(b"", b"lease-1", auth.lease_grant(b"", b"lease-1"))
+
+
+def test_a_unix_socket_peer_is_named_by_its_pid(tmp_path, rpc_log):
+    path = str(tmp_path / "server.sock")
+
+    async def main():
+        server = await rpc.serve("unix:" + path, lambda: {}, name="unix-server")
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(auth.client_preamble(b"wrong"))
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        server.close()
+        return answer
+    assert run(main()) == b"EMBR" + bytes([auth.Refusal.WRONG_TOKEN])
+    refused = [r.getMessage() for r in rpc_log.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and f"pid {os.getpid()} (" in refused[0]

@@ -164,7 +164,7 @@ class Connection(asyncio.Protocol):
                     break
                 (n,) = _unpack_header(buf, pos)
                 if n > _MAX_FRAME:
-                    return self._reject_input(f"a frame header announces {n} bytes, over "
+                    return self._reject_input(f"a frame header announcing {n} bytes, over "
                                               f"the limit of {_MAX_FRAME} (max_frame_bytes)")
                 if end - pos - 4 < n:
                     break
