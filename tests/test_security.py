@@ -25,6 +25,7 @@ from ember.core_worker.function_manager import function_id_of
 from ember.protocol import core_worker as cw
 from ember.protocol import framing
 from ember.protocol.gcs import GetAllNodes, KVDel, KVPut
+from ember.protocol.raylet import GetNodeState
 from ember.rpc import auth
 from helpers import child_pid, run_driver, wait_for_condition
 
@@ -113,6 +114,15 @@ def test_a_client_without_the_token_is_refused_before_any_request(cluster):
     wait_for_condition(lambda: f"refused a connection from {ours}: wrong cluster token"
                        in log_text(session_dir, "raylet"))
     assert ray.get(whereami.remote(), timeout=60)
+
+    async def gcs_state():
+        conn = await rpc.connect(cluster["gcs_address"], name="gcs")
+        try:
+            return (await conn.call(GetNodeState())).state["servers"]
+        finally:
+            conn.close()
+    (served,) = uvloop.run(gcs_state())
+    assert served["name"] == "gcs" and served["refused"] == 1 and served["open"] >= 2
 
 
 def test_a_driver_with_another_token_gets_a_clear_error(cluster, tmp_path):

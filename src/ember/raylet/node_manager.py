@@ -514,4 +514,5 @@ class Raylet:
             "bundles": self.bundles.debug_state(),
             "object_store": self.object_store.debug_state(),
             "object_manager": self.object_manager.debug_state(),
+            "servers": rpc.servers_debug_state(),
         }

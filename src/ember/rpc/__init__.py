@@ -28,7 +28,15 @@ from .buffered import BufferedFront
 from .connection import Connection, ConnectionLost, Handler, RemoteError
 
 __all__ = ["Connection", "ConnectionLost", "RemoteError", "AuthenticationError", "connect",
-           "serve", "address_string"]
+           "serve", "address_string", "servers_debug_state"]
+
+#: The connection counts of every server this process started (for debug_state()).
+_gates: list[auth.Gate] = []
+
+
+def servers_debug_state() -> list[dict]:
+    """Each server's connections: open, in the handshake, and refused so far."""
+    return [gate.debug_state() for gate in _gates]
 
 
 def address_string(address: Address, local_node_id: bytes | None = None) -> str:
@@ -132,6 +140,7 @@ async def serve(addr: str, make_handlers: typing.Callable[[], dict[type, Handler
     """
     loop = asyncio.get_running_loop()
     gate = auth.Gate(name, auth.current_token())
+    _gates.append(gate)
 
     def factory():
         conn = Connection(make_handlers(), on_close=on_close, name=name)

@@ -247,7 +247,8 @@ class Gate:
                            self.name or "server", peer, reason, self.refused)
 
     def debug_state(self) -> dict:
-        return {"pending": self.pending, "open": self.open, "refused": self.refused}
+        return {"name": self.name, "pending": self.pending, "open": self.open,
+                "refused": self.refused}
 
 
 class ServerHandshake(asyncio.Protocol):
