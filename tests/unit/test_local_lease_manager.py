@@ -23,6 +23,7 @@ class FakeWorker:
         self.pid = 1000 + n
         self.lease = None
         self.actor_id = b""
+        self.lease_key = bytes([n]) * 32
 
 
 class FakePool:

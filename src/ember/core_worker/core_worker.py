@@ -69,6 +69,8 @@ class CoreWorker:
         #: Makes the ObjectRef of (object id, owner address): the public class,
         #: injected so that the core worker does not import the API above it.
         self.make_ref = make_ref
+        #: Set from the raylet's RegisterWorkerReply; see ember.rpc.auth.lease_grant.
+        self.lease_key = b""
         self.raylet_socket = raylet_socket
         self.gcs_address = gcs_address
         #: The actor this process hosts; b"" for drivers and task workers.
@@ -198,6 +200,7 @@ class CoreWorker:
             self._job_subscription = (registration, gcs_msg.Subscribe(channels, self.job_id))
         reply = await self.raylet.call(rl.RegisterWorker(
             self.worker_id, os.getpid(), self.address, self.is_driver, self.job_id))
+        self.lease_key = reply.lease_key
         if reply.store_fd >= 0:
             raylet = self.raylet
             self.node.object_store = StoreClient(

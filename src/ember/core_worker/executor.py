@@ -13,6 +13,7 @@ the raylet, which kills the process.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import logging
 import os
@@ -26,6 +27,7 @@ from ..exceptions import ActorDiedError, RayTaskError, RuntimeEnvSetupError, Tas
 from ..ids import object_id_for_return
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
+from ..rpc import auth
 from .actor_runtime import ActorExitRequest, ActorRuntime
 from .runtime_env_setup import RuntimeEnvSetup
 from .serialization import deserialize, serialize_error, task_error
@@ -59,6 +61,9 @@ class TaskExecutor:
         self._async_loop = None
         #: The actor this worker hosts, once its creation task ran.
         self.actor: ActorRuntime | None = None
+        #: The last lease whose grant checked out, and that grant (I/O thread only).
+        self._granted_lease = b""
+        self._granted_proof = b""
         #: Enters the runtime env each task or actor needs (main thread only).
         self.runtime_envs = RuntimeEnvSetup(core.io, core.gcs, core.info)
         core.executor = self
@@ -71,16 +76,12 @@ class TaskExecutor:
     # --- I/O thread -------------------------------------------------------------
 
     def handle_push(self, conn, req: cw.PushTask):
-        fut = self.core.io.loop.create_future()
         spec = req.spec
+        self._check_allowed(conn, req)
+        fut = self.core.io.loop.create_future()
         item = (req, conn, fut, None)
         if spec.actor_id and not spec.is_actor_creation:
-            if self.actor is None:
-                fut.set_result(self._error_reply(spec, RuntimeError(
-                    f"this worker hosts no actor, so it cannot run {spec.function_name}"),
-                    False))
-            else:
-                self.actor.dispatch(item)
+            self.actor.dispatch(item)
         elif not self.core.functions.is_loaded(spec.function_id):
             async def fetch_then_queue():
                 try:
@@ -92,6 +93,40 @@ class TaskExecutor:
         else:
             self._queue.put(item)
         return fut
+
+    def _check_allowed(self, conn, req: cw.PushTask) -> None:
+        """Refuse a push this worker's lease or actor does not allow (PermissionError).
+
+        A task, or an actor's creation, needs the raylet's grant of the lease
+        it names (see ember.rpc.auth.lease_grant): only the owner the raylet
+        leased this worker to has one. An actor call needs no lease, but must
+        be for the actor this worker hosts. The verified grant is remembered,
+        so a pipeline of pushes under one lease costs one HMAC.
+        """
+        spec = req.spec
+        if spec.actor_id and not spec.is_actor_creation:
+            if self.actor is not None and self.actor.actor_id == spec.actor_id:
+                return
+            hosted = (f"hosts actor {self.actor.actor_id.hex()}" if self.actor is not None
+                      else "hosts no actor")
+            reason = (f"a call of {spec.function_name} for actor {spec.actor_id.hex()}, but "
+                      f"this worker {hosted}")
+        elif spec.is_actor_creation and self.actor is not None:
+            reason = (f"the creation of {spec.function_name}, but this worker already hosts "
+                      f"actor {self.actor.actor_id.hex()}")
+        elif req.lease_id == self._granted_lease and hmac.compare_digest(
+                req.grant, self._granted_proof):
+            return
+        elif auth.grant_is_valid(self.core.lease_key, req.lease_id, req.grant):
+            self._granted_lease, self._granted_proof = req.lease_id, req.grant
+            return
+        else:
+            reason = (f"{spec.function_name} without a lease on this worker from its raylet "
+                      f"(lease {req.lease_id.hex() or 'none'})")
+        peer = auth.describe_peer(conn.transport) if conn.transport is not None else "a peer"
+        logger.warning("refused a task pushed by %s: %s", peer, reason)
+        raise PermissionError(f"Worker {self.core.worker_id.hex()[:12]} refused {reason}. "
+                              "Tasks reach a worker through a lease its raylet granted.")
 
     def enqueue(self, item) -> None:
         self._queue.put(item)

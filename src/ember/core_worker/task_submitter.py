@@ -113,13 +113,14 @@ class SchedulingKey:
 
 
 class LeasedWorker:
-    __slots__ = ("conn", "address", "lease_id", "worker_pid", "raylet", "gpu_ids",
+    __slots__ = ("conn", "address", "lease_id", "grant", "worker_pid", "raylet", "gpu_ids",
                  "inflight", "idle_timer", "dead")
 
     def __init__(self, conn, reply: rl.WorkerLeaseReply, raylet):
         self.conn = conn
         self.address = reply.worker
         self.lease_id = reply.lease_id
+        self.grant = reply.grant
         self.worker_pid = reply.worker_pid
         self.raylet = raylet
         self.gpu_ids = reply.gpu_ids
@@ -244,7 +245,7 @@ class NormalTaskSubmitter:
 
     def _send(self, w: LeasedWorker, task: PendingTask) -> None:
         try:
-            fut = w.conn.request(cw.PushTask(task.spec, w.gpu_ids, w.lease_id))
+            fut = w.conn.request(cw.PushTask(task.spec, w.gpu_ids, w.lease_id, w.grant))
         except ConnectionError as exc:
             fut = self._io.loop.create_future()
             fut.set_exception(exc)

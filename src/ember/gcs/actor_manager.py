@@ -243,7 +243,8 @@ class ActorManager:
             worker = await rpc.connect(rpc.address_string(reply.worker), name="actor worker",
                                        timeout=10)
             spec.attempt = actor.info.num_restarts
-            result = await worker.call(cw.PushTask(spec, reply.gpu_ids, reply.lease_id))
+            result = await worker.call(cw.PushTask(spec, reply.gpu_ids, reply.lease_id,
+                                                   reply.grant))
             worker.close()
         except (ConnectionError, rpc.RemoteError) as exc:
             # The worker died during __init__; its failure report decides what next.

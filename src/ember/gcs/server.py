@@ -110,6 +110,7 @@ class GcsServer:
             "kv": self.kv.debug_state(), "subscribers": self.publisher.debug_state(),
             "actors": self.actors.debug_state(),
             "placement_groups": self.placement_groups.debug_state(),
+            "servers": rpc.servers_debug_state(),
         })
 
     async def stop(self) -> None:

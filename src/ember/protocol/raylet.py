@@ -25,6 +25,9 @@ class RegisterWorkerReply(Message):
     store_fd: int = -1
     store_capacity: int = 0
     raylet_pid: int = 0
+    #: The key the raylet signs this worker's lease grants with (see
+    #: ``WorkerLeaseReply.grant``); empty for drivers.
+    lease_key: bytes = b""
 
 
 class RequestWorkerLease(Message):
@@ -61,6 +64,9 @@ class WorkerLeaseReply(Message):
     #: For "spillback": the raylet to ask instead.
     retry_at: Address | None = None
     message: str = ""
+    #: For "granted": proof for the worker that this lease is real; the owner
+    #: sends it with each PushTask (see ember.rpc.auth.lease_grant).
+    grant: bytes = b""
 
 
 class ReturnWorker(Message):

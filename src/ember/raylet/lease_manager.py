@@ -23,6 +23,7 @@ import logging
 import time
 
 from ..protocol import raylet as msg
+from ..rpc.auth import lease_grant
 from .resources import Allocation, NodeResources, fixed_request
 from .worker_pool import WorkerHandle, WorkerPool
 
@@ -280,4 +281,5 @@ def _granted_reply(lease: Lease) -> msg.WorkerLeaseReply:
     worker = lease.worker
     return msg.WorkerLeaseReply("granted", worker=worker.address, worker_pid=worker.pid,
                                 lease_id=lease.lease_id,
-                                gpu_ids=lease.allocation.instance_ids("GPU"))
+                                gpu_ids=lease.allocation.instance_ids("GPU"),
+                                grant=lease_grant(worker.lease_key, lease.lease_id))
