@@ -112,6 +112,7 @@ def test_random_operations_free_exactly_the_unreferenced_owned_objects(ops):
     refs, store, freed, _ = counter()
     model = {i: {"local": 0, "borrows": 0, "contained": 0} for i in range(4)}
     alive = set()
+    expected_frees = []
     for op, i in ops:
         counts, object_id = model[i], oid(i)
         info = [ObjectRefInfo(object_id, None)]
@@ -140,6 +141,7 @@ def test_random_operations_free_exactly_the_unreferenced_owned_objects(ops):
             counts["contained"] -= 1
         if object_id in alive and not any(counts.values()):
             alive.discard(object_id)
+            expected_frees.append(object_id)
         for j in model:
             assert store.contains(oid(j)) == (oid(j) in alive), (op, i, j)
-    assert len(freed) == len(set(freed))         # each object freed once
+    assert freed == expected_frees               # each life of an object ends in one free
