@@ -16,24 +16,19 @@ import time
 
 import psutil
 
+from ember.util import testing
+
 EMBER_MODULES = ("ember.gcs", "ember.raylet", "ember.core_worker")
 
 
 def wait_for_condition(predicate, timeout: float = 10.0, interval: float = 0.02,
                        message: str = "condition") -> None:
     """Poll ``predicate()`` until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-            last_exc = None
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+    try:
+        testing.wait_for_condition(predicate, timeout, retry_interval_ms=interval * 1000)
+    except RuntimeError as exc:
+        raise AssertionError(f"timed out after {timeout} s waiting for {message}: {exc}") \
+            from None
 
 
 def wait_for_file(path, timeout: float = 20.0) -> None:

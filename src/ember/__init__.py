@@ -26,7 +26,9 @@ from .worker import (available_resources, cancel, cluster_resources, get,  # noq
                      get_actor, get_gpu_ids, init, is_initialized, kill, nodes, put, shutdown,
                      wait)
 from .actor import ActorClass, method  # noqa: E402
-from . import actor, util  # noqa: E402
+from . import actor, job_config, util  # noqa: E402
+
+import cloudpickle  # noqa: E402,F401 - Ray users reach it as ray.cloudpickle
 
 ObjectRefGenerator = ObjectRefGenerator
 DynamicObjectRefGenerator = ObjectRefGenerator
@@ -67,5 +69,5 @@ __all__ = [
     "nodes", "cluster_resources", "available_resources", "get_gpu_ids",
     "get_runtime_context", "ObjectRef", "ObjectRefGenerator", "exceptions",
     "JobID", "TaskID", "ActorID", "NodeID", "ObjectID", "WorkerID", "PlacementGroupID",
-    "__version__",
+    "__version__", "job_config", "cloudpickle",
 ]

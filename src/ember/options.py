@@ -171,6 +171,11 @@ def resource_request(options: dict, default_cpus: float) -> dict[str, float]:
         resources["memory"] = float(memory)
     for name, amount in (options.get("resources") or {}).items():
         resources[name] = float(amount)
+    accelerator = options.get("accelerator_type")
+    if accelerator:
+        # As Ray: a node with such devices advertises "accelerator_type:<T>": 1
+        # (ember start --resources '{"accelerator_type:A100": 1}').
+        resources[f"accelerator_type:{accelerator}"] = 0.001
     return {k: v for k, v in resources.items() if v}
 
 

@@ -15,6 +15,7 @@ from . import node as node_mod
 from . import options as opts
 from . import runtime_env as runtime_env_mod
 from ._version import __version__
+from .job_config import JobConfig
 from .core_worker import context
 from .rpc import auth
 from .exceptions import GetTimeoutError
@@ -82,6 +83,13 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                              "_metrics_export_port", "enable_resource_isolation"}
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
+    job_config = kwargs.get("job_config")
+    if job_config is not None:
+        if not isinstance(job_config, JobConfig):
+            raise TypeError("init(): job_config must be an ember.job_config.JobConfig, got "
+                            f"{type(job_config).__name__}.")
+        runtime_env = runtime_env if runtime_env is not None else job_config.runtime_env
+        namespace = namespace if namespace is not None else job_config.ray_namespace
     if local_mode:
         logger.warning("local_mode is deprecated in Ray and not supported by ember; "
                        "starting a normal local cluster instead.")
@@ -124,7 +132,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                       session_dir=session_dir, make_ref=ObjectRef)
     try:
         core.connect({"namespace": namespace or _anonymous_namespace(),
-                      "code_search_path": _code_search_path(),
+                      "code_search_path": _code_search_path(job_config),
                       "log_to_driver": log_to_driver})
         # The job's env: every task and actor of the job runs in it (merged with
         # their own). Packaged now, so a bad working_dir fails init().
@@ -153,8 +161,8 @@ def _anonymous_namespace() -> str:
     return "anon-" + os.urandom(8).hex()
 
 
-def _code_search_path() -> list[str]:
-    paths = []
+def _code_search_path(job_config=None) -> list[str]:
+    paths = list(job_config.code_search_path) if job_config is not None else []
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
     if main_file:

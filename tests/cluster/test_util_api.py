@@ -81,3 +81,58 @@ def test_inspect_serializability_names_the_captured_culprit():
     assert [f.name for f in failures] == ["lock"]
     assert "cannot pickle 'lock'" in out.getvalue()
     assert ray.util.inspect_serializability(lambda: fine, print_file=out) == (True, set())
+
+
+def test_signal_actor_releases_waiting_tasks_and_wait_for_condition_sees_it(shared):
+    from ember.util.testing import SignalActor, wait_for_condition
+
+    @ray.remote
+    def waits(signal):
+        ray.get(signal.wait.remote())
+        return "released"
+
+    signal = SignalActor.remote()
+    refs = [waits.remote(signal) for _ in range(2)]
+    wait_for_condition(lambda: ray.get(signal.cur_num_waiters.remote()) == 2)
+    assert ray.wait(refs, timeout=0)[0] == []
+    ray.get(signal.send.remote())
+    assert ray.get(refs, timeout=30) == ["released"] * 2
+    with pytest.raises(RuntimeError, match="wasn't met"):
+        wait_for_condition(lambda: False, timeout=0.2, retry_interval_ms=20)
+
+
+def test_job_config_sets_the_jobs_runtime_env_and_namespace(fresh, tmp_path):
+    from ember.job_config import JobConfig
+
+    (tmp_path / "jobmod.py").write_text("VALUE = 7\n")
+    fresh(num_cpus=1, job_config=JobConfig(runtime_env={"env_vars": {"JOB_FLAG": "on"}},
+                                           ray_namespace="jobs",
+                                           code_search_path=[str(tmp_path)]))
+
+    @ray.remote
+    def probe():
+        import os
+
+        import jobmod
+        return os.environ.get("JOB_FLAG"), jobmod.VALUE
+
+    assert ray.get(probe.remote(), timeout=60) == ("on", 7)
+    assert ray.get_runtime_context().namespace == "jobs"
+    with pytest.raises(ValueError, match="default_actor_lifetime"):
+        JobConfig(default_actor_lifetime="forever")
+
+
+def test_accelerator_type_asks_for_a_node_that_has_it(fresh):
+    from ember.util.accelerators import NVIDIA_TESLA_V100
+
+    fresh(num_cpus=1, resources={"accelerator_type:V100": 1})
+
+    @ray.remote
+    def on_v100():
+        return "ran"
+
+    assert ray.get(on_v100.options(accelerator_type=NVIDIA_TESLA_V100).remote(),
+                   timeout=60) == "ran"
+    missing = on_v100.options(accelerator_type="H100").remote()
+    assert ray.wait([missing], timeout=1)[0] == []   # no node has one: it waits
+    ray.cancel(missing)
