@@ -66,7 +66,7 @@ def exit_actor() -> None:
     raise ActorExitRequest()
 
 
-def _method_meta(klass) -> dict:
+def method_meta(klass) -> dict:
     """name -> {num_returns, concurrency_group, is_generator} for every callable method."""
     meta = {}
     for name, member in inspect.getmembers(klass):
@@ -96,7 +96,7 @@ class ActorClass:
         self._what = f"actor class {self._name}"
         opts.validate(options, opts.ACTOR_OPTIONS, self._what)
         self._options = options
-        self._methods = _method_meta(klass)
+        self._methods = method_meta(klass)
         init = klass.__init__
         self._check_init = ArgumentCheck(
             call_signature(init, drop_first=True) if init is not object.__init__

@@ -1,8 +1,17 @@
 """``ember.get_runtime_context()``: what the current driver, task or actor is."""
 from __future__ import annotations
 
+import copy
+import re
+
+from . import actor as actor_mod
+from . import worker
 from .core_worker import context
+from .ids import ActorID, JobID, NodeID, TaskID
 from .runtime_env import RuntimeEnv, decode
+
+#: "module.outer.<locals>.f" -> "module.f": names as Ray shows them.
+_LOCALS = re.compile(r"[^.]*\.<locals>\.")
 
 
 class RuntimeContext:
@@ -29,7 +38,44 @@ class RuntimeContext:
 
     def get_task_name(self) -> str | None:
         spec = self._spec()
-        return (spec.name or spec.function_name) if spec is not None else None
+        if spec is None:
+            return None
+        return spec.name or _LOCALS.sub("", spec.function_name)
+
+    def get_task_function_name(self) -> str | None:
+        """The running task's function (or actor class and method) name, as Ray gives it."""
+        spec = self._spec()
+        return _LOCALS.sub("", spec.function_name) if spec is not None else None
+
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this process runs on."""
+        node_id = self.get_node_id()
+        return next((dict(n["Labels"]) for n in worker.nodes() if n["NodeID"] == node_id), {})
+
+    @property
+    def current_actor(self):
+        """A handle to the actor this code runs in (an error outside an actor)."""
+        core = self._core()
+        actor = core.actor
+        if actor is None:
+            raise RuntimeError("runtime_context.current_actor can only be used inside an "
+                               "actor's methods (its __init__ included).")
+        return actor_mod.ActorHandle(core.actor_id, actor.class_name,
+                                     actor_mod.method_meta(type(actor.instance)), {})
+
+    # Ray's older properties, returning ID objects.
+    job_id = property(lambda self: JobID(self._core().job_id))
+    node_id = property(lambda self: NodeID(self._core().node_id))
+
+    @property
+    def task_id(self):
+        spec = self._spec()
+        return TaskID(spec.task_id) if spec is not None else None
+
+    @property
+    def actor_id(self):
+        actor_id = self._core().actor_id
+        return ActorID(actor_id) if actor_id else None
 
     def is_canceled(self) -> bool:
         """Whether ember.cancel() was called on the task or actor call running now.
@@ -57,7 +103,11 @@ class RuntimeContext:
         return {k: v for k, v in resources.items() if v}
 
     def get_placement_group_id(self) -> str | None:
-        return None
+        """The placement group the running task or actor is in, or None."""
+        spec = self._spec()
+        pg_id = (spec.placement_group_id if spec is not None else b"") or \
+            self._core().actor_placement_group_id
+        return pg_id.hex() if pg_id else None
 
     @property
     def namespace(self) -> str:
@@ -82,7 +132,6 @@ class RuntimeContext:
         """The runtime env in force here, resolved (package URIs, not local paths):
         the job's in a driver, the task's or actor's (merged with the job's) in a
         worker; a ``RuntimeEnv`` dict."""
-        import copy
         return RuntimeEnv(_validate=False, **copy.deepcopy(decode(self._core().runtime_env)))
 
     def get_runtime_env_string(self) -> str:
@@ -94,8 +143,14 @@ class RuntimeContext:
         return {"GPU": [str(i) for i in getattr(ctx, "gpu_ids", None) or []]}
 
     def get(self) -> dict:
-        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
-                "task_id": self.get_task_id(), "namespace": self.namespace}
+        """As Ray: job, node and namespace; in a worker, the task and actor too."""
+        out = {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace}
+        if not self._core().is_driver:
+            if self.task_id is not None:
+                out["task_id"] = self.task_id
+            if self.actor_id is not None:
+                out["actor_id"] = self.actor_id
+        return out
 
 
 _context = RuntimeContext()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 import ember as ray
 
 HEX = re.compile(r"^[0-9a-f]+$")
@@ -89,3 +91,54 @@ def test_cluster_without_gpus_has_no_gpu_ids(shared):
         return ray.get_gpu_ids()
     assert ray.get(gpu_ids.remote()) == []
     assert "GPU" not in ray.cluster_resources()
+
+
+def test_ray_style_names_properties_and_get(shared):
+    @ray.remote
+    def inner():
+        ctx = ray.get_runtime_context()
+        return ctx.get_task_name(), ctx.get_task_function_name(), sorted(ctx.get())
+
+    name, function_name, keys = ray.get(inner.remote())
+    module = __name__
+    assert name == function_name == f"{module}.inner"   # no "<locals>" qualifier
+    assert keys == ["job_id", "namespace", "node_id", "task_id"]
+    ctx = ray.get_runtime_context()
+    assert sorted(ctx.get()) == ["job_id", "namespace", "node_id"]   # no task in a driver
+    assert ctx.job_id.hex() == ctx.get_job_id() and ctx.node_id.hex() == ctx.get_node_id()
+    assert ctx.task_id is None and ctx.actor_id is None
+    assert ctx.get_node_labels() == {}
+
+
+def test_current_actor_is_a_handle_to_the_actor_itself(shared):
+    @ray.remote
+    class Echo:
+        def me(self):
+            return ray.get_runtime_context().current_actor
+
+        def hello(self):
+            return "hello"
+
+    actor = Echo.remote()
+    handle = ray.get(actor.me.remote())
+    assert handle._actor_id == actor._actor_id
+    assert ray.get(handle.hello.remote()) == "hello"
+    with pytest.raises(RuntimeError, match="inside an actor"):
+        ray.get_runtime_context().current_actor
+
+
+def test_placement_group_id_is_that_of_the_running_task(shared):
+    from ember.util.placement_group import placement_group, remove_placement_group
+    from ember.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = placement_group([{"CPU": 1}])
+    pg.wait(timeout_seconds=30)
+
+    @ray.remote(num_cpus=1)
+    def pg_of():
+        return ray.get_runtime_context().get_placement_group_id()
+
+    strategy = PlacementGroupSchedulingStrategy(pg)
+    assert ray.get(pg_of.options(scheduling_strategy=strategy).remote()) == pg.id.hex()
+    assert ray.get(pg_of.remote()) is None
+    remove_placement_group(pg)
