@@ -138,6 +138,8 @@ def validate_config(raw: typing.Any) -> AutoscalerConfig:
     if provider["type"] not in PROVIDER_TYPES:
         raise ValueError(f"provider.type {provider['type']!r} is not a known node provider; "
                          f"ember has {list(PROVIDER_TYPES)}.")
+    if provider["type"] == "command":
+        _check_command_provider(provider)
     types_raw = raw.get("available_node_types")
     if not isinstance(types_raw, dict) or not types_raw:
         raise ValueError("available_node_types must be a non-empty mapping of node type "
@@ -152,6 +154,17 @@ def validate_config(raw: typing.Any) -> AutoscalerConfig:
         cluster_name=str(raw.get("cluster_name", "default")), max_workers=max_workers,
         upscaling_speed=upscaling_speed, idle_timeout_minutes=idle, provider=dict(provider),
         node_types=node_types, head_node_type=head)
+
+
+def _check_command_provider(provider: dict) -> None:
+    for key in ("create_command", "terminate_command"):
+        if not isinstance(provider.get(key), str) or not provider[key].strip():
+            raise ValueError(f"provider.{key} must be a shell command (a string) for "
+                             "provider.type 'command'.")
+    hosts = provider.get("hosts")
+    if hosts is not None and (not isinstance(hosts, list) or
+                              not all(isinstance(h, str) for h in hosts)):
+        raise ValueError(f"provider.hosts must be a list of host names, got {hosts!r}.")
 
 
 def _node_type(name: str, spec: typing.Any, cluster_max: int, is_head: bool) -> NodeTypeConfig:

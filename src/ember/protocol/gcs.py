@@ -497,6 +497,33 @@ class DrainNodeReply(Message):
     accepted: bool
 
 
+class AutoscalerNodeReport(msgspec.Struct, array_like=True, gc=False):
+    """One node of the autoscaler's, as ``ember status`` lists it."""
+
+    provider_node_id: str
+    node_type: str
+    #: launching, running, draining, failed
+    status: str
+    #: The GCS node id once it joined; b"" before.
+    node_id: bytes = b""
+    #: Why a failed node failed.
+    error: str = ""
+    #: Wall-clock time of the last change, for "recently failed".
+    time: float = 0.0
+
+
+class AutoscalerStatus(msgspec.Struct, array_like=True, gc=False):
+    """What the monitor last saw and did; kept in the KV store for ``ember status``."""
+
+    time: float
+    cluster_name: str
+    nodes: list[AutoscalerNodeReport]
+    #: Launch failures of the last hour, newest last.
+    failures: list[AutoscalerNodeReport]
+    #: Demand no node type can hold.
+    infeasible: list[dict[str, float]] = []
+
+
 #: KV namespace and key of the standing request_resources bundles (msgpack list of dicts).
 AUTOSCALER_KV_NAMESPACE = "autoscaler"
 REQUEST_RESOURCES_KEY = b"request_resources"
