@@ -4,6 +4,8 @@
     ember start --address HEAD_IP:PORT       # add this machine as a node
     ember status [--address ...]
     ember stop [--force]
+    ember start --head --autoscaling-config cluster.yaml   # with the autoscaler
+    ember up cluster.yaml / ember down cluster.yaml        # a whole cluster from a config
     ember microbenchmark [--filter SUBSTR] [--json]
     ember demo
 """
@@ -16,6 +18,9 @@ import time
 import click
 
 from . import node as node_mod
+from .autoscaler import launcher
+from .autoscaler.config import AutoscalerConfig, load_config
+from .autoscaler.launcher import start_monitor
 
 
 def _parse_json(value: str | None, what: str) -> dict:
@@ -63,11 +68,14 @@ def _join_instructions(gcs_address: str, node_ip_address: str | None) -> str:
               help="GCS storage, for --head: 'redis://host:port' for GCS fault tolerance "
                    "(default: EMBER_GCS_STORAGE, else 'memory').")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
+@click.option("--autoscaling-config", default=None, type=click.Path(),
+              help="Cluster YAML, for --head: run the autoscaler on this head.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
-          object_store_memory, node_ip_address, storage, block):
+          object_store_memory, node_ip_address, storage, block, autoscaling_config):
     """Start ember's processes on this machine."""
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
+    autoscaler_config = _autoscaling_config(autoscaling_config, head)
     resources = _parse_json(resources, "--resources")
     labels = _parse_json(labels, "--labels")
     node_ip = node_ip_address or node_mod.default_node_ip()
@@ -92,6 +100,8 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
             f"The node did not come up; see the logs in {procs.session_dir}/logs."
             + node_mod.gcs_startup_error(procs.session_dir))
     if head:
+        if autoscaler_config is not None:
+            start_monitor(procs, autoscaler_config, detached=True)
         node_mod.write_current_cluster(gcs_address)
         click.echo(f"ember started a head node at {gcs_address}.\n\n"
                    + _join_instructions(gcs_address, node_ip_address) +
@@ -171,6 +181,52 @@ def demo():
     """Run a short tour of ember on a local cluster: tasks, objects, errors."""
     from . import demo as demo_mod
     demo_mod.main()
+
+
+# --- the autoscaler: clusters from a config ---------------------------------------------
+
+def _autoscaling_config(path: str | None, head: bool) -> AutoscalerConfig | None:
+    if path is None:
+        return None
+    if not head:
+        raise click.UsageError("--autoscaling-config goes with --head: the autoscaler runs "
+                               "on the head node.")
+    return _load_cluster_config(path)
+
+
+def _load_cluster_config(path: str) -> AutoscalerConfig:
+    try:
+        return load_config(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.argument("cluster_config", type=click.Path())
+def up(cluster_config):
+    """Start a cluster from a config: the head here, workers by the autoscaler."""
+    config = _load_cluster_config(cluster_config)
+    try:
+        procs = launcher.up(config)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    workers = {name: t.min_workers for name, t in config.worker_types().items()}
+    click.echo(f"Cluster {config.cluster_name!r} is up: head at {procs.gcs_address}, "
+               f"provider {config.provider['type']}, min_workers {workers}.\n"
+               "To connect a driver:\n    import ember\n    ember.init(address='auto')\n"
+               f"To watch it: ember status\nTo stop it: ember down {cluster_config}")
+
+
+@main.command()
+@click.argument("cluster_config", type=click.Path())
+def down(cluster_config):
+    """Stop the cluster that `ember up` started from this config."""
+    config = _load_cluster_config(cluster_config)
+    stopped = launcher.down(config)
+    if not stopped:
+        click.echo(f"Cluster {config.cluster_name!r} is not up.")
+    else:
+        click.echo(f"Cluster {config.cluster_name!r} is down ({stopped} processes stopped).")
 
 
 if __name__ == "__main__":

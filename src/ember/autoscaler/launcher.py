@@ -122,3 +122,31 @@ def down(config: AutoscalerConfig, grace_period: float = 30.0) -> int:
     if node_mod.read_current_cluster() == gcs_address:
         node_mod.clear_current_cluster()
     return len(procs)
+
+
+def stop_labelled_node(provider_node_id: str, grace_period: float = 10.0) -> int:
+    """Stop the raylet(s) on this machine that carry ``provider_node_id`` in their labels.
+
+    For the ``command`` provider when one machine runs several nodes (and for its
+    tests): ``terminate_command: python -m ember.autoscaler.launcher {provider_node_id}``.
+    On a machine with one node, ``ember stop`` does the same.
+    """
+    found = []
+    for proc in node_mod.find_ember_processes():
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if "ember.raylet" in cmdline and "--labels" in cmdline and \
+                provider_node_id in cmdline[cmdline.index("--labels") + 1]:
+            found.append(proc)
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(found, timeout=grace_period)
+    for proc in alive:
+        proc.kill()
+    return len(found)
+
+
+if __name__ == "__main__":
+    import sys
+    stop_labelled_node(sys.argv[1])

@@ -372,7 +372,7 @@ class Raylet:
         self._totals_changed = False
         self.gcs.notify(gcs_msg.ReportResources(
             self.node_id, self.resources.as_floats("available"), demand, total,
-            self.cluster_leases.demand_by_shape(), self.usage.busy))
+            self.usage.demand(), self.usage.busy))
         if total is not None:
             self.cluster_leases.retry_infeasible()
 

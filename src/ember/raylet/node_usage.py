@@ -51,14 +51,19 @@ class NodeUsage:
             found.append(f"{primaries} primary object cop{'ies' if primaries != 1 else 'y'}")
         return found
 
+    def demand(self) -> list:
+        """The queued demand to report now; remembered, so that :meth:`check` can tell
+        when the GCS's copy went stale."""
+        self._last_demand = self._demand()
+        return self._last_demand
+
     def check(self) -> None:
-        """Report when idleness or the queued demand changed. Demand also changes
-        without a resource change (an infeasible request placed after a node joined)."""
+        """Report when idleness or the queued demand changed since the last report.
+        Demand also changes without a resource change (an infeasible request placed
+        after a node joined), so it is compared with what was last reported."""
         reasons = self.reasons()
-        demand = self._demand()
-        if reasons != self.busy or demand != self._last_demand:
+        if reasons != self.busy or self._demand() != self._last_demand:
             self.busy = reasons
-            self._last_demand = demand
             self._changed()
 
     async def run(self) -> None:
