@@ -164,8 +164,13 @@ class ClusterLeaseManager:
                 self.view.nodes[info.node_id].alive = not info.draining
                 self.retry_infeasible()
             else:
-                # The autoscaler drains a node before removing it: send it nothing new.
-                self.view.nodes[info.node_id].alive = not info.draining
+                # The autoscaler drains a node before removing it: send it nothing new;
+                # back in service, it may hold what waits as infeasible.
+                view = self.view.nodes[info.node_id]
+                returning = not view.alive and not info.draining
+                view.alive = not info.draining
+                if returning:
+                    self.retry_infeasible()
         else:
             view = self.view.nodes.get(info.node_id)
             if view is not None:
