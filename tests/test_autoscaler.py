@@ -18,7 +18,7 @@ from ember.cluster_utils import AutoscalingCluster
 from ember.util.placement_group import placement_group, remove_placement_group
 from helpers import wait_for_condition
 
-IDLE_MINUTES = 0.05  # 3 s
+IDLE_MINUTES = 0.025  # 1.5 s
 
 
 def worker_types():
@@ -50,7 +50,7 @@ def wait_for_scale_down(timeout: float = 60):
                        timeout, interval=0.2, message="the idle worker nodes to be removed")
 
 
-def test_tasks_bigger_than_the_head_make_nodes_appear_within_max_workers(cluster):
+def test_tasks_bigger_than_the_head_make_nodes_appear_within_max_workers(cluster, caplog):
     @ray.remote(num_cpus=2)
     def where():
         time.sleep(0.5)
@@ -66,6 +66,10 @@ def test_tasks_bigger_than_the_head_make_nodes_appear_within_max_workers(cluster
     assert head not in seen and 1 <= len(seen) <= 2
     wait_for_scale_down()
     assert [n["NodeID"] for n in ray.nodes() if n["Alive"]] == [head]
+    # The driver is told, as Ray prints "(autoscaler)" lines.
+    wait_for_condition(lambda: "(autoscaler) Removing 1 node of type cpu2 (idle)."
+                       in caplog.text, 10, message="the autoscaler's events at the driver")
+    assert "(autoscaler) Adding " in caplog.text
 
 
 def test_an_actor_gets_a_node_of_the_type_that_has_its_resource(cluster):
@@ -119,7 +123,7 @@ def test_scale_down_keeps_a_node_whose_object_is_referenced(cluster):
     wait_for_scale_down()
 
 
-def test_status_shows_the_autoscaler_section(cluster, temp_root):
+def test_status_shows_the_autoscaler_section(cluster, temp_root, caplog):
     from ember.state import format_status
 
     @ray.remote(num_cpus=64)
@@ -134,6 +138,9 @@ def test_status_shows_the_autoscaler_section(cluster, temp_root):
     assert "======== Autoscaler status:" in text and "(autoscaling-cluster)" in text
     assert "Healthy:\n 1 head" in text
     assert "Recent failures:\n (no failures)" in text
+    wait_for_condition(lambda: "(autoscaler) No node type can hold the resource demand "
+                               "{'CPU': 64.0}" in caplog.text, 10,
+                       message="the infeasible warning at the driver")
     ray.cancel(ref)
 
 

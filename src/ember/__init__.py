@@ -27,6 +27,7 @@ from .worker import (available_resources, cancel, cluster_resources, get,  # noq
                      wait)
 from .actor import ActorClass, method  # noqa: E402
 from . import actor, util  # noqa: E402
+from . import autoscaler  # noqa: E402  (ray.autoscaler.sdk.request_resources)
 
 ObjectRefGenerator = ObjectRefGenerator
 DynamicObjectRefGenerator = ObjectRefGenerator

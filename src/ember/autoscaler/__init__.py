@@ -6,3 +6,6 @@
 - :mod:`.monitor`: the process on the head that runs a round every period.
 - :mod:`.sdk`: ``request_resources``, as in Ray.
 """
+from __future__ import annotations
+
+from . import sdk  # ``ember.autoscaler.sdk.request_resources``, as Ray's path
