@@ -136,7 +136,7 @@ def test_status_shows_the_autoscaler_section(cluster, temp_root, caplog):
                        message="the infeasible demand in ember status")
     text = format_status(cluster.address)
     assert "======== Autoscaler status:" in text and "(autoscaling-cluster)" in text
-    assert "Healthy:\n 1 head" in text
+    assert "Healthy:\n 1 ray.head.default" in text
     assert "Recent failures:\n (no failures)" in text
     wait_for_condition(lambda: "(autoscaler) No node type can hold the resource demand "
                                "{'CPU': 64.0}" in caplog.text, 10,

@@ -46,8 +46,9 @@ from ..protocol import gcs as gcs_msg
 from ..rpc.backoff import Backoff
 from .config import AutoscalerConfig, load_config
 from .providers import NodeProvider, make_provider
-from .providers.base import LABEL_NODE_TYPE, LABEL_PROVIDER_NODE_ID, ProviderNodeStatus
-from .scheduler import Demand, NodeState, NodeStatus, plan
+from .node_status import NodeStatus
+from .providers.base import LABEL_PROVIDER_NODE_ID
+from .scheduler import Demand, NodeState, plan
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class Monitor:
             elif not error and now - self._launched_at.get(pnode.id, now) > self.launch_timeout_s:
                 error = (f"it did not join the cluster within {self.launch_timeout_s:g} s "
                          "(provider.launch_timeout_s)")
-            if pnode.status is ProviderNodeStatus.FAILED or error:
+            if pnode.status is NodeStatus.FAILED or error:
                 self._failed(pnode.id, pnode.node_type, error, now)
                 continue
             resources = self.config.node_types[pnode.node_type].resources
@@ -233,7 +234,7 @@ class Monitor:
         delay = backoff.next_delay()
         self._retry_at[node_type] = now + delay
         self._failures.append(gcs_msg.AutoscalerNodeReport(
-            provider_id, node_type, "failed", error=error, time=time.time()))
+            provider_id, node_type, NodeStatus.FAILED.value, error=error, time=time.time()))
         cutoff = time.time() - FAILURE_MEMORY_S
         self._failures = [f for f in self._failures if f.time >= cutoff][-20:]
         self._event(f"Node {provider_id} of type {node_type} failed: {error}. Retrying this "
@@ -265,10 +266,16 @@ class Monitor:
             node_id=self._gcs_ids.get(n.id, b"")) for n in nodes
             if n.node_type is not None and not n.is_head]
         status = gcs_msg.AutoscalerStatus(time.time(), self.config.cluster_name, reports,
-                                          list(self._failures), list(infeasible))
+                                          list(self._failures), list(infeasible),
+                                          self.config.head_node_type)
         await self._call(gcs_msg.KVPut(gcs_msg.AUTOSCALER_KV_NAMESPACE,
                                        gcs_msg.AUTOSCALER_STATUS_KEY,
                                        msgspec.msgpack.encode(status)))
+
+    def debug_state(self) -> dict:
+        return {"launching": sorted(set(self._launched_at) - self._joined),
+                "joined": sorted(self._joined), "draining": sorted(self._draining),
+                "backoff_until": dict(self._retry_at), "failures": len(self._failures)}
 
     def stop(self) -> None:
         self.stopped.set()

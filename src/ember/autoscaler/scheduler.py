@@ -41,25 +41,16 @@ no node type could ever hold is ``infeasible`` (and launches nothing).
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 
 from ..protocol.gcs import PlacementGroupDemand, ResourceDemand
 from .config import AutoscalerConfig, NodeTypeConfig
+from .node_status import NodeStatus
 
 #: Ray's floor on the number of launches that may be pending at once.
 MIN_PENDING_LAUNCHES = 5
 
 _EPSILON = 1e-9
-
-
-class NodeStatus(enum.Enum):
-    #: Asked of the provider; not yet registered with the GCS.
-    LAUNCHING = "launching"
-    #: Registered and alive.
-    RUNNING = "running"
-    #: Marked draining: no new work goes there; removed once it is still idle.
-    DRAINING = "draining"
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ import collections
 import datetime
 
 from ..protocol import gcs as msg
+from .node_status import NodeStatus
 
 
 def _shape(shape: dict[str, float]) -> str:
@@ -27,21 +28,20 @@ def format_autoscaler(status: msg.AutoscalerStatus | None,
     when = datetime.datetime.fromtimestamp(status.time).strftime("%Y-%m-%d %H:%M:%S")
     lines = [f"======== Autoscaler status: {when} ({status.cluster_name}) ========",
              "Node status", "-" * 60, "Healthy:"]
-    healthy = collections.Counter()
     head_types = collections.Counter()
     for info in demand.nodes:
         if info.alive and info.is_head:
-            head_types["head"] += 1
+            head_types[status.head_node_type] += 1
+    states = collections.defaultdict(collections.Counter)
     for node in status.nodes:
-        if node.status in ("running", "draining"):
-            healthy[node.node_type] += 1
+        states[NodeStatus(node.status)][node.node_type] += 1
+    healthy = states[NodeStatus.RUNNING] + states[NodeStatus.DRAINING]
     rows = [f" {count} {name}" for name, count in sorted((head_types + healthy).items())]
     lines += rows or [" (no healthy nodes)"]
     lines.append("Pending:")
-    pending = collections.Counter(n.node_type for n in status.nodes if n.status == "launching")
-    draining = collections.Counter(n.node_type for n in status.nodes if n.status == "draining")
-    rows = [f" {name}, {count} launching" for name, count in sorted(pending.items())]
-    rows += [f" {name}, {count} draining" for name, count in sorted(draining.items())]
+    rows = [f" {name}, {count} {state.value}"
+            for state in (NodeStatus.LAUNCHING, NodeStatus.DRAINING)
+            for name, count in sorted(states[state].items())]
     lines += rows or [" (no pending nodes)"]
     lines.append("Recent failures:")
     lines += [f" {f.node_type} ({f.provider_node_id}): {f.error}"

@@ -502,7 +502,7 @@ class AutoscalerNodeReport(msgspec.Struct, array_like=True, gc=False):
 
     provider_node_id: str
     node_type: str
-    #: launching, running, draining, failed
+    #: An ember.autoscaler.node_status.NodeStatus value.
     status: str
     #: The GCS node id once it joined; b"" before.
     node_id: bytes = b""
@@ -522,6 +522,8 @@ class AutoscalerStatus(msgspec.Struct, array_like=True, gc=False):
     failures: list[AutoscalerNodeReport]
     #: Demand no node type can hold.
     infeasible: list[dict[str, float]] = []
+    #: The config's head_node_type, the name ``ember status`` gives the head.
+    head_node_type: str = "head"
 
 
 #: KV namespace and key of the standing request_resources bundles (msgpack list of dicts).

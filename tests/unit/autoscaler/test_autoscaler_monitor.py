@@ -10,8 +10,9 @@ import msgspec
 
 from ember.autoscaler.config import validate_config
 from ember.autoscaler.monitor import DRAIN_CHECK_S, Monitor
+from ember.autoscaler.node_status import NodeStatus
 from ember.autoscaler.providers.base import (LABEL_NODE_TYPE, LABEL_PROVIDER_NODE_ID,
-                                             NodeProvider, ProviderNode, ProviderNodeStatus)
+                                             NodeProvider, ProviderNode)
 from ember.protocol import gcs as msg
 from ember.protocol.common import Address
 
@@ -28,7 +29,7 @@ class FakeProvider(NodeProvider):
         for _ in range(count):
             self.created += 1
             node_id = f"p{self.created}"
-            status = ProviderNodeStatus.FAILED if self.fail_next else ProviderNodeStatus.RUNNING
+            status = NodeStatus.FAILED if self.fail_next else NodeStatus.RUNNING
             self.nodes[node_id] = ProviderNode(node_id, node_type.name, status,
                                                "boom" if self.fail_next else "")
             ids.append(node_id)
@@ -177,6 +178,7 @@ def test_an_idle_node_is_drained_then_removed_if_still_idle():
     node_id = joined_idle_node(monitor, provider, gcs, clock)
     run_round(monitor)  # too early to decide
     assert provider.terminated == []
+    assert monitor.debug_state()["draining"] == ["p1"]
     clock.now += DRAIN_CHECK_S
     run_round(monitor)
     assert provider.terminated == ["p1"]

@@ -4,7 +4,8 @@ Each test builds the inputs by hand (nodes as the monitor would see them,
 demand as the GCS aggregates it) and checks one rule a user relies on.
 """
 from ember.autoscaler.config import validate_config
-from ember.autoscaler.scheduler import Demand, NodeState, NodeStatus, plan
+from ember.autoscaler.node_status import NodeStatus
+from ember.autoscaler.scheduler import Demand, NodeState, plan
 from ember.protocol.gcs import PlacementGroupDemand, ResourceDemand
 
 

@@ -16,29 +16,21 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import enum
 
 from ..config import NodeTypeConfig
+from ..node_status import NodeStatus
 
 #: Labels every provider puts on the raylets it starts.
 LABEL_NODE_TYPE = "ember.io/node-type"
 LABEL_PROVIDER_NODE_ID = "ember.io/provider-node-id"
 
 
-class ProviderNodeStatus(enum.Enum):
-    #: Asked for; its processes are starting.
-    LAUNCHING = "launching"
-    #: The provider's part is done (process or command up); the raylet joins the GCS.
-    RUNNING = "running"
-    #: It did not come up, or died; ``ProviderNode.error`` says why.
-    FAILED = "failed"
-
-
 @dataclasses.dataclass
 class ProviderNode:
     id: str
     node_type: str
-    status: ProviderNodeStatus
+    #: LAUNCHING, RUNNING or FAILED.
+    status: NodeStatus
     error: str = ""
 
 
@@ -68,7 +60,7 @@ class NodeProvider(abc.ABC):
         return {} if node is None else {LABEL_NODE_TYPE: node.node_type,
                                         LABEL_PROVIDER_NODE_ID: node.id}
 
-    def node_status(self, node_id: str) -> ProviderNodeStatus | None:
+    def node_status(self, node_id: str) -> NodeStatus | None:
         node = next((n for n in self.non_terminated_nodes() if n.id == node_id), None)
         return None if node is None else node.status
 

@@ -32,7 +32,8 @@ import subprocess
 import uuid
 
 from ..config import NodeTypeConfig
-from .base import NodeProvider, ProviderNode, ProviderNodeStatus, node_labels, split_resources
+from ..node_status import NodeStatus
+from .base import NodeProvider, ProviderNode, node_labels, split_resources
 
 
 class _CommandNode:
@@ -109,12 +110,12 @@ class CommandNodeProvider(NodeProvider):
             if node.error or (code is not None and code != 0):
                 error = node.error or (f"the create command exited with code {code}: "
                                        f"{_tail(node.log_path)}")
-                found.append(ProviderNode(node_id, node.node_type, ProviderNodeStatus.FAILED,
+                found.append(ProviderNode(node_id, node.node_type, NodeStatus.FAILED,
                                           error))
             elif code == 0:
-                found.append(ProviderNode(node_id, node.node_type, ProviderNodeStatus.RUNNING))
+                found.append(ProviderNode(node_id, node.node_type, NodeStatus.RUNNING))
             else:
-                found.append(ProviderNode(node_id, node.node_type, ProviderNodeStatus.LAUNCHING))
+                found.append(ProviderNode(node_id, node.node_type, NodeStatus.LAUNCHING))
         return found
 
     def shutdown(self) -> None:

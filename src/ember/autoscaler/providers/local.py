@@ -17,7 +17,8 @@ import uuid
 
 from ... import node as node_mod
 from ..config import NodeTypeConfig
-from .base import NodeProvider, ProviderNode, ProviderNodeStatus, node_labels, split_resources
+from ..node_status import NodeStatus
+from .base import NodeProvider, ProviderNode, node_labels, split_resources
 
 DEFAULT_OBJECT_STORE_MEMORY = 128 * 1024 * 1024
 
@@ -56,14 +57,14 @@ class LocalNodeProvider(NodeProvider):
         found = []
         for node_id, (node_type, processes, error) in self._nodes.items():
             if processes is None:
-                found.append(ProviderNode(node_id, node_type, ProviderNodeStatus.FAILED, error))
+                found.append(ProviderNode(node_id, node_type, NodeStatus.FAILED, error))
                 continue
             codes = [p.poll() for p in processes.processes]
             if any(code is not None for code in codes):
                 found.append(ProviderNode(
-                    node_id, node_type, ProviderNodeStatus.FAILED,
+                    node_id, node_type, NodeStatus.FAILED,
                     f"its raylet exited with code {codes[0]}; see "
                     f"{self._session_dir}/logs/raylet-{processes.node_id.hex()[:12]}.log"))
             else:
-                found.append(ProviderNode(node_id, node_type, ProviderNodeStatus.RUNNING))
+                found.append(ProviderNode(node_id, node_type, NodeStatus.RUNNING))
         return found
