@@ -98,13 +98,20 @@ class Monitor:
     # --- the loop ----------------------------------------------------------------------
 
     async def run(self, period: float = UPDATE_PERIOD_S) -> None:
+        unreachable_since = None
         while not self.stopped.is_set():
             try:
                 await self.round()
+                unreachable_since = None
             except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
                 logger.warning("autoscaler round skipped: the GCS at %s did not answer (%s)",
                                self.gcs_address, exc)
                 self._drop_gcs()
+                unreachable_since = unreachable_since or self._clock()
+                if self._clock() - unreachable_since > ember_config.gcs_reconnect_timeout_s:
+                    logger.error("the GCS has been unreachable for %g s: the cluster is gone; "
+                                 "stopping", ember_config.gcs_reconnect_timeout_s)
+                    return
             try:
                 await asyncio.wait_for(self.stopped.wait(), period)
             except asyncio.TimeoutError:
@@ -157,7 +164,9 @@ class Monitor:
                 available = reply.available.get(info.node_id, info.resources_total)
                 nodes.append(NodeState(info.node_id.hex(), None, info.resources_total,
                                        available, is_head=info.is_head))
+        known = set()
         for pnode in self.provider.non_terminated_nodes():
+            known.add(pnode.id)
             info = in_gcs.get(pnode.id)
             if info is not None and info.alive:
                 state = await self._joined_node(pnode.id, pnode.node_type, info, reply, now)
@@ -176,6 +185,11 @@ class Monitor:
             resources = self.config.node_types[pnode.node_type].resources
             nodes.append(NodeState(pnode.id, pnode.node_type, dict(resources), dict(resources),
                                    NodeStatus.LAUNCHING))
+        for provider_id, info in in_gcs.items():
+            if info.alive and provider_id not in known:
+                # Launched by an earlier monitor (this one restarted): capacity, not ours.
+                available = reply.available.get(info.node_id, info.resources_total)
+                nodes.append(NodeState(provider_id, None, info.resources_total, available))
         return nodes
 
     async def _joined_node(self, provider_id: str, node_type: str, info, reply,

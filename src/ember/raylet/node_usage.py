@@ -15,7 +15,7 @@ leave the queues on paths that change no resources.
 Why a poll and not a hook on every change: leases and bundles already trigger
 a resource report, but objects come and go on paths (seal, free, spill) that
 the report must stay off. One look per ``autoscaler_usage_period_s`` costs a
-scan of the store's table and nothing on the object path; the report goes
+count over the store's table and nothing on the object path; the report goes
 out only when the answer changes.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class NodeUsage:
         bundles = self._bundles.num_committed()
         if bundles:
             found.append(f"{bundles} placement group bundle{'s' * (bundles != 1)}")
-        primaries = sum(1 for obj in self._store.list_objects() if obj.is_primary)
+        primaries = self._store.num_primary()
         if primaries:
             found.append(f"{primaries} primary object cop{'ies' if primaries != 1 else 'y'}")
         return found

@@ -29,7 +29,7 @@ def test_node_usage_names_what_keeps_a_node_busy_and_reports_changes():
     leases = Fake(granted={})
     bundles = Fake(num_committed=lambda: 0)
     objects = []
-    store = Fake(list_objects=lambda: objects)
+    store = Fake(num_primary=lambda: sum(1 for o in objects if o.is_primary))
     demand = []
     reports = []
     usage = NodeUsage(leases, bundles, store, lambda: list(demand),

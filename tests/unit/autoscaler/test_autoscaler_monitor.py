@@ -219,3 +219,26 @@ def test_infeasible_demand_is_reported_once_naming_the_shape():
     assert "{'CPU': 64.0}" in warnings[0] and "'cpu4': {'CPU': 4.0}" in warnings[0]
     assert provider.created == 0
     assert gcs.status.infeasible == [{"CPU": 64.0}] * 3
+
+
+def test_nodes_the_provider_does_not_know_count_as_capacity_and_are_kept():
+    monitor, provider, gcs, clock, events = make_monitor()
+    gcs.join("from-an-earlier-monitor")
+    gcs.tasks = [msg.ResourceDemand({"CPU": 4.0}, 1)]
+    run_round(monitor)
+    assert provider.created == 0  # the demand fits the node already there
+    gcs.tasks = []
+    for _ in range(3):
+        clock.now += 100
+        run_round(monitor)
+    assert gcs.drains == [] and provider.terminated == []
+
+
+def test_the_monitor_stops_when_the_gcs_is_gone_for_good():
+    monitor, provider, gcs, clock, events = make_monitor()
+
+    async def unreachable(request):
+        clock.now += 30
+        raise ConnectionError("refused")
+    monitor._gcs_call = unreachable
+    asyncio.run(asyncio.wait_for(monitor.run(period=0), 5))  # returns: it gave up
