@@ -208,3 +208,65 @@ def drive(cluster) -> None:
     if not ember.is_initialized() or context.core.gcs_address != cluster.address:
         ember.shutdown()
         ember.init(address=cluster.address)
+
+
+def child_pid(marker: str) -> int:
+    """The pid of this process's descendant whose command line contains ``marker``."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if marker in " ".join(proc.cmdline()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no process running {marker}")
+
+
+def make_tls_files(directory, ips=("127.0.0.1",)) -> dict[str, str]:
+    """A CA and a certificate it signed for ``ips`` (PEM files in ``directory``).
+
+    Returns the ``EMBER_TLS_*`` settings that use them, with ``EMBER_USE_TLS=1``.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(common_name):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def write(filename, data):
+        path = os.path.join(str(directory), filename)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("ember test CA"))
+          .issuer_name(name("ember test CA")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("ember node"))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return {
+        "EMBER_USE_TLS": "1",
+        "EMBER_TLS_CA_CERT": write("ca.pem", ca.public_bytes(pem)),
+        "EMBER_TLS_SERVER_CERT": write("node.pem", cert.public_bytes(pem)),
+        "EMBER_TLS_SERVER_KEY": write("node.key", key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
+    }

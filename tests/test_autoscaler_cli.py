@@ -13,6 +13,7 @@ import yaml
 
 import ember
 from ember import node as node_mod
+from ember.rpc import auth
 from ember.state import format_status
 from helpers import ember_processes, wait_for_condition, wait_no_ember_processes
 
@@ -33,6 +34,13 @@ def write_config(path, provider, name="cli-test", **cpu1):
     return str(path)
 
 
+def current_cluster() -> str:
+    """The address `ember up` / `ember start` recorded; this process takes its token."""
+    address = node_mod.read_current_cluster()
+    auth.set_token(node_mod.find_token(address))
+    return address
+
+
 def workers_alive(address: str) -> list:
     reply = node_mod.query_nodes(address)
     return [n for n in reply.nodes if n.alive and "ember.io/node-type" in n.labels]
@@ -40,9 +48,9 @@ def workers_alive(address: str) -> list:
 
 def up_and_down(config_path: str, temp_root):
     started = ember_cli("up", config_path)
-    assert started.returncode == 0, started.stdout + started.stderr
-    address = node_mod.read_current_cluster()
     try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        address = current_cluster()
         assert "is up: head at" in started.stdout
         again = ember_cli("up", config_path)
         assert again.returncode != 0 and "is already up" in again.stderr
@@ -85,9 +93,9 @@ def test_a_failing_create_command_is_reported_in_status(tmp_path, temp_root):
                 "terminate_command": "true", "launch_backoff_s": 60}
     path = write_config(tmp_path / "failing.yaml", provider, name="failing")
     started = ember_cli("up", path)
-    assert started.returncode == 0, started.stdout + started.stderr
-    address = node_mod.read_current_cluster()
     try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        address = current_cluster()
         wait_for_condition(
             lambda: "the create command exited with code 3: no cloud here"
                     in format_status(address), 30, interval=0.2,
@@ -106,7 +114,7 @@ def test_start_head_with_an_autoscaling_config(tmp_path, temp_root):
                         "--autoscaling-config", path)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        address = node_mod.read_current_cluster()
+        address = current_cluster()
         wait_for_condition(lambda: len(workers_alive(address)) == 1, 60, interval=0.2,
                            message="the min_workers node")
     finally:

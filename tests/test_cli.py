@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,10 @@ def ember_cli(*args, timeout=60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+#: What `ember start --head` printed.
+HEAD_OUTPUT = {}
+
+
 @pytest.fixture(scope="module")
 def head(temp_root):
     port = ember.node.free_port()
@@ -35,6 +40,7 @@ def head(temp_root):
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert str(port) in started.stdout  # it tells the user where the head is
+        HEAD_OUTPUT["stdout"] = started.stdout
         assert ember_processes(temp_root), "ember start left no process running"
         yield port
     finally:
@@ -140,6 +146,34 @@ def test_microbenchmark_reports_progress_and_leaves_the_running_cluster_current(
     assert os.readlink(latest) == before
     assert "microbenchmark" in ember_cli("microbenchmark", "--help").stdout
     assert "four minutes" in ember_cli("microbenchmark", "--help").stdout
+
+
+def test_the_head_listens_on_loopback_and_says_how_to_open_it(head):
+    said = HEAD_OUTPUT["stdout"]
+    assert "listens on loopback (127.0.0.1) only" in said
+    assert "ember start --head --node-ip-address" in said
+    path = re.search(r"stored in (\S+/auth_token)", said).group(1)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    printed = ember_cli("get-auth-token")
+    assert printed.returncode == 0, printed.stderr
+    with open(path) as f:
+        assert printed.stdout.strip() == f.read().strip()
+
+
+def test_a_node_joins_only_with_the_cluster_token(head):
+    wrong = ember_cli("start", "--address", f"127.0.0.1:{head}", "--num-cpus", "1",
+                      "--token", "not-the-token")
+    assert wrong.returncode != 0
+    assert "refused this process's cluster token" in wrong.stderr
+    token = ember_cli("get-auth-token").stdout.strip()
+    joined = ember_cli("start", "--address", f"127.0.0.1:{head}", "--num-cpus", "1",
+                       "--resources", '{"joined": 1}', "--token", token)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    ray.init(address="auto")
+    try:
+        assert ray.cluster_resources().get("joined") == 1
+    finally:
+        ray.shutdown()
 
 
 def test_stop_ends_the_cluster(head, temp_root):

@@ -21,6 +21,8 @@ import uuid
 
 import pytest
 
+from helpers import make_tls_files
+
 HEAD_IP, WORKER_IP = "10.211.7.1", "10.211.7.2"
 
 
@@ -71,19 +73,27 @@ def two_hosts():
 
 
 @pytest.mark.timeout(180)
-def test_tasks_and_objects_cross_a_real_network(two_hosts):
+@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
+def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
     head_ns, worker_ns, temp_dir = two_hosts
     env = dict(os.environ, EMBER_TEMP_DIR=temp_dir, EMBER_OBJECT_TRANSFER_SAME_HOST="0")
+    if use_tls:
+        env.update(make_tls_files(tmp_path, ips=(HEAD_IP, WORKER_IP)))
     port = 26379
     started = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli", "start",
                    "--head", "--port", str(port), "--num-cpus", "1",
                    "--node-ip-address", HEAD_IP, env=env, timeout=60)
     assert "head node" in started.stdout
+    token = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli",
+                 "get-auth-token", env=env, timeout=60).stdout.strip()
+    # The joining machine knows the cluster only by its address and token. (A short
+    # name: the sessions' Unix socket paths must stay under 108 bytes.)
+    joiner_env = dict(env, EMBER_TEMP_DIR=os.path.join(temp_dir, "j"))
     joined = _run("ip", "netns", "exec", worker_ns, sys.executable, "-m", "ember.cli", "start",
-                  "--address", f"{HEAD_IP}:{port}", "--num-cpus", "1",
+                  "--address", f"{HEAD_IP}:{port}", "--num-cpus", "1", "--token", token,
                   "--resources", '{"far": 1}', "--node-ip-address", WORKER_IP,
-                  env=env, timeout=60)
-    assert "joined" in joined.stdout
+                  env=joiner_env, timeout=60)
+    assert "joined" in joined.stdout, joined.stdout + joined.stderr
 
     driver = textwrap.dedent(f"""
         import numpy as np

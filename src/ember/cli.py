@@ -1,7 +1,8 @@
 """The ``ember`` command: start, stop and inspect clusters, run benchmarks and the demo.
 
-    ember start --head [--port 6379] [--num-cpus N] [--resources JSON] [--storage redis://H:P]
-    ember start --address HEAD_IP:PORT       # add this machine as a node
+    ember start --head [--port 6379] [--node-ip-address IP | --bind-all] [--num-cpus N] ...
+    ember start --address HEAD_IP:PORT --token TOKEN    # add this machine as a node
+    ember get-auth-token                     # print the local cluster's token
     ember status [--address ...]
     ember stop [--force]
     ember start --head --autoscaling-config cluster.yaml   # with the autoscaler
@@ -18,6 +19,7 @@ import time
 import click
 
 from . import node as node_mod
+from .rpc import auth
 from .autoscaler import launcher
 from .autoscaler.config import AutoscalerConfig, load_config
 from .autoscaler.launcher import start_monitor
@@ -41,15 +43,25 @@ def main():
     """ember: Ray Core's API, in pure Python."""
 
 
-def _join_instructions(gcs_address: str, node_ip_address: str | None) -> str:
-    """How other machines join: the command, or why there is none and what to do."""
+def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> str:
+    """Where the head listens, and how other machines join it or how to let them."""
+    token = (f"Every connection must present the cluster token, stored in {token_file} "
+             "(readable by you only); `ember get-auth-token` prints it.\n\n")
     if not gcs_address.startswith("127."):
-        return ("To add another machine to this cluster, run there:\n"
-                f"    ember start --address {gcs_address}\n\n")
-    found = "" if node_ip_address else " (no network interface with a default route was found)"
-    return (f"Other machines cannot reach {gcs_address}{found}. To let them join, stop this "
-            "node and start it again with\n    ember start --head --node-ip-address "
-            "ADDRESS\nwhere ADDRESS is this machine's address on their network.\n\n")
+        return (f"It listens on {gcs_address.rpartition(':')[0]}: other machines can reach it. "
+                + token + "To add another machine to this cluster, run there:\n"
+                f"    ember start --address {gcs_address} --token TOKEN\n"
+                "Traffic between machines is not encrypted unless every node runs with "
+                "EMBER_USE_TLS=1 (see the README).\n\n")
+    if default_ip.startswith("127."):
+        where = ("ADDRESS\nwhere ADDRESS is this machine's address on their network (no "
+                 "network interface with a default route was found)")
+    else:
+        where = f"{default_ip}\n(this machine's address on its default route)"
+    return (f"It listens on loopback ({gcs_address.rpartition(':')[0]}) only: other machines "
+            "cannot reach it. To let them join, stop this node and start it again with\n"
+            f"    ember start --head --node-ip-address {where}, then run "
+            "`ember start --address ... --token TOKEN` on them.\n" + token)
 
 
 @main.command()
@@ -63,7 +75,15 @@ def _join_instructions(gcs_address: str, node_ip_address: str | None) -> str:
 @click.option("--resources", default=None, help='Custom resources as JSON, e.g. \'{"a": 2}\'.')
 @click.option("--labels", default=None, help='Node labels as JSON, e.g. \'{"zone": "a"}\'.')
 @click.option("--object-store-memory", type=int, default=None)
-@click.option("--node-ip-address", default=None, help="This node's IP, if it has several.")
+@click.option("--node-ip-address", default=None,
+              help="This node's IP: every port listens there. Default: 127.0.0.1 for "
+                   "--head (this machine only); for a joining node, the default-route IP.")
+@click.option("--bind-all", is_flag=True,
+              help="For --head: the GCS listens on every interface (0.0.0.0), the other "
+                   "ports on --node-ip-address or the default-route IP.")
+@click.option("--token", default=None,
+              help="The cluster token, to join with --address (default: EMBER_AUTH_TOKEN). "
+                   "For --head, use this token instead of a new random one.")
 @click.option("--storage", default=None,
               help="GCS storage, for --head: 'redis://host:port' for GCS fault tolerance "
                    "(default: EMBER_GCS_STORAGE, else 'memory').")
@@ -71,30 +91,44 @@ def _join_instructions(gcs_address: str, node_ip_address: str | None) -> str:
 @click.option("--autoscaling-config", default=None, type=click.Path(),
               help="Cluster YAML, for --head: run the autoscaler on this head.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
-          object_store_memory, node_ip_address, storage, block, autoscaling_config):
+          object_store_memory, node_ip_address, bind_all, token, storage, block,
+          autoscaling_config):
     """Start ember's processes on this machine."""
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
+    if bind_all and not head:
+        raise click.UsageError("--bind-all is for --head; a joining node listens on "
+                               "--node-ip-address (default: the default-route IP).")
     autoscaler_config = _autoscaling_config(autoscaling_config, head)
     resources = _parse_json(resources, "--resources")
     labels = _parse_json(labels, "--labels")
-    node_ip = node_ip_address or node_mod.default_node_ip()
     try:
         if head:
+            node_ip = node_ip_address or (node_mod.default_node_ip() if bind_all
+                                          else "127.0.0.1")
             procs = node_mod.start_head(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
                 object_store_memory=object_store_memory, labels=labels, port=port,
-                node_ip=node_ip, detached=True, storage=storage)
+                node_ip=node_ip, detached=True, storage=storage,
+                gcs_host="0.0.0.0" if bind_all else None, token=token)
             gcs_address = procs.gcs_address
         else:
             gcs_address = address
+            # A node joining a head on loopback is on the same machine: loopback too.
+            node_ip = node_ip_address or ("127.0.0.1" if address.startswith("127.")
+                                          else node_mod.default_node_ip())
             procs = node_mod.start_worker_node(
                 gcs_address=gcs_address, num_cpus=num_cpus, num_gpus=num_gpus,
                 resources=resources, memory=memory, object_store_memory=object_store_memory,
-                labels=labels, node_ip=node_ip, detached=True)
+                labels=labels, node_ip=node_ip, detached=True, token=token)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if not node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30):
+    try:
+        registered = node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30)
+    except auth.AuthenticationError as exc:
+        procs.stop()
+        raise click.ClickException(str(exc)) from None
+    if not registered:
         procs.stop()
         raise click.ClickException(
             f"The node did not come up; see the logs in {procs.session_dir}/logs."
@@ -102,9 +136,12 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
     if head:
         if autoscaler_config is not None:
             start_monitor(procs, autoscaler_config, detached=True)
-        node_mod.write_current_cluster(gcs_address)
-        click.echo(f"ember started a head node at {gcs_address}.\n\n"
-                   + _join_instructions(gcs_address, node_ip_address) +
+        node_mod.write_current_cluster(gcs_address, procs.session_dir)
+        listening = ("The GCS listens on every interface (--bind-all).\n"
+                     if bind_all else "")
+        click.echo(f"ember started a head node at {gcs_address}.\n" + listening
+                   + _join_instructions(gcs_address, node_mod.default_node_ip(),
+                                        auth.token_path(procs.session_dir)) +
                    "To connect a driver on this machine:\n"
                    "    import ember\n    ember.init(address='auto')\n\n"
                    "To stop: ember stop")
@@ -130,6 +167,19 @@ def stop(force, grace_period, everywhere):
                                           everywhere=everywhere)
     node_mod.clear_current_cluster()
     click.echo(f"Stopped {stopped} ember process(es).")
+
+
+@main.command("get-auth-token")
+@click.option("--address", default=None, help="GCS address; default: the local cluster.")
+def get_auth_token(address):
+    """Print the cluster token of the cluster `ember start --head` started here."""
+    gcs_address = _gcs_address(address)
+    token = node_mod.find_token(gcs_address)
+    if not token:
+        raise click.ClickException(
+            f"No token found for the cluster at {gcs_address}: on its head node it is in "
+            f"the session directory's {auth.TOKEN_FILE} file.")
+    click.echo(token)
 
 
 @main.command()
@@ -159,6 +209,9 @@ def _gcs_address(address: str | None) -> str:
     if not gcs_address:
         raise click.ClickException("No running cluster found; start one with "
                                    "`ember start --head` or pass --address.")
+    token = node_mod.find_token(gcs_address)
+    if token:
+        auth.set_token(token)
     return gcs_address
 
 

@@ -344,7 +344,8 @@ class AutoscalingCluster:
             logger.info("AutoscalingCluster.start(): ignoring Ray's _system_config %s",
                         sorted(_system_config))
         self._processes = start_with_autoscaler(self.config, detached=False)
-        node_mod.write_current_cluster(self._processes.gcs_address)
+        node_mod.write_current_cluster(self._processes.gcs_address,
+                                       self._processes.session_dir)
 
     def shutdown(self) -> None:
         """Disconnect this process's driver from the cluster, then stop every node."""

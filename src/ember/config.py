@@ -24,6 +24,17 @@ class Config:
     #: First retry delay when a connection attempt fails; doubles each time.
     connect_backoff_initial_s: float = 0.005
     connect_backoff_max_s: float = 0.5
+    #: Largest frame a connection accepts (a message envelope, or one raw
+    #: buffer such as an object chunk), checked from its header before any
+    #: memory is set aside; a larger one closes the connection. Must exceed
+    #: ``object_transfer_chunk_size``.
+    max_frame_bytes: int = 64 * 1024**2
+    #: Open connections one server accepts; more are closed at once.
+    max_connections_per_server: int = 10000
+    #: Connections that have not finished the handshake, per server.
+    max_unauthenticated_connections: int = 128
+    #: Seconds a new connection has to present its handshake (cluster token).
+    handshake_timeout_s: float = 5.0
 
     # --- gcs -------------------------------------------------------------
     #: How often the GCS pings each raylet.
@@ -114,6 +125,13 @@ class Config:
     #: Point ``<temp_dir>/session_latest`` at each new session. The benchmark
     #: turns it off, to leave it on the cluster a user runs.
     update_session_latest: bool = True
+
+    def __post_init__(self) -> None:
+        if self.object_transfer_chunk_size > self.max_frame_bytes:
+            raise ValueError(
+                f"object_transfer_chunk_size ({self.object_transfer_chunk_size}) must not "
+                f"exceed max_frame_bytes ({self.max_frame_bytes}): a chunk travels as one "
+                "frame. Lower EMBER_OBJECT_TRANSFER_CHUNK_SIZE or raise EMBER_MAX_FRAME_BYTES.")
 
     @classmethod
     def from_env(cls, environ: typing.Mapping[str, str] = os.environ) -> "Config":

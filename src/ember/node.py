@@ -6,6 +6,10 @@ with SIGKILL. ``ember start`` starts the same processes detached, in their own
 session, and records the address in ``<temp_dir>/ember_current_cluster`` for
 ``address="auto"`` and ``ember stop``.
 
+Every process of a node reads the cluster token from ``<session>/auth_token``
+(mode 0600; see ``ember.rpc.auth``): the head makes it, a joining node is
+given it. A head started by ``init()`` listens on 127.0.0.1 only.
+
 Why the GCS and the raylet start in parallel: each takes ~50 ms of Python
 start-up. The GCS port is chosen up front so the raylet can be told it, and
 the raylet retries its connection until the GCS listens.
@@ -28,8 +32,11 @@ from . import rpc
 from .config import config
 from .object_store import spill
 from .protocol import gcs as gcs_msg
+from .rpc import auth
 
 CURRENT_CLUSTER_FILE = "ember_current_cluster"
+#: In a head's session directory: the GCS address, so a driver can find the token.
+GCS_ADDRESS_FILE = "gcs_address"
 
 
 @dataclasses.dataclass
@@ -83,7 +90,8 @@ def new_session_dir() -> str:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     session = os.path.join(root, f"session_{stamp}_{os.getpid()}")
     os.makedirs(os.path.join(session, "logs"))
-    os.makedirs(os.path.join(session, "sockets"))
+    # Only this user may even reach the node's Unix sockets; the token is checked too.
+    os.makedirs(os.path.join(session, "sockets"), mode=0o700)
     if not config.update_session_latest:
         return session
     latest = os.path.join(root, "session_latest")
@@ -162,12 +170,12 @@ def _spawn(args: list[str], session_dir: str, name: str, detached: bool) -> subp
             [sys.executable, "-m", *args, "--log-file", _log_path(session_dir, name + ".log")]
             + ([] if detached else ["--die-with-parent"]),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=detached, close_fds=True)
+            start_new_session=detached, close_fds=True, env=auth.child_env(session_dir))
     finally:
         out.close()
 
 
-def start_gcs(session_dir: str, port: int, detached: bool, host: str = "0.0.0.0",
+def start_gcs(session_dir: str, port: int, detached: bool, host: str = "127.0.0.1",
               storage: str | None = None):
     port = port or free_port()
     proc = _spawn(["ember.gcs", "--host", host, "--port", str(port)]
@@ -192,12 +200,24 @@ def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources:
 def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
                object_store_memory=None, labels=None, port: int = 0,
                node_ip: str = "127.0.0.1", detached: bool = False,
-               storage: str | None = None) -> NodeProcesses:
+               storage: str | None = None, gcs_host: str | None = None,
+               token: str | None = None) -> NodeProcesses:
+    """Start a GCS and a raylet; they listen on ``node_ip`` (the GCS on ``gcs_host``).
+
+    The cluster token is ``token``, else ``EMBER_AUTH_TOKEN``, else a new
+    random one; it is stored in the session directory and this process uses it.
+    """
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=True)
     session_dir = new_session_dir()
-    gcs_proc, gcs_port = start_gcs(session_dir, port, detached, storage=storage)
+    token = token or auth.new_token()
+    auth.write_token_file(session_dir, token)
+    auth.set_token(token)
+    gcs_proc, gcs_port = start_gcs(session_dir, port, detached, host=gcs_host or node_ip,
+                                   storage=storage)
     gcs_address = f"{node_ip}:{gcs_port}"
+    with open(os.path.join(session_dir, GCS_ADDRESS_FILE), "w") as f:
+        f.write(gcs_address)
     raylet_proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
         labels=labels, object_store_memory=store, is_head=True, detached=detached)
@@ -217,18 +237,55 @@ def start_monitor(session_dir: str, gcs_address: str, config_path: str,
                   session_dir, "monitor", detached)
 
 
-def write_current_cluster(gcs_address: str) -> None:
+def write_current_cluster(gcs_address: str, session_dir: str = "") -> None:
+    """Record the cluster ``ember start`` made: its address, then its session directory."""
     os.makedirs(config.temp_dir, exist_ok=True)
     with open(os.path.join(config.temp_dir, CURRENT_CLUSTER_FILE), "w") as f:
-        f.write(gcs_address)
+        f.write(f"{gcs_address}\n{session_dir}\n")
+
+
+def _current_cluster_record() -> list[str]:
+    try:
+        with open(os.path.join(config.temp_dir, CURRENT_CLUSTER_FILE)) as f:
+            return [line.strip() for line in f.read().splitlines()]
+    except FileNotFoundError:
+        return []
 
 
 def read_current_cluster() -> str | None:
+    record = _current_cluster_record()
+    return (record[0] or None) if record else None
+
+
+def find_token(gcs_address: str) -> str | None:
+    """The token for the cluster at ``gcs_address``, for a driver or a joining node.
+
+    ``EMBER_AUTH_TOKEN`` if set; else, when the head of that cluster runs on
+    this machine under this temp dir, the token in its session directory
+    (the one ``ember start`` recorded, or any whose GCS has that address).
+    """
+    from_env = os.environ.get(auth.ENV_TOKEN, "").strip()
+    if from_env:
+        return from_env
+    record = _current_cluster_record()
+    sessions = [record[1]] if len(record) > 1 and record[0] == gcs_address and record[1] else []
     try:
-        with open(os.path.join(config.temp_dir, CURRENT_CLUSTER_FILE)) as f:
-            return f.read().strip() or None
-    except FileNotFoundError:
-        return None
+        with os.scandir(config.temp_dir) as entries:
+            found = [e.path for e in entries if e.name.startswith("session_2")]
+    except OSError:
+        found = []
+    sessions += sorted(found, reverse=True)  # newest first: the name starts with the time
+    for session in sessions:
+        try:
+            with open(os.path.join(session, GCS_ADDRESS_FILE)) as f:
+                if f.read().strip() != gcs_address:
+                    continue
+        except OSError:
+            continue
+        path = auth.token_path(session)
+        if os.path.exists(path):
+            return auth.read_token_file(path)
+    return None
 
 
 def clear_current_cluster() -> None:
@@ -250,12 +307,26 @@ def wait_for_socket(path: str, timeout: float = 10.0) -> bool:
 def start_worker_node(*, gcs_address: str, num_cpus=None, num_gpus=None, resources=None,
                       memory=None, object_store_memory=None, labels=None,
                       node_ip: str = "127.0.0.1", detached: bool = True,
-                      session_dir: str | None = None) -> NodeProcesses:
-    """Start a raylet that joins the cluster whose GCS is at ``gcs_address``."""
+                      session_dir: str | None = None,
+                      token: str | None = None) -> NodeProcesses:
+    """Start a raylet that joins the cluster whose GCS is at ``gcs_address``.
+
+    With ``session_dir`` (a node on the head's machine, as in
+    ``cluster_utils``) the token there is used; otherwise ``token``, or what
+    :func:`find_token` finds, is stored in a new session directory.
+    """
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=False)
     owns_session = session_dir is None
-    session_dir = session_dir or new_session_dir()
+    if session_dir is None:
+        token = token or find_token(gcs_address)
+        if not token:
+            raise ValueError(
+                f"Joining the cluster at {gcs_address} needs its token: pass --token TOKEN "
+                f"or set {auth.ENV_TOKEN} (`ember get-auth-token` on the head prints it).")
+        session_dir = new_session_dir()
+        auth.write_token_file(session_dir, token)
+        auth.set_token(token)
     proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
         labels=labels, object_store_memory=store, is_head=False, detached=detached)
@@ -289,11 +360,16 @@ def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
 
 
 def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0) -> bool:
-    """Block until the GCS lists ``node_id`` as alive."""
+    """Block until the GCS lists ``node_id`` as alive.
+
+    Raises AuthenticationError when the GCS refuses this process's token.
+    """
     def registered(reply) -> bool:
         return any(n.node_id == node_id and n.alive for n in reply.nodes)
     try:
         return registered(query_nodes(gcs_address, timeout, until=registered))
+    except auth.AuthenticationError:
+        raise
     except ConnectionError:
         return False
 

@@ -16,6 +16,7 @@ from . import options as opts
 from . import runtime_env as runtime_env_mod
 from ._version import __version__
 from .core_worker import context
+from .rpc import auth
 from .exceptions import GetTimeoutError
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
@@ -104,6 +105,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 "object_store_memory must not be provided: they are set where each node "
                 "is started (`ember start --num-cpus ...`).")
         gcs_address = _resolve_address(address)
+        token = node_mod.find_token(gcs_address)
+        if token:
+            auth.set_token(token)
         node_info = _find_local_node(gcs_address)
         session_dir, node_id = node_info.session_dir, node_info.node_id
         raylet_socket, node_ip = node_info.raylet.unix, node_info.ip

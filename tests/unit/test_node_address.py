@@ -36,7 +36,11 @@ def test_default_node_ip_is_the_default_route_interface_address():
 
 
 def test_join_instructions_name_a_reachable_address_or_say_how_to_set_one():
-    assert "ember start --address 10.1.2.3:6379" in _join_instructions("10.1.2.3:6379", None)
-    text = _join_instructions("127.0.0.1:6379", None)
-    assert "ember start --address" not in text
-    assert "--node-ip-address" in text and "no network interface" in text
+    text = _join_instructions("10.1.2.3:6379", "10.1.2.3", "/s/auth_token")
+    assert "ember start --address 10.1.2.3:6379 --token TOKEN" in text
+    assert "/s/auth_token" in text and "ember get-auth-token" in text
+    text = _join_instructions("127.0.0.1:6379", "10.1.2.3", "/s/auth_token")
+    assert "loopback (127.0.0.1) only" in text
+    assert "ember start --head --node-ip-address 10.1.2.3" in text
+    text = _join_instructions("127.0.0.1:6379", "127.0.0.1", "/s/auth_token")
+    assert "--node-ip-address ADDRESS" in text and "no network interface" in text

@@ -77,7 +77,7 @@ def up(config: AutoscalerConfig) -> node_mod.NodeProcesses:
         raise RuntimeError(f"Cluster {config.cluster_name!r} is already up; run `ember down` "
                            "with its config first.")
     processes = start_with_autoscaler(config, detached=True)
-    node_mod.write_current_cluster(processes.gcs_address)
+    node_mod.write_current_cluster(processes.gcs_address, processes.session_dir)
     with open(_record_path(config.cluster_name), "w") as f:
         f.write(f"{processes.session_dir}\n{processes.gcs_address}\n")
     return processes

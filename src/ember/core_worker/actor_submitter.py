@@ -75,13 +75,21 @@ class ActorQueue:
 
 
 class ActorTaskSubmitter:
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, io, info, gcs, peers, references, dependencies, ownership,
+                 store_returns):
+        self._io = io
+        self._info = info
+        self._gcs = gcs
+        self._peers = peers
+        self._dependencies = dependencies
+        self._ownership = ownership
+        #: The normal task submitter's: results are stored the same way.
+        self._store_returns = store_returns
         self.queues: dict[bytes, ActorQueue] = {}
         #: Handle ref (object id) -> actor id, for the actors this process owns
         #: that die when their handles are gone (see ember/actor.py).
         self._handle_refs: dict[bytes, bytes] = {}
-        core.references.on_free.append(self._handle_ref_freed)
+        references.on_free.append(self._handle_ref_freed)
         #: actor id -> refs its creation arguments mention (see create()).
         self._creation_args: dict[bytes, list] = {}
         self.pending_lock = threading.Lock()
@@ -91,7 +99,7 @@ class ActorTaskSubmitter:
     def create(self, task, create_msg: gcs_msg.CreateActor, register: gcs_msg.RegisterActor
                | None) -> None:
         """Register (if not done synchronously), wait for arguments, then ask the GCS."""
-        gcs = self.core.gcs
+        gcs = self._gcs
         if register is not None:
             gcs.notify(register)
 
@@ -100,13 +108,13 @@ class ActorTaskSubmitter:
         self._creation_args[task.spec.actor_id] = task.keep_alive
 
         def ready(task):
-            failed = self.core.inline_dependencies(task.spec)
+            failed = self._dependencies.inline(task.spec)
             if failed is not None:
                 logger.error("creating actor %s: an argument holds an error",
                              task.spec.function_name)
             create_msg.creation_spec = msgspec.msgpack.encode(task.spec)
             gcs.notify(create_msg)
-        self.core.dependencies.resolve(task, ready)
+        self._dependencies.resolve(task, ready)
 
     # --- calls --------------------------------------------------------------------
 
@@ -142,7 +150,7 @@ class ActorTaskSubmitter:
         task.spec.sequence_number = queue.next_seq
         queue.next_seq += 1
         queue.pending.append(task)
-        self.core.dependencies.resolve(task, lambda t, q=queue: self._pump(q))
+        self._dependencies.resolve(task, lambda t, q=queue: self._pump(q))
 
     def _pump(self, queue: ActorQueue) -> None:
         if queue.state != "ALIVE":
@@ -150,27 +158,27 @@ class ActorTaskSubmitter:
         if queue.conn is None or queue.conn.closed:
             if not queue.connecting:
                 queue.connecting = True
-                self.core.io.loop.create_task(self._connect(queue))
+                self._io.loop.create_task(self._connect(queue))
             return
         pending = queue.pending
         while pending and pending[0].unresolved <= 0 and not queue.registering:
             task = pending.popleft()
-            failed = self.core.inline_dependencies(task.spec)
+            failed = self._dependencies.inline(task.spec)
             if failed is not None:
                 self._finish(queue, task, failed)
                 continue
             queue.inflight[task.spec.task_id] = task
             nested = task.nested_refs()
-            if nested and self.core.ownership.register_local(queue.address, nested):
+            if nested and self._ownership.register_local(queue.address, nested):
                 # Third-party owners must learn of the actor before it gets the refs;
                 # later calls wait, to keep the order.
                 queue.registering = True
-                self.core.io.loop.create_task(self._register_then_send(queue, task, nested))
+                self._io.loop.create_task(self._register_then_send(queue, task, nested))
                 return
             self._send(queue, task)
 
     async def _register_then_send(self, queue: ActorQueue, task, nested) -> None:
-        await self.core.ownership.loop_register(queue.address, nested)
+        await self._ownership.loop_register(queue.address, nested)
         queue.registering = False
         if task.spec.task_id in queue.inflight and queue.conn is not None:
             self._send(queue, task)
@@ -222,7 +230,7 @@ class ActorTaskSubmitter:
     async def _connect(self, queue: ActorQueue) -> None:
         address = queue.address
         try:
-            conn = await self.core.connect_worker(address)
+            conn = await self._peers.get(address, "worker")
         except ConnectionError:
             conn = None
         queue.connecting = False
@@ -255,7 +263,7 @@ class ActorTaskSubmitter:
 
     def _subscribe(self, queue: ActorQueue) -> None:
         queue.subscribed = True
-        gcs = self.core.gcs
+        gcs = self._gcs
         gcs.notify(gcs_msg.Subscribe([gcs_msg.CHANNEL_ACTOR], keys=[queue.actor_id]))
         fut = gcs.request(gcs_msg.GetActorInfo(queue.actor_id))
 
@@ -352,7 +360,7 @@ class ActorTaskSubmitter:
         if queue.max_pending_calls > 0:
             with self.pending_lock:
                 queue.unfinished -= 1
-        self.core.submitter.store_returns(task, returns, num_generator_items)
+        self._store_returns(task, returns, num_generator_items)
 
     # --- going out of scope (any thread) -------------------------------------------------
 
@@ -367,16 +375,16 @@ class ActorTaskSubmitter:
 
     def _handle_ref_freed(self, object_id: bytes, ref) -> None:
         actor_id = self._handle_refs.pop(object_id, None)
-        if actor_id is not None and not self.core.shutting_down:
-            self.core.io.post(self._kill_out_of_scope, actor_id)
+        if actor_id is not None and not self._info.shutting_down:
+            self._io.post(self._kill_out_of_scope, actor_id)
 
     def _kill_out_of_scope(self, actor_id: bytes) -> None:
         queue = self.queues.get(actor_id)
         if queue is not None and queue.death is not None:
             return
         self._creation_args.pop(actor_id, None)
-        if self.core.gcs is not None and not self.core.gcs.closed:
-            self.core.gcs.notify(gcs_msg.KillActor(
+        if not self._gcs.closed:
+            self._gcs.notify(gcs_msg.KillActor(
                 actor_id, force=True, no_restart=True,
                 reason="all references to it went out of scope"))
 

@@ -28,7 +28,7 @@ from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
 from ..object_store.client import StoreClient
 from ..object_store.layout import load_from_store
-from ..protocol.common import VALUE_ERROR, VALUE_IN_STORE, Address, SerializedValue
+from ..protocol.common import VALUE_IN_STORE, Address, SerializedValue
 from ..rpc.pool import Peers
 from ..rpc.reconnecting import ReconnectingClient
 from . import context
@@ -40,10 +40,11 @@ from .lineage import Lineage
 from .memory_store import CallbackWaiter, CountdownWaiter, MemoryStore
 from .object_directory import ObjectDirectory
 from .ownership import Ownership
+from .process_info import LocalNode, ProcessInfo
 from .reference_counter import ReferenceCounter
 from .serialization import deserialize, inline_value, serialize_parts
 from .task_submitter import NormalTaskSubmitter, PendingTask
-from . import log_printer
+from .log_printer import log_printer, print_error
 
 logger = logging.getLogger(__name__)
 
@@ -52,73 +53,118 @@ logger = logging.getLogger(__name__)
 _MAX_REBUILDS = 3
 
 
+def _info_field(name: str) -> property:
+    return property(lambda self: getattr(self.info, name),
+                    lambda self, value: setattr(self.info, name, value))
+
+
 class CoreWorker:
+    """The assembly of this process's core-worker components, and its public operations.
+
+    Each component gets, in its constructor, the few collaborators it uses
+    (the I/O loop, the memory store, the reference counter, the connection
+    pool, the GCS client, :class:`ProcessInfo`), never this object.
+    """
+
     def __init__(self, *, is_driver: bool, node_id: bytes, node_ip: str,
                  raylet_socket: str, gcs_address: str, session_dir: str, make_ref,
                  worker_id: bytes | None = None):
-        self.is_driver = is_driver
+        self.info = info = ProcessInfo(worker_id or os.urandom(28), node_id, node_ip,
+                                       is_driver, session_dir)
         #: Makes the ObjectRef of (object id, owner address): the public class,
         #: injected so that the core worker does not import the API above it.
         self.make_ref = make_ref
-        self.node_id = node_id
-        self.node_ip = node_ip
         self.raylet_socket = raylet_socket
         self.gcs_address = gcs_address
-        self.session_dir = session_dir
-        self.worker_id = worker_id or os.urandom(28)
-        self.job_id = b"\x00" * 4
-        #: The actor this process hosts; b"" for drivers and task workers.
-        self.actor_id = b""
         #: Refs captured by remote functions and actor classes: held for good.
         self._captured: dict[bytes, object] = {}
-        #: The TaskExecutor running tasks here (worker processes only).
+        #: The TaskExecutor running tasks here (worker processes only; worker_main sets it).
         self.executor = None
-        #: Its ActorRuntime, once ``__init__`` ran (the executor sets both).
-        self.actor = None
-        self.namespace = ""
-        #: The runtime env in force, in its wire form (ember/runtime_env.py): the
-        #: job's in a driver, the running task's or the actor's in a worker. Tasks
-        #: and actors submitted from here inherit it.
-        self.runtime_env = ""
         #: Package URIs this process knows the GCS holds (uploaded or checked).
         self.uploaded_packages: set[str] = set()
         self.ids = IdFactory()
         self.io = LoopThread("ember-io")
-        lock = threading.RLock()
-        self.store = MemoryStore(lock)
-        self.references = ReferenceCounter(lock, self.store, self.worker_id)
-        self.dependencies = DependencyResolver(self)
-        self.submitter = NormalTaskSubmitter(self)
-        self.actor_submitter = ActorTaskSubmitter(self)
-        self.functions = FunctionManager(self)
-        self.address: Address | None = None
-        self.raylet: rpc.Connection | None = None
-        self.gcs: ReconnectingClient | None = None
-        #: A driver's (RegisterJob, Subscribe), sent again to a restarted GCS.
-        self._job_subscription: tuple | None = None
-        self._servers = []
-        #: Extra RPC handlers, installed by the executor in worker processes.
+        #: RPC handlers of this process's server, one table: each component's
+        #: handlers are added below, the executor's in worker processes.
         self.handlers: dict = {cw.GeneratorItem: self._handle_generator_item,
                                cw.GetCoreWorkerStats: self._handle_stats}
+        gcs_handlers: dict = {gcs_msg.LogBatch: log_printer(node_ip),
+                              gcs_msg.ErrorInfo: print_error}
+        #: Requests issued before connect() wait in its backlog.
+        self.gcs = ReconnectingClient(gcs_address, gcs_handlers, name="gcs",
+                                      on_connected=self._gcs_reconnected)
         #: Connections to other processes. Peers publish their addresses only once
         #: serving, so a refused connection means the peer died: fail at once.
         self.peers = Peers(node_id, handlers=self.handlers, timeout=10.0,
                            already_listening=True)
+        #: This node's raylet connection and store client, once connected.
+        self.node = LocalNode()
+        lock = threading.RLock()
+        self.store = MemoryStore(lock)
+        self.references = ReferenceCounter(lock, self.store, info.worker_id)
+        self.functions = FunctionManager(self.io, self.gcs, self.store)
+        self.dependencies = DependencyResolver(self.io, self.store, self.functions, info)
+        #: A driver's (RegisterJob, Subscribe), sent again to a restarted GCS.
+        self._job_subscription: tuple | None = None
+        self._servers = []
         #: The task this thread is executing, set by the executor (worker only).
         self.task_context = threading.local()
         self.blocked_depth = 0
-        self.ownership = Ownership(self)
-        #: This node's shared-memory object store; None until connected.
-        self.object_store: StoreClient | None = None
         #: Pulls of other nodes' objects, copy locations, and freeing every copy.
-        self.objects = ObjectDirectory(self)
+        self.objects = ObjectDirectory(self.io, info, self.node, self.gcs, self.references,
+                                       self.peers, self.handlers)
         #: Specs of finished tasks whose stored results may need rebuilding.
-        self.lineage = Lineage(self)
+        self.lineage = Lineage(self.store, self.references, self.objects.dead_nodes)
+        self.ownership = Ownership(self.io, info, self.store, self.references, self.peers,
+                                   self.lineage, self.handlers)
+        self.submitter = NormalTaskSubmitter(self.io, info, self.node, self.peers, self.store,
+                                             self.references, self.dependencies,
+                                             self.ownership, self.objects, self.lineage)
+        self.lineage.resubmit = self.submitter.submit
+        self.actor_submitter = ActorTaskSubmitter(self.io, info, self.gcs, self.peers,
+                                                  self.references, self.dependencies,
+                                                  self.ownership, self.submitter.store_returns)
+        gcs_handlers[gcs_msg.ActorChanged] = self.actor_submitter.actor_changed
         #: Runs store reads for callbacks that fire on the I/O thread (which must
         #: never wait on the raylet it serves).
         self._readers = None
-        self.shutting_down = False
         self.on_raylet_lost = None
+
+    # --- who this process is (see ProcessInfo) ---------------------------------------
+
+    is_driver = property(lambda self: self.info.is_driver)
+    worker_id = property(lambda self: self.info.worker_id)
+    node_id = property(lambda self: self.info.node_id)
+    node_ip = property(lambda self: self.info.node_ip)
+    session_dir = property(lambda self: self.info.session_dir)
+    address = property(lambda self: self.info.address)
+
+    @property
+    def job_id(self) -> bytes:
+        return self.info.job_id
+
+    @job_id.setter
+    def job_id(self, job_id: bytes) -> None:
+        self.info.job_id = job_id
+        self.ids.job_id = job_id
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.info.shutting_down
+
+    namespace = _info_field("namespace")
+    runtime_env = _info_field("runtime_env")
+    actor_id = _info_field("actor_id")
+    actor_placement_group_id = _info_field("actor_placement_group_id")
+    lease_key = _info_field("lease_key")
+
+    @property
+    def actor(self):
+        """The ActorRuntime of the actor this worker hosts, once its __init__ ran."""
+        return self.executor.actor if self.executor is not None else None
+
+    raylet = property(lambda self: self.node.raylet)
+    object_store = property(lambda self: self.node.object_store)
 
     # --- connecting ---------------------------------------------------------------
 
@@ -137,12 +183,10 @@ class CoreWorker:
                                              name="core-worker"))
         tcp = await rpc.serve(f"{self.node_ip}:0", lambda: handlers, name="core-worker")
         self._servers.append(tcp)
-        self.address = Address(self.node_id, self.node_ip,
-                               tcp.sockets[0].getsockname()[1], unix_path, self.worker_id)
-        self.raylet = await rpc.connect("unix:" + self.raylet_socket, self.handlers,
-                                        name="raylet", on_close=self._raylet_lost)
-        self.gcs = ReconnectingClient(self.gcs_address, self._gcs_handlers(), name="gcs",
-                                      on_connected=self._gcs_reconnected)
+        self.info.address = Address(self.node_id, self.node_ip,
+                                    tcp.sockets[0].getsockname()[1], unix_path, self.worker_id)
+        self.node.raylet = await rpc.connect("unix:" + self.raylet_socket, self.handlers,
+                                             name="raylet", on_close=self._raylet_lost)
         await self.gcs.start()
         if self.is_driver:
             registration = gcs_msg.RegisterJob(
@@ -152,7 +196,6 @@ class CoreWorker:
                 entrypoint=" ".join(sys.argv))
             reply = await self.gcs.call(registration)
             self.job_id = reply.job_id
-            self.ids.job_id = self.job_id
             self.namespace = job_config["namespace"]
             channels = [gcs_msg.CHANNEL_ERROR]
             if job_config.get("log_to_driver", True):
@@ -162,9 +205,10 @@ class CoreWorker:
             self._job_subscription = (registration, gcs_msg.Subscribe(channels, self.job_id))
         reply = await self.raylet.call(rl.RegisterWorker(
             self.worker_id, os.getpid(), self.address, self.is_driver, self.job_id))
+        self.lease_key = reply.lease_key
         if reply.store_fd >= 0:
             raylet = self.raylet
-            self.object_store = StoreClient(
+            self.node.object_store = StoreClient(
                 reply.raylet_pid, reply.store_fd, reply.store_capacity,
                 call=lambda m: self.io.run(raylet.call(m)),
                 notify=lambda m: self.io.post(self._loop_notify, m), defer=self.io.post)
@@ -182,25 +226,14 @@ class CoreWorker:
             await conn.call(subscription)
         await self.actor_submitter.resubscribe(conn)
 
-    def _gcs_handlers(self) -> dict:
-        return {gcs_msg.LogBatch: log_printer.print_logs,
-                gcs_msg.ErrorInfo: log_printer.print_error,
-                gcs_msg.ActorChanged: self.actor_submitter.actor_changed}
-
     def _raylet_lost(self, conn) -> None:
         if not self.shutting_down and self.on_raylet_lost is not None:
             self.on_raylet_lost()
 
-    async def connect_raylet(self, address: Address) -> rpc.Connection:
-        return await self.peers.get(address, "raylet")
-
-    async def connect_worker(self, address: Address) -> rpc.Connection:
-        return await self.peers.get(address, "worker")
-
     # --- objects --------------------------------------------------------------------
 
     def owns(self, owner: Address | None) -> bool:
-        return owner is None or owner.worker_id == self.worker_id
+        return self.info.owns(owner)
 
     def put(self, value):
         """Store ``value`` with this process as its owner and return its ObjectRef."""
@@ -231,12 +264,6 @@ class CoreWorker:
         self.object_store.put(object_id, data, buffers, owner)
         return SerializedValue(VALUE_IN_STORE, nested_refs=refs, size=size,
                                node_id=self.node_id)
-
-    def store_result(self, ret: cw.ReturnObject) -> None:
-        """A task result arrived: keep it if anyone here still refers to it."""
-        value = ret.value
-        if self.references.store_value(ret.object_id, value) and value.kind == VALUE_IN_STORE:
-            self.references.owned_in_store(ret.object_id, value.node_id)
 
     def load(self, refs: list, values: list[SerializedValue]) -> list:
         """Python values for ``values`` (of ``refs``); reads the store in one batch."""
@@ -394,7 +421,7 @@ class CoreWorker:
         if task is not None and task.generator is not None:
             # The generator holds the item's ref until its consumer takes it.
             ref = self.make_ref(item.value.object_id, self.address)
-            self.store_result(item.value)
+            self.submitter.store_result(item.value)
             task.generator.add_item(item.index, ref)
 
     def future_for(self, ref) -> concurrent.futures.Future:
@@ -460,37 +487,6 @@ class CoreWorker:
         self.io.post(self.submitter.submit, task)
         return refs
 
-    def unresolved_dependencies(self, task: PendingTask) -> list[bytes]:
-        deps = [arg.object_id for arg in task.spec.args
-                if arg.object_id and self.owns(arg.owner)
-                and not self.store.contains(arg.object_id)]
-        export = self.functions.export_marker(task.spec.function_id)
-        if export is not None and not self.store.contains(export):
-            deps.append(export)
-        return deps
-
-    def inline_dependencies(self, spec: cw.TaskSpec):
-        """Replace owned small ref arguments by their values.
-
-        Returns the error returns if an argument holds an error: such a task
-        fails with that error without running, as in Ray.
-        """
-        for arg in spec.args:
-            if arg.object_id and self.owns(arg.owner):
-                value = self.store.get(arg.object_id)
-                if value is None:
-                    continue
-                if value.kind == VALUE_ERROR:
-                    n = max(spec.num_returns, 1)
-                    return [cw.ReturnObject(object_id_for_return(spec.task_id, i), value)
-                            for i in range(n)]
-                if value.kind == VALUE_IN_STORE:
-                    continue  # large: the executor reads it from its node's store
-                arg.value = value
-                arg.object_id = b""
-                arg.owner = None
-        return None
-
     def cancel(self, ref, force: bool, recursive: bool) -> None:
         """Cancel the task that makes ``ref``: an actor call, or a task (see ember.cancel)."""
         task_id = task_id_of(ref._id)
@@ -535,7 +531,7 @@ class CoreWorker:
     def shutdown(self) -> None:
         if self.shutting_down:
             return
-        self.shutting_down = True
+        self.info.shutting_down = True
         try:
             self.io.run(self._loop_shutdown(), timeout=5)
         except Exception:

@@ -28,8 +28,10 @@ def function_id_of(pickled: bytes) -> bytes:
 
 
 class FunctionManager:
-    def __init__(self, core):
-        self._core = core
+    def __init__(self, io, gcs, store):
+        self._io = io
+        self._gcs = gcs
+        self._store = store
         #: function id -> marker object id, for exports in flight or done.
         self._markers: dict[bytes, bytes] = {}
         #: function id -> loaded function (workers).
@@ -43,16 +45,16 @@ class FunctionManager:
             return
         marker = b"export:" + function_id
         self._markers[function_id] = marker
-        self._core.io.post(self._loop_export, function_id, pickled, marker)
+        self._io.post(self._loop_export, function_id, pickled, marker)
 
     def _loop_export(self, function_id: bytes, pickled: bytes, marker: bytes) -> None:
-        fut = self._core.gcs.request(gcs_msg.KVPut(NAMESPACE, function_id, pickled,
+        fut = self._gcs.request(gcs_msg.KVPut(NAMESPACE, function_id, pickled,
                                                    overwrite=False))
 
         def done(f):
             if f.exception() is not None:
                 logger.error("exporting a function failed: %s", f.exception())
-            self._core.store.put(marker, _EXPORTED)
+            self._store.put(marker, _EXPORTED)
         fut.add_done_callback(done)
 
     def export_marker(self, function_id: bytes) -> bytes | None:
@@ -64,7 +66,7 @@ class FunctionManager:
         return function_id in self._loaded
 
     async def fetch(self, function_id: bytes) -> bytes:
-        reply = await self._core.gcs.call(gcs_msg.KVGet(NAMESPACE, function_id))
+        reply = await self._gcs.call(gcs_msg.KVGet(NAMESPACE, function_id))
         if reply.value is None:
             raise RuntimeError(f"function {function_id.hex()} is not in the GCS")
         return reply.value

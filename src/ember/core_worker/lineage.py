@@ -44,8 +44,13 @@ logger = logging.getLogger(__name__)
 
 
 class Lineage:
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, store, references, dead_nodes):
+        self._store = store
+        self._references = references
+        #: async (node ids) -> the dead ones among them (the object directory's).
+        self._dead_nodes = dead_nodes
+        #: Submits a task again (the normal task submitter's submit), wired after.
+        self.resubmit = None
         self._lock = threading.Lock()
         #: task id -> the finished task, kept while a result of it in a store is referenced.
         self._tasks: dict = {}
@@ -53,7 +58,7 @@ class Lineage:
         self._stored: dict[bytes, set[bytes]] = {}
         #: Task ids being run again.
         self._rerunning: set[bytes] = set()
-        core.references.on_free.append(self._freed)
+        references.on_free.append(self._freed)
 
     def record(self, task, returns) -> None:
         """A task's results are stored: keep what it takes to run it again."""
@@ -62,7 +67,7 @@ class Lineage:
         if spec.actor_id or spec.num_returns == -1 or task.retries_left == 0:
             return
         stored = {r.object_id for r in returns if r.value.kind == VALUE_IN_STORE}
-        stored = {oid for oid in stored if self.core.references.is_referenced(oid)}
+        stored = {oid for oid in stored if self._references.is_referenced(oid)}
         if not stored:
             return
         with self._lock:
@@ -86,11 +91,11 @@ class Lineage:
         Returns, for each id, "" if its value is (being) made again, else why
         it cannot be: the caller's ObjectLostError says so.
         """
-        store = self.core.store
+        store = self._store
         markers = {oid: store.get(oid) for oid in object_ids}
         nodes = {v.node_id for v in markers.values()
                  if v is not None and v.kind == VALUE_IN_STORE}
-        dead = await self.core.objects.dead_nodes(nodes)
+        dead = await self._dead_nodes(nodes)
         outcome = {}
         for oid, value in markers.items():
             task_id = task_id_of(oid)
@@ -124,10 +129,10 @@ class Lineage:
         task.spec.attempt += 1
         self._rerunning.add(task_id)
         for oid in task.return_ids:
-            self.core.store.delete(oid)  # readers now wait for the new value
+            self._store.delete(oid)  # readers now wait for the new value
         task.cancelled = False
         task.worker = None
-        self.core.submitter.submit(task)
+        self.resubmit(task)
         return ""
 
     def _why_not(self, object_id: bytes) -> str:

@@ -10,15 +10,18 @@ import logging
 import sys
 
 from ..protocol import gcs as gcs_msg
-from . import context
 
 logger = logging.getLogger("ember")
 
 
-def print_logs(conn, batch: gcs_msg.LogBatch) -> None:
-    core = context.core
+def log_printer(node_ip: str):
+    """The handler of LogBatch messages at a driver on the node at ``node_ip``."""
+    return lambda conn, batch: print_logs(batch, node_ip)
+
+
+def print_logs(batch: gcs_msg.LogBatch, node_ip: str) -> None:
     where = f"pid={batch.pid}"
-    if core is not None and batch.ip != core.node_ip:
+    if batch.ip != node_ip:
         where += f", ip={batch.ip}"
     prefix = f"({batch.task_name} {where}) " if batch.task_name else f"({where}) "
     stream = sys.stderr if batch.is_err else sys.stdout

@@ -48,15 +48,20 @@ _PULL_ERRORS = {cls.__name__: cls for cls in (ObjectLostError, ObjectStoreFullEr
 class ObjectDirectory:
     """See the module docstring."""
 
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, io, info, node, gcs, references, peers, handlers: dict):
+        self._io = io
+        self._info = info
+        self._node = node
+        self._gcs = gcs
+        self._references = references
+        self._peers = peers
         #: node id -> its NodeInfo from the GCS (death is final, so a dead entry stays).
         self._nodes: dict[bytes, gcs_msg.NodeInfo] = {}
         self._refreshing: asyncio.Future | None = None
         #: node id -> object ids to delete there, sent at the end of this loop turn.
         self._pending_deletes: dict[bytes, list[bytes]] = {}
-        core.handlers[cw.AddObjectLocation] = self.handle_add_location
-        core.references.on_free.append(self.free)
+        handlers[cw.AddObjectLocation] = self.handle_add_location
+        references.on_free.append(self.free)
 
     # --- reading objects of other nodes ---------------------------------------------
 
@@ -66,7 +71,7 @@ class ObjectDirectory:
         Raises the first failure: ObjectLostError (the node died, or the object
         is gone there), ObjectStoreFullError or OutOfMemoryError (no room here).
         """
-        results = self.core.io.run(self._loop_pull(items))
+        results = self._io.run(self._loop_pull(items))
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -82,7 +87,7 @@ class ObjectDirectory:
             raise ObjectLostError(object_id.hex(), message=(
                 f"Object {object_id.hex()} is lost: its copy was in the object store of node "
                 f"{node_id.hex()[:12]}, which {state}."))
-        raylet = self.core.raylet
+        raylet = self._node.raylet
         try:
             reply = await raylet.call(os_msg.PullObject(object_id, info.raylet, owner))
         except (ConnectionError, rpc.RemoteError) as exc:
@@ -102,13 +107,13 @@ class ObjectDirectory:
 
     async def _report_location(self, object_id: bytes, owner: Address | None) -> None:
         """Tell the owner that this node now holds a copy."""
-        node_id = self.core.node_id
-        if self.core.owns(owner):
-            if not self.core.references.add_location(object_id, node_id):
+        node_id = self._info.node_id
+        if self._info.owns(owner):
+            if not self._references.add_location(object_id, node_id):
                 self._queue_delete(node_id, object_id)
             return
         try:
-            conn = await self.core.peers.get(owner, "owner")
+            conn = await self._peers.get(owner, "owner")
             conn.notify(cw.AddObjectLocation(object_id, node_id))
         except ConnectionError:
             pass  # the owner is gone; so is its object, and the raylet evicts the copy
@@ -116,15 +121,15 @@ class ObjectDirectory:
     # --- the owner's side -------------------------------------------------------------
 
     def handle_add_location(self, conn, req: cw.AddObjectLocation) -> None:
-        if not self.core.references.add_location(req.object_id, req.node_id):
+        if not self._references.add_location(req.object_id, req.node_id):
             self._queue_delete(req.node_id, req.object_id)  # freed meanwhile
 
     def free(self, object_id: bytes, ref) -> None:
         """An owned object was freed (any thread): delete every copy of it."""
-        if not ref.value_node or self.core.object_store is None or self.core.shutting_down:
+        if not ref.value_node or self._node.object_store is None or self._info.shutting_down:
             return
         nodes = [ref.value_node, *(ref.locations or ())]
-        self.core.io.post(self._loop_delete_copies, object_id, nodes)
+        self._io.post(self._loop_delete_copies, object_id, nodes)
 
     def _loop_delete_copies(self, object_id: bytes, nodes: list[bytes]) -> None:
         for node_id in nodes:
@@ -132,19 +137,19 @@ class ObjectDirectory:
 
     def _queue_delete(self, node_id: bytes, object_id: bytes) -> None:
         if not self._pending_deletes:
-            self.core.io.loop.call_soon(self._flush_deletes)
+            self._io.loop.call_soon(self._flush_deletes)
         self._pending_deletes.setdefault(node_id, []).append(object_id)
 
     def _flush_deletes(self) -> list[asyncio.Task]:
         pending, self._pending_deletes = self._pending_deletes, {}
         tasks = []
         for node_id, object_ids in pending.items():
-            if node_id == self.core.node_id:
-                raylet = self.core.raylet
+            if node_id == self._info.node_id:
+                raylet = self._node.raylet
                 if raylet is not None and not raylet.closed:
                     raylet.notify(os_msg.DeleteObjects(object_ids))
             else:
-                tasks.append(self.core.io.loop.create_task(
+                tasks.append(self._io.loop.create_task(
                     self._delete_remote(node_id, object_ids)))
         return tasks
 
@@ -153,7 +158,7 @@ class ObjectDirectory:
         if info is None or not info.alive:
             return  # its store died with it
         try:
-            conn = await self.core.connect_raylet(info.raylet)
+            conn = await self._peers.get(info.raylet, "raylet")
             conn.notify(os_msg.DeleteObjects(object_ids))
         except ConnectionError:
             pass  # the node is going away, and its store with it
@@ -164,8 +169,8 @@ class ObjectDirectory:
         This node's raylet frees the driver's objects here when it disconnects;
         other nodes would keep theirs until they stop.
         """
-        own = self.core.node_id
-        for object_id, ref in self.core.references.snapshot():
+        own = self._info.node_id
+        for object_id, ref in self._references.snapshot():
             if ref.owner is None and ref.value_node:
                 for node_id in {ref.value_node, *(ref.locations or ())} - {own}:
                     self._pending_deletes.setdefault(node_id, []).append(object_id)
@@ -194,9 +199,9 @@ class ObjectDirectory:
         if self._refreshing is not None:
             await asyncio.shield(self._refreshing)
             return
-        self._refreshing = self.core.io.loop.create_future()
+        self._refreshing = self._io.loop.create_future()
         try:
-            reply = await self.core.gcs.call(gcs_msg.GetAllNodes())
+            reply = await self._gcs.call(gcs_msg.GetAllNodes())
             for info in reply.nodes:
                 self._nodes[info.node_id] = info
         except (ConnectionError, rpc.RemoteError) as exc:

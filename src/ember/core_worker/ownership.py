@@ -35,17 +35,21 @@ logger = logging.getLogger(__name__)
 
 
 class Ownership:
-    def __init__(self, core):
-        self.core = core
-        self.references = core.references
+    def __init__(self, io, info, store, references, peers, lineage, handlers: dict):
+        self._io = io
+        self._info = info
+        self._store = store
+        self._peers = peers
+        self._lineage = lineage
+        self.references = references
         self.references.on_borrows_released = self._borrows_released
         #: Borrowed objects being fetched from their owners.
         self._fetching: set[bytes] = set()
         #: Borrowers whose connection we watch, by worker id.
         self._watched: set[bytes] = set()
-        core.handlers[cw.GetObjectStatus] = self.handle_get_object_status
-        core.handlers[cw.AddBorrower] = self.handle_add_borrower
-        core.handlers[cw.RemoveBorrower] = self.handle_remove_borrower
+        handlers[cw.GetObjectStatus] = self.handle_get_object_status
+        handlers[cw.AddBorrower] = self.handle_add_borrower
+        handlers[cw.RemoveBorrower] = self.handle_remove_borrower
 
     # --- fetching borrowed values -------------------------------------------------
 
@@ -56,20 +60,20 @@ class Ownership:
         the values whose node died (see lineage.py).
         """
         by_owner: dict[Address, list[bytes]] = collections.defaultdict(list)
-        store = self.core.store
+        store = self._store
         for ref in refs:
             oid = ref._id
             if not store.contains(oid) and oid not in self._fetching:
                 self._fetching.add(oid)
                 by_owner[ref._owner].append(oid)
         for owner, object_ids in by_owner.items():
-            self.core.io.loop.create_task(self._fetch_from(owner, object_ids, lost))
+            self._io.loop.create_task(self._fetch_from(owner, object_ids, lost))
 
     async def _fetch_from(self, owner: Address, object_ids: list[bytes],
                           lost: bool = False) -> None:
         try:
-            conn = await self.core.peers.get(owner, "owner")
-            reply = await conn.call(cw.GetObjectStatus(object_ids, self.core.address,
+            conn = await self._peers.get(owner, "owner")
+            reply = await conn.call(cw.GetObjectStatus(object_ids, self._info.address,
                                                        lost=object_ids if lost else []))
             values = [value if status == "ready" else _freed_error(oid, owner)
                       for oid, status, value in zip(object_ids, reply.statuses, reply.values)]
@@ -85,7 +89,7 @@ class Ownership:
         """Owner: answer with the values, once all (or, for wait, any) are ready."""
         if req.lost:
             return self._rebuild_then_answer(conn, req)
-        store = self.core.store
+        store = self._store
         missing = [oid for oid in req.object_ids if not store.contains(oid)
                    and self.references.is_referenced(oid)]
         if missing and (req.wait_all or len(missing) == len(req.object_ids)):
@@ -94,30 +98,30 @@ class Ownership:
 
     async def _rebuild_then_answer(self, conn, req: cw.GetObjectStatus):
         """The requester could not read ``req.lost``: rebuild what died, then answer."""
-        await self.core.lineage.loop_recover(req.lost)
+        await self._lineage.loop_recover(req.lost)
         return await self.handle_get_object_status(conn, cw.GetObjectStatus(
             req.object_ids, req.requester, req.wait_all))
 
     async def _answer_when_ready(self, req: cw.GetObjectStatus, missing: list[bytes]):
-        loop = self.core.io.loop
+        loop = self._io.loop
         fut = loop.create_future()
         remaining = [len(missing) if req.wait_all else 1]
 
         def one_ready(_object_id):
             remaining[0] -= 1
             if remaining[0] == 0:
-                self.core.io.post(_resolve, fut)
+                self._io.post(_resolve, fut)
         waiter = CallbackWaiter(one_ready)
-        absent = self.core.store.wait_for(missing, waiter)
+        absent = self._store.wait_for(missing, waiter)
         remaining[0] -= len(missing) - absent
         if remaining[0] <= 0:
             _resolve(fut)
         await fut
-        self.core.store.cancel_wait(missing, waiter)
+        self._store.cancel_wait(missing, waiter)
         return await self._answer(req)
 
     async def _answer(self, req: cw.GetObjectStatus) -> cw.GetObjectStatusReply:
-        store = self.core.store
+        store = self._store
         statuses, values, nested = [], [], []
         for oid in req.object_ids:
             value = store.get(oid)
@@ -139,7 +143,7 @@ class Ownership:
         Any thread. Owned refs cost a dict update each and no message.
         """
         others = []
-        my_id = self.core.worker_id
+        my_id = self._info.worker_id
         for info in infos:
             if info.owner.worker_id == my_id:
                 if self.references.add_borrower(info.object_id, receiver):
@@ -161,7 +165,7 @@ class Ownership:
 
     async def _add_borrower(self, owner: Address, object_ids: list[bytes], receiver: Address):
         try:
-            conn = await self.core.peers.get(owner, "owner")
+            conn = await self._peers.get(owner, "owner")
             await conn.call(cw.AddBorrower(object_ids, receiver))
         except (ConnectionError, rpc.RemoteError):
             pass  # the owner is gone; its objects are lost whoever borrows them
@@ -169,7 +173,7 @@ class Ownership:
     def register_blocking(self, receiver: Address, infos: list[ObjectRefInfo]) -> None:
         """From a non-I/O thread (the executor): register, waiting for the acks."""
         if self.register_local(receiver, infos):
-            self.core.io.run(self.loop_register(receiver, infos), timeout=60)
+            self._io.run(self.loop_register(receiver, infos), timeout=60)
 
     def handle_add_borrower(self, conn, req: cw.AddBorrower) -> cw.CancelTaskReply:
         for oid in req.object_ids:
@@ -184,33 +188,33 @@ class Ownership:
     def _watch(self, borrower: Address) -> None:
         """Drop ``borrower``'s registrations when its process goes away."""
         worker_id = borrower.worker_id
-        if worker_id in self._watched or worker_id == self.core.worker_id:
+        if worker_id in self._watched or worker_id == self._info.worker_id:
             return
         self._watched.add(worker_id)
-        self.core.io.post(self._loop_watch, borrower)
+        self._io.post(self._loop_watch, borrower)
 
     def _loop_watch(self, borrower: Address) -> None:
         async def watch():
             try:
-                conn = await self.core.peers.get(borrower, "borrower")
+                conn = await self._peers.get(borrower, "borrower")
             except ConnectionError:
                 self._borrower_gone(borrower.worker_id)
                 return
             conn.add_close_callback(lambda c: self._borrower_gone(borrower.worker_id))
-        self.core.io.loop.create_task(watch())
+        self._io.loop.create_task(watch())
 
     def _borrower_gone(self, worker_id: bytes) -> None:
         self._watched.discard(worker_id)
-        if not self.core.shutting_down:
+        if not self._info.shutting_down:
             self.references.drop_borrower(worker_id)
 
     # --- giving registrations back ------------------------------------------------------
 
     def _borrows_released(self, released: list) -> None:
         """Any thread: send RemoveBorrower for objects this process stopped holding."""
-        if self.core.shutting_down:
+        if self._info.shutting_down:
             return
-        self.core.io.post(self._loop_send_removals, released)
+        self._io.post(self._loop_send_removals, released)
 
     def _loop_send_removals(self, released: list) -> None:
         by_owner: dict[Address, tuple[list, list]] = {}
@@ -219,12 +223,12 @@ class Ownership:
             ids.append(oid)
             counts.append(count)
         for owner, (ids, counts) in by_owner.items():
-            self.core.io.loop.create_task(self._remove_borrower(owner, ids, counts))
+            self._io.loop.create_task(self._remove_borrower(owner, ids, counts))
 
     async def _remove_borrower(self, owner: Address, ids: list, counts: list) -> None:
         try:
-            conn = await self.core.peers.get(owner, "owner")
-            conn.notify(cw.RemoveBorrower(ids, counts, self.core.worker_id))
+            conn = await self._peers.get(owner, "owner")
+            conn.notify(cw.RemoveBorrower(ids, counts, self._info.worker_id))
         except ConnectionError:
             pass  # the owner is gone, and the objects with it
 

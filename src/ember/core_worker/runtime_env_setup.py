@@ -92,13 +92,15 @@ def _forget_modules_under(paths: list[str]) -> None:
 
 
 class RuntimeEnvSetup:
-    def __init__(self, core):
-        self._core = core
-        #: The wire form of the env in force ("" for none); core.runtime_env too.
+    def __init__(self, io, gcs, info):
+        self._io = io
+        self._gcs = gcs
+        self._where = f"node {info.node_id.hex()[:12]} ({info.node_ip})"
+        #: The wire form of the env in force ("" for none).
         self.current = ""
         self._entered: _Entered | None = None
-        self._root = os.path.join(core.session_dir, "runtime_resources",
-                                  "node_" + core.node_id.hex()[:12])
+        self._root = os.path.join(info.session_dir, "runtime_resources",
+                                  "node_" + info.node_id.hex()[:12])
 
     def switch(self, serialized: str, what: str) -> None:
         """Leave the env in force and enter ``serialized``.
@@ -109,7 +111,7 @@ class RuntimeEnvSetup:
         if self._entered is not None:
             self._entered.leave()
             self._entered = None
-        self.current = self._core.runtime_env = ""
+        self.current = ""
         if not serialized:
             return
         env = runtime_env.decode(serialized)
@@ -121,8 +123,8 @@ class RuntimeEnvSetup:
             modules = [self.local_copy(uri, timeout) for uri in env.get("py_modules", ())]
         except Exception as exc:  # noqa: BLE001 - any failure fails the task alike
             raise RuntimeEnvSetupError(
-                f"Could not set up the runtime env of {what} on node "
-                f"{self._core.node_id.hex()[:12]} ({self._core.node_ip}): {exc}") from exc
+                f"Could not set up the runtime env of {what} on {self._where}: "
+                f"{exc}") from exc
         entered = _Entered()
         for name, value in env.get("env_vars", {}).items():
             entered.saved_env[name] = os.environ.get(name)
@@ -143,10 +145,9 @@ class RuntimeEnvSetup:
                 entered.leave()
                 raise RuntimeEnvSetupError(
                     f"The worker_process_setup_hook {hook!r} of the runtime env of {what} "
-                    f"failed on node {self._core.node_id.hex()[:12]} "
-                    f"({self._core.node_ip}): {type(exc).__name__}: {exc}") from exc
+                    f"failed on {self._where}: {type(exc).__name__}: {exc}") from exc
         self._entered = entered
-        self.current = self._core.runtime_env = serialized
+        self.current = serialized
 
     def _load_hook(self, hook: str, timeout: float | None):
         if not hook.startswith("gcs://"):
@@ -155,9 +156,8 @@ class RuntimeEnvSetup:
         return cloudpickle.loads(self._fetch(hook, timeout))
 
     def _fetch(self, uri: str, timeout: float | None) -> bytes:
-        core = self._core
-        reply = core.io.run(core.gcs.call(gcs_msg.KVGet(runtime_env.KV_NAMESPACE,
-                                                        runtime_env.kv_key(uri))), timeout)
+        reply = self._io.run(self._gcs.call(gcs_msg.KVGet(runtime_env.KV_NAMESPACE,
+                                                          runtime_env.kv_key(uri))), timeout)
         if reply.value is None:
             raise RuntimeError(f"the package {uri} is not in the GCS (was the cluster "
                                "restarted since the driver uploaded it?)")

@@ -34,6 +34,7 @@ from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCras
                           LocalRayletDiedError, OutOfMemoryError)
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
+from ..protocol.raylet import LeaseStatus
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
 from ..raylet.lease_client import LeaseAttempt
 from .serialization import serialize_error
@@ -113,13 +114,14 @@ class SchedulingKey:
 
 
 class LeasedWorker:
-    __slots__ = ("conn", "address", "lease_id", "worker_pid", "raylet", "gpu_ids",
+    __slots__ = ("conn", "address", "lease_id", "grant", "worker_pid", "raylet", "gpu_ids",
                  "inflight", "idle_timer", "dead")
 
     def __init__(self, conn, reply: rl.WorkerLeaseReply, raylet):
         self.conn = conn
         self.address = reply.worker
         self.lease_id = reply.lease_id
+        self.grant = reply.grant
         self.worker_pid = reply.worker_pid
         self.raylet = raylet
         self.gpu_ids = reply.gpu_ids
@@ -143,8 +145,18 @@ class KeyState:
 
 
 class NormalTaskSubmitter:
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, io, info, node, peers, store, references, dependencies, ownership,
+                 objects, lineage):
+        self._io = io
+        self._info = info
+        self._node = node
+        self._peers = peers
+        self._store = store
+        self._references = references
+        self._dependencies = dependencies
+        self._ownership = ownership
+        self._objects = objects
+        self._lineage = lineage
         self._keys: dict[SchedulingKey, KeyState] = {}
         #: Every unfinished task by task id.
         self.tasks: dict[bytes, PendingTask] = {}
@@ -154,13 +166,13 @@ class NormalTaskSubmitter:
 
     def submit(self, task: PendingTask) -> None:
         self.tasks[task.spec.task_id] = task
-        self.core.dependencies.resolve(task, self._dependencies_ready)
+        self._dependencies.resolve(task, self._dependencies_ready)
 
     def _dependencies_ready(self, task: PendingTask) -> None:
         if task.cancelled:
             self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
             return
-        failed = self.core.inline_dependencies(task.spec)
+        failed = self._dependencies.inline(task.spec)
         if failed is not None:  # an argument is an error: the task fails with it
             self.store_returns(task, failed)
             return
@@ -205,14 +217,14 @@ class NormalTaskSubmitter:
             want = min(len(queue), config.max_pending_lease_requests)
             while len(state.pending_leases) < want:
                 lease_id = os.urandom(16)
-                state.pending_leases[lease_id] = self.core.raylet
-                self.core.io.loop.create_task(self._request_lease(state, lease_id))
+                state.pending_leases[lease_id] = self._node.raylet
+                self._io.loop.create_task(self._request_lease(state, lease_id))
         else:
             if state.pending_leases:
                 self._cancel_pending_leases(state)
             for w in workers:
                 if w.inflight == 0 and w.idle_timer is None and not w.dead:
-                    w.idle_timer = self.core.io.loop.call_later(
+                    w.idle_timer = self._io.loop.call_later(
                         config.lease_idle_timeout_s, self._idle_expired, state, w)
 
     def _push(self, w: LeasedWorker, task: PendingTask) -> None:
@@ -223,20 +235,20 @@ class NormalTaskSubmitter:
         task.worker = w
         task.state = TaskState.RUNNING
         nested = task.nested_refs()
-        if nested and self.core.ownership.register_local(w.address, nested):
+        if nested and self._ownership.register_local(w.address, nested):
             # Refs owned by third processes: their owners must know the worker first.
             async def register_then_send():
-                await self.core.ownership.loop_register(w.address, nested)
+                await self._ownership.loop_register(w.address, nested)
                 self._send(w, task)
-            self.core.io.loop.create_task(register_then_send())
+            self._io.loop.create_task(register_then_send())
         else:
             self._send(w, task)
 
     def _send(self, w: LeasedWorker, task: PendingTask) -> None:
         try:
-            fut = w.conn.request(cw.PushTask(task.spec, w.gpu_ids, w.lease_id))
+            fut = w.conn.request(cw.PushTask(task.spec, w.gpu_ids, w.lease_id, w.grant))
         except ConnectionError as exc:
-            fut = self.core.io.loop.create_future()
+            fut = self._io.loop.create_future()
             fut.set_exception(exc)
         fut.add_done_callback(lambda f, w=w, task=task: self._on_reply(w, task, f))
 
@@ -271,7 +283,7 @@ class NormalTaskSubmitter:
         key = state.key
         request = rl.RequestWorkerLease(
             lease_id=lease_id, job_id=key.job_id, resources=dict(key.resources),
-            strategy=key.strategy, description=key.description, owner=self.core.address,
+            strategy=key.strategy, description=key.description, owner=self._info.address,
             scheduling_key=state.wire_key,
             retriable=not state.queue or state.queue[0].spec.max_retries != 0)
         node_id, raylet = await self._raylet_near_data(state)
@@ -285,30 +297,30 @@ class NormalTaskSubmitter:
         attempt = LeaseAttempt(request, raylet)
         try:
             self._return_idle_leases(node_id, state)
-            reply = await attempt.run(self.core.connect_raylet, spilled)
+            reply = await attempt.run(self._connect_raylet, spilled)
             if reply is None:
                 return
         except (ConnectionError, rpc.RemoteError) as exc:
             state.pending_leases.pop(lease_id, None)
-            if attempt.raylet is self.core.raylet:
+            if attempt.raylet is self._node.raylet:
                 self._fail_queue(state, LocalRayletDiedError())
             else:
                 # Likely a node that just died, which the local raylet's view may still
                 # spill to: ask again shortly, once the death has reached it.
                 logger.info("lease request to a remote raylet failed: %s", exc)
-                self.core.io.loop.call_later(0.1, self._pump, state)
+                self._io.loop.call_later(0.1, self._pump, state)
             return
         state.pending_leases.pop(lease_id, None)
         raylet = attempt.raylet
-        if reply.status == "granted":
+        if reply.status is LeaseStatus.GRANTED:
             try:
-                conn = await self.core.connect_worker(reply.worker)
+                conn = await self._peers.get(reply.worker, "worker")
             except ConnectionError:
                 raylet.notify(rl.ReturnWorker(reply.lease_id, worker_failed=True))
                 self._pump(state)
                 return
             state.workers.append(LeasedWorker(conn, reply, raylet))
-        elif reply.status == "failed":
+        elif reply.status is LeaseStatus.FAILED:
             self._fail_queue(state, TaskUnschedulableError(reply.message))
             return
         # "rejected" (the node spilled to was taken meanwhile) or "canceled": the
@@ -344,26 +356,26 @@ class NormalTaskSubmitter:
         round trip); the head of the queue stands for the tasks behind it.
         Default and SPREAD scheduling only; other strategies name their nodes.
         """
-        local = self.core.node_id, self.core.raylet
+        local = self._info.node_id, self._node.raylet
         if not state.queue or state.key.strategy.kind not in ("DEFAULT", "SPREAD"):
             return local
         weights: dict[bytes, int] = {}
-        store = self.core.store
+        store = self._store
         for arg in state.queue[0].spec.args:
-            if arg.object_id and self.core.owns(arg.owner):
+            if arg.object_id and self._info.owns(arg.owner):
                 value = store.get(arg.object_id)
                 if value is not None and value.kind == VALUE_IN_STORE:
                     weights[value.node_id] = weights.get(value.node_id, 0) + value.size
         if not weights:
             return local
         node_id = max(weights, key=weights.get)
-        if node_id == self.core.node_id:
+        if node_id == self._info.node_id:
             return local
-        info = await self.core.objects.node_info(node_id)
+        info = await self._objects.node_info(node_id)
         if info is None or not info.alive:
             return local
         try:
-            return node_id, await self.core.connect_raylet(info.raylet)
+            return node_id, await self._connect_raylet(info.raylet)
         except ConnectionError:
             return local
 
@@ -398,7 +410,7 @@ class NormalTaskSubmitter:
         if task.cancelled:
             self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
         else:
-            self.core.io.loop.create_task(self._worker_failed(task, w, exc))
+            self._io.loop.create_task(self._worker_failed(task, w, exc))
 
     async def _worker_failed(self, task: PendingTask, w: LeasedWorker, exc) -> None:
         """Retry the task, or fail it with what its raylet says killed the worker.
@@ -422,7 +434,7 @@ class NormalTaskSubmitter:
                 task.oom_kills += 1
                 logger.info("retrying task %s in %.2f s: the memory monitor killed its worker",
                             task.spec.function_name, delay)
-                self.core.io.loop.call_later(delay, self._retry, task, False)
+                self._io.loop.call_later(delay, self._retry, task, False)
             else:
                 self._finish_with_error(task, OutOfMemoryError(reply.cause))
         elif task.retries_left != 0:
@@ -477,12 +489,21 @@ class NormalTaskSubmitter:
         value = serialize_error(err)
         self.store_returns(task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
 
+    def _connect_raylet(self, address):
+        return self._peers.get(address, "raylet")
+
+    def store_result(self, ret: cw.ReturnObject) -> None:
+        """A task result arrived: keep it if anyone here still refers to it."""
+        value = ret.value
+        if self._references.store_value(ret.object_id, value) and value.kind == VALUE_IN_STORE:
+            self._references.owned_in_store(ret.object_id, value.node_id)
+
     def store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:
         task.state = TaskState.FINISHED
         self.tasks.pop(task.spec.task_id, None)
         for ret in returns:
-            self.core.store_result(ret)
-        self.core.lineage.record(task, returns)
+            self.store_result(ret)
+        self._lineage.record(task, returns)
         if task.generator is not None:
             error = returns[0].value if returns and task.spec.num_returns == -1 else None
             task.generator.finish(num_generator_items, error)

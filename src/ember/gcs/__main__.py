@@ -6,7 +6,8 @@ from .. import process_setup
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="ember.gcs")
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", default=None,
                         help="write the bound port here once listening")

@@ -113,6 +113,7 @@ class GcsServer:
             "actors": self.actors.debug_state(),
             "placement_groups": self.placement_groups.debug_state(),
             "autoscaler": self.autoscaler.debug_state(),
+            "servers": rpc.servers_debug_state(),
         })
 
     async def stop(self) -> None:

@@ -27,6 +27,8 @@ NOTIFY = 3
 
 HEADER_SIZE = 4
 BUFFER_HEADER_SIZE = 8
+#: What the 4-byte header could announce; a connection accepts only up to
+#: ``config.max_frame_bytes`` (see ember.rpc.connection).
 MAX_FRAME = 2**32 - 1
 
 AnyMessage = typing.Union[ALL_MESSAGES]  # type: ignore[valid-type]

@@ -1,6 +1,8 @@
 """Messages of the raylet service: worker registration, leases, node state."""
 from __future__ import annotations
 
+import enum
+
 from .common import Address, Message, SchedulingStrategy
 from .core_worker import CoreWorkerStatsReply
 
@@ -25,6 +27,9 @@ class RegisterWorkerReply(Message):
     store_fd: int = -1
     store_capacity: int = 0
     raylet_pid: int = 0
+    #: The key the raylet signs this worker's lease grants with (see
+    #: ``WorkerLeaseReply.grant``); empty for drivers.
+    lease_key: bytes = b""
 
 
 class RequestWorkerLease(Message):
@@ -51,9 +56,21 @@ class RequestWorkerLease(Message):
     retriable: bool = True
 
 
+class LeaseStatus(enum.Enum):
+    """How a raylet answered a lease request."""
+
+    GRANTED = "granted"
+    #: Ask the raylet at ``retry_at`` instead.
+    SPILLBACK = "spillback"
+    #: A grant-or-reject request that does not fit now: ask your own raylet again.
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+    #: It can never be granted (``message`` says why).
+    FAILED = "failed"
+
+
 class WorkerLeaseReply(Message):
-    #: "granted", "spillback", "rejected", "canceled", "failed"
-    status: str
+    status: LeaseStatus
     worker: Address | None = None
     worker_pid: int = 0
     lease_id: bytes = b""
@@ -61,6 +78,9 @@ class WorkerLeaseReply(Message):
     #: For "spillback": the raylet to ask instead.
     retry_at: Address | None = None
     message: str = ""
+    #: For "granted": proof for the worker that this lease is real; the owner
+    #: sends it with each PushTask (see ember.rpc.auth.lease_grant).
+    grant: bytes = b""
 
 
 class ReturnWorker(Message):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 
@@ -255,6 +256,7 @@ class Raylet:
             handle = self.pool.register(req.worker_id, req.pid, conn, req.address)
             if handle is None:
                 raise RuntimeError(f"unknown worker {req.worker_id.hex()}")
+            handle.lease_key = reply.lease_key = secrets.token_bytes(32)
             conn.peer = ("worker", handle)
             self.log_monitor.add_worker(handle)
         return reply
@@ -398,4 +400,5 @@ class Raylet:
             "object_store": self.object_store.debug_state(),
             "object_manager": self.object_manager.debug_state(),
             "memory_monitor": self.memory_monitor.debug_state(),
+            "servers": rpc.servers_debug_state(),
         }

@@ -56,6 +56,8 @@ class WorkerHandle:
         self.state = WorkerState.STARTING
         self.conn = None
         self.address = None
+        #: Signs this worker's lease grants; set when it registers.
+        self.lease_key = b""
         #: b"" until the first lease binds the worker to a job.
         self.job_id = b""
         self.lease = None

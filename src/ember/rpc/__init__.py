@@ -5,23 +5,38 @@ within a node) or ``"host:port"`` for TCP (used between nodes). Connecting
 retries with exponential backoff and jitter until a deadline, because every
 ember process starts in parallel with its peers and must tolerate a server
 that is not listening yet.
+
+Every connection, on either transport, begins with the handshake of
+:mod:`.auth` (the cluster token) before its first frame; TCP connections are
+wrapped in TLS first when ``EMBER_USE_TLS`` is set (:mod:`.tls`).
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+import ssl
 import time
 import typing
 
 from ..config import config
 from ..protocol.common import Address
+from . import auth, tls
+from .auth import AuthenticationError
 from .backoff import Backoff
 from .buffered import BufferedFront
 from .connection import Connection, ConnectionLost, Handler, RemoteError
 
-__all__ = ["Connection", "ConnectionLost", "RemoteError", "connect", "serve",
-           "address_string"]
+__all__ = ["Connection", "ConnectionLost", "RemoteError", "AuthenticationError", "connect",
+           "serve", "address_string", "servers_debug_state"]
+
+#: The connection counts of every server this process started (for debug_state()).
+_gates: list[auth.Gate] = []
+
+
+def servers_debug_state() -> list[dict]:
+    """Each server's connections: open, in the handshake, and refused so far."""
+    return [gate.debug_state() for gate in _gates]
 
 
 def address_string(address: Address, local_node_id: bytes | None = None) -> str:
@@ -64,12 +79,17 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
     def factory():
         conn = Connection(handlers, on_close=on_close, name=name or addr)
         return BufferedFront(conn) if buffered else conn
+    what = f"{name or 'server'} at {addr}"
     while True:
         try:
             if kind == "unix":
-                _, conn = await loop.create_unix_connection(factory, where)
+                _, handshake = await loop.create_unix_connection(
+                    lambda: auth.ClientHandshake(factory, what), where)
             else:
-                _, conn = await loop.create_connection(factory, where[0], where[1])
+                _, handshake = await loop.create_connection(
+                    lambda: auth.ClientHandshake(factory, what), where[0], where[1],
+                    ssl=tls.client_context() if tls.enabled() else None)
+            conn = await _finish_handshake(handshake, deadline)
             if buffered:
                 conn = conn.conn
             if kind != "unix":
@@ -77,7 +97,13 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return conn
-        except (ConnectionError, FileNotFoundError, OSError) as exc:
+        except AuthenticationError:
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthenticationError(
+                f"TLS with {what} failed: {exc.verify_message}. Every node's certificate "
+                f"must be signed by the CA in {tls.ENV_CA}.") from exc
+        except (ConnectionError, FileNotFoundError, OSError, asyncio.TimeoutError) as exc:
             gone = already_listening and isinstance(exc, (ConnectionRefusedError,
                                                           FileNotFoundError))
             if gone:
@@ -94,14 +120,27 @@ async def connect(addr: str, handlers: dict[type, Handler] | None = None, *,
             await asyncio.sleep(delay)
 
 
+async def _finish_handshake(handshake: auth.ClientHandshake, deadline: float):
+    """Wait for the server's answer, at most the handshake timeout (or what remains)."""
+    wait = max(min(config.handshake_timeout_s, deadline - time.monotonic()), 0.1)
+    try:
+        return await asyncio.wait_for(asyncio.shield(handshake.done), wait)
+    except asyncio.TimeoutError:
+        handshake.abandon()
+        raise
+
+
 async def serve(addr: str, make_handlers: typing.Callable[[], dict[type, Handler]], *,
                 on_connect=None, on_close=None, name: str = ""):
     """Listen on ``addr``; each accepted connection gets ``make_handlers()``.
 
-    For TCP, port 0 picks a free port; read it back from the returned server's
-    ``sockets[0].getsockname()``.
+    A connection is handed its handlers only after the handshake of
+    :mod:`.auth` admitted it. For TCP, port 0 picks a free port; read it back
+    from the returned server's ``sockets[0].getsockname()``.
     """
     loop = asyncio.get_running_loop()
+    gate = auth.Gate(name, auth.current_token())
+    _gates.append(gate)
 
     def factory():
         conn = Connection(make_handlers(), on_close=on_close, name=name)
@@ -114,16 +153,21 @@ async def serve(addr: str, make_handlers: typing.Callable[[], dict[type, Handler
             conn.connection_made = made
         return conn
 
+    def handshake():
+        return auth.ServerHandshake(factory, gate)
+
     kind, where = _split(addr)
     if kind == "unix":
         try:
             os.unlink(where)
         except FileNotFoundError:
             pass
-        return await loop.create_unix_server(factory, where, backlog=1024)
-    server = await loop.create_server(factory, where[0], where[1], backlog=1024,
-                                      reuse_address=True)
-    for sock in server.sockets:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server = await loop.create_unix_server(handshake, where, backlog=1024)
+    else:
+        server = await loop.create_server(
+            handshake, where[0], where[1], backlog=1024, reuse_address=True,
+            ssl=tls.server_context() if tls.enabled() else None)
+        for sock in server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return server

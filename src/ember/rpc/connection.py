@@ -22,6 +22,15 @@ Writes are coalesced: everything sent during one turn of the event loop leaves
 in one ``write`` call at the end of that turn, so a burst of a thousand task
 pushes costs one syscall, not a thousand.
 
+Input is bounded: a frame (an envelope or one raw buffer) longer than
+``config.max_frame_bytes`` is refused from its header, before any memory is
+set aside for it, and so is a frame that does not decode. Either closes the
+connection with one warning line naming the peer; nothing reaches the event
+loop's exception handler, which would print "Fatal error on transport" and a
+traceback on the console of whoever runs the process. Peers are
+authenticated before their first frame (:mod:`.auth`), so these limits guard
+against bugs and version skew more than against strangers.
+
 Invariants:
 
 - A connection belongs to the event loop that created it; only that loop's
@@ -36,9 +45,13 @@ import logging
 import struct
 import typing
 
+import msgspec
+
+from ..config import config
 from ..protocol import framing
 from ..protocol.common import ErrorReply
 from ..protocol.framing import ERROR, NOTIFY, REPLY, REQUEST, Envelope
+from .auth import describe_peer
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +59,18 @@ _unpack_header = struct.Struct("<I").unpack_from
 _pack_header = struct.Struct("<I").pack_into
 _encode_into = framing.encoder.encode_into
 _decode = framing.decoder.decode
+#: Read once: the limit is the same for the life of the process.
+_MAX_FRAME = config.max_frame_bytes
 
 Handler = typing.Callable[["Connection", typing.Any], typing.Any]
 
 
 class ConnectionLost(ConnectionError):
     """The peer went away while a request was outstanding."""
+
+
+class FrameTooLarge(ValueError):
+    """A message or buffer is larger than ``config.max_frame_bytes``; it was not sent."""
 
 
 class RemoteError(Exception):
@@ -144,21 +163,46 @@ class Connection(asyncio.Protocol):
                 if end - pos < 4:
                     break
                 (n,) = _unpack_header(buf, pos)
+                if n > _MAX_FRAME:
+                    return self._reject_input(f"a frame header announcing {n} bytes, over "
+                                              f"the limit of {_MAX_FRAME} (max_frame_bytes)")
                 if end - pos - 4 < n:
                     break
                 with memoryview(buf) as view:
                     env = _decode(view[pos + 4:pos + 4 + n])
                 pos += 4 + n
                 if env.buffers:
+                    if any(b < 0 or b > _MAX_FRAME for b in env.buffers):
+                        return self._reject_input(
+                            f"buffers of {env.buffers} bytes announced, over the limit of "
+                            f"{_MAX_FRAME} (max_frame_bytes)")
                     self._awaiting = env
                     self._awaiting_lengths = env.buffers
                     if self._into and env.kind == REPLY:
                         self._awaiting_into = self._sinks_for(env)
                     continue
                 self._dispatch(env, None)
+        except msgspec.DecodeError as exc:
+            pos = 0
+            self._reject_input(f"a frame that is not an ember message ({exc})")
+        except Exception as exc:  # noqa: BLE001 - never let a bad frame reach the loop
+            pos = 0
+            logger.debug("handling input from %s failed", self.name, exc_info=exc)
+            self._reject_input(f"handling its input raised {type(exc).__name__}: {exc}")
         finally:
             if pos:
                 del buf[:pos]
+
+    def _reject_input(self, reason: str) -> None:
+        """Close the connection over input it must not accept: one warning line, no traceback."""
+        transport = self.transport
+        peer = describe_peer(transport) if transport is not None else "peer"
+        logger.warning("%s: closing the connection from %s: it sent %s", self.name or "ember",
+                       peer, reason)
+        self._rbuf.clear()
+        self._awaiting = None
+        if transport is not None:
+            transport.abort()
 
     def _sinks_for(self, env: Envelope) -> list | None:
         """The caller's views for this reply's buffers, if they match the announced sizes."""
@@ -233,7 +277,14 @@ class Connection(asyncio.Protocol):
         start = len(wbuf)
         env = Envelope(kind, rid, body, [len(b) for b in buffers] if buffers else [])
         _encode_into(env, wbuf, start + 4)
-        _pack_header(wbuf, start, len(wbuf) - start - 4)
+        size = len(wbuf) - start - 4
+        if size > _MAX_FRAME or (buffers and max(env.buffers) > _MAX_FRAME):
+            del wbuf[start:]
+            raise FrameTooLarge(
+                f"{type(body).__name__} is {max([size, *env.buffers])} bytes, over the frame "
+                f"limit of {_MAX_FRAME} bytes. Pass large data with ember.put() and an "
+                "ObjectRef, or raise EMBER_MAX_FRAME_BYTES on every node.")
+        _pack_header(wbuf, start, size)
         if buffers:
             for b in buffers:
                 wbuf += len(b).to_bytes(8, "little")

@@ -15,7 +15,12 @@ Placeholders: ``{gcs_address}``, ``{node_type}``, ``{provider_node_id}``,
 ``{num_cpus}``, ``{num_gpus}``, ``{resources_json}`` (custom resources) and
 ``{labels_json}`` (already shell-quoted), and ``{host}`` when ``hosts`` is
 set. The labels must reach the node (``--labels``): they are how the
-autoscaler recognises it in the cluster.
+autoscaler recognises it in the cluster. Commands run with the cluster token
+in ``EMBER_AUTH_TOKEN``, which ``ember start --address`` reads; a command that
+reaches another machine must pass it on (``ssh {host}
+EMBER_AUTH_TOKEN=$EMBER_AUTH_TOKEN ember start ...``), and the head must
+listen where that machine reaches it (``ember start --head --node-ip-address
+IP --autoscaling-config cluster.yaml``).
 
 A create command that exits 0 has done its part (``ember start`` returns once
 the node has joined); one that exits otherwise is a failed launch, reported
@@ -31,6 +36,7 @@ import shlex
 import subprocess
 import uuid
 
+from ...rpc import auth
 from ..config import NodeTypeConfig
 from ..node_status import NodeStatus
 from .base import NodeProvider, ProviderNode, node_labels, split_resources
@@ -86,9 +92,12 @@ class CommandNodeProvider(NodeProvider):
         return ids
 
     def _run(self, command: str, log_path: str) -> subprocess.Popen:
+        # The cluster token, for `ember start --address` (forward it to a remote host:
+        # `ssh {host} EMBER_AUTH_TOKEN=$EMBER_AUTH_TOKEN ember start ...`).
+        env = dict(os.environ, **{auth.ENV_TOKEN: auth.current_token().decode()})
         with open(log_path, "ab") as out:
             return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, close_fds=True)
+                                    stderr=subprocess.STDOUT, close_fds=True, env=env)
 
     def terminate_node(self, node_id: str) -> None:
         node = self._nodes.pop(node_id, None)
