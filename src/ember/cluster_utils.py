@@ -343,7 +343,11 @@ class AutoscalingCluster:
         if _system_config:
             logger.info("AutoscalingCluster.start(): ignoring Ray's _system_config %s",
                         sorted(_system_config))
-        self._processes = start_with_autoscaler(self.config, detached=False)
+        # As Ray's: a head without CPU or GPU in head_resources has none of them.
+        head = self.config.node_types[self.HEAD_NODE_TYPE].resources
+        self._processes = start_with_autoscaler(
+            self.config, detached=False,
+            head_args={"num_cpus": head.get("CPU", 0), "num_gpus": head.get("GPU", 0)})
         node_mod.write_current_cluster(self._processes.gcs_address,
                                        self._processes.session_dir)
 

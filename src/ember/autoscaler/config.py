@@ -156,11 +156,25 @@ def validate_config(raw: typing.Any) -> AutoscalerConfig:
         node_types=node_types, head_node_type=head)
 
 
+#: The placeholders the command provider fills in, per command.
+COMMAND_PLACEHOLDERS = {
+    "create_command": ("gcs_address", "node_type", "provider_node_id", "host", "num_cpus",
+                       "num_gpus", "resources_json", "labels_json"),
+    "terminate_command": ("gcs_address", "node_type", "provider_node_id", "host"),
+}
+
+
 def _check_command_provider(provider: dict) -> None:
-    for key in ("create_command", "terminate_command"):
+    for key, names in COMMAND_PLACEHOLDERS.items():
         if not isinstance(provider.get(key), str) or not provider[key].strip():
             raise ValueError(f"provider.{key} must be a shell command (a string) for "
                              "provider.type 'command'.")
+        try:
+            provider[key].format(**{name: "" for name in names})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"provider.{key} has a bad placeholder ({exc!r}); it may use "
+                             f"{', '.join('{' + n + '}' for n in names)}, and {{{{ }}}} for a "
+                             "literal brace.") from None
     hosts = provider.get("hosts")
     if hosts is not None and (not isinstance(hosts, list) or
                               not all(isinstance(h, str) for h in hosts)):

@@ -227,7 +227,13 @@ class Monitor:
     def _launch(self, node_type: str, count: int, now: float) -> None:
         if now < self._retry_at.get(node_type, 0.0):
             return
-        ids = self.provider.create_node(self.config.node_types[node_type], count)
+        try:
+            ids = self.provider.create_node(self.config.node_types[node_type], count)
+        except Exception as exc:  # noqa: BLE001 - a provider's bug must not end the monitor
+            logger.exception("the %s provider failed to create nodes",
+                             self.config.provider["type"])
+            self._failed(None, node_type, f"the provider raised {exc!r}", now)
+            return
         for node_id in ids:
             self._launched_at[node_id] = now
         self._event(f"Adding {count} node(s) of type {node_type}.")
@@ -239,8 +245,10 @@ class Monitor:
         self._joined.discard(provider_id)
         self._event(f"Removing 1 node of type {node_type} ({why}).")
 
-    def _failed(self, provider_id: str, node_type: str, error: str, now: float) -> None:
-        self.provider.terminate_node(provider_id)
+    def _failed(self, provider_id: str | None, node_type: str, error: str, now: float) -> None:
+        """A launch that failed (``provider_id`` None: no node was even made)."""
+        if provider_id is not None:
+            self.provider.terminate_node(provider_id)
         for table in (self._launched_at, self._idle_since, self._draining):
             table.pop(provider_id, None)
         self._joined.discard(provider_id)
@@ -248,11 +256,13 @@ class Monitor:
         delay = backoff.next_delay()
         self._retry_at[node_type] = now + delay
         self._failures.append(gcs_msg.AutoscalerNodeReport(
-            provider_id, node_type, NodeStatus.FAILED.value, error=error, time=time.time()))
+            provider_id or "-", node_type, NodeStatus.FAILED.value, error=error,
+            time=time.time()))
         cutoff = time.time() - FAILURE_MEMORY_S
         self._failures = [f for f in self._failures if f.time >= cutoff][-20:]
-        self._event(f"Node {provider_id} of type {node_type} failed: {error}. Retrying this "
-                    f"type in {delay:.1f} s.", warning=True)
+        self._event(f"{'A node' if provider_id is None else 'Node ' + provider_id} of type "
+                    f"{node_type} failed: {error}. Retrying this type in {delay:.1f} s.",
+                    warning=True)
 
     def _warn_infeasible(self, infeasible: list[dict[str, float]]) -> None:
         for shape in infeasible:

@@ -58,6 +58,14 @@ def test_rays_cloud_keys_are_accepted():
     (lambda r: r.update(upscaling_speed=0), "upscaling_speed must be > 0, got 0."),
     (lambda r: r.update(idle_timeout_minutes=-1), "idle_timeout_minutes must be >= 0, got -1"),
     (lambda r: r.update(max_workers=True), "max_workers must be a non-negative integer"),
+    (lambda r: r.update(provider={"type": "command", "terminate_command": "true"}),
+     "provider.create_command must be a shell command (a string)"),
+    (lambda r: r.update(provider={"type": "command", "create_command": "ssh {hots} x",
+                                  "terminate_command": "true"}),
+     "provider.create_command has a bad placeholder (KeyError('hots'))"),
+    (lambda r: r.update(provider={"type": "command", "create_command": "x", "hosts": "h1",
+                                  "terminate_command": "true"}),
+     "provider.hosts must be a list of host names, got 'h1'."),
 ])
 def test_bad_configs_name_the_field(change, message):
     raw = base()

@@ -242,3 +242,16 @@ def test_the_monitor_stops_when_the_gcs_is_gone_for_good():
         raise ConnectionError("refused")
     monitor._gcs_call = unreachable
     asyncio.run(asyncio.wait_for(monitor.run(period=0), 5))  # returns: it gave up
+
+
+def test_a_provider_that_raises_is_a_failed_launch_not_a_dead_monitor():
+    monitor, provider, gcs, clock, events = make_monitor()
+    gcs.tasks = [msg.ResourceDemand({"CPU": 4.0}, 1)]
+
+    def broken(node_type, count):
+        raise KeyError("zone")
+    provider.create_node = broken
+    run_round(monitor)
+    assert gcs.status.failures[0].error == "the provider raised KeyError('zone')"
+    assert provider.terminated == []
+    assert "(autoscaler) A node of type cpu4 failed: the provider raised" in events[-1]
