@@ -159,6 +159,10 @@ class Monitor:
                 in_gcs[provider_id] = info
             if not info.alive:
                 continue
+            if info.draining and provider_id not in self._draining:
+                # Drained by a monitor that died before deciding: back in service.
+                await self._call(gcs_msg.DrainNode(info.node_id, draining=False))
+                info.draining = False
             if provider_id is None:
                 # The head, or a node joined by hand: capacity, never removed.
                 available = reply.available.get(info.node_id, info.resources_total)

@@ -255,3 +255,11 @@ def test_a_provider_that_raises_is_a_failed_launch_not_a_dead_monitor():
     assert gcs.status.failures[0].error == "the provider raised KeyError('zone')"
     assert provider.terminated == []
     assert "(autoscaler) A node of type cpu4 failed: the provider raised" in events[-1]
+
+
+def test_a_node_left_draining_by_an_earlier_monitor_is_put_back_in_service():
+    monitor, provider, gcs, clock, events = make_monitor()
+    node_id = gcs.join("from-an-earlier-monitor")
+    gcs.nodes[-1].draining = True
+    run_round(monitor)
+    assert gcs.drains == [(node_id, False)]
