@@ -33,6 +33,7 @@ from .protocol.core_worker import TaskSpec
 from .remote_function import _task_arg
 from . import rpc
 from .ids import ActorID
+from .signature import ArgumentCheck, call_signature
 
 _METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
                    "name", "enable_task_events", "_generator_backpressure_num_objects"}
@@ -75,9 +76,12 @@ def _method_meta(klass) -> dict:
         declared = getattr(fn, "__ember_method_options__", {})
         is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         num_returns = declared.get("num_returns", "streaming" if is_gen else 1)
+        # A plain function takes self; a static method does not, a bound classmethod no cls.
+        takes_self = inspect.isfunction(inspect.getattr_static(klass, name, None))
         meta[name] = {"num_returns": -1 if num_returns == "streaming" else num_returns,
                       "concurrency_group": declared.get("concurrency_group", ""),
-                      "max_task_retries": declared.get("max_task_retries")}
+                      "max_task_retries": declared.get("max_task_retries"),
+                      "signature": call_signature(member, drop_first=takes_self)}
     return meta
 
 
@@ -93,6 +97,10 @@ class ActorClass:
         opts.validate(options, opts.ACTOR_OPTIONS, self._what)
         self._options = options
         self._methods = _method_meta(klass)
+        init = klass.__init__
+        self._check_init = ArgumentCheck(
+            call_signature(init, drop_first=True) if init is not object.__init__
+            else call_signature(lambda: None), f"{self._name}.__init__")
         self._pickled = None
         self._class_id = None
         self.__doc__ = klass.__doc__
@@ -117,6 +125,7 @@ class ActorClass:
         raise NotImplementedError("ember does not support Ray DAGs (.bind()) yet.")
 
     def _create(self, args, kwargs, options: dict) -> "ActorHandle":
+        self._check_init(args, kwargs)
         core = context.require_core(f"{self._name}.remote()", auto_init=True)
         what = self._what
         name = options.get("name") or ""
@@ -231,6 +240,8 @@ class ActorHandle:
         #: None for named and detached actors.
         self._handle_ref = handle_ref
         self._queue = None
+        #: method name -> ArgumentCheck, made on the method's first call.
+        self._arg_checks: dict = {}
 
     @classmethod
     def _from_info(cls, info: gcs_msg.ActorInfo) -> "ActorHandle":
@@ -272,6 +283,12 @@ class ActorHandle:
 
     def _submit(self, method_name: str, args, kwargs, num_returns: int,
                 concurrency_group: str, max_task_retries, name: str = ""):
+        check = self._arg_checks.get(method_name)
+        if check is None:
+            meta = self._methods.get(method_name) or {}
+            check = self._arg_checks[method_name] = ArgumentCheck(
+                meta.get("signature"), f"{self._class_name}.{method_name}")
+        check(args, kwargs)
         core = context.require_core(f"{self._class_name}.{method_name}.remote()")
         submitter = core.actor_submitter
         queue = self._queue

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+import msgspec
+
 from .protocol.common import SchedulingStrategy
-from . import runtime_env
+from . import label_selector, runtime_env
 from .core_worker import context
 from .placement_group import group_resources
 from .scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -94,7 +96,8 @@ COMMON_OPTIONS = {
     "name": Option((str, type(None))),
     "scheduling_strategy": Option((str, SchedulingStrategy, object, type(None))),
     "runtime_env": Option((dict, type(None)), _runtime_env),
-    "label_selector": Option((dict, type(None))),
+    "label_selector": Option((dict, type(None)), label_selector.selector_problem),
+    "fallback_strategy": Option((list, type(None)), label_selector.fallback_problem),
     "_metadata": Option((dict, type(None))),
     "enable_task_events": Option((bool,)),
     "object_store_memory": Option(_number, _non_negative("object_store_memory")),
@@ -228,4 +231,21 @@ def scheduling_strategy(options: dict, what: str) -> SchedulingStrategy:
         raise TypeError(
             f"{what}: scheduling_strategy must be 'DEFAULT', 'SPREAD' or a strategy object "
             f"from ember.util.scheduling_strategies, got {type(value).__name__}.")
-    return strategy
+    return _with_label_selector(strategy, options, what)
+
+
+def _with_label_selector(strategy: SchedulingStrategy, options: dict,
+                         what: str) -> SchedulingStrategy:
+    """Apply ``label_selector`` and ``fallback_strategy`` as NODE_LABEL constraints."""
+    selector = options.get("label_selector") or {}
+    fallbacks = options.get("fallback_strategy") or []
+    if not selector and not fallbacks:
+        return strategy
+    if strategy.kind not in ("DEFAULT", "NODE_LABEL"):
+        raise ValueError(
+            f"{what}: label_selector and fallback_strategy cannot be combined with the "
+            f"{strategy.kind} scheduling strategy in ember; use one or the other.")
+    hard = dict(strategy.hard_labels, **label_selector.constraints(selector))
+    return msgspec.structs.replace(
+        strategy, kind="NODE_LABEL", hard_labels=hard,
+        fallback_labels=[label_selector.constraints(f["label_selector"]) for f in fallbacks])

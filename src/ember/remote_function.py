@@ -21,6 +21,7 @@ from .core_worker.task_submitter import SchedulingKey
 from .generator import GeneratorState, ObjectRefGenerator
 from .object_ref import ObjectRef
 from .protocol.core_worker import TaskArg, TaskSpec
+from .signature import ArgumentCheck, call_signature
 from .core_worker.serialization import unpicklable_message
 
 DEFAULT_MAX_RETRIES = 3
@@ -101,6 +102,7 @@ class RemoteFunction:
         self._prepared: _Prepared | None = None
         #: What ``_prepared`` was computed for (see ``_prepared_key``).
         self._prepared_key: tuple | None = None
+        self._check_args = ArgumentCheck(call_signature(function), self._what)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -129,6 +131,7 @@ class RemoteFunction:
         return _Prepared(self, options, core)
 
     def _submit(self, p: _Prepared, args, kwargs):
+        self._check_args(args, kwargs)
         core = context.core
         if core is None:
             context.require_core(f"{self._qualname}.remote()")

@@ -268,6 +268,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
             raise TypeError(
                 f"wait() expected a list of ObjectRef, got list containing "
                 f"{type(ref).__name__}.")
+    if not object_refs:
+        return [], []  # as Ray: nothing to wait for, whatever num_returns says
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}: "
                          "num_returns must be a positive integer.")

@@ -28,6 +28,7 @@ from ..exceptions import ActorDiedError, RayTaskError, RuntimeEnvSetupError, Tas
 from ..ids import object_id_for_return
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
+from ..protocol import raylet as rl
 from ..rpc import auth
 from .actor_runtime import ActorExitRequest, ActorRuntime
 from .runtime_env_setup import RuntimeEnvSetup
@@ -64,9 +65,11 @@ class Operations(typing.NamedTuple):
 
 
 class TaskExecutor:
-    def __init__(self, io, info, ids, gcs, functions, references, ownership, task_context,
-                 handlers: dict, operations: Operations, streams=()):
+    def __init__(self, io, info, ids, node, gcs, functions, references, ownership,
+                 task_context, handlers: dict, operations: Operations, streams=()):
         self._io = io
+        #: This node's raylet connection (LocalNode), told before a deliberate exit.
+        self._node = node
         self._info = info
         #: Makes task and object ids; they embed the job id of the task running here.
         self._ids = ids
@@ -227,6 +230,7 @@ class TaskExecutor:
         post(_set_result, fut, reply)
         if reply.worker_exiting:
             self._flush_streams()
+            post(self._node.raylet.notify, rl.WorkerExiting())
             post(_exit_soon, self._io)
             # The I/O thread ends the process once the reply has left; returning
             # would let main() exit first and the owner would see a crash.

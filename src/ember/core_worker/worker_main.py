@@ -57,7 +57,7 @@ def main() -> None:
                       session_dir=env["EMBER_SESSION_DIR"],
                       worker_id=bytes.fromhex(env["EMBER_WORKER_ID"]))
     executor = core.executor = TaskExecutor(
-        core.io, core.info, core.ids, core.gcs, core.functions, core.references,
+        core.io, core.info, core.ids, core.node, core.gcs, core.functions, core.references,
         core.ownership, core.task_context, core.handlers,
         Operations(core.get, core.serialize_object, core.make_ref, core.cancel_children),
         streams=(out, err))

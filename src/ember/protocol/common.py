@@ -40,6 +40,9 @@ class SchedulingStrategy(msgspec.Struct, array_like=True, frozen=True, gc=False)
     #: NODE_LABEL: label -> (operator, values) for hard and soft constraints.
     hard_labels: dict = {}
     soft_labels: dict = {}
+    #: NODE_LABEL: hard constraints tried in order when no node could ever meet
+    #: ``hard_labels`` (Ray's fallback_strategy).
+    fallback_labels: list = []
 
 
 class ObjectRefInfo(msgspec.Struct, array_like=True, frozen=True, gc=False):

@@ -97,6 +97,15 @@ class CancelWorkerLeaseReply(Message):
     canceled: bool
 
 
+class WorkerExiting(Message):
+    """The worker is about to exit on purpose (exit_actor(), max_calls): not a crash.
+
+    Only this makes an exit intentional; a process that ends with status 0
+    without saying so (``os._exit(0)`` in user code) died, and its actor may
+    restart, as in Ray.
+    """
+
+
 class NotifyBlocked(Message):
     """The worker's task blocks in ``get``; lend its CPUs to other work."""
 

@@ -207,6 +207,7 @@ class Raylet:
             msg.ReturnWorker: self.return_worker,
             msg.CancelWorkerLease: self.cancel_lease,
             msg.NotifyBlocked: self.notify_blocked,
+            msg.WorkerExiting: self.worker_exiting,
             msg.NotifyUnblocked: self.notify_unblocked,
             msg.KillWorker: self.kill_worker,
             msg.GetWorkerFailureCause: self.failure_cause,
@@ -276,6 +277,10 @@ class Raylet:
 
     def cancel_lease(self, conn, req: msg.CancelWorkerLease) -> msg.CancelWorkerLeaseReply:
         return msg.CancelWorkerLeaseReply(self.cluster_leases.cancel(req.lease_id))
+
+    def worker_exiting(self, conn, req) -> None:
+        if conn.peer and conn.peer[0] == "worker":
+            conn.peer[1].exiting = True
 
     def notify_blocked(self, conn, req) -> None:
         if conn.peer and conn.peer[0] == "worker":
@@ -351,7 +356,7 @@ class Raylet:
         if handle.address is not None:
             self._publish(gcs_msg.ReportWorkerFailure(
                 handle.worker_id, self.node_id, handle.death_cause,
-                intentional=handle.exit_code == 0 and not handle.kill_reason))
+                intentional=handle.exiting and handle.exit_code == 0))
 
     def _update_node(self, info: gcs_msg.NodeInfo) -> None:
         if info.node_id == self.node_id:

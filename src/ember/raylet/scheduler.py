@@ -124,7 +124,11 @@ def pick_node(view: ClusterView, request: dict[str, int], strategy: SchedulingSt
                    "does not exist" if target is None else "can never fit the request")
             return Decision(None, unschedulable=f"node {strategy.node_id.hex()} {why}")
     elif kind == "NODE_LABEL":
-        nodes = [n for n in nodes if _label_match(n.labels, strategy.hard_labels)]
+        for hard in (strategy.hard_labels, *strategy.fallback_labels):
+            matching = [n for n in nodes if _label_match(n.labels, hard)]
+            if any(n.resources.is_feasible(request) for n in matching):
+                break
+        nodes = matching
         preferred = [n for n in nodes if _label_match(n.labels, strategy.soft_labels)]
         if strategy.soft_labels and any(
                 n.resources.can_allocate(request) for n in preferred):

@@ -69,6 +69,8 @@ class WorkerHandle:
         self.exit_code: int | None = None
         #: Set when the raylet itself killed the worker, with the reason and signal.
         self.kill_reason = ""
+        #: The worker said it is exiting on purpose (WorkerExiting).
+        self.exiting = False
         self.kill_signal = 0
         #: Set when the memory monitor killed it: (OutOfMemoryError message, retry).
         self.out_of_memory: tuple[str, bool] | None = None

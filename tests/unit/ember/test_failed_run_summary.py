@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-TESTS = pathlib.Path(__file__).resolve().parent.parent
+TESTS = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run_pytest(tmp_path, body: str) -> str:

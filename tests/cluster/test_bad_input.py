@@ -164,3 +164,31 @@ def test_bad_init_arguments(fresh):
     fresh(num_cpus=1)
     still_works()
 
+
+
+def test_wait_on_no_refs_returns_empty_lists_whatever_num_returns(shared):
+    assert ray.wait([]) == ([], [])
+    assert ray.wait([], num_returns=3, timeout=0) == ([], [])
+
+
+def test_a_call_that_does_not_bind_fails_at_the_call_and_the_session_goes_on(shared):
+    @ray.remote
+    def two(a, b):
+        return a + b
+
+    @ray.remote
+    class Box:
+        def __init__(self, item):
+            self.item = item
+
+        def put(self, item):
+            self.item = item
+            return item
+
+    with pytest.raises(TypeError, match="missing a required argument: 'b'"):
+        two.remote(1)
+    box = Box.remote(1)
+    with pytest.raises(TypeError, match=r"Box.put: too many positional arguments"):
+        box.put.remote(1, 2)
+    assert ray.get([two.remote(1, 2), box.put.remote(5)]) == [3, 5]
+    still_works()

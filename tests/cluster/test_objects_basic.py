@@ -64,8 +64,7 @@ def test_get_timeout_raises_get_timeout_error(shared, tmp_path):
     start = time.monotonic()
     with pytest.raises(GetTimeoutError) as info:
         ray.get(ref, timeout=0.3)
-    elapsed = time.monotonic() - start
-    assert 0.25 <= elapsed < 3
+    assert time.monotonic() - start >= 0.25  # it waited for its timeout
     assert isinstance(info.value, TimeoutError)
     assert "0.3" in str(info.value)
     with pytest.raises(GetTimeoutError):
@@ -86,7 +85,7 @@ def test_wait_num_returns_and_timeout(shared, tmp_path):
 
     start = time.monotonic()
     ready, not_ready = ray.wait(refs, num_returns=4, timeout=0.3)
-    assert 0.25 <= time.monotonic() - start < 3
+    assert time.monotonic() - start >= 0.25  # it waited for its timeout
     assert ready == [fast[0], fast[1], fast[2]]
     assert not_ready == [slow[0], slow[1]]
 
@@ -100,10 +99,9 @@ def test_wait_num_returns_and_timeout(shared, tmp_path):
 
 def test_wait_returns_as_soon_as_enough_are_ready(shared):
     refs = [sleep_then.remote(0, "fast"), sleep_then.remote(30, "slow")]
-    start = time.monotonic()
     ready, not_ready = ray.wait(refs)  # num_returns=1, no timeout
-    assert time.monotonic() - start < 15
     assert ready == [refs[0]] and not_ready == [refs[1]]
+    assert ray.wait([refs[1]], timeout=0)[0] == []  # it did not wait for the slow one
     ray.cancel(refs[1], force=True)
 
 
