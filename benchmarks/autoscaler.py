@@ -23,8 +23,11 @@ Measured on this project's 2-core VM (2026-12-02): demand to task 0.6-1.4 s
 (median 1.43 s of 3 rounds: the monitor's period, then about 0.5 s for the
 raylet to start, register, and lease a worker); 0 -> 8 nodes in 2.98 s with
 upscaling_speed 1.0 (5 launches, then 3 more once they joined) and 1.99 s
-with upscaling_speed 8. Ray's figures are not measured here: Ray's fake
-multi-node provider is not installed on this machine.
+with upscaling_speed 8. With the machine shared (load average 9-10 on its 2
+cores, after the merge of token authentication): demand to task 1.3-3.9 s,
+0 -> 8 nodes 7-18 s; nearly all of it is raylet start-up (the monitor asks
+for all 8 within 40 ms of the request). Ray's figures are not measured here:
+Ray's fake multi-node provider is not installed on this machine.
 """
 import argparse
 import json
