@@ -27,6 +27,7 @@ from .worker import (available_resources, cancel, cluster_resources, get,  # noq
                      wait)
 from .actor import ActorClass, method  # noqa: E402
 from . import actor, job_config, util  # noqa: E402
+from . import autoscaler  # noqa: E402  (ray.autoscaler.sdk.request_resources)
 
 import cloudpickle  # noqa: E402,F401 - Ray users reach it as ray.cloudpickle
 

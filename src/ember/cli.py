@@ -5,6 +5,8 @@
     ember get-auth-token                     # print the local cluster's token
     ember status [--address ...]
     ember stop [--force]
+    ember start --head --autoscaling-config cluster.yaml   # with the autoscaler
+    ember up cluster.yaml / ember down cluster.yaml        # a whole cluster from a config
     ember microbenchmark [--filter SUBSTR] [--json]
     ember demo
 """
@@ -18,6 +20,9 @@ import click
 
 from . import node as node_mod
 from .rpc import auth
+from .autoscaler import launcher
+from .autoscaler.config import AutoscalerConfig, load_config
+from .autoscaler.launcher import start_monitor
 
 
 def _parse_json(value: str | None, what: str) -> dict:
@@ -83,14 +88,18 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
               help="GCS storage, for --head: 'redis://host:port' for GCS fault tolerance "
                    "(default: EMBER_GCS_STORAGE, else 'memory').")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
+@click.option("--autoscaling-config", default=None, type=click.Path(),
+              help="Cluster YAML, for --head: run the autoscaler on this head.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
-          object_store_memory, node_ip_address, bind_all, token, storage, block):
+          object_store_memory, node_ip_address, bind_all, token, storage, block,
+          autoscaling_config):
     """Start ember's processes on this machine."""
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
     if bind_all and not head:
         raise click.UsageError("--bind-all is for --head; a joining node listens on "
                                "--node-ip-address (default: the default-route IP).")
+    autoscaler_config = _autoscaling_config(autoscaling_config, head)
     resources = _parse_json(resources, "--resources")
     labels = _parse_json(labels, "--labels")
     try:
@@ -125,6 +134,8 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
             f"The node did not come up; see the logs in {procs.session_dir}/logs."
             + node_mod.gcs_startup_error(procs.session_dir))
     if head:
+        if autoscaler_config is not None:
+            start_monitor(procs, autoscaler_config, detached=True)
         node_mod.write_current_cluster(gcs_address, procs.session_dir)
         listening = ("The GCS listens on every interface (--bind-all).\n"
                      if bind_all else "")
@@ -223,6 +234,52 @@ def demo():
     """Run a short tour of ember on a local cluster: tasks, objects, errors."""
     from . import demo as demo_mod
     demo_mod.main()
+
+
+# --- the autoscaler: clusters from a config ---------------------------------------------
+
+def _autoscaling_config(path: str | None, head: bool) -> AutoscalerConfig | None:
+    if path is None:
+        return None
+    if not head:
+        raise click.UsageError("--autoscaling-config goes with --head: the autoscaler runs "
+                               "on the head node.")
+    return _load_cluster_config(path)
+
+
+def _load_cluster_config(path: str) -> AutoscalerConfig:
+    try:
+        return load_config(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.argument("cluster_config", type=click.Path())
+def up(cluster_config):
+    """Start a cluster from a config: the head here, workers by the autoscaler."""
+    config = _load_cluster_config(cluster_config)
+    try:
+        procs = launcher.up(config)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    workers = {name: t.min_workers for name, t in config.worker_types().items()}
+    click.echo(f"Cluster {config.cluster_name!r} is up: head at {procs.gcs_address}, "
+               f"provider {config.provider['type']}, min_workers {workers}.\n"
+               "To connect a driver:\n    import ember\n    ember.init(address='auto')\n"
+               f"To watch it: ember status\nTo stop it: ember down {cluster_config}")
+
+
+@main.command()
+@click.argument("cluster_config", type=click.Path())
+def down(cluster_config):
+    """Stop the cluster that `ember up` started from this config."""
+    config = _load_cluster_config(cluster_config)
+    stopped = launcher.down(config)
+    if not stopped:
+        click.echo(f"Cluster {config.cluster_name!r} is not up.")
+    else:
+        click.echo(f"Cluster {config.cluster_name!r} is down ({stopped} processes stopped).")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from . import node as node_mod
 import uvloop
 
 from . import rpc, worker
+from .autoscaler.config import validate_config
+from .autoscaler.launcher import start_with_autoscaler
 from .core_worker import context
 from .protocol import raylet as rl
 
@@ -284,3 +286,79 @@ class Cluster:
         if self._shutdown_at_exit:
             atexit.unregister(self.shutdown)
             self._shutdown_at_exit = False
+
+
+class AutoscalingCluster:
+    """A head node and an autoscaler that adds worker nodes on this machine, as Ray's.
+
+    ::
+
+        cluster = AutoscalingCluster(
+            head_resources={"CPU": 2},
+            worker_node_types={"cpu_node": {"resources": {"CPU": 4}, "node_config": {},
+                                            "min_workers": 0, "max_workers": 2}},
+            idle_timeout_minutes=0.1)
+        cluster.start()
+        ember.init("auto")        # tasks that need 4 CPUs make cpu_node nodes appear
+        ...
+        ember.shutdown()
+        cluster.shutdown()
+
+    ``config_kwargs`` are top-level fields of the cluster config
+    (``idle_timeout_minutes``, ``upscaling_speed``, ``max_workers``, ...); the
+    config is validated here, so a mistake raises ValueError before anything
+    starts. The worker nodes come from the ``local`` provider (Ray's fake
+    multi-node provider): real raylets that join the head over TCP. The global
+    ``max_workers`` defaults to the sum of the types' maxima, so that each
+    type's own limit is the one that binds.
+    """
+
+    HEAD_NODE_TYPE = "ray.head.default"
+
+    def __init__(self, head_resources: dict, worker_node_types: dict,
+                 autoscaler_v2: bool = False, **config_kwargs):
+        node_types = {name: dict(spec) for name, spec in worker_node_types.items()}
+        node_types[self.HEAD_NODE_TYPE] = {"resources": dict(head_resources),
+                                           "node_config": {}, "max_workers": 0}
+        raw = {"cluster_name": "autoscaling-cluster",
+               "max_workers": sum(int(spec.get("max_workers", 0))
+                                  for spec in worker_node_types.values()),
+               "upscaling_speed": 1.0, "idle_timeout_minutes": 1.0,
+               "provider": {"type": "local"}, "head_node_type": self.HEAD_NODE_TYPE,
+               "available_node_types": node_types}
+        raw.update(config_kwargs)
+        self.config = validate_config(raw)
+        self._processes: node_mod.NodeProcesses | None = None
+
+    @property
+    def address(self) -> str:
+        if self._processes is None:
+            raise RuntimeError("The cluster is not started; call start() first.")
+        return self._processes.gcs_address
+
+    def start(self, _system_config=None, override_env=None) -> None:
+        """Start the head and the autoscaler; ``ember.init("auto")`` then connects."""
+        if self._processes is not None:
+            raise RuntimeError("The cluster is already started.")
+        if _system_config:
+            logger.info("AutoscalingCluster.start(): ignoring Ray's _system_config %s",
+                        sorted(_system_config))
+        # As Ray's: a head without CPU or GPU in head_resources has none of them.
+        head = self.config.node_types[self.HEAD_NODE_TYPE].resources
+        self._processes = start_with_autoscaler(
+            self.config, detached=False,
+            head_args={"num_cpus": head.get("CPU", 0), "num_gpus": head.get("GPU", 0)})
+        node_mod.write_current_cluster(self._processes.gcs_address,
+                                       self._processes.session_dir)
+
+    def shutdown(self) -> None:
+        """Disconnect this process's driver from the cluster, then stop every node."""
+        if self._processes is None:
+            return
+        core = context.core
+        if worker.is_initialized() and core.gcs_address == self._processes.gcs_address:
+            worker.shutdown()
+        self._processes.stop(timeout=30)
+        if node_mod.read_current_cluster() == self._processes.gcs_address:
+            node_mod.clear_current_cluster()
+        self._processes = None

@@ -66,6 +66,9 @@ class Config:
     log_poll_period_s: float = 0.1
     #: How long to wait between reports of resource availability to the GCS.
     resource_report_period_s: float = 0.1
+    #: How often a raylet checks whether it is idle (no leases, bundles or
+    #: primary objects), for the autoscaler; it reports only changes.
+    autoscaler_usage_period_s: float = 0.5
     #: Fraction of local utilisation above which the hybrid policy spreads.
     scheduler_spread_threshold: float = 0.5
     #: How often the raylet's memory monitor checks the node's memory (and its

@@ -226,6 +226,17 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
                          [raylet_proc, gcs_proc])
 
 
+def start_monitor(session_dir: str, gcs_address: str, config_path: str,
+                  detached: bool) -> subprocess.Popen:
+    """Start the autoscaler (ember.autoscaler.monitor) for the cluster at ``gcs_address``.
+
+    The nodes it launches with the ``local`` provider die with it.
+    """
+    return _spawn(["ember.autoscaler.monitor", "--gcs-address", gcs_address,
+                   "--config", os.path.abspath(config_path), "--session-dir", session_dir],
+                  session_dir, "monitor", detached)
+
+
 def write_current_cluster(gcs_address: str, session_dir: str = "") -> None:
     """Record the cluster ``ember start`` made: its address, then its session directory."""
     os.makedirs(config.temp_dir, exist_ok=True)
@@ -375,7 +386,7 @@ def gcs_startup_error(session_dir: str) -> str:
 
 #: Command-line markers of ember's daemon processes, for `ember stop`.
 PROCESS_MARKERS = ("ember.gcs", "ember.raylet", "ember.core_worker.worker_main",
-                   "ember.core_worker.zygote")
+                   "ember.core_worker.zygote", "ember.autoscaler.monitor")
 
 
 def find_ember_processes(temp_dir: str | None = None) -> list:
@@ -413,7 +424,8 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
     """
     import psutil
     procs = find_ember_processes(None if everywhere else config.temp_dir)
-    order = {m: i for i, m in enumerate(("ember.raylet", "ember.core_worker.zygote",
+    order = {m: i for i, m in enumerate(("ember.autoscaler.monitor", "ember.raylet",
+                                          "ember.core_worker.zygote",
                                           "ember.core_worker.worker_main", "ember.gcs"))}
 
     def rank(p):

@@ -5,9 +5,11 @@ it, with or without a driver.
 """
 from __future__ import annotations
 
+import msgspec
 import uvloop
 
 from . import rpc
+from .autoscaler.status import format_autoscaler
 from .protocol import gcs as gcs_msg
 from .protocol import raylet as rl
 
@@ -103,7 +105,24 @@ def format_status(gcs_address: str) -> str:
             for desc, count in state.get("leases", {}).get("queued_by_key", {}).items():
                 demands.append(f" {desc}: {count} pending")
     lines += demands or [" (no resource demands)"]
+    lines += [""] + format_autoscaler(*fetch_autoscaler(gcs_address))
     return "\n".join(lines)
+
+
+def fetch_autoscaler(gcs_address: str):
+    """The monitor's last status (None if no autoscaler runs) and the GCS's demand view."""
+    async def query():
+        conn = await rpc.connect(gcs_address, name="gcs", timeout=5)
+        try:
+            raw = (await conn.call(gcs_msg.KVGet(gcs_msg.AUTOSCALER_KV_NAMESPACE,
+                                                 gcs_msg.AUTOSCALER_STATUS_KEY),
+                                   timeout=10)).value
+            demand = await conn.call(gcs_msg.GetClusterDemand(), timeout=10)
+        finally:
+            conn.close()
+        status = msgspec.msgpack.decode(raw, type=gcs_msg.AutoscalerStatus) if raw else None
+        return status, demand
+    return uvloop.run(query())
 
 
 def fetch_memory(gcs_address: str):

@@ -41,6 +41,9 @@ class NodeManager:
         self.nodes: dict[bytes, msg.NodeInfo] = {}
         self.available: dict[bytes, dict[str, float]] = {}
         self.pending_demand: dict[bytes, list] = {}
+        #: node_id -> queued lease shapes, and why the node is not idle (autoscaler).
+        self.demand: dict[bytes, list[msg.ResourceDemand]] = {}
+        self.busy: dict[bytes, list[str]] = {}
         self._conns: dict[bytes, object] = {}
         self._last_seen: dict[bytes, float] = {}
         self._health_task: asyncio.Task | None = None
@@ -114,6 +117,8 @@ class NodeManager:
             for callback in self.on_resources_changed:
                 callback(req.node_id)
             self.pending_demand[req.node_id] = req.pending_demand
+            self.demand[req.node_id] = req.demand
+            self.busy[req.node_id] = req.busy
             self._last_seen[req.node_id] = time.monotonic()
 
     def _broadcast_resources(self) -> None:
@@ -142,6 +147,8 @@ class NodeManager:
         info.death_reason = reason
         self.available.pop(node_id, None)
         self.pending_demand.pop(node_id, None)
+        self.demand.pop(node_id, None)
+        self.busy.pop(node_id, None)
         self._last_seen.pop(node_id, None)
         conn = self._conns.pop(node_id, None)
         logger.warning("node %s (%s) is dead: %s", node_id.hex()[:8], info.ip, reason)
@@ -151,6 +158,17 @@ class NodeManager:
             callback(info)
         if conn is not None:
             conn.close()
+
+    async def set_draining(self, node_id: bytes, draining: bool) -> bool:
+        """Mark a live node draining (no new work goes there) or back in service."""
+        info = self.nodes.get(node_id)
+        if info is None or not info.alive:
+            return False
+        if info.draining != draining:
+            info.draining = draining
+            await self._persist(info)
+            self._publisher.publish(msg.CHANNEL_NODE, msg.NodeChanged(info))
+        return True
 
     async def _persist(self, info: msg.NodeInfo) -> None:
         await self._store.put(TABLE, info.node_id, msgspec.msgpack.encode(info))

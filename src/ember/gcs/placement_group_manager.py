@@ -260,7 +260,7 @@ class PlacementGroupManager:
     async def _try_place(self, group: PlacementGroup) -> None:
         info = group.info
         todo = [i for i, node in enumerate(info.bundle_nodes) if not node]
-        alive = {n.node_id: n for n in self._nodes.alive_nodes()}
+        alive = {n.node_id: n for n in self._nodes.alive_nodes() if not n.draining}
         available = {node_id: dict(self._nodes.available.get(node_id, n.resources_total))
                      for node_id, n in alive.items()}
         choice = choose_nodes(info.bundles, info.strategy, available, todo)

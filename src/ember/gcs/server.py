@@ -18,6 +18,7 @@ from ..protocol import gcs as msg
 from ..protocol.raylet import GetNodeState, GetNodeStateReply
 from ..rpc.pool import ConnectionPool
 from .actor_manager import ActorManager
+from .autoscaler_state import AutoscalerStateManager
 from .placement_group_manager import PlacementGroupManager
 from .job_manager import JobManager
 from .kv_manager import KVManager
@@ -62,9 +63,10 @@ class GcsServer:
         self.jobs.on_job_finished.append(self.placement_groups.job_finished)
         self.nodes.on_node_dead.append(self.actors.node_died)
         self.jobs.on_job_finished.append(self.actors.job_finished)
+        self.autoscaler = AutoscalerStateManager(self.nodes, self.placement_groups, self.kv)
         self._handlers = {}
         for manager in (self.kv, self.nodes, self.jobs, self.actors, self.placement_groups,
-                        self.publisher):
+                        self.publisher, self.autoscaler):
             self._handlers.update(manager.handlers())
         self._handlers[GetNodeState] = self.debug_state
         self._handlers[msg.PublishLogs] = self._publish_logs
@@ -110,6 +112,7 @@ class GcsServer:
             "kv": self.kv.debug_state(), "subscribers": self.publisher.debug_state(),
             "actors": self.actors.debug_state(),
             "placement_groups": self.placement_groups.debug_state(),
+            "autoscaler": self.autoscaler.debug_state(),
             "servers": rpc.servers_debug_state(),
         })
 

@@ -681,6 +681,10 @@ class ObjectStore:
             **self._counters,
         }
 
+    def num_primary(self) -> int:
+        """Primary copies held here, in memory or spilled (the autoscaler keeps such a node)."""
+        return sum(1 for e in self._objects.values() if e.is_primary)
+
     def list_objects(self) -> list[StoredObjectInfo]:
         return [StoredObjectInfo(e.object_id, e.size, e.owner, e.state.value, e.is_primary,
                                  bool(e.spill_path), sum(e.pins.values()))

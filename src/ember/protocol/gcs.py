@@ -21,6 +21,8 @@ class NodeInfo(msgspec.Struct, array_like=True, gc=False):
     death_reason: str = ""
     object_store_memory: int = 0
     session_dir: str = ""
+    #: Marked by the autoscaler before it removes the node: no new work goes there.
+    draining: bool = False
 
 
 class JobInfo(msgspec.Struct, array_like=True, gc=False):
@@ -62,6 +64,15 @@ class GetAllNodesReply(Message):
     available: dict[bytes, dict[str, float]]
 
 
+class ResourceDemand(msgspec.Struct, array_like=True, gc=False):
+    """``count`` lease requests of one resource shape, queued at a raylet."""
+
+    shape: dict[str, float]
+    count: int
+    #: No node of the cluster can hold it (the raylet's infeasible queue).
+    infeasible: bool = False
+
+
 class ReportResources(Message):
     """A raylet's current availability; sent when it changes, at most every period."""
 
@@ -71,6 +82,10 @@ class ReportResources(Message):
     pending_demand: list[dict[str, float]] = []
     #: The node's totals, when they changed (placement group bundles come and go).
     total: dict[str, float] | None = None
+    #: Every lease request queued here, by shape (infeasible ones included).
+    demand: list[ResourceDemand] = []
+    #: Why the node is not idle ("2 leased workers", "1 primary object"); empty if idle.
+    busy: list[str] = []
 
 
 class CheckAlive(Message):
@@ -440,3 +455,79 @@ class GetAllPlacementGroups(Message):
 
 class GetAllPlacementGroupsReply(Message):
     groups: list[PlacementGroupInfo]
+
+
+# --- autoscaler -------------------------------------------------------------------
+
+class PlacementGroupDemand(msgspec.Struct, array_like=True, gc=False):
+    """A placement group the GCS could not place yet: what it needs, and how."""
+
+    placement_group_id: bytes
+    bundles: list[dict[str, float]]
+    #: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD
+    strategy: str
+
+
+class GetClusterDemand(Message):
+    """The autoscaler's one question per round: nodes, usage and every demand."""
+
+
+class ClusterDemandReply(Message):
+    nodes: list[NodeInfo]
+    #: node_id -> available resources, as last reported.
+    available: dict[bytes, dict[str, float]]
+    #: node_id -> why it is not idle; an idle node has an empty list.
+    busy: dict[bytes, list[str]]
+    #: Queued lease shapes of every raylet, merged by shape.
+    tasks: list[ResourceDemand]
+    placement_groups: list[PlacementGroupDemand]
+    #: The standing ``request_resources`` bundles.
+    requested: list[dict[str, float]]
+
+
+class DrainNode(Message):
+    """Mark a node draining (``draining=True``) or back in service (False)."""
+
+    node_id: bytes
+    draining: bool = True
+
+
+class DrainNodeReply(Message):
+    #: False when the node is not alive.
+    accepted: bool
+
+
+class AutoscalerNodeReport(msgspec.Struct, array_like=True, gc=False):
+    """One node of the autoscaler's, as ``ember status`` lists it."""
+
+    provider_node_id: str
+    node_type: str
+    #: An ember.autoscaler.node_status.NodeStatus value.
+    status: str
+    #: The GCS node id once it joined; b"" before.
+    node_id: bytes = b""
+    #: Why a failed node failed.
+    error: str = ""
+    #: Wall-clock time of the last change, for "recently failed".
+    time: float = 0.0
+
+
+class AutoscalerStatus(msgspec.Struct, array_like=True, gc=False):
+    """What the monitor last saw and did; kept in the KV store for ``ember status``."""
+
+    time: float
+    cluster_name: str
+    nodes: list[AutoscalerNodeReport]
+    #: Launch failures of the last hour, newest last.
+    failures: list[AutoscalerNodeReport]
+    #: Demand no node type can hold.
+    infeasible: list[dict[str, float]] = []
+    #: The config's head_node_type, the name ``ember status`` gives the head.
+    head_node_type: str = "head"
+
+
+#: KV namespace and key of the standing request_resources bundles (msgpack list of dicts).
+AUTOSCALER_KV_NAMESPACE = "autoscaler"
+REQUEST_RESOURCES_KEY = b"request_resources"
+#: The monitor's last status (msgpack-encoded dict), for ``ember status``.
+AUTOSCALER_STATUS_KEY = b"status"

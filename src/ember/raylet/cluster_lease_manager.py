@@ -128,6 +128,27 @@ class ClusterLeaseManager:
         """What no node can hold now: reported to the GCS (and the autoscaler)."""
         return [lease.request.resources for lease in self._infeasible.values()]
 
+    def demand_by_shape(self) -> list[gcs_msg.ResourceDemand]:
+        """Every request waiting here for resources, counted by shape, for the autoscaler.
+
+        Requests for placement-group resources are left out: the group's
+        pending bundles stand for them (the GCS reports those).
+        """
+        counts: dict[tuple, gcs_msg.ResourceDemand] = {}
+        waiting = [(lease, True) for lease in self._infeasible.values()]
+        waiting += [(lease, False) for lease in self.local.queued() if lease.allocation is None]
+        for lease, infeasible in waiting:
+            shape = lease.request.resources
+            if any("_group_" in name for name in shape):
+                continue
+            key = (tuple(sorted(shape.items())), infeasible)
+            entry = counts.get(key)
+            if entry is None:
+                counts[key] = gcs_msg.ResourceDemand(dict(shape), 1, infeasible)
+            else:
+                entry.count += 1
+        return list(counts.values())
+
     # --- the view of other nodes ---------------------------------------------------
 
     def local_address(self, address: Address) -> None:
@@ -141,7 +162,16 @@ class ClusterLeaseManager:
                 self.view.nodes[info.node_id] = NodeView(
                     info.node_id, NodeResources(info.resources_total), info.labels)
                 self._addresses[info.node_id] = info.raylet
+                self.view.nodes[info.node_id].alive = not info.draining
                 self.retry_infeasible()
+            else:
+                # The autoscaler drains a node before removing it: send it nothing new;
+                # back in service, it may hold what waits as infeasible.
+                view = self.view.nodes[info.node_id]
+                returning = not view.alive and not info.draining
+                view.alive = not info.draining
+                if returning:
+                    self.retry_infeasible()
         else:
             view = self.view.nodes.get(info.node_id)
             if view is not None:

@@ -34,6 +34,7 @@ from .cluster_lease_manager import ClusterLeaseManager
 from .lease_manager import LocalLeaseManager
 from .log_monitor import LogMonitor
 from .memory_monitor import MemoryMonitor, kill_reason, lease_candidates, oom_message
+from .node_usage import NodeUsage
 from .placement_groups import BundleManager
 from .resources import NodeResources
 from .worker_pool import WorkerHandle, WorkerPool
@@ -102,6 +103,10 @@ class Raylet:
             candidates=lambda: lease_candidates(self.leases.granted.values()),
             kill=self._kill_for_memory,
             alive=lambda handle: handle.process.poll() is None)
+        # Whether this node is idle, for the autoscaler (see node_usage.py).
+        self.usage = NodeUsage(self.leases, self.bundles, self.object_store.store,
+                               self.cluster_leases.demand_by_shape, self._resources_changed,
+                               config.autoscaler_usage_period_s)
 
     # --- start and stop -------------------------------------------------------
 
@@ -135,6 +140,7 @@ class Raylet:
         self.memory_monitor.start()
         loop = asyncio.get_running_loop()
         self._background.append(loop.create_task(self._infeasible_loop()))
+        self._background.append(loop.create_task(self.usage.run()))
         logger.info("raylet %s up at %s:%d with %s", self.node_id.hex()[:8], self.node_ip,
                     self.port, self.resources.as_floats("total"))
 
@@ -372,7 +378,8 @@ class Raylet:
         total = self.resources.as_floats("total") if self._totals_changed else None
         self._totals_changed = False
         self.gcs.notify(gcs_msg.ReportResources(
-            self.node_id, self.resources.as_floats("available"), demand, total))
+            self.node_id, self.resources.as_floats("available"), demand, total,
+            self.usage.demand(), self.usage.busy))
         if total is not None:
             self.cluster_leases.retry_infeasible()
 

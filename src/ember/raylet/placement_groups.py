@@ -136,5 +136,8 @@ class BundleManager:
                 return f"its placement group {pg_id.hex()} was removed"
         return ""
 
+    def num_committed(self) -> int:
+        return len(self._committed)
+
     def debug_state(self) -> dict:
         return {"prepared": len(self._prepared), "committed": len(self._committed)}

@@ -119,3 +119,35 @@ def test_a_dead_node_gets_no_more_work():
         await answer(manager, request(0))
         assert await answer(manager, request(1)) is None   # queued here, not spilled
     run(test)
+
+
+def test_demand_by_shape_counts_queued_and_infeasible_requests_for_the_autoscaler():
+    async def test(manager, local, published):
+        assert manager.demand_by_shape() == []
+        for i in range(3):
+            assert await answer(manager, request(i, cpus=1.0)) is None  # queued here
+        for i in range(3, 5):
+            assert await answer(manager, request(i, cpus=8.0)) is None  # infeasible
+        demand = {(tuple(d.shape.items()), d.infeasible): d.count
+                  for d in manager.demand_by_shape()}
+        # The first 1-CPU request holds the CPU (waiting for a worker): not demand.
+        assert demand == {((("CPU", 1.0),), False): 2, ((("CPU", 8.0),), True): 2}
+        manager.node_changed(info(1, 8))  # a node that fits joins: nothing infeasible
+        demand = {(tuple(d.shape.items()), d.infeasible): d.count
+                  for d in manager.demand_by_shape()}
+        assert ((("CPU", 8.0),), True) not in demand
+    run(test)
+
+
+def test_a_draining_node_is_sent_no_work():
+    async def test(manager, local, published):
+        manager.node_changed(info(1, 4))
+        draining = info(1, 4)
+        draining.draining = True
+        manager.node_changed(draining)
+        assert await answer(manager, request(0, cpus=1.0)) is None  # fits here
+        reply = await answer(manager, request(1, cpus=2.0))
+        assert reply is None  # would have gone to node 1: infeasible while it drains
+        manager.node_changed(info(1, 4))  # back in service: the request goes there
+        assert manager.demand_by_shape() == []
+    run(test)
