@@ -21,7 +21,7 @@ import pickle
 from . import options as opts
 from . import runtime_env
 from .core_worker import context
-from .core_worker.actor_runtime import ActorExitRequest, is_async_class
+from .core_worker.actor_runtime import BUILTIN_METHODS, ActorExitRequest, is_async_class
 from .core_worker.function_manager import function_id_of
 from .core_worker.serialization import dumps_definition
 from .core_worker.task_submitter import PendingTask
@@ -82,6 +82,9 @@ def method_meta(klass) -> dict:
                       "concurrency_group": declared.get("concurrency_group", ""),
                       "max_task_retries": declared.get("max_task_retries"),
                       "signature": call_signature(member, drop_first=takes_self)}
+    for name, builtin in BUILTIN_METHODS.items():
+        meta[name] = {"num_returns": 1, "concurrency_group": "", "max_task_retries": 0,
+                      "signature": call_signature(builtin, drop_first=True)}
     return meta
 
 
@@ -133,10 +136,9 @@ class ActorClass:
             raise ValueError(f"{what}: get_if_exists=True needs a name: the actor name must "
                              "be specified to use get_if_exists.")
         max_restarts = options.get("max_restarts", 0)
+        # As Ray, max_task_retries is accepted without max_restarts: with no restart,
+        # a call on a dead actor has nothing to retry on.
         max_task_retries = options.get("max_task_retries", 0)
-        if max_task_retries and not max_restarts:
-            raise ValueError(f"{what}: 'max_task_retries' cannot be set if 'max_restarts' is "
-                             "0 or not set: calls can only be retried on a restarted actor.")
         if self._pickled is None:
             try:
                 self._pickled = core.pin_captured(*dumps_definition(self._class))

@@ -484,8 +484,6 @@ def test_underscore_methods_can_be_called(shared):
 def test_invalid_actor_options_are_refused(shared):
     with pytest.raises(ValueError, match="get_if_exists"):
         Counter.options(get_if_exists=True).remote()
-    with pytest.raises(ValueError, match="max_task_retries"):
-        Counter.options(max_task_retries=2).remote()
     with pytest.raises(ValueError, match="max_concurrency"):
         Counter.options(max_concurrency=0)
     with pytest.raises(ValueError, match="lifetime"):
@@ -545,3 +543,30 @@ def test_handle_is_usable_from_threads(shared):
 
 def test_actor_error_types_are_related():
     assert issubclass(ray.exceptions.ActorDiedError, RayActorError)
+
+
+def test_every_actor_has_rays_builtin_methods(shared):
+    @ray.remote
+    class Plain:
+        def __init__(self):
+            self.value = 41
+
+        def pid(self):
+            return os.getpid()
+
+    actor = Plain.remote()
+    assert ray.get(actor.__ray_ready__.remote()) is True
+    assert ray.get(actor.__ray_call__.remote(lambda self, k: self.value + k, 1)) == 42
+    with pytest.raises(ray.exceptions.RayActorError, match="exit_actor"):
+        ray.get(actor.__ray_terminate__.remote())
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.pid.remote(), timeout=30)
+
+
+def test_max_task_retries_is_accepted_without_max_restarts(shared):
+    @ray.remote(max_task_retries=2)
+    class Retrying:
+        def ok(self):
+            return "ok"
+
+    assert ray.get(Retrying.remote().ok.remote()) == "ok"

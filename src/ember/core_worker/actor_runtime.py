@@ -31,6 +31,25 @@ DEFAULT_GROUP = ""
 class ActorExitRequest(BaseException):
     """Raised by ``exit_actor()``: finish this call, then end the actor's process."""
 
+
+def _ready(instance) -> bool:
+    return True
+
+
+def _terminate(instance) -> None:
+    raise ActorExitRequest()
+
+
+def _call(instance, fn, *args, **kwargs):
+    return fn(instance, *args, **kwargs)
+
+
+#: Methods every actor has, as in Ray: ``__ray_ready__`` (true once constructed),
+#: ``__ray_terminate__`` (end after the calls before it), ``__ray_call__(fn, ...)``
+#: (run ``fn(instance, ...)`` in the actor).
+BUILTIN_METHODS = {"__ray_ready__": _ready, "__ray_terminate__": _terminate,
+                   "__ray_call__": _call}
+
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
 

@@ -13,6 +13,7 @@ the raylet, which kills the process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import inspect
 import logging
@@ -30,7 +31,7 @@ from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
 from ..rpc import auth
-from .actor_runtime import ActorExitRequest, ActorRuntime
+from .actor_runtime import BUILTIN_METHODS, ActorExitRequest, ActorRuntime
 from .runtime_env_setup import RuntimeEnvSetup
 from .serialization import deserialize, serialize_error, task_error
 
@@ -299,7 +300,9 @@ class TaskExecutor:
                 self._info.runtime_env = self.runtime_envs.current
         try:
             if is_method:
-                target = getattr(self.actor.instance, spec.method_name)
+                builtin = BUILTIN_METHODS.get(spec.method_name)
+                target = (functools.partial(builtin, self.actor.instance) if builtin else
+                          getattr(self.actor.instance, spec.method_name))
             else:
                 if isinstance(pickled, Exception):
                     raise pickled
