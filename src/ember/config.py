@@ -117,6 +117,20 @@ class Config:
     #: How long a raylet tries to reach another node's raylet to pull an object.
     object_transfer_connect_timeout_s: float = 5.0
 
+    # --- observability (task events, metrics) -----------------------------
+    #: Record task state changes and send them to the GCS (``ember list tasks``,
+    #: ``ember timeline``). As Ray's ``task_events_report_interval_ms > 0``.
+    task_events_enabled: bool = True
+    #: How often each process flushes its buffered task events to the GCS.
+    task_events_report_interval_ms: int = 1000
+    #: Events a process buffers between flushes before it drops (and counts) more.
+    task_events_max_buffer_size: int = 100_000
+    #: Task attempts the GCS keeps; past it the oldest finished are dropped
+    #: first (Ray's ``task_events_max_num_task_in_gcs``).
+    task_events_max_num_task_in_gcs: int = 100_000
+    #: Seconds after a job finishes that its task events are dropped.
+    task_events_finished_job_ttl_s: float = 600.0
+
     # --- sessions --------------------------------------------------------
     temp_dir: str = "/tmp/ember"
     #: Point ``<temp_dir>/session_latest`` at each new session. The benchmark

@@ -67,6 +67,7 @@ class TaskExecutor:
         #: Enters the runtime env each task or actor needs (main thread only).
         self.runtime_envs = RuntimeEnvSetup(core.io, core.gcs, core.info)
         core.executor = self
+        self.task_events = core.task_events
         core.handlers[cw.PushTask] = self.handle_push
         core.handlers[cw.CancelTask] = self.handle_cancel
         core.handlers[cw.Exit] = self.handle_exit
@@ -211,6 +212,7 @@ class TaskExecutor:
     def execute(self, req: cw.PushTask, conn, pickled) -> cw.PushTaskReply:
         started = time.perf_counter()
         spec = req.spec
+        self.task_events.running(spec)
         try:
             target, args, kwargs, held = self._begin(req, pickled)
         except _EarlyReply as early:
@@ -234,6 +236,7 @@ class TaskExecutor:
         """Async actors: the same as :meth:`execute`, awaiting coroutine methods."""
         started = time.perf_counter()
         spec = req.spec
+        self.task_events.running(spec)
         try:
             target, args, kwargs, held = self._begin(req, None)
         except _EarlyReply as early:
@@ -328,6 +331,7 @@ class TaskExecutor:
 
     def _end(self, spec: cw.TaskSpec, reply: cw.PushTaskReply, started: float, held: list):
         self._clear_context(spec, held)
+        self.task_events.ended(spec, reply)
         reply.duration = time.perf_counter() - started
         if spec.max_calls:
             count = self._calls.get(spec.function_id, 0) + 1
@@ -447,6 +451,7 @@ class TaskExecutor:
 
     def _error_reply(self, spec: cw.TaskSpec, err: BaseException,
                      retryable: bool) -> cw.PushTaskReply:
+        self.task_events.failed(spec, err)
         value = serialize_error(err)
         n = spec.num_returns
         if n == -1:
