@@ -5,35 +5,14 @@ it, with or without a driver.
 """
 from __future__ import annotations
 
-import uvloop
-
-from . import rpc
-from .protocol import gcs as gcs_msg
+from .observability import cluster
 from .protocol import raylet as rl
 
 
 def ask_every_raylet(gcs_address: str, request, timeout: float = 10.0):
     """The GCS's node table, and ``request``'s reply from each live raylet (None if
     it did not answer), as ``(GetAllNodesReply, {node_id: reply})``."""
-    async def query():
-        conn = await rpc.connect(gcs_address, name="gcs", timeout=5)
-        try:
-            table = await conn.call(gcs_msg.GetAllNodes(), timeout=10)
-        finally:
-            conn.close()
-        replies = {}
-        for info in table.nodes:
-            if not info.alive:
-                continue
-            try:
-                raylet = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}",
-                                           name="raylet", timeout=2)
-                replies[info.node_id] = await raylet.call(request, timeout=timeout)
-                raylet.close()
-            except (ConnectionError, OSError, rpc.RemoteError):
-                replies[info.node_id] = None
-        return table, replies
-    return uvloop.run(query())
+    return cluster.run(cluster.ask_raylets, gcs_address, request, timeout)
 
 
 def fetch_cluster(gcs_address: str):

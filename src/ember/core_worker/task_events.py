@@ -167,7 +167,8 @@ def describe(spec, attempt: int, parent: bytes | None) -> te.TaskInfo:
         kind = te.ACTOR_TASK
     else:
         kind = te.NORMAL_TASK
-    func = spec.function_name
+    # As Ray: a function by its own name, a method (or __init__) as Class.method.
+    func = spec.function_name if spec.actor_id else spec.function_name.rsplit(".", 1)[-1]
     return te.TaskInfo(
         task_id=spec.task_id, attempt=attempt, job_id=spec.job_id, func_or_class_name=func,
         name=spec.name or func, type=kind, actor_id=spec.actor_id,
