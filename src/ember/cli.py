@@ -7,6 +7,7 @@
     ember stop [--force]
     ember microbenchmark [--filter SUBSTR] [--json]
     ember demo
+    ember list|get|summary|logs|timeline ...   # see ember/observability/commands.py
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import time
 import click
 
 from . import node as node_mod
+from .observability import commands as observability_commands
 from .rpc import auth
 
 
@@ -224,6 +226,8 @@ def demo():
     from . import demo as demo_mod
     demo_mod.main()
 
+
+observability_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -55,12 +55,13 @@ def run(coro_fn, *args):
 
 
 async def connect_gcs(address: str, timeout: float):
+    """A connection to the GCS; a ConnectionError that names the address if none."""
     try:
         return await rpc.connect(address, name="gcs", timeout=min(timeout, 5.0))
-    except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
-        raise ConnectionError(
-            f"Could not reach an ember cluster at {address} ({exc}). Check the address "
-            "(`ember start --head` prints it) and that the cluster is running.") from None
+    except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError says it well already
+        if isinstance(exc, ConnectionError):
+            raise
+        raise ConnectionError(f"Could not reach an ember cluster at {address}: {exc}") from None
 
 
 async def ask_gcs(address: str, requests: list, timeout: float) -> list:

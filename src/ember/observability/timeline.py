@@ -7,6 +7,8 @@ spans come from the same task-event store as ``ember list tasks``.
 """
 from __future__ import annotations
 
+import json
+
 from ..protocol import task_events as te
 
 
@@ -37,4 +39,15 @@ def chrome_trace(records) -> list[dict]:
                      "state": te.STATE_NAMES[rec.state],
                      "worker_id": rec.worker_id.hex(), "job_id": rec.task_id[-4:].hex()},
         })
+    return events
+
+
+def timeline(filename: str | None = None, address=None, timeout: int = 30) -> list[dict]:
+    """As ``ray.timeline()``: the cluster's task spans as Chrome trace events, also
+    written as JSON to ``filename`` when given."""
+    from ..util.state import api
+    events = chrome_trace(api.fetch_task_events(address, timeout, te.GetTaskEvents()).tasks)
+    if filename is not None:
+        with open(filename, "w") as f:
+            json.dump(events, f)
     return events

@@ -31,7 +31,8 @@ def _gcs(address, requests, timeout):
     return cluster.run(cluster.ask_gcs, cluster.resolve_address(address), requests, timeout)
 
 
-def _tasks_raw(address, timeout, request: te.GetTaskEvents) -> te.GetTaskEventsReply:
+def fetch_task_events(address, timeout, request: te.GetTaskEvents) -> te.GetTaskEventsReply:
+    """The task-event store's raw records (the timeline reads them too)."""
     (reply,) = _gcs(address, [request], timeout)
     return reply
 
@@ -106,7 +107,7 @@ def list_tasks(address=None, filters=None, limit: int = DEFAULT_LIMIT,
         rest.append((key, predicate, value))
     if not rest:
         request.limit = limit or 0
-    reply = _tasks_raw(address, timeout, request)
+    reply = fetch_task_events(address, timeout, request)
     rows = _task_rows(reply, detail)
     selected, _ = records.select(rows, rest, limit)
     return [records.trim(r, detail) for r in selected]
@@ -221,7 +222,7 @@ def get_objects(id: str, address=None, timeout: int = DEFAULT_RPC_TIMEOUT,
 
 def summarize_tasks(address=None, timeout: int = DEFAULT_RPC_TIMEOUT,
                     raise_on_missing_output: bool = True, _explain: bool = False) -> dict:
-    reply = _tasks_raw(address, timeout, te.GetTaskEvents())
+    reply = fetch_task_events(address, timeout, te.GetTaskEvents())
     return summary.summarize_tasks(_task_rows(reply, detail=False))
 
 
