@@ -27,6 +27,7 @@ from .worker import (available_resources, cancel, cluster_resources, get,  # noq
                      wait)
 from .actor import ActorClass, method  # noqa: E402
 from . import actor, util  # noqa: E402
+from .observability.timeline import timeline  # noqa: E402
 
 ObjectRefGenerator = ObjectRefGenerator
 DynamicObjectRefGenerator = ObjectRefGenerator
@@ -67,5 +68,5 @@ __all__ = [
     "nodes", "cluster_resources", "available_resources", "get_gpu_ids",
     "get_runtime_context", "ObjectRef", "ObjectRefGenerator", "exceptions",
     "JobID", "TaskID", "ActorID", "NodeID", "ObjectID", "WorkerID", "PlacementGroupID",
-    "__version__",
+    "timeline", "__version__",
 ]
