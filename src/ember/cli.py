@@ -84,10 +84,16 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
 @click.option("--storage", default=None,
               help="GCS storage, for --head: 'redis://host:port' for GCS fault tolerance "
                    "(default: EMBER_GCS_STORAGE, else 'memory').")
+@click.option("--metrics-export-port", type=int, default=None,
+              help="Serve Prometheus metrics on this port of the node's IP (0: a free "
+                   "port; `ember status` shows it).")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
-          object_store_memory, node_ip_address, bind_all, token, storage, block):
+          object_store_memory, node_ip_address, bind_all, token, storage, metrics_export_port,
+          block):
     """Start ember's processes on this machine."""
+    if metrics_export_port is not None:  # the raylet reads it (EMBER_<NAME> config)
+        os.environ["EMBER_METRICS_EXPORT_PORT"] = str(metrics_export_port)
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
     if bind_all and not head:

@@ -130,6 +130,12 @@ class Config:
     task_events_max_num_task_in_gcs: int = 100_000
     #: Seconds after a job finishes that its task events are dropped.
     task_events_finished_job_ttl_s: float = 600.0
+    #: Port of each node's Prometheus ``/metrics`` endpoint, on the node's IP:
+    #: -1 serves none, 0 a free port (written to the session directory).
+    #: ``ember start --metrics-export-port`` sets it.
+    metrics_export_port: int = -1
+    #: How often a process reports its user metrics to its raylet.
+    metrics_report_interval_ms: int = 1000
 
     # --- sessions --------------------------------------------------------
     temp_dir: str = "/tmp/ember"

@@ -74,6 +74,10 @@ def format_status(gcs_address: str) -> str:
                 f" node_{node_id.hex()[:12]}: {_fmt_bytes(stats.get('used', 0))} used of "
                 f"{_fmt_bytes(stats['capacity'])}, {stats.get('num_objects', 0)} objects, "
                 f"{_fmt_bytes(stats.get('spilled_bytes', 0))} spilled to disk")
+    metrics = [f" node_{n.node_id.hex()[:12]}: http://{address}/metrics" for n in alive
+               if (address := _metrics_address(n))]
+    if metrics:
+        lines += ["", "Metrics (Prometheus):"] + metrics
     lines += ["", "Demands:"]
     demands = []
     for node_id, state in states.items():
@@ -83,6 +87,16 @@ def format_status(gcs_address: str) -> str:
                 demands.append(f" {desc}: {count} pending")
     lines += demands or [" (no resource demands)"]
     return "\n".join(lines)
+
+
+def _metrics_address(node) -> str:
+    """The node's metrics endpoint, as its raylet wrote it to the session directory."""
+    from .observability.metrics import port_file
+    try:
+        with open(port_file(node.session_dir, node.node_id)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def fetch_memory(gcs_address: str):

@@ -126,6 +126,10 @@ class TaskEventManager:
 
     def get_events(self, conn, req: te.GetTaskEvents) -> te.GetTaskEventsReply:
         """Attempts matching the request, newest first, at most ``limit`` of them."""
+        if req.counts_only:
+            counts = collections.Counter(rec.state for rec in self.tasks.values())
+            return te.GetTaskEventsReply([], state_counts={
+                te.STATE_NAMES[s]: n for s, n in counts.items() if s >= 0})
         if req.task_id:
             found = [r for k, r in self.tasks.items() if k[0] == req.task_id]
             found.sort(key=lambda r: -r.attempt)

@@ -71,6 +71,8 @@ class GetTaskEvents(Message):
     actor_id: bytes = b""
     #: 0: no limit.
     limit: int = 0
+    #: Only count the stored attempts per state (``state_counts``); no records.
+    counts_only: bool = False
 
 
 class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
@@ -98,3 +100,5 @@ class GetTaskEventsReply(Message):
     #: Attempts the GCS dropped (store full), and events workers dropped.
     num_status_task_events_dropped: int = 0
     num_profile_events_dropped: int = 0
+    #: counts_only: state name -> stored attempts in that state.
+    state_counts: dict[str, int] = {}

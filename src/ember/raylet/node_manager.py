@@ -25,6 +25,7 @@ from ..config import config
 from ..node import default_object_store_memory
 from ..object_store.object_manager import ObjectManager
 from ..object_store.service import StoreService
+from ..observability.metrics import NodeMetrics
 from ..protocol import gcs as gcs_msg
 from ..protocol import core_worker as cw_msg
 from ..protocol import raylet as msg
@@ -102,6 +103,10 @@ class Raylet:
             candidates=lambda: lease_candidates(self.leases.granted.values()),
             kill=self._kill_for_memory,
             alive=lambda handle: handle.process.poll() is None)
+        #: The node's Prometheus endpoint, and the user metrics its processes report.
+        self.metrics = NodeMetrics(node_id, node_ip, session_dir, pool=self.pool,
+                                   leases=self.leases, store=self.object_store,
+                                   resources=self.resources)
 
     # --- start and stop -------------------------------------------------------
 
@@ -128,6 +133,7 @@ class Raylet:
                                       on_connected=self._register_with_gcs,
                                       on_give_up=self._gcs_lost)
         await self.gcs.start()
+        self.metrics.start(config.metrics_export_port, self.gcs if self.is_head else None)
         self.registered.set()
         self.pool.start_reaper()
         self.log_monitor.start()
@@ -146,6 +152,7 @@ class Raylet:
         for task in self._background:
             task.cancel()
         self.memory_monitor.stop()
+        self.metrics.stop()
         for server in self._servers:
             server.close()
         await self.pool.shutdown()
@@ -207,6 +214,7 @@ class Raylet:
             msg.GetNodeState: self.node_state,
             msg.ShutdownRaylet: self.shutdown,
             msg.GetMemoryInfo: self.memory_info,
+            **self.metrics.handlers(),
             **self.object_store.handlers(),
             **self.object_manager.handlers(),
             **self.bundles.handlers(),
