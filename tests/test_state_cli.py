@@ -60,7 +60,8 @@ DRIVER = """
 @pytest.fixture(scope="module")
 def head(temp_root, tmp_path_factory):
     port = ember.node.free_port()
-    started = ember_cli("start", "--head", "--port", str(port), "--num-cpus", "2")
+    started = ember_cli("start", "--head", "--port", str(port), "--num-cpus", "2",
+                        "--metrics-export-port", "0")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         proc = run_driver(tmp_path_factory.mktemp("cli"), DRIVER)
@@ -167,3 +168,14 @@ def test_timeline_writes_chrome_trace(head, tmp_path):
 def test_bad_input_is_one_clear_line(head, args, expected):
     assert expected in error(*args)
     assert listed("nodes")[0]["state"] == "ALIVE"  # the cluster keeps working
+
+
+def test_status_shows_the_metrics_endpoint_and_it_serves(head):
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    status = ok("status")
+    (url,) = [w for line in status.splitlines() for w in line.split() if w.endswith("/metrics")]
+    assert url.startswith("http://127.0.0.1:")
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"ember_node_cpu_utilization", "ember_tasks", "ember_actors"} <= names
