@@ -15,6 +15,7 @@ from ember.gcs.pubsub import Publisher
 from ember.protocol import gcs as gcs_msg
 from ember.protocol import raylet as rl
 from ember.protocol.common import Address, SchedulingStrategy
+from ember.protocol.raylet import LeaseStatus
 
 
 class Raylet:
@@ -53,7 +54,7 @@ def test_spillback_target_that_died_costs_the_actor_no_restart():
     granted = rl.WorkerLeaseReply(
         "granted", worker=Address(b"m" * 28, "127.0.0.1", 2), lease_id=b"l" * 20)
     gone = Address(b"d" * 28, "127.0.0.1", 3)
-    head = Raylet([rl.WorkerLeaseReply("spillback", retry_at=gone), granted])
+    head = Raylet([rl.WorkerLeaseReply(LeaseStatus.SPILLBACK, retry_at=gone), granted])
     manager = ActorManager(Publisher(), node_manager=None)
 
     async def raylet_for(actor, req):

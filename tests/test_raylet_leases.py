@@ -19,6 +19,7 @@ from ember.protocol import raylet as rl
 from ember.protocol.common import SchedulingStrategy
 from ember.protocol.raylet import GetNodeState
 from ember.state import ask_every_raylet
+from ember.protocol.raylet import LeaseStatus
 from helpers import wait_for_condition
 
 
@@ -46,7 +47,7 @@ def test_actor_lease_asked_again_after_its_owner_left_gets_the_same_worker(fresh
             conn.close()  # as a GCS that dies: the actor lease must survive it
 
     first = uvloop.run(ask_then_leave())
-    assert first.status == "granted"
+    assert first.status is LeaseStatus.GRANTED
     assert _granted_leases() == 1
 
     async def ask_again_then_return():
@@ -61,7 +62,7 @@ def test_actor_lease_asked_again_after_its_owner_left_gets_the_same_worker(fresh
         finally:
             conn.close()
     again = uvloop.run(ask_again_then_return())
-    assert again.status == "granted"
+    assert again.status is LeaseStatus.GRANTED
     assert (again.worker, again.worker_pid) == (first.worker, first.worker_pid)
     # Returned now: the node's CPU is free again.
     wait_for_condition(lambda: _granted_leases() == 0, timeout=10,

@@ -12,6 +12,7 @@ from ember.raylet.cluster_lease_manager import ClusterLeaseManager
 from ember.raylet.lease_manager import LocalLeaseManager
 from ember.raylet.placement_groups import BundleManager
 from ember.raylet.resources import NodeResources
+from ember.protocol.raylet import LeaseStatus
 
 from test_local_lease_manager import FakePool
 
@@ -69,7 +70,7 @@ def test_a_spilled_request_that_does_not_fit_is_rejected_not_queued():
     async def test(manager, local, published):
         assert await answer(manager, request(0)) is None
         reply = await answer(manager, request(1, grant_or_reject=True))
-        assert reply.status == "rejected"
+        assert reply.status is LeaseStatus.REJECTED
         assert local.debug_state()["queued"] == 1
     run(test)
 
@@ -84,7 +85,7 @@ def test_a_waiting_request_moves_to_a_node_that_reports_free_cpus():
         assert not waiting.done()
         manager.resources_reported(gcs_msg.ResourcesChanged({node(1): {"CPU": 1.0}}))
         reply = await asyncio.wait_for(waiting, 1)
-        assert reply.status == "spillback" and reply.retry_at.node_id == node(1)
+        assert reply.status is LeaseStatus.SPILLBACK and reply.retry_at.node_id == node(1)
     run(test)
 
 
@@ -107,7 +108,7 @@ def test_cancelling_an_infeasible_request_answers_it():
         waiting = asyncio.ensure_future(manager.request(request(1, cpus=4), conn=None))
         await asyncio.sleep(0.01)
         assert manager.cancel(request(1).lease_id)
-        assert (await waiting).status == "canceled"
+        assert (await waiting).status is LeaseStatus.CANCELED
     run(test)
 
 

@@ -8,6 +8,7 @@ from ember.protocol import raylet as rl
 from ember.protocol.common import Address, SchedulingStrategy
 from ember.raylet.lease_client import LeaseAttempt
 from ember.rpc.backoff import Backoff
+from ember.protocol.raylet import LeaseStatus
 
 
 def address(name: bytes) -> Address:
@@ -30,11 +31,11 @@ def request() -> rl.RequestWorkerLease:
                                  address(b"o"))
 
 
-def cluster(final_status: str = "granted"):
+def cluster(final_status: LeaseStatus = LeaseStatus.GRANTED):
     """Raylet a spills to b, which spills to c, which answers ``final_status``."""
     raylets = {
-        b"a": FakeRaylet(b"a", rl.WorkerLeaseReply("spillback", retry_at=address(b"b"))),
-        b"b": FakeRaylet(b"b", rl.WorkerLeaseReply("spillback", retry_at=address(b"c"))),
+        b"a": FakeRaylet(b"a", rl.WorkerLeaseReply(LeaseStatus.SPILLBACK, retry_at=address(b"b"))),
+        b"b": FakeRaylet(b"b", rl.WorkerLeaseReply(LeaseStatus.SPILLBACK, retry_at=address(b"c"))),
         b"c": FakeRaylet(b"c", rl.WorkerLeaseReply(final_status)),
     }
 
@@ -47,14 +48,15 @@ def test_spillbacks_are_followed_to_the_granting_node_as_grant_or_reject():
     raylets, connect = cluster()
     attempt = LeaseAttempt(request(), raylets[b"a"])
     reply = asyncio.run(attempt.run(connect))
-    assert reply.status == "granted" and attempt.raylet is raylets[b"c"]
+    assert reply.status is LeaseStatus.GRANTED and attempt.raylet is raylets[b"c"]
     assert [r.asked for r in raylets.values()] == [[False], [True], [True]]
 
 
-@pytest.mark.parametrize("status", ["rejected", "failed", "canceled"])
+@pytest.mark.parametrize("status", [LeaseStatus.REJECTED, LeaseStatus.FAILED,
+                                    LeaseStatus.CANCELED])
 def test_the_last_nodes_answer_is_returned(status):
     raylets, connect = cluster(status)
-    assert asyncio.run(LeaseAttempt(request(), raylets[b"a"]).run(connect)).status == status
+    assert asyncio.run(LeaseAttempt(request(), raylets[b"a"]).run(connect)).status is status
 
 
 def test_the_caller_can_stop_at_a_spillback():

@@ -12,6 +12,7 @@ from ember.protocol import raylet as msg
 from ember.protocol.common import Address, SchedulingStrategy
 from ember.raylet.lease_manager import Lease, LocalLeaseManager
 from ember.raylet.resources import NodeResources
+from ember.protocol.raylet import LeaseStatus
 
 OWNER = Address(b"n" * 28, "127.0.0.1", 1)
 
@@ -76,7 +77,7 @@ def test_requests_are_granted_in_order_as_workers_and_cpus_allow():
         pool.ready = [FakeWorker(1), FakeWorker(2)]
         manager.dispatch()
         assert [lease.future.done() for lease in leases] == [True, True, False]
-        assert leases[0].future.result().status == "granted"
+        assert leases[0].future.result().status is LeaseStatus.GRANTED
         manager.return_worker(leases[0].lease_id, worker_failed=False)
         assert leases[2].future.done()      # the returned worker and CPU serve the third
     run(test)
@@ -90,7 +91,7 @@ def test_cancelling_a_request_that_holds_cpus_reports_them_free():
         assert changes[-1] == 1.0
         assert manager.cancel(lease.lease_id)
         assert changes[-1] == 2.0
-        assert lease.future.result().status == "canceled"
+        assert lease.future.result().status is LeaseStatus.CANCELED
     run(test)
 
 
@@ -113,7 +114,7 @@ def test_a_returned_worker_frees_its_cpus(failed):
         pool.ready = [FakeWorker(1)]
         lease = Lease(request(1, cpus=2), owner_conn=None)
         manager.queue(lease)
-        assert lease.future.result().status == "granted" and changes[-1] == 0
+        assert lease.future.result().status is LeaseStatus.GRANTED and changes[-1] == 0
         manager.return_worker(lease.lease_id, worker_failed=failed)
         assert changes[-1] == 2.0
         assert (pool.ready == [lease.worker]) is not failed

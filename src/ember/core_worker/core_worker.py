@@ -54,6 +54,11 @@ logger = logging.getLogger(__name__)
 _MAX_REBUILDS = 3
 
 
+def _info_field(name: str) -> property:
+    return property(lambda self: getattr(self.info, name),
+                    lambda self, value: setattr(self.info, name, value))
+
+
 class CoreWorker:
     """The assembly of this process's core-worker components, and its public operations.
 
@@ -70,23 +75,12 @@ class CoreWorker:
         #: Makes the ObjectRef of (object id, owner address): the public class,
         #: injected so that the core worker does not import the API above it.
         self.make_ref = make_ref
-        #: Set from the raylet's RegisterWorkerReply; see ember.rpc.auth.lease_grant.
-        self.lease_key = b""
         self.raylet_socket = raylet_socket
         self.gcs_address = gcs_address
-        #: The actor this process hosts; b"" for drivers and task workers.
-        self.actor_id = b""
         #: Refs captured by remote functions and actor classes: held for good.
         self._captured: dict[bytes, object] = {}
-        #: The TaskExecutor running tasks here (worker processes only).
+        #: The TaskExecutor running tasks here (worker processes only; worker_main sets it).
         self.executor = None
-        #: Its ActorRuntime, once ``__init__`` ran (the executor sets both).
-        self.actor = None
-        self.namespace = ""
-        #: The runtime env in force, in its wire form (ember/runtime_env.py): the
-        #: job's in a driver, the running task's or the actor's in a worker. Tasks
-        #: and actors submitted from here inherit it.
-        self.runtime_env = ""
         #: Package URIs this process knows the GCS holds (uploaded or checked).
         self.uploaded_packages: set[str] = set()
         self.ids = IdFactory()
@@ -161,6 +155,17 @@ class CoreWorker:
     @property
     def shutting_down(self) -> bool:
         return self.info.shutting_down
+
+    namespace = _info_field("namespace")
+    runtime_env = _info_field("runtime_env")
+    actor_id = _info_field("actor_id")
+    actor_placement_group_id = _info_field("actor_placement_group_id")
+    lease_key = _info_field("lease_key")
+
+    @property
+    def actor(self):
+        """The ActorRuntime of the actor this worker hosts, once its __init__ ran."""
+        return self.executor.actor if self.executor is not None else None
 
     raylet = property(lambda self: self.node.raylet)
     object_store = property(lambda self: self.node.object_store)

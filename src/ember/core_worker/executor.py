@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import typing
 
 from ..exceptions import ActorDiedError, RayTaskError, RuntimeEnvSetupError, TaskCancelledError
 from ..ids import object_id_for_return
@@ -49,9 +50,33 @@ class TaskContext:
         self.lease_id = lease_id
 
 
+class Operations(typing.NamedTuple):
+    """The core worker's public operations a running task's executor calls back into."""
+
+    #: get(refs) -> values: the arguments passed by reference.
+    get: typing.Callable
+    #: serialize_object(value, object id, owner) -> SerializedValue: results.
+    serialize_object: typing.Callable
+    #: make_ref(object id, owner) -> ObjectRef.
+    make_ref: typing.Callable
+    #: cancel_children(task id, force): a recursive cancel.
+    cancel_children: typing.Callable
+
+
 class TaskExecutor:
-    def __init__(self, core, streams=()):
-        self.core = core
+    def __init__(self, io, info, ids, gcs, functions, references, ownership, task_context,
+                 handlers: dict, operations: Operations, task_events, streams=()):
+        self._io = io
+        self._info = info
+        #: Makes task and object ids; they embed the job id of the task running here.
+        self._ids = ids
+        self._gcs = gcs
+        self._functions = functions
+        self._references = references
+        self._ownership = ownership
+        #: Per thread: the task it runs (read by get_runtime_context()).
+        self._task_context = task_context
+        self._ops = operations
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cancelled: set[bytes] = set()
         self._running: bytes | None = None
@@ -65,13 +90,13 @@ class TaskExecutor:
         self._granted_lease = b""
         self._granted_proof = b""
         #: Enters the runtime env each task or actor needs (main thread only).
-        self.runtime_envs = RuntimeEnvSetup(core.io, core.gcs, core.info)
-        core.executor = self
-        self.task_events = core.task_events
-        core.handlers[cw.PushTask] = self.handle_push
-        core.handlers[cw.CancelTask] = self.handle_cancel
-        core.handlers[cw.Exit] = self.handle_exit
-        core.handlers[cw.ExitIfIdle] = self.handle_exit_if_idle
+        self.runtime_envs = RuntimeEnvSetup(io, gcs, info)
+        #: Records each task's RUNNING and end (core_worker/task_events.py).
+        self.task_events = task_events
+        handlers[cw.PushTask] = self.handle_push
+        handlers[cw.CancelTask] = self.handle_cancel
+        handlers[cw.Exit] = self.handle_exit
+        handlers[cw.ExitIfIdle] = self.handle_exit_if_idle
         signal.signal(CANCEL_SIGNAL, self._on_cancel_signal)
 
     # --- I/O thread -------------------------------------------------------------
@@ -79,18 +104,18 @@ class TaskExecutor:
     def handle_push(self, conn, req: cw.PushTask):
         spec = req.spec
         self._check_allowed(conn, req)
-        fut = self.core.io.loop.create_future()
+        fut = self._io.loop.create_future()
         item = (req, conn, fut, None)
         if spec.actor_id and not spec.is_actor_creation:
             self.actor.dispatch(item)
-        elif not self.core.functions.is_loaded(spec.function_id):
+        elif not self._functions.is_loaded(spec.function_id):
             async def fetch_then_queue():
                 try:
-                    pickled = await self.core.functions.fetch(spec.function_id)
+                    pickled = await self._functions.fetch(spec.function_id)
                 except Exception as exc:  # noqa: BLE001
                     pickled = exc
                 self._queue.put((req, conn, fut, pickled))
-            self.core.io.loop.create_task(fetch_then_queue())
+            self._io.loop.create_task(fetch_then_queue())
         else:
             self._queue.put(item)
         return fut
@@ -118,7 +143,7 @@ class TaskExecutor:
         elif req.lease_id == self._granted_lease and hmac.compare_digest(
                 req.grant, self._granted_proof):
             return
-        elif auth.grant_is_valid(self.core.lease_key, req.lease_id, req.grant):
+        elif auth.grant_is_valid(self._info.lease_key, req.lease_id, req.grant):
             self._granted_lease, self._granted_proof = req.lease_id, req.grant
             return
         else:
@@ -126,7 +151,7 @@ class TaskExecutor:
                       f"(lease {req.lease_id.hex() or 'none'})")
         peer = auth.describe_peer(conn.transport) if conn.transport is not None else "a peer"
         logger.warning("refused a task pushed by %s: %s", peer, reason)
-        raise PermissionError(f"Worker {self.core.worker_id.hex()[:12]} refused {reason}. "
+        raise PermissionError(f"Worker {self._info.worker_id.hex()[:12]} refused {reason}. "
                               "Tasks reach a worker through a lease its raylet granted.")
 
     def enqueue(self, item) -> None:
@@ -143,7 +168,7 @@ class TaskExecutor:
         caller gets TaskCancelledError even if it then returns normally.
         """
         if req.recursive:
-            self.core.cancel_children(req.task_id, req.force)
+            self._ops.cancel_children(req.task_id, req.force)
         if req.force:
             return  # the raylet kills this process
         self._cancelled.add(req.task_id)
@@ -160,11 +185,11 @@ class TaskExecutor:
 
     def handle_exit_if_idle(self, conn, req) -> cw.ExitIfIdleReply:
         """The raylet would reap this idle worker: agree unless it owns objects in use."""
-        owned = self.core.references.owned_in_use()
+        owned = self._references.owned_in_use()
         if owned or self.actor is not None or self._running is not None:
             return cw.ExitIfIdleReply(False, owned)
         # After this turn of the loop, so that the reply is written first.
-        self.core.io.loop.call_soon(self._queue.put, None)
+        self._io.loop.call_soon(self._queue.put, None)
         return cw.ExitIfIdleReply(True)
 
     def _on_cancel_signal(self, signum, frame):
@@ -200,14 +225,14 @@ class TaskExecutor:
             req.spec, TaskCancelledError(req.spec.task_id.hex()), False))
 
     def _deliver(self, fut, reply: cw.PushTaskReply) -> None:
-        post = self.core.io.post
+        post = self._io.post
         post(_set_result, fut, reply)
         if reply.worker_exiting:
             self._flush_streams()
-            post(_exit_soon, self.core)
+            post(_exit_soon, self._io)
             # The I/O thread ends the process once the reply has left; returning
             # would let main() exit first and the owner would see a crash.
-            self.core.io.thread.join()
+            self._io.thread.join()
 
     def execute(self, req: cw.PushTask, conn, pickled) -> cw.PushTaskReply:
         started = time.perf_counter()
@@ -271,20 +296,20 @@ class TaskExecutor:
             except RuntimeEnvSetupError as err:
                 raise _EarlyReply(self._error_reply(spec, err, False)) from None
             finally:  # what this process's tasks and actors inherit
-                self.core.runtime_env = self.runtime_envs.current
+                self._info.runtime_env = self.runtime_envs.current
         try:
             if is_method:
                 target = getattr(self.actor.instance, spec.method_name)
             else:
                 if isinstance(pickled, Exception):
                     raise pickled
-                target = self.core.functions.load(spec.function_id, pickled)
+                target = self._functions.load(spec.function_id, pickled)
         except Exception as exc:  # noqa: BLE001
             err = RayTaskError(spec.function_name,
                                f"Could not load {spec.function_name}: {exc}", exc,
-                               ip=self.core.node_ip)
+                               ip=self._info.node_ip)
             raise _EarlyReply(self._error_reply(spec, err, False)) from None
-        ctx = self.core.task_context
+        ctx = self._task_context
         ctx.task = spec.task_id
         ctx.spec = spec
         # Calls to an actor come from its callers, not the raylet: they carry no
@@ -342,8 +367,8 @@ class TaskExecutor:
 
     def _clear_context(self, spec: cw.TaskSpec, held: list) -> None:
         if held:
-            self.core.references.release(held)
-        ctx = self.core.task_context
+            self._references.release(held)
+        ctx = self._task_context
         ctx.task = None
         ctx.spec = None
         self._cancelled.discard(spec.task_id)
@@ -354,13 +379,13 @@ class TaskExecutor:
         class_name = spec.function_name.rsplit(".", 2)[-2] if "." in spec.function_name \
             else spec.function_name
         options["actor_id"] = spec.actor_id
-        options["gpu_ids"] = list(self.core.task_context.gpu_ids or [])
+        options["gpu_ids"] = list(self._task_context.gpu_ids or [])
         options["resources"] = dict(spec.resources)
         options["restarted"] = spec.attempt > 0
-        self.actor = self.core.actor = ActorRuntime(
+        self.actor = ActorRuntime(
             self, instance, options.get("class_name", class_name), options)
-        self.core.actor_id = spec.actor_id
-        self.core.actor_placement_group_id = spec.placement_group_id
+        self._info.actor_id = spec.actor_id
+        self._info.actor_placement_group_id = spec.placement_group_id
 
     def _resolve_args(self, spec: cw.TaskSpec, held: list):
         """Argument values; refs nested in them are held (in ``held``) for the call."""
@@ -370,14 +395,14 @@ class TaskExecutor:
             if arg.value is not None:
                 if arg.value.nested_refs:
                     # The caller registered us as their borrower before sending.
-                    self.core.references.hold(arg.value.nested_refs, registered=True)
+                    self._references.hold(arg.value.nested_refs, registered=True)
                     held.extend(arg.value.nested_refs)
                 values.append(deserialize(arg.value))
             else:
                 values.append(None)
-                refs.append((i, self.core.make_ref(arg.object_id, arg.owner)))
+                refs.append((i, self._ops.make_ref(arg.object_id, arg.owner)))
         if refs:
-            fetched = self.core.get([r for _, r in refs])
+            fetched = self._ops.get([r for _, r in refs])
             for (i, _), value in zip(refs, fetched):
                 values[i] = value
         n_kw = len(spec.kwarg_names)
@@ -391,8 +416,8 @@ class TaskExecutor:
         caller = spec.owner
 
         def result_object(object_id, value):
-            serialized = self.core.serialize_object(value, object_id, caller)
-            return self.core.ownership.result_object(object_id, serialized, caller)
+            serialized = self._ops.serialize_object(value, object_id, caller)
+            return self._ownership.result_object(object_id, serialized, caller)
         if n == 1:
             return [result_object(object_id_for_return(tid, 0), result)]
         if n == 0:
@@ -411,15 +436,15 @@ class TaskExecutor:
 
     def _stream(self, spec: cw.TaskSpec, result, conn) -> int:
         """Report each yielded value to the owner as it comes; returns the count."""
-        post = self.core.io.post
+        post = self._io.post
         index = 0
         if not inspect.isgenerator(result) and not hasattr(result, "__next__"):
             result = iter([result])
         try:
             for value in result:
                 oid = object_id_for_return(spec.task_id, index)
-                item = cw.GeneratorItem(spec.task_id, index, self.core.ownership.result_object(
-                    oid, self.core.serialize_object(value, oid, spec.owner), spec.owner))
+                item = cw.GeneratorItem(spec.task_id, index, self._ownership.result_object(
+                    oid, self._ops.serialize_object(value, oid, spec.owner), spec.owner))
                 post(_notify, conn, item)
                 index += 1
         except Exception as exc:  # noqa: BLE001
@@ -435,7 +460,7 @@ class TaskExecutor:
         return self._async_loop.run_until_complete(coro)
 
     def _wrap(self, spec: cw.TaskSpec, exc: BaseException) -> RayTaskError:
-        return task_error(exc, spec.name or spec.function_name, self.core.node_ip)
+        return task_error(exc, spec.name or spec.function_name, self._info.node_ip)
 
     def _retryable(self, spec: cw.TaskSpec, exc: BaseException) -> bool:
         if not spec.retry_exceptions:
@@ -466,14 +491,14 @@ class TaskExecutor:
     def _load_job(self, job_id: bytes) -> None:
         """First task of a job here: put the driver's import paths on sys.path."""
         try:
-            reply = self.core.io.run(self.core.gcs.call(gcs_msg.GetJobInfo(job_id)), 10)
+            reply = self._io.run(self._gcs.call(gcs_msg.GetJobInfo(job_id)), 10)
         except Exception as exc:  # noqa: BLE001
             logger.warning("could not load job %s info: %s", job_id.hex(), exc)
             return
         self._jobs_loaded.add(job_id)
         if reply.info is not None:
-            self.core.job_id = job_id
-            self.core.namespace = reply.info.namespace
+            self._info.job_id = self._ids.job_id = job_id
+            self._info.namespace = reply.info.namespace
             for path in reversed(reply.info.code_search_path):
                 if path not in sys.path:
                     sys.path.insert(0, path)
@@ -508,6 +533,6 @@ def _notify(conn, message) -> None:
         conn.notify(message)
 
 
-def _exit_soon(core) -> None:
+def _exit_soon(io) -> None:
     # Let the reply leave first: the connection flushes at the end of this turn.
-    core.io.loop.call_later(0.05, os._exit, 0)
+    io.loop.call_later(0.05, os._exit, 0)

@@ -34,6 +34,7 @@ from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCras
                           LocalRayletDiedError, OutOfMemoryError)
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
+from ..protocol.raylet import LeaseStatus
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
 from ..raylet.lease_client import LeaseAttempt
 from ..protocol import task_events as te
@@ -315,7 +316,7 @@ class NormalTaskSubmitter:
             return
         state.pending_leases.pop(lease_id, None)
         raylet = attempt.raylet
-        if reply.status == "granted":
+        if reply.status is LeaseStatus.GRANTED:
             try:
                 conn = await self._peers.get(reply.worker, "worker")
             except ConnectionError:
@@ -323,7 +324,7 @@ class NormalTaskSubmitter:
                 self._pump(state)
                 return
             state.workers.append(LeasedWorker(conn, reply, raylet))
-        elif reply.status == "failed":
+        elif reply.status is LeaseStatus.FAILED:
             self._fail_queue(state, TaskUnschedulableError(reply.message))
             return
         # "rejected" (the node spilled to was taken meanwhile) or "canceled": the

@@ -50,13 +50,17 @@ def main() -> None:
     env = os.environ
     from ..object_ref import ObjectRef  # the process's composition root injects it
     from .core_worker import CoreWorker
-    from .executor import TaskExecutor
+    from .executor import Operations, TaskExecutor
     core = CoreWorker(is_driver=False, make_ref=ObjectRef, node_id=bytes.fromhex(env["EMBER_NODE_ID"]),
                       node_ip=env["EMBER_NODE_IP"], raylet_socket=env["EMBER_RAYLET_SOCKET"],
                       gcs_address=env["EMBER_GCS_ADDRESS"],
                       session_dir=env["EMBER_SESSION_DIR"],
                       worker_id=bytes.fromhex(env["EMBER_WORKER_ID"]))
-    executor = TaskExecutor(core, streams=(out, err))
+    executor = core.executor = TaskExecutor(
+        core.io, core.info, core.ids, core.gcs, core.functions, core.references,
+        core.ownership, core.task_context, core.handlers,
+        Operations(core.get, core.serialize_object, core.make_ref, core.cancel_children),
+        core.task_events, streams=(out, err))
     # If the raylet goes away, this worker has no purpose left.
     core.on_raylet_lost = lambda: os._exit(1)
     core.connect()

@@ -46,6 +46,7 @@ from .. import rpc
 from ..protocol import core_worker as cw
 from ..protocol import gcs as msg
 from ..protocol import raylet as rl
+from ..protocol.raylet import LeaseStatus
 from ..protocol.common import Address
 from ..raylet.lease_client import LeaseAttempt
 from ..rpc.backoff import Backoff
@@ -226,10 +227,10 @@ class ActorManager:
         if reply is None:
             return  # it died while waiting for a lease
         if actor.state is ActorState.DEAD:
-            if reply.status == "granted":
+            if reply.status is LeaseStatus.GRANTED:
                 raylet.notify(rl.ReturnWorker(reply.lease_id))
             return
-        if reply.status != "granted":
+        if reply.status is not LeaseStatus.GRANTED:
             self._died(actor, f"it cannot be scheduled: {reply.message or reply.status}",
                        restartable=False)
             return
@@ -275,7 +276,7 @@ class ActorManager:
             try:
                 attempt = LeaseAttempt(request, await self._raylet_for(actor, actor.create))
                 reply = await attempt.run(self._connect_raylet)
-                if reply.status != "rejected":
+                if reply.status is not LeaseStatus.REJECTED:
                     return reply, attempt.raylet
                 # The node spilled to was taken meanwhile: ask again at once; the
                 # first raylet now counts that node as busy.

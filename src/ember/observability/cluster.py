@@ -93,3 +93,14 @@ async def ask_raylets(address: str, request, timeout: float):
     alive = [info for info in table.nodes if info.alive]
     replies = await asyncio.gather(*(one(info) for info in alive))
     return table, {info.node_id: reply for info, reply in zip(alive, replies)}
+
+
+def query_gcs(address: str | None, requests: list, timeout: float) -> list:
+    """The GCS's replies to ``requests`` (see :func:`resolve_address` for ``address``)."""
+    return run(ask_gcs, resolve_address(address), requests, timeout)
+
+
+def fetch_task_events(address: str | None, timeout: float, request):
+    """The task-event store's raw records (the state API and the timeline read them)."""
+    (reply,) = query_gcs(address, [request], timeout)
+    return reply

@@ -22,8 +22,8 @@ import tempfile
 import click
 
 from ..util.state import api
-from ..util.state.common import PREDICATES
-from ..util.state.exception import RayStateApiException
+from .schemas import PREDICATES
+from .errors import RayStateApiException
 
 #: Columns of each resource's table: what fits an 80-column terminal. The
 #: json and yaml formats, and --detail, show every field.

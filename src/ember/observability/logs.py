@@ -13,7 +13,7 @@ import fnmatch
 import os
 import time
 
-from ..util.state.exception import RayStateApiException
+from .errors import RayStateApiException
 
 
 def logs_dir(node_info) -> str:

@@ -7,7 +7,7 @@ in Ray's records.
 from __future__ import annotations
 
 from ..protocol import task_events as te
-from ..util.state.common import (PREDICATES, ActorState, JobState, NodeState, ObjectState,
+from .schemas import (PREDICATES, ActorState, JobState, NodeState, ObjectState,
                                  PlacementGroupState, TaskState, WorkerState)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from ..protocol import task_events as te
+from .cluster import fetch_task_events
 
 
 def chrome_trace(records) -> list[dict]:
@@ -45,8 +46,7 @@ def chrome_trace(records) -> list[dict]:
 def timeline(filename: str | None = None, address=None, timeout: int = 30) -> list[dict]:
     """As ``ray.timeline()``: the cluster's task spans as Chrome trace events, also
     written as JSON to ``filename`` when given."""
-    from ..util.state import api
-    events = chrome_trace(api.fetch_task_events(address, timeout, te.GetTaskEvents()).tasks)
+    events = chrome_trace(fetch_task_events(address, timeout, te.GetTaskEvents()).tasks)
     if filename is not None:
         with open(filename, "w") as f:
             json.dump(events, f)

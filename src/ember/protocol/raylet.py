@@ -1,6 +1,8 @@
 """Messages of the raylet service: worker registration, leases, node state."""
 from __future__ import annotations
 
+import enum
+
 from .common import Address, Message, SchedulingStrategy
 from .core_worker import CoreWorkerStatsReply
 
@@ -54,9 +56,21 @@ class RequestWorkerLease(Message):
     retriable: bool = True
 
 
+class LeaseStatus(enum.Enum):
+    """How a raylet answered a lease request."""
+
+    GRANTED = "granted"
+    #: Ask the raylet at ``retry_at`` instead.
+    SPILLBACK = "spillback"
+    #: A grant-or-reject request that does not fit now: ask your own raylet again.
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+    #: It can never be granted (``message`` says why).
+    FAILED = "failed"
+
+
 class WorkerLeaseReply(Message):
-    #: "granted", "spillback", "rejected", "canceled", "failed"
-    status: str
+    status: LeaseStatus
     worker: Address | None = None
     worker_pid: int = 0
     lease_id: bytes = b""

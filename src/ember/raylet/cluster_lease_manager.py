@@ -25,6 +25,7 @@ import typing
 from ..config import config
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as msg
+from ..protocol.raylet import LeaseStatus
 from ..protocol.common import Address
 from .lease_manager import Lease, LocalLeaseManager
 from .placement_groups import BundleManager
@@ -62,7 +63,7 @@ class ClusterLeaseManager:
             return again
         refusal = self.bundles.refusal(req.resources)
         if refusal:
-            return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
+            return msg.WorkerLeaseReply(LeaseStatus.FAILED, lease_id=req.lease_id,
                                         message=f"{req.description} cannot run: {refusal}")
         lease = Lease(req, conn)
         if req.grant_or_reject:
@@ -70,14 +71,14 @@ class ClusterLeaseManager:
             # now, else the owner asks its own raylet again, rather than wait here
             # while another node may be free.
             if not self.resources.can_allocate(lease.fixed):
-                return msg.WorkerLeaseReply("rejected", lease_id=req.lease_id)
+                return msg.WorkerLeaseReply(LeaseStatus.REJECTED, lease_id=req.lease_id)
             self.local.queue(lease)
             return await lease.future
         self.view.expire_promises(time.monotonic(), PROMISE_TTL_S)
         decision = pick_node(self.view, lease.fixed, req.strategy,
                              config.scheduler_spread_threshold)
         if decision.unschedulable:
-            return msg.WorkerLeaseReply("failed", lease_id=req.lease_id,
+            return msg.WorkerLeaseReply(LeaseStatus.FAILED, lease_id=req.lease_id,
                                         message=f"{req.description} cannot be scheduled: "
                                                 f"{decision.unschedulable}.")
         if decision.infeasible:
@@ -98,12 +99,12 @@ class ClusterLeaseManager:
         if address is None:
             return None
         self.view.promise(node_id, request, time.monotonic())
-        return msg.WorkerLeaseReply("spillback", lease_id=lease_id, retry_at=address)
+        return msg.WorkerLeaseReply(LeaseStatus.SPILLBACK, lease_id=lease_id, retry_at=address)
 
     def cancel(self, lease_id: bytes) -> bool:
         lease = self._infeasible.pop(lease_id, None)
         if lease is not None:
-            lease.future.set_result(msg.WorkerLeaseReply("canceled", lease_id=lease_id))
+            lease.future.set_result(msg.WorkerLeaseReply(LeaseStatus.CANCELED, lease_id=lease_id))
             return True
         return self.local.cancel(lease_id)
 
@@ -120,7 +121,7 @@ class ClusterLeaseManager:
             if refusal:
                 del self._infeasible[lease_id]
                 lease.future.set_result(msg.WorkerLeaseReply(
-                    "failed", lease_id=lease_id,
+                    LeaseStatus.FAILED, lease_id=lease_id,
                     message=f"{lease.request.description} cannot run: {refusal}"))
 
     def demand(self) -> list[dict[str, float]]:

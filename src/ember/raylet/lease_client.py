@@ -11,6 +11,7 @@ from __future__ import annotations
 import typing
 
 from ..protocol import raylet as rl
+from ..protocol.raylet import LeaseStatus
 from ..protocol.common import Address
 
 
@@ -37,7 +38,7 @@ class LeaseAttempt:
         """
         self.request.grant_or_reject = False
         reply = await self.raylet.call(self.request)
-        while reply.status == "spillback":
+        while reply.status is LeaseStatus.SPILLBACK:
             target = reply.retry_at
             self.raylet = None
             self.raylet = await connect(target)

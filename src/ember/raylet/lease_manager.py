@@ -23,6 +23,7 @@ import logging
 import time
 
 from ..protocol import raylet as msg
+from ..protocol.raylet import LeaseStatus
 from ..rpc.auth import lease_grant
 from .resources import Allocation, NodeResources, fixed_request
 from .worker_pool import WorkerHandle, WorkerPool
@@ -85,7 +86,7 @@ class LocalLeaseManager:
         self._queues[lease.request.scheduling_key].remove(lease)
         self._release(lease)
         if not lease.future.done():
-            lease.future.set_result(msg.WorkerLeaseReply("canceled", lease_id=lease_id))
+            lease.future.set_result(msg.WorkerLeaseReply(LeaseStatus.CANCELED, lease_id=lease_id))
         self.schedule_dispatch()
         return True
 
@@ -218,7 +219,7 @@ class LocalLeaseManager:
                 self._release(lease)
                 if not lease.future.done():
                     lease.future.set_result(msg.WorkerLeaseReply(
-                        "failed", lease_id=lease.lease_id,
+                        LeaseStatus.FAILED, lease_id=lease.lease_id,
                         message=f"{lease.request.description} cannot run: {reason}"))
 
     def kill_where(self, predicate, reason: str) -> None:
@@ -279,7 +280,7 @@ class LocalLeaseManager:
 
 def _granted_reply(lease: Lease) -> msg.WorkerLeaseReply:
     worker = lease.worker
-    return msg.WorkerLeaseReply("granted", worker=worker.address, worker_pid=worker.pid,
+    return msg.WorkerLeaseReply(LeaseStatus.GRANTED, worker=worker.address, worker_pid=worker.pid,
                                 lease_id=lease.lease_id,
                                 gpu_ids=lease.allocation.instance_ids("GPU"),
                                 grant=lease_grant(worker.lease_key, lease.lease_id))

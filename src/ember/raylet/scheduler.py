@@ -63,9 +63,13 @@ class ClusterView:
     def __init__(self, local_node_id: bytes, rng: random.Random | None = None):
         self.local_node_id = local_node_id
         self.nodes: dict[bytes, NodeView] = {}
-        self._spread = itertools.count()
+        self._spread_turns = itertools.count()
         #: Breaks ties between equally good nodes; seeded in tests.
         self.rng = rng or random.Random()
+
+    def next_spread_turn(self) -> int:
+        """SPREAD rotates over the nodes that fit: 0, 1, 2, ... for successive requests."""
+        return next(self._spread_turns)
 
     def alive(self) -> list[NodeView]:
         return [n for n in self.nodes.values() if n.alive]
@@ -134,7 +138,7 @@ def pick_node(view: ClusterView, request: dict[str, int], strategy: SchedulingSt
     if kind == "SPREAD":
         if ready:
             ready.sort(key=lambda n: n.node_id)
-            return Decision(ready[next(view._spread) % len(ready)].node_id)
+            return Decision(ready[view.next_spread_turn() % len(ready)].node_id)
         return Decision(_least_loaded(feasible, view).node_id)
 
     local = view.nodes.get(view.local_node_id)

@@ -61,7 +61,7 @@ class ForkedProcess:
             self._zygote.read_reports(blocking=0.01)
         return self.returncode
 
-    def _forked(self, pid: int) -> None:
+    def forked(self, pid: int) -> None:
         self.pid = pid
         if self._pending_signal is not None:
             self.send_signal(self._pending_signal)
@@ -123,7 +123,7 @@ class Zygote:
             if report["op"] == "forked":
                 proc = self._by_worker.pop(report["worker_id"], None)
                 if proc is not None:
-                    proc._forked(report["pid"])
+                    proc.forked(report["pid"])
                     self._by_pid[report["pid"]] = proc
                     early = self._exited_early.pop(report["pid"], None)
                     if early is not None:

@@ -17,24 +17,18 @@ from ...observability import cluster, logs as logfiles, records, summary
 from ...protocol import gcs as gcs_msg
 from ...protocol import raylet as rl
 from ...protocol import task_events as te
-from .common import (DEFAULT_LIMIT, DEFAULT_RPC_TIMEOUT, RESOURCES, ActorState, JobState,
+from ...observability.schemas import (DEFAULT_LIMIT, DEFAULT_RPC_TIMEOUT, RESOURCES, ActorState, JobState,
                      NodeState, ObjectState, PlacementGroupState, RuntimeEnvState, TaskState,
                      WorkerState)
-from .exception import RayStateApiException
+from ...observability.errors import RayStateApiException
 
 logger = logging.getLogger(__name__)
 
 
 # --- fetching ---------------------------------------------------------------------------
 
-def _gcs(address, requests, timeout):
-    return cluster.run(cluster.ask_gcs, cluster.resolve_address(address), requests, timeout)
-
-
-def fetch_task_events(address, timeout, request: te.GetTaskEvents) -> te.GetTaskEventsReply:
-    """The task-event store's raw records (the timeline reads them too)."""
-    (reply,) = _gcs(address, [request], timeout)
-    return reply
+_gcs = cluster.query_gcs
+fetch_task_events = cluster.fetch_task_events
 
 
 def _per_node(address, timeout, raise_on_missing_output, convert) -> list:

@@ -1,10 +1,4 @@
-"""Errors of the state API, under Ray's names (``ray.util.state.exception``)."""
+"""``ray.util.state.exception``: the state API's errors (defined in ember.observability.errors)."""
 from __future__ import annotations
 
-
-class RayStateApiException(Exception):
-    """The cluster could not answer a state query fully (or at all)."""
-
-
-#: Ray's older name.
-StateApiException = RayStateApiException
+from ...observability.errors import RayStateApiException, StateApiException  # noqa: F401
