@@ -110,3 +110,22 @@ def test_metric_argument_checks():
     with pytest.raises(TypeError, match="tag_keys must be a tuple"):
         Counter("c3", tag_keys=["a"])
     assert Counter("c4", description="d", tag_keys=("a",)).info["description"] == "d"
+
+
+def test_grafana_dashboard_charts_exported_metrics(metrics_cluster):
+    """Every ember_ metric the sample dashboard queries is one the endpoint serves."""
+    import json
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "dashboards", "grafana", "ember.json")
+    with open(path) as f:
+        dashboard = json.load(f)
+    used = {re.sub(r"_(bucket|count|sum)$", "", name)
+            for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"ember_[a-z_]+", target["expr"])}
+    ray.get(record_in_task.remote())
+    recorder = Recorder.remote()
+    ray.get(recorder.set.remote(1))
+    wait_for_condition(lambda: {"ember_tasks", "ember_actors"} <= set(scrape(metrics_cluster)),
+                       timeout=10, message="the head's task and actor counts")
+    exported = {re.sub(r"_(bucket|count|sum)$", "", name) for name in scrape(metrics_cluster)}
+    assert used and used <= exported, used - exported

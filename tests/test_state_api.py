@@ -85,9 +85,9 @@ def test_actors_actor_tasks_and_get(shared):
     wait_for_condition(lambda: len(state.list_tasks(
         filters=[("actor_id", "=", actor.actor_id), ("type", "=", "ACTOR_TASK"),
                  ("state", "=", "FINISHED")])) == 3, timeout=3, message="3 actor calls")
-    creation = state.list_tasks(filters=[("actor_id", "=", actor.actor_id),
-                                         ("type", "=", "ACTOR_CREATION_TASK")])
-    assert creation[0].func_or_class_name == "Counter.__init__"
+    wait_for_condition(lambda: [t.func_or_class_name for t in state.list_tasks(
+        filters=[("actor_id", "=", actor.actor_id), ("type", "=", "ACTOR_CREATION_TASK")])]
+        == ["Counter.__init__"], timeout=3, message="the actor's creation task")
     summary = state.summarize_actors()["cluster"]["summary"]
     assert summary["Counter"]["state_counts"]["ALIVE"] >= 1
     ray.kill(c)

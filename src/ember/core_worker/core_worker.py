@@ -43,7 +43,7 @@ from .ownership import Ownership
 from .process_info import LocalNode, ProcessInfo
 from .reference_counter import ReferenceCounter
 from .serialization import deserialize, inline_value, serialize_parts
-from .task_events import TaskEventBuffer
+from .task_events import task_event_buffer
 from .task_submitter import NormalTaskSubmitter, PendingTask
 from .log_printer import log_printer, print_error
 
@@ -127,7 +127,7 @@ class CoreWorker:
                                                   self.ownership, self.submitter.store_returns)
         gcs_handlers[gcs_msg.ActorChanged] = self.actor_submitter.actor_changed
         #: Task state changes, flushed to the GCS's task-event store about once a second.
-        self.task_events = TaskEventBuffer(node_id, info.worker_id)
+        self.task_events = task_event_buffer(node_id, info.worker_id)
         self.submitter.task_events = self.actor_submitter.task_events = self.task_events
         #: Runs store reads for callbacks that fire on the I/O thread (which must
         #: never wait on the raylet it serves).

@@ -52,7 +52,8 @@ class TaskEventBuffer:
         #: (task_id, attempt, exception)
         self._errors: list = []
         self._max = config.task_events_max_buffer_size
-        #: Events dropped because the buffer was full; reported with the next flush.
+        #: Events dropped because more than ``task_events_max_buffer_size`` piled up
+        #: between two flushes; reported with the next flush.
         self.dropped = 0
         self.flushed = 0
         self._timer = None
@@ -63,9 +64,6 @@ class TaskEventBuffer:
     def submitted(self, task) -> None:
         """Owner: a task or actor call was submitted; its arguments may be pending."""
         spec = task.spec
-        if len(self._events) >= self._max:
-            self.dropped += 1
-            return
         self._new.append((spec, spec.attempt, task.parent))
         self._events.append((spec.task_id, spec.attempt, te.PENDING_ARGS_AVAIL, _now()))
 
@@ -94,9 +92,6 @@ class TaskEventBuffer:
 
     def running(self, spec) -> None:
         """Executor: the task starts running in this process."""
-        if len(self._events) >= self._max:
-            self.dropped += 1
-            return
         if spec.is_actor_creation:  # its owner registered it with the GCS, not a submitter
             self._new.append((spec, spec.attempt, b""))
         self._events.append((spec.task_id, spec.attempt, te.RUNNING, _now()))
@@ -137,6 +132,9 @@ class TaskEventBuffer:
             return None
         events = self._events[:n]
         del self._events[:n]
+        if n > self._max:  # the GCS could not keep up, or this process could not send
+            self.dropped += n - self._max
+            events = events[-self._max:]
         new = self._new[:k]
         del self._new[:k]
         errors = self._errors[:m]
@@ -189,3 +187,18 @@ def error_type(err: BaseException) -> str:
 def error_message(err: BaseException, limit: int = 2000) -> str:
     text = str(err)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+class DisabledTaskEvents(TaskEventBuffer):
+    """What a process records with ``task_events_enabled`` off: nothing."""
+
+    def _skip(self, *args) -> None:
+        pass
+
+    submitted = state = finished = failed = running = ended = retried = _skip
+
+
+def task_event_buffer(node_id: bytes, worker_id: bytes) -> TaskEventBuffer:
+    """This process's buffer: a recording one unless ``task_events_enabled`` is off."""
+    cls = TaskEventBuffer if config.task_events_enabled else DisabledTaskEvents
+    return cls(node_id, worker_id)

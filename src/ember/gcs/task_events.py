@@ -90,12 +90,16 @@ class TaskEventManager:
             rec = self._record(info.task_id, info.attempt)
             if rec.info is None:
                 rec.info = info
+        tasks = self.tasks
         record = self._record
         finished = self._finished
         for task_id, attempt, state, ts in batch.events:
-            rec = record(task_id, attempt)
+            rec = tasks.get((task_id, attempt))
+            if rec is None:
+                rec = record(task_id, attempt)
             times = rec.state_ts
-            if not times[state] or ts < times[state]:
+            seen = times[state]
+            if not seen or ts < seen:
                 times[state] = ts
             if state > rec.state:
                 if state in _TERMINAL and rec.state not in _TERMINAL:
@@ -114,7 +118,7 @@ class TaskEventManager:
     def job_finished(self, job_id: bytes) -> None:
         """Drop the job's attempts once ``task_events_finished_job_ttl_s`` has passed."""
         loop = asyncio.get_running_loop()
-        self._timers = [t for t in self._timers if not t.cancelled()]
+        self._timers = [t for t in self._timers if t.when() > loop.time()]  # still pending
         self._timers.append(loop.call_later(config.task_events_finished_job_ttl_s,
                                             self.drop_job, job_id))
 
