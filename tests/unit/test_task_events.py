@@ -215,3 +215,19 @@ def test_store_never_exceeds_its_bound(max_tasks):
         store.add_events(None, batch([(task_id(i), 0, state, float(i))]))
     assert len(store.tasks) == max_tasks
     assert store.debug_state()["dropped_tasks"] == 200 - max_tasks
+
+
+def test_store_applies_column_filters_and_summarizes():
+    store = TaskEventManager(max_tasks=100)
+    store.add_events(None, batch(
+        [(task_id(i), 0, te.FINISHED if i % 2 else te.RUNNING, float(i)) for i in range(6)],
+        infos=[info(i) for i in range(6)]))
+    reply = query(store, filters=[("state", "=", "finished")], limit=2)
+    assert [r.task_id for r in reply.tasks] == [task_id(5), task_id(3)]
+    assert reply.num_filtered == 1
+    assert [r.task_id for r in query(store, filters=[("name", "!=", "f0"),
+                                                     ("state", "=", "running")]).tasks] == [
+        task_id(4), task_id(2)]
+    rows = query(store, summary=True).summary
+    assert sorted(rows) == sorted([(f"f{i}", te.NORMAL_TASK,
+                                    te.FINISHED if i % 2 else te.RUNNING, 1) for i in range(6)])

@@ -26,6 +26,7 @@ import collections
 import logging
 
 from ..config import config
+from ..observability import records
 from ..protocol import task_events as te
 
 logger = logging.getLogger(__name__)
@@ -137,19 +138,19 @@ class TaskEventManager:
         if req.task_id:
             found = [r for k, r in self.tasks.items() if k[0] == req.task_id]
             found.sort(key=lambda r: -r.attempt)
-            total = len(found)
         else:
-            job_id, actor_id, limit = req.job_id, req.actor_id, req.limit
-            found = []
-            total = 0
-            for rec in reversed(self.tasks.values()):
-                if job_id and rec.task_id[-4:] != job_id:
-                    continue
-                if actor_id and (rec.info is None or rec.info.actor_id != actor_id):
-                    continue
-                total += 1
-                if not limit or len(found) < limit:
-                    found.append(rec)
+            job_id, actor_id = req.job_id, req.actor_id
+            found = [rec for rec in reversed(self.tasks.values())
+                     if (not job_id or rec.task_id[-4:] == job_id)
+                     and (not actor_id or (rec.info is not None
+                                           and rec.info.actor_id == actor_id))]
+        if req.filters:
+            found = records.select_task_records(found, req.filters, 0)
+        if req.summary:
+            return te.GetTaskEventsReply([], summary=records.count_task_records(found))
+        total = len(found)
+        if req.limit:
+            found = found[:req.limit]
         return te.GetTaskEventsReply(
             found, num_filtered=total - len(found),
             num_status_task_events_dropped=sum(self.dropped_by_job.values()),

@@ -6,23 +6,26 @@ from __future__ import annotations
 
 import collections
 
+from ..protocol import task_events as te
 
-def summarize_tasks(tasks) -> dict:
+
+def summarize_task_counts(rows) -> dict:
+    """``(func_or_class_name, type, state, attempts)`` rows (counted in the GCS, see
+    records.count_task_records), grouped by function as ``ray summary tasks``."""
     groups: dict[str, dict] = {}
     total = actor_tasks = actor_scheduled = 0
-    for t in tasks:
-        group = groups.get(t.func_or_class_name)
+    for func, kind, state, n in rows:
+        group = groups.get(func)
         if group is None:
-            group = groups[t.func_or_class_name] = {
-                "func_or_class_name": t.func_or_class_name, "type": t.type,
-                "state_counts": collections.Counter()}
-        group["state_counts"][t.state] += 1
-        if t.type == "ACTOR_TASK":
-            actor_tasks += 1
-        elif t.type == "ACTOR_CREATION_TASK":
-            actor_scheduled += 1
+            group = groups[func] = {"func_or_class_name": func, "type": te.TYPE_NAMES[kind],
+                                    "state_counts": collections.Counter()}
+        group["state_counts"][te.STATE_NAMES[state] if state >= 0 else "NIL"] += n
+        if kind == te.ACTOR_TASK:
+            actor_tasks += n
+        elif kind == te.ACTOR_CREATION_TASK:
+            actor_scheduled += n
         else:
-            total += 1
+            total += n
     for group in groups.values():
         group["state_counts"] = dict(group["state_counts"])
     return {"cluster": {"summary": groups, "total_tasks": total,

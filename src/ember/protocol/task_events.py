@@ -73,6 +73,11 @@ class GetTaskEvents(Message):
     limit: int = 0
     #: Only count the stored attempts per state (``state_counts``); no records.
     counts_only: bool = False
+    #: More filters, applied in the GCS before ``limit``: (column, "=" | "!=",
+    #: lowercased value), columns as TaskState's (see observability/records.py).
+    filters: list[tuple[str, str, str]] = []
+    #: Only count attempts per (function, type, state) (``summary``); no records.
+    summary: bool = False
 
 
 class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
@@ -102,3 +107,5 @@ class GetTaskEventsReply(Message):
     num_profile_events_dropped: int = 0
     #: counts_only: state name -> stored attempts in that state.
     state_counts: dict[str, int] = {}
+    #: summary: (func_or_class_name, type, state, attempts) rows.
+    summary: list[tuple[str, int, int, int]] = []

@@ -62,14 +62,13 @@ def _listing(resource, schema, rows, filters, limit, detail):
     return [records.trim(r, detail) for r in selected]
 
 
-def _task_rows(reply: te.GetTaskEventsReply, detail: bool) -> list[TaskState]:
+def _warn_dropped(reply: te.GetTaskEventsReply) -> None:
     if reply.num_status_task_events_dropped or reply.num_profile_events_dropped:
         logger.warning(
             "%d task attempts were dropped from the GCS's task-event store (and %d events "
             "by workers): the oldest finished go first past task_events_max_num_task_in_gcs "
             "(EMBER_TASK_EVENTS_MAX_NUM_TASK_IN_GCS).", reply.num_status_task_events_dropped,
             reply.num_profile_events_dropped)
-    return [records.task(rec, detail) for rec in reply.tasks]
 
 
 # --- list ------------------------------------------------------------------------------
@@ -99,12 +98,11 @@ def list_tasks(address=None, filters=None, limit: int = DEFAULT_LIMIT,
             except ValueError:
                 return []  # not an id: nothing can match
         rest.append((key, predicate, value))
-    if not rest:
-        request.limit = limit or 0
+    request.filters = rest  # applied in the GCS, before the limit: only the answer travels
+    request.limit = limit or 0
     reply = fetch_task_events(address, timeout, request)
-    rows = _task_rows(reply, detail)
-    selected, _ = records.select(rows, rest, limit)
-    return [records.trim(r, detail) for r in selected]
+    _warn_dropped(reply)
+    return [records.trim(records.task(rec, detail), detail) for rec in reply.tasks]
 
 
 def list_objects(address=None, filters=None, limit: int = DEFAULT_LIMIT,
@@ -216,8 +214,9 @@ def get_objects(id: str, address=None, timeout: int = DEFAULT_RPC_TIMEOUT,
 
 def summarize_tasks(address=None, timeout: int = DEFAULT_RPC_TIMEOUT,
                     raise_on_missing_output: bool = True, _explain: bool = False) -> dict:
-    reply = fetch_task_events(address, timeout, te.GetTaskEvents())
-    return summary.summarize_tasks(_task_rows(reply, detail=False))
+    reply = fetch_task_events(address, timeout, te.GetTaskEvents(summary=True))
+    _warn_dropped(reply)
+    return summary.summarize_task_counts(reply.summary)
 
 
 def summarize_actors(address=None, timeout: int = DEFAULT_RPC_TIMEOUT,
