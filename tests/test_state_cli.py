@@ -54,6 +54,10 @@ DRIVER = """
 
     c = CliCounter.options(name="cli-counter", lifetime="detached").remote()
     print(sum(ember.get([cli_square.remote(i) for i in range(4)] + [c.inc.remote()])))
+    # A job's task workers are stopped when its driver exits: give them the second
+    # they take to flush their half of the task events (see README, Observability).
+    import time
+    time.sleep(1.5)
 """
 
 
