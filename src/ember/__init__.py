@@ -28,6 +28,7 @@ from .worker import (available_resources, cancel, cluster_resources, get,  # noq
 from .actor import ActorClass, method  # noqa: E402
 from . import actor, job_config, util  # noqa: E402
 from . import autoscaler  # noqa: E402  (ray.autoscaler.sdk.request_resources)
+from .observability.timeline import timeline  # noqa: E402
 
 import cloudpickle  # noqa: E402,F401 - Ray users reach it as ray.cloudpickle
 
@@ -70,5 +71,5 @@ __all__ = [
     "nodes", "cluster_resources", "available_resources", "get_gpu_ids",
     "get_runtime_context", "ObjectRef", "ObjectRefGenerator", "exceptions",
     "JobID", "TaskID", "ActorID", "NodeID", "ObjectID", "WorkerID", "PlacementGroupID",
-    "__version__", "job_config", "cloudpickle",
+    "timeline", "__version__", "job_config", "cloudpickle",
 ]

@@ -9,6 +9,7 @@
     ember up cluster.yaml / ember down cluster.yaml        # a whole cluster from a config
     ember microbenchmark [--filter SUBSTR] [--json]
     ember demo
+    ember list|get|summary|logs|timeline ...   # see ember/observability/commands.py
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 import click
 
 from . import node as node_mod
+from .observability import commands as observability_commands
 from .rpc import auth
 from .autoscaler import launcher
 from .autoscaler.config import AutoscalerConfig, load_config
@@ -87,13 +89,18 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
 @click.option("--storage", default=None,
               help="GCS storage, for --head: 'redis://host:port' for GCS fault tolerance "
                    "(default: EMBER_GCS_STORAGE, else 'memory').")
+@click.option("--metrics-export-port", type=int, default=None,
+              help="Serve Prometheus metrics on this port of the node's IP (0: a free "
+                   "port; `ember status` shows it).")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 @click.option("--autoscaling-config", default=None, type=click.Path(),
               help="Cluster YAML, for --head: run the autoscaler on this head.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
-          object_store_memory, node_ip_address, bind_all, token, storage, block,
-          autoscaling_config):
+          object_store_memory, node_ip_address, bind_all, token, storage, metrics_export_port,
+          block, autoscaling_config):
     """Start ember's processes on this machine."""
+    if metrics_export_port is not None:  # the raylet reads it (EMBER_<NAME> config)
+        os.environ["EMBER_METRICS_EXPORT_PORT"] = str(metrics_export_port)
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
     if bind_all and not head:
@@ -281,6 +288,8 @@ def down(cluster_config):
     else:
         click.echo(f"Cluster {config.cluster_name!r} is down ({stopped} processes stopped).")
 
+
+observability_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -120,6 +120,26 @@ class Config:
     #: How long a raylet tries to reach another node's raylet to pull an object.
     object_transfer_connect_timeout_s: float = 5.0
 
+    # --- observability (task events, metrics) -----------------------------
+    #: Record task state changes and send them to the GCS (``ember list tasks``,
+    #: ``ember timeline``). As Ray's ``task_events_report_interval_ms > 0``.
+    task_events_enabled: bool = True
+    #: How often each process flushes its buffered task events to the GCS.
+    task_events_report_interval_ms: int = 1000
+    #: Events a process buffers between flushes before it drops (and counts) more.
+    task_events_max_buffer_size: int = 100_000
+    #: Task attempts the GCS keeps; past it the oldest finished are dropped
+    #: first (Ray's ``task_events_max_num_task_in_gcs``).
+    task_events_max_num_task_in_gcs: int = 100_000
+    #: Seconds after a job finishes that its task events are dropped.
+    task_events_finished_job_ttl_s: float = 600.0
+    #: Port of each node's Prometheus ``/metrics`` endpoint, on the node's IP:
+    #: -1 serves none, 0 a free port (written to the session directory).
+    #: ``ember start --metrics-export-port`` sets it.
+    metrics_export_port: int = -1
+    #: How often a process reports its user metrics to its raylet.
+    metrics_report_interval_ms: int = 1000
+
     # --- sessions --------------------------------------------------------
     temp_dir: str = "/tmp/ember"
     #: Point ``<temp_dir>/session_latest`` at each new session. The benchmark

@@ -10,6 +10,7 @@ import uvloop
 
 from . import rpc
 from .autoscaler.status import format_autoscaler
+from .observability import cluster
 from .protocol import gcs as gcs_msg
 from .protocol import raylet as rl
 
@@ -17,25 +18,7 @@ from .protocol import raylet as rl
 def ask_every_raylet(gcs_address: str, request, timeout: float = 10.0):
     """The GCS's node table, and ``request``'s reply from each live raylet (None if
     it did not answer), as ``(GetAllNodesReply, {node_id: reply})``."""
-    async def query():
-        conn = await rpc.connect(gcs_address, name="gcs", timeout=5)
-        try:
-            table = await conn.call(gcs_msg.GetAllNodes(), timeout=10)
-        finally:
-            conn.close()
-        replies = {}
-        for info in table.nodes:
-            if not info.alive:
-                continue
-            try:
-                raylet = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}",
-                                           name="raylet", timeout=2)
-                replies[info.node_id] = await raylet.call(request, timeout=timeout)
-                raylet.close()
-            except (ConnectionError, OSError, rpc.RemoteError):
-                replies[info.node_id] = None
-        return table, replies
-    return uvloop.run(query())
+    return cluster.run(cluster.ask_raylets, gcs_address, request, timeout)
 
 
 def fetch_cluster(gcs_address: str):
@@ -97,6 +80,10 @@ def format_status(gcs_address: str) -> str:
                 f" node_{node_id.hex()[:12]}: {_fmt_bytes(stats.get('used', 0))} used of "
                 f"{_fmt_bytes(stats['capacity'])}, {stats.get('num_objects', 0)} objects, "
                 f"{_fmt_bytes(stats.get('spilled_bytes', 0))} spilled to disk")
+    metrics = [f" node_{n.node_id.hex()[:12]}: http://{address}/metrics" for n in alive
+               if (address := _metrics_address(n))]
+    if metrics:
+        lines += ["", "Metrics (Prometheus):"] + metrics
     lines += ["", "Demands:"]
     demands = []
     for node_id, state in states.items():
@@ -123,6 +110,16 @@ def fetch_autoscaler(gcs_address: str):
         status = msgspec.msgpack.decode(raw, type=gcs_msg.AutoscalerStatus) if raw else None
         return status, demand
     return uvloop.run(query())
+
+
+def _metrics_address(node) -> str:
+    """The node's metrics endpoint, as its raylet wrote it to the session directory."""
+    from .observability.metrics import port_file
+    try:
+        with open(port_file(node.session_dir, node.node_id)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def fetch_memory(gcs_address: str):

@@ -35,6 +35,7 @@ from .. import rpc
 from ..exceptions import ActorDiedError, PendingCallsLimitExceeded, TaskCancelledError
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
+from ..protocol.task_events import SUBMITTED_TO_WORKER
 from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class ActorTaskSubmitter:
             return
         task.spec.sequence_number = queue.next_seq
         queue.next_seq += 1
+        self.task_events.submitted(task)
         queue.pending.append(task)
         self._dependencies.resolve(task, lambda t, q=queue: self._pump(q))
 
@@ -225,6 +227,7 @@ class ActorTaskSubmitter:
 
     def _send(self, queue: ActorQueue, task) -> None:
         fut = queue.conn.request(cw.PushTask(task.spec))
+        self.task_events.state(task.spec, SUBMITTED_TO_WORKER)
         fut.add_done_callback(lambda f, q=queue, t=task: self._on_reply(q, t, f))
 
     async def _connect(self, queue: ActorQueue) -> None:
@@ -349,6 +352,7 @@ class ActorTaskSubmitter:
             self._fail(queue, task, queue.death)
 
     def _fail(self, queue: ActorQueue, task, err: Exception) -> None:
+        self.task_events.failed(task.spec, err)
         value = serialize_error(err)
         self._finish(queue, task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
 

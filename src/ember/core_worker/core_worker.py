@@ -43,6 +43,7 @@ from .ownership import Ownership
 from .process_info import LocalNode, ProcessInfo
 from .reference_counter import ReferenceCounter
 from .serialization import deserialize, inline_value, serialize_parts
+from .task_events import task_event_buffer
 from .task_submitter import NormalTaskSubmitter, PendingTask
 from .log_printer import log_printer, print_error
 
@@ -125,6 +126,9 @@ class CoreWorker:
                                                   self.references, self.dependencies,
                                                   self.ownership, self.submitter.store_returns)
         gcs_handlers[gcs_msg.ActorChanged] = self.actor_submitter.actor_changed
+        #: Task state changes, flushed to the GCS's task-event store about once a second.
+        self.task_events = task_event_buffer(node_id, info.worker_id)
+        self.submitter.task_events = self.actor_submitter.task_events = self.task_events
         #: Runs store reads for callbacks that fire on the I/O thread (which must
         #: never wait on the raylet it serves).
         self._readers = None
@@ -188,6 +192,7 @@ class CoreWorker:
         self.node.raylet = await rpc.connect("unix:" + self.raylet_socket, self.handlers,
                                              name="raylet", on_close=self._raylet_lost)
         await self.gcs.start()
+        self.task_events.start(self.io.loop, self.gcs)
         if self.is_driver:
             registration = gcs_msg.RegisterJob(
                 driver_pid=os.getpid(), driver_address=self.address,
@@ -545,7 +550,9 @@ class CoreWorker:
             await self.objects.loop_free_remote_copies()
         if self.gcs is not None:
             self.gcs.stop_reconnecting()
+        self.task_events.stop()
         if self.is_driver and self.gcs is not None and self.gcs.connected:
+            self.task_events.flush()
             try:
                 await self.gcs.call(gcs_msg.MarkJobFinished(self.job_id), timeout=2)
             except Exception:

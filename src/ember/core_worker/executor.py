@@ -67,7 +67,8 @@ class Operations(typing.NamedTuple):
 
 class TaskExecutor:
     def __init__(self, io, info, ids, node, gcs, functions, references, ownership,
-                 task_context, handlers: dict, operations: Operations, streams=()):
+                 task_context, handlers: dict, operations: Operations, task_events,
+                 streams=()):
         self._io = io
         #: This node's raylet connection (LocalNode), told before a deliberate exit.
         self._node = node
@@ -95,6 +96,8 @@ class TaskExecutor:
         self._granted_proof = b""
         #: Enters the runtime env each task or actor needs (main thread only).
         self.runtime_envs = RuntimeEnvSetup(io, gcs, info)
+        #: Records each task's RUNNING and end (core_worker/task_events.py).
+        self.task_events = task_events
         handlers[cw.PushTask] = self.handle_push
         handlers[cw.CancelTask] = self.handle_cancel
         handlers[cw.Exit] = self.handle_exit
@@ -240,6 +243,7 @@ class TaskExecutor:
     def execute(self, req: cw.PushTask, conn, pickled) -> cw.PushTaskReply:
         started = time.perf_counter()
         spec = req.spec
+        self.task_events.running(spec)
         try:
             target, args, kwargs, held = self._begin(req, pickled)
         except _EarlyReply as early:
@@ -263,6 +267,7 @@ class TaskExecutor:
         """Async actors: the same as :meth:`execute`, awaiting coroutine methods."""
         started = time.perf_counter()
         spec = req.spec
+        self.task_events.running(spec)
         try:
             target, args, kwargs, held = self._begin(req, None)
         except _EarlyReply as early:
@@ -359,6 +364,7 @@ class TaskExecutor:
 
     def _end(self, spec: cw.TaskSpec, reply: cw.PushTaskReply, started: float, held: list):
         self._clear_context(spec, held)
+        self.task_events.ended(spec, reply)
         reply.duration = time.perf_counter() - started
         if spec.max_calls:
             count = self._calls.get(spec.function_id, 0) + 1
@@ -478,6 +484,7 @@ class TaskExecutor:
 
     def _error_reply(self, spec: cw.TaskSpec, err: BaseException,
                      retryable: bool) -> cw.PushTaskReply:
+        self.task_events.failed(spec, err)
         value = serialize_error(err)
         n = spec.num_returns
         if n == -1:

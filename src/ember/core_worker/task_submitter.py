@@ -37,6 +37,7 @@ from ..protocol import raylet as rl
 from ..protocol.raylet import LeaseStatus
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
 from ..raylet.lease_client import LeaseAttempt
+from ..protocol import task_events as te
 from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class NormalTaskSubmitter:
 
     def submit(self, task: PendingTask) -> None:
         self.tasks[task.spec.task_id] = task
+        self.task_events.submitted(task)
         self._dependencies.resolve(task, self._dependencies_ready)
 
     def _dependencies_ready(self, task: PendingTask) -> None:
@@ -177,6 +179,7 @@ class NormalTaskSubmitter:
             self.store_returns(task, failed)
             return
         task.state = TaskState.QUEUED
+        self.task_events.state(task.spec, te.PENDING_NODE_ASSIGNMENT)
         state = self._keys.get(task.key)
         if state is None:
             state = self._keys[task.key] = KeyState(task.key)
@@ -234,6 +237,7 @@ class NormalTaskSubmitter:
         w.inflight += 1
         task.worker = w
         task.state = TaskState.RUNNING
+        self.task_events.state(task.spec, te.SUBMITTED_TO_WORKER)
         nested = task.nested_refs()
         if nested and self._ownership.register_local(w.address, nested):
             # Refs owned by third processes: their owners must know the worker first.
@@ -473,6 +477,7 @@ class NormalTaskSubmitter:
         if spend and task.retries_left > 0:
             task.retries_left -= 1
         task.spec.attempt += 1
+        self.task_events.retried(task)
         task.state = TaskState.QUEUED
         state = self._keys.get(task.key)
         if state is None:
@@ -486,6 +491,7 @@ class NormalTaskSubmitter:
             self._finish_with_error(task, err)
 
     def _finish_with_error(self, task: PendingTask, err: Exception) -> None:
+        self.task_events.failed(task.spec, err)
         value = serialize_error(err)
         self.store_returns(task, [cw.ReturnObject(oid, value) for oid in task.return_ids])
 
@@ -500,6 +506,7 @@ class NormalTaskSubmitter:
 
     def store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:
         task.state = TaskState.FINISHED
+        self.task_events.finished(task, returns)
         self.tasks.pop(task.spec.task_id, None)
         for ret in returns:
             self.store_result(ret)

@@ -60,7 +60,7 @@ def main() -> None:
         core.io, core.info, core.ids, core.node, core.gcs, core.functions, core.references,
         core.ownership, core.task_context, core.handlers,
         Operations(core.get, core.serialize_object, core.make_ref, core.cancel_children),
-        streams=(out, err))
+        core.task_events, streams=(out, err))
     # If the raylet goes away, this worker has no purpose left.
     core.on_raylet_lost = lambda: os._exit(1)
     core.connect()

@@ -24,6 +24,7 @@ from .job_manager import JobManager
 from .kv_manager import KVManager
 from .node_manager import NodeManager
 from .pubsub import Publisher
+from .task_events import TaskEventManager
 from .storage import (REDIS_SCHEMES, InMemoryStoreClient, StorageConfigError,
                       StorageUnavailableError, StoreClient)
 
@@ -64,9 +65,11 @@ class GcsServer:
         self.nodes.on_node_dead.append(self.actors.node_died)
         self.jobs.on_job_finished.append(self.actors.job_finished)
         self.autoscaler = AutoscalerStateManager(self.nodes, self.placement_groups, self.kv)
+        self.task_events = TaskEventManager()
+        self.jobs.on_job_finished.append(self.task_events.job_finished)
         self._handlers = {}
         for manager in (self.kv, self.nodes, self.jobs, self.actors, self.placement_groups,
-                        self.publisher, self.autoscaler):
+                        self.publisher, self.autoscaler, self.task_events):
             self._handlers.update(manager.handlers())
         self._handlers[GetNodeState] = self.debug_state
         self._handlers[msg.PublishLogs] = self._publish_logs
@@ -113,6 +116,7 @@ class GcsServer:
             "actors": self.actors.debug_state(),
             "placement_groups": self.placement_groups.debug_state(),
             "autoscaler": self.autoscaler.debug_state(),
+            "task_events": self.task_events.debug_state(),
             "servers": rpc.servers_debug_state(),
         })
 
@@ -120,6 +124,7 @@ class GcsServer:
         self.nodes.stop()
         self.jobs.stop()
         self.placement_groups.stop()
+        self.task_events.stop()
         if self._server is not None:
             self._server.close()
         await self.store.close()

@@ -1,10 +1,10 @@
 """Every message ember sends, grouped by service, plus the envelope and framing.
 
 Modules: :mod:`.common` (shared value types), :mod:`.gcs`, :mod:`.raylet`,
-:mod:`.core_worker`, :mod:`.object_store`, and :mod:`.framing` (how envelopes
+:mod:`.core_worker`, :mod:`.object_store`, :mod:`.task_events`, :mod:`.metrics`, and :mod:`.framing` (how envelopes
 become bytes).
 """
-from . import common, core_worker, gcs, object_store, raylet  # noqa: F401
+from . import common, core_worker, gcs, metrics, object_store, raylet, task_events  # noqa: F401
 from .common import Message
 
 

@@ -25,6 +25,7 @@ from ..config import config
 from ..node import default_object_store_memory
 from ..object_store.object_manager import ObjectManager
 from ..object_store.service import StoreService
+from ..observability.metrics import NodeMetrics
 from ..protocol import gcs as gcs_msg
 from ..protocol import core_worker as cw_msg
 from ..protocol import raylet as msg
@@ -107,6 +108,10 @@ class Raylet:
         self.usage = NodeUsage(self.leases, self.bundles, self.object_store.store,
                                self.cluster_leases.demand_by_shape, self._resources_changed,
                                config.autoscaler_usage_period_s)
+        #: The node's Prometheus endpoint, and the user metrics its processes report.
+        self.metrics = NodeMetrics(node_id, node_ip, session_dir, pool=self.pool,
+                                   leases=self.leases, store=self.object_store,
+                                   resources=self.resources)
 
     # --- start and stop -------------------------------------------------------
 
@@ -133,6 +138,7 @@ class Raylet:
                                       on_connected=self._register_with_gcs,
                                       on_give_up=self._gcs_lost)
         await self.gcs.start()
+        self.metrics.start(config.metrics_export_port, self.gcs if self.is_head else None)
         self.registered.set()
         self.pool.start_reaper()
         self.log_monitor.start()
@@ -152,6 +158,7 @@ class Raylet:
         for task in self._background:
             task.cancel()
         self.memory_monitor.stop()
+        self.metrics.stop()
         for server in self._servers:
             server.close()
         await self.pool.shutdown()
@@ -214,6 +221,7 @@ class Raylet:
             msg.GetNodeState: self.node_state,
             msg.ShutdownRaylet: self.shutdown,
             msg.GetMemoryInfo: self.memory_info,
+            **self.metrics.handlers(),
             **self.object_store.handlers(),
             **self.object_manager.handlers(),
             **self.bundles.handlers(),

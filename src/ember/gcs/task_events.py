@@ -1,0 +1,163 @@
+"""The GCS task-event store: the one place the state API, the CLI and the timeline read.
+
+Every core worker sends batches of its tasks' state changes
+(``ember/core_worker/task_events.py``); this manager merges them into one
+:class:`~ember.protocol.task_events.TaskEventRecord` per task attempt. The
+owner and the executor of an attempt report different halves of its life, in
+batches that arrive in any order, so an attempt's state is the furthest state
+seen (FAILED beyond FINISHED), and each state keeps its earliest time (the
+executor's FINISHED, a little before its owner's, ends the timeline span).
+
+Bounded, as Ray's ``task_events_max_num_task_in_gcs``: past
+``task_events_max_num_task_in_gcs`` attempts, the oldest finished attempt is
+dropped first, and the oldest of all only when none has finished. Drops are
+counted (per job, and events that workers dropped from full buffers), and
+reported with every query, so a user sees that the view is partial. A finished
+job's attempts are dropped ``task_events_finished_job_ttl_s`` after it ended.
+
+The records are kept as the wire structs themselves, so a query encodes them
+in C without building anything per task. Held in memory only: task events are
+a view of recent history, not state a restarted GCS must recover (as in Ray).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from ..config import config
+from ..observability import records
+from ..protocol import task_events as te
+
+logger = logging.getLogger(__name__)
+
+_TERMINAL = (te.FINISHED, te.FAILED)
+_NUM_STATES = len(te.STATE_NAMES)
+
+
+class TaskEventManager:
+    def __init__(self, max_tasks: int | None = None):
+        self.max_tasks = max_tasks or config.task_events_max_num_task_in_gcs
+        #: (task_id, attempt) -> record, oldest first (insertion order).
+        self.tasks: dict[tuple[bytes, int], te.TaskEventRecord] = {}
+        #: Keys of attempts in the order they finished; may hold keys dropped since.
+        self._finished: collections.deque = collections.deque()
+        #: Attempts dropped because the store was full, per job id.
+        self.dropped_by_job: collections.Counter = collections.Counter()
+        #: Events workers dropped before sending (their buffers were full).
+        self.dropped_at_workers = 0
+        self.events_received = 0
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def handlers(self):
+        return {te.AddTaskEvents: self.add_events, te.GetTaskEvents: self.get_events}
+
+    async def load(self) -> None:
+        """Nothing to reload: task events are not persisted (see the module doc)."""
+
+    def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _record(self, task_id: bytes, attempt: int) -> te.TaskEventRecord:
+        key = (task_id, attempt)
+        rec = self.tasks.get(key)
+        if rec is None:
+            if len(self.tasks) >= self.max_tasks:
+                self._evict()
+            rec = self.tasks[key] = te.TaskEventRecord(task_id, attempt, None, -1,
+                                                       [0.0] * _NUM_STATES)
+        return rec
+
+    def _evict(self) -> None:
+        tasks = self.tasks
+        finished = self._finished
+        while finished:
+            key = finished.popleft()
+            rec = tasks.get(key)
+            if rec is not None and rec.state in _TERMINAL:
+                break
+        else:
+            key = next(iter(tasks))
+        del tasks[key]
+        self.dropped_by_job[key[0][-4:]] += 1
+
+    def add_events(self, conn, batch: te.AddTaskEvents) -> None:
+        self.events_received += len(batch.events)
+        self.dropped_at_workers += batch.dropped
+        for info in batch.infos:
+            rec = self._record(info.task_id, info.attempt)
+            if rec.info is None:
+                rec.info = info
+        tasks = self.tasks
+        record = self._record
+        finished = self._finished
+        for task_id, attempt, state, ts in batch.events:
+            rec = tasks.get((task_id, attempt))
+            if rec is None:
+                rec = record(task_id, attempt)
+            times = rec.state_ts
+            seen = times[state]
+            if not seen or ts < seen:
+                times[state] = ts
+            if state > rec.state:
+                if state in _TERMINAL and rec.state not in _TERMINAL:
+                    finished.append((task_id, attempt))
+                rec.state = state
+            if state == te.RUNNING:
+                rec.node_id = batch.node_id
+                rec.worker_id = batch.worker_id
+                rec.worker_pid = batch.pid
+        for task_id, attempt, error_type, message in batch.errors:
+            rec = record(task_id, attempt)
+            if not rec.error_type:
+                rec.error_type = error_type
+                rec.error_message = message
+
+    def job_finished(self, job_id: bytes) -> None:
+        """Drop the job's attempts once ``task_events_finished_job_ttl_s`` has passed."""
+        loop = asyncio.get_running_loop()
+        self._timers = [t for t in self._timers if t.when() > loop.time()]  # still pending
+        self._timers.append(loop.call_later(config.task_events_finished_job_ttl_s,
+                                            self.drop_job, job_id))
+
+    def drop_job(self, job_id: bytes) -> None:
+        for key in [k for k in self.tasks if k[0][-4:] == job_id]:
+            del self.tasks[key]
+
+    # --- reading ------------------------------------------------------------------------
+
+    def get_events(self, conn, req: te.GetTaskEvents) -> te.GetTaskEventsReply:
+        """Attempts matching the request, newest first, at most ``limit`` of them."""
+        if req.counts_only:
+            counts = collections.Counter(rec.state for rec in self.tasks.values())
+            return te.GetTaskEventsReply([], state_counts={
+                te.STATE_NAMES[s]: n for s, n in counts.items() if s >= 0})
+        if req.task_id:
+            found = [r for k, r in self.tasks.items() if k[0] == req.task_id]
+            found.sort(key=lambda r: -r.attempt)
+        else:
+            job_id, actor_id = req.job_id, req.actor_id
+            found = [rec for rec in reversed(self.tasks.values())
+                     if (not job_id or rec.task_id[-4:] == job_id)
+                     and (not actor_id or (rec.info is not None
+                                           and rec.info.actor_id == actor_id))]
+        if req.filters:
+            found = records.select_task_records(found, req.filters, 0)
+        if req.summary:
+            return te.GetTaskEventsReply([], summary=records.count_task_records(found))
+        total = len(found)
+        if req.limit:
+            found = found[:req.limit]
+        return te.GetTaskEventsReply(
+            found, num_filtered=total - len(found),
+            num_status_task_events_dropped=sum(self.dropped_by_job.values()),
+            num_profile_events_dropped=self.dropped_at_workers)
+
+    def debug_state(self) -> dict:
+        return {"tasks": len(self.tasks), "max_tasks": self.max_tasks,
+                "events_received": self.events_received,
+                "dropped_tasks": sum(self.dropped_by_job.values()),
+                "dropped_at_workers": self.dropped_at_workers}

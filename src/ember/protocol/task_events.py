@@ -1,0 +1,111 @@
+"""Messages of the GCS task-event service: batches of task state changes in, views out.
+
+A batch is shaped for a cheap sender: state changes are plain tuples
+``(task_id, attempt, state, unix_time)`` that msgspec encodes in C, the
+sender's node, worker id and pid travel once per batch (the GCS stamps them
+on the batch's RUNNING events: only the executor sends those), and the
+description of a task (:class:`TaskInfo`) travels once, with its first event.
+"""
+from __future__ import annotations
+
+import msgspec
+
+from .common import Message
+
+# Task states, in the order a task passes through them; an attempt's state is
+# the furthest one seen (events of one attempt come from two processes, in
+# any order). Names as Ray's ``TaskStatus``.
+PENDING_ARGS_AVAIL = 0
+PENDING_NODE_ASSIGNMENT = 1
+SUBMITTED_TO_WORKER = 2
+RUNNING = 3
+FINISHED = 4
+FAILED = 5
+STATE_NAMES = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER",
+               "RUNNING", "FINISHED", "FAILED")
+
+# TaskInfo.type values, as Ray's ``TaskType``.
+NORMAL_TASK = 0
+ACTOR_CREATION_TASK = 1
+ACTOR_TASK = 2
+TYPE_NAMES = ("NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK")
+
+
+class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
+    """What a task is; sent once per attempt by whoever records it first."""
+
+    task_id: bytes
+    attempt: int
+    job_id: bytes
+    #: The function's or method's qualified name.
+    func_or_class_name: str
+    #: The task's ``name`` option, else the short function or method name.
+    name: str
+    type: int = NORMAL_TASK
+    actor_id: bytes = b""
+    parent_task_id: bytes = b""
+    placement_group_id: bytes = b""
+    required_resources: dict[str, float] = {}
+
+
+class AddTaskEvents(Message):
+    """One process's task events since its last flush (a notification)."""
+
+    #: (task_id, attempt, state, unix time) per state change.
+    events: list[tuple[bytes, int, int, float]]
+    infos: list[TaskInfo] = []
+    #: (task_id, attempt, error_type, error_message) for failed attempts.
+    errors: list[tuple[bytes, int, str, str]] = []
+    node_id: bytes = b""
+    worker_id: bytes = b""
+    pid: int = 0
+    #: Events this process dropped since its last flush (its buffer was full).
+    dropped: int = 0
+
+
+class GetTaskEvents(Message):
+    """Task attempts, newest first; the filters are applied in the GCS."""
+
+    job_id: bytes = b""
+    task_id: bytes = b""
+    actor_id: bytes = b""
+    #: 0: no limit.
+    limit: int = 0
+    #: Only count the stored attempts per state (``state_counts``); no records.
+    counts_only: bool = False
+    #: More filters, applied in the GCS before ``limit``: (column, "=" | "!=",
+    #: lowercased value), columns as TaskState's (see observability/records.py).
+    filters: list[tuple[str, str, str]] = []
+    #: Only count attempts per (function, type, state) (``summary``); no records.
+    summary: bool = False
+
+
+class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
+    """One task attempt as the GCS holds it (and sends it: no copy per query)."""
+
+    task_id: bytes
+    attempt: int
+    #: None until the attempt's description arrived (its owner's batch may come
+    #: after its executor's).
+    info: TaskInfo | None
+    state: int
+    #: Unix time per state reached, 0.0 where not (indexed by state).
+    state_ts: list[float]
+    node_id: bytes = b""
+    worker_id: bytes = b""
+    worker_pid: int = 0
+    error_type: str = ""
+    error_message: str = ""
+
+
+class GetTaskEventsReply(Message):
+    tasks: list[TaskEventRecord]
+    #: Attempts matching the query that exist beyond ``limit``.
+    num_filtered: int = 0
+    #: Attempts the GCS dropped (store full), and events workers dropped.
+    num_status_task_events_dropped: int = 0
+    num_profile_events_dropped: int = 0
+    #: counts_only: state name -> stored attempts in that state.
+    state_counts: dict[str, int] = {}
+    #: summary: (func_or_class_name, type, state, attempts) rows.
+    summary: list[tuple[str, int, int, int]] = []

@@ -1,0 +1,4 @@
+"""``ray.util.state.exception``: the state API's errors (defined in ember.observability.errors)."""
+from __future__ import annotations
+
+from ...observability.errors import RayStateApiException, StateApiException  # noqa: F401

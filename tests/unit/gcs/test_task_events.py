@@ -1,0 +1,233 @@
+"""The task-event store (GCS side) and the buffer (core worker side), without processes.
+
+The store merges the owner's and the executor's halves of each attempt,
+whatever order their batches arrive in; it is bounded, dropping the oldest
+finished attempts first and counting what it dropped.
+"""
+from __future__ import annotations
+
+import threading
+
+import msgspec
+import pytest
+
+from ember.core_worker.task_events import TaskEventBuffer
+from ember.gcs.task_events import TaskEventManager
+from ember.protocol import task_events as te
+from ember.protocol.common import VALUE_ERROR, VALUE_PICKLE, SerializedValue
+from ember.protocol.core_worker import ReturnObject, TaskSpec, PushTaskReply
+from ember.protocol.common import Address
+
+JOB = b"\x01\x00\x00\x00"
+
+
+def task_id(n: int, job: bytes = JOB) -> bytes:
+    return b"p" * 12 + n.to_bytes(8, "little") + job
+
+
+def info(n: int, job: bytes = JOB, **kw) -> te.TaskInfo:
+    return te.TaskInfo(task_id(n, job), 0, job, f"f{n}", f"f{n}", **kw)
+
+
+def batch(events, infos=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
+    return te.AddTaskEvents(events=list(events), infos=list(infos), errors=list(errors),
+                            node_id=node, worker_id=worker, pid=pid, dropped=dropped)
+
+
+def query(store, **kw) -> te.GetTaskEventsReply:
+    return store.get_events(None, te.GetTaskEvents(**kw))
+
+
+def test_owner_and_executor_halves_merge_in_any_order():
+    store = TaskEventManager(max_tasks=10)
+    tid = task_id(1)
+    # The executor's batch (RUNNING, FINISHED) arrives before the owner's.
+    store.add_events(None, batch([(tid, 0, te.RUNNING, 10.0), (tid, 0, te.FINISHED, 11.0)],
+                                 node=b"node", worker=b"wkr", pid=42))
+    store.add_events(None, batch([(tid, 0, te.PENDING_ARGS_AVAIL, 9.0),
+                                  (tid, 0, te.SUBMITTED_TO_WORKER, 9.5),
+                                  (tid, 0, te.FINISHED, 11.2)], infos=[info(1)],
+                                 node=b"owner-node", worker=b"owner", pid=1))
+    (rec,) = query(store).tasks
+    assert te.STATE_NAMES[rec.state] == "FINISHED"
+    assert (rec.node_id, rec.worker_id, rec.worker_pid) == (b"node", b"wkr", 42)
+    assert rec.info.func_or_class_name == "f1"
+    assert rec.state_ts[te.FINISHED] == 11.0  # the earliest report of a state
+    assert rec.state_ts[te.PENDING_ARGS_AVAIL] == 9.0
+
+
+def test_failure_keeps_its_error_type_and_message():
+    store = TaskEventManager(max_tasks=10)
+    tid = task_id(1)
+    store.add_events(None, batch([(tid, 0, te.RUNNING, 1.0), (tid, 0, te.FAILED, 2.0)],
+                                 errors=[(tid, 0, "TASK_EXECUTION_EXCEPTION", "ValueError: x")]))
+    (rec,) = query(store).tasks
+    assert te.STATE_NAMES[rec.state] == "FAILED"
+    assert (rec.error_type, rec.error_message) == ("TASK_EXECUTION_EXCEPTION", "ValueError: x")
+
+
+def test_bound_drops_oldest_finished_first_and_counts_drops():
+    store = TaskEventManager(max_tasks=3)
+    t = [task_id(i) for i in range(5)]
+    store.add_events(None, batch([(t[0], 0, te.RUNNING, 1.0),       # still running
+                                  (t[1], 0, te.RUNNING, 1.0), (t[1], 0, te.FINISHED, 2.0),
+                                  (t[2], 0, te.RUNNING, 1.0), (t[2], 0, te.FINISHED, 3.0)]))
+    store.add_events(None, batch([(t[3], 0, te.RUNNING, 4.0)]))
+    kept = {r.task_id for r in query(store).tasks}
+    assert kept == {t[0], t[2], t[3]}  # t[1] finished first, so it went first
+    store.add_events(None, batch([(t[4], 0, te.RUNNING, 5.0)]))
+    reply = query(store)
+    assert {r.task_id for r in reply.tasks} == {t[0], t[3], t[4]}
+    assert reply.num_status_task_events_dropped == 2
+    assert store.debug_state()["dropped_tasks"] == 2
+
+
+def test_bound_drops_the_oldest_when_nothing_finished():
+    store = TaskEventManager(max_tasks=2)
+    t = [task_id(i) for i in range(3)]
+    store.add_events(None, batch([(tid, 0, te.RUNNING, 1.0) for tid in t]))
+    assert {r.task_id for r in query(store).tasks} == {t[1], t[2]}
+
+
+def test_queries_filter_by_job_task_and_actor_newest_first_with_limit():
+    store = TaskEventManager(max_tasks=100)
+    other = b"\x02\x00\x00\x00"
+    store.add_events(None, batch(
+        [(task_id(i), 0, te.PENDING_ARGS_AVAIL, float(i)) for i in range(5)]
+        + [(task_id(9, other), 0, te.PENDING_ARGS_AVAIL, 9.0)],
+        infos=[info(i, actor_id=b"A" * 16 if i == 3 else b"") for i in range(5)]))
+    assert [r.task_id for r in query(store, job_id=JOB, limit=2).tasks] == [task_id(4),
+                                                                            task_id(3)]
+    assert query(store, job_id=JOB, limit=2).num_filtered == 3
+    assert [r.task_id for r in query(store, actor_id=b"A" * 16).tasks] == [task_id(3)]
+    assert [r.task_id for r in query(store, task_id=task_id(9, other)).tasks] == [
+        task_id(9, other)]
+
+
+def test_retried_attempts_are_separate_records():
+    store = TaskEventManager(max_tasks=10)
+    tid = task_id(1)
+    store.add_events(None, batch([(tid, 0, te.RUNNING, 1.0), (tid, 0, te.FAILED, 2.0),
+                                  (tid, 1, te.RUNNING, 3.0), (tid, 1, te.FINISHED, 4.0)]))
+    attempts = query(store, task_id=tid).tasks
+    assert [(r.attempt, te.STATE_NAMES[r.state]) for r in attempts] == [(1, "FINISHED"),
+                                                                         (0, "FAILED")]
+
+
+def test_finished_job_events_are_dropped():
+    store = TaskEventManager(max_tasks=10)
+    other = b"\x02\x00\x00\x00"
+    store.add_events(None, batch([(task_id(1), 0, te.RUNNING, 1.0),
+                                  (task_id(2, other), 0, te.RUNNING, 1.0)]))
+    store.drop_job(JOB)
+    assert [r.task_id for r in query(store).tasks] == [task_id(2, other)]
+
+
+def test_worker_drops_are_reported():
+    store = TaskEventManager(max_tasks=10)
+    store.add_events(None, batch([], dropped=5))
+    assert query(store).num_profile_events_dropped == 5
+
+
+# --- the buffer -------------------------------------------------------------------------
+
+def spec(n: int, **kw) -> TaskSpec:
+    return TaskSpec(task_id=task_id(n), job_id=JOB, function_id=b"fn",
+                    function_name="mod.func", args=[], kwarg_names=[], num_returns=1,
+                    owner=Address(b"", "", 0), resources={"CPU": 1.0}, **kw)
+
+
+class _Task:
+    def __init__(self, s, parent=None):
+        self.spec = s
+        self.parent = parent
+
+
+def test_buffer_records_an_owner_life_and_describes_the_task_at_flush():
+    buf = TaskEventBuffer(b"node", b"worker")
+    task = _Task(spec(1), parent=task_id(0))
+    buf.submitted(task)
+    buf.state(task.spec, te.PENDING_NODE_ASSIGNMENT)
+    buf.state(task.spec, te.SUBMITTED_TO_WORKER)
+    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
+    sent = buf.take()
+    assert [e[2] for e in sent.events] == [te.PENDING_ARGS_AVAIL, te.PENDING_NODE_ASSIGNMENT,
+                                           te.SUBMITTED_TO_WORKER, te.FINISHED]
+    (desc,) = sent.infos
+    assert (desc.func_or_class_name, desc.name, desc.type) == ("func", "func", te.NORMAL_TASK)
+    assert desc.parent_task_id == task_id(0) and desc.required_resources == {"CPU": 1.0}
+    assert buf.take() is None  # emptied
+    # The batch survives the wire.
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents) == sent
+
+
+def test_buffer_error_outcomes_and_retries():
+    buf = TaskEventBuffer()
+    task = _Task(spec(1, max_retries=1))
+    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
+    buf.failed(task.spec, ValueError("bad"))
+    task.spec.attempt = 1
+    buf.retried(task)
+    buf.ended(task.spec, PushTaskReply([], is_application_error=True))
+    sent = buf.take()
+    assert [(e[1], e[2]) for e in sent.events] == [
+        (0, te.FAILED), (0, te.FAILED), (1, te.PENDING_NODE_ASSIGNMENT), (1, te.FAILED)]
+    assert sent.errors == [(task_id(1), 0, "TASK_EXECUTION_EXCEPTION", "bad")]
+    assert [i.attempt for i in sent.infos] == [1]
+
+
+def test_buffer_full_drops_and_counts():
+    buf = TaskEventBuffer()
+    buf._max = 2
+    for n in range(4):
+        buf.submitted(_Task(spec(n)))
+    sent = buf.take()
+    assert len(sent.events) == 2 and sent.dropped == 2
+
+
+def test_buffer_loses_nothing_to_a_racing_flush():
+    """Appends from another thread while flushes take batches: every event arrives once."""
+    buf = TaskEventBuffer()
+    s = spec(1)
+    n = 20000
+    got = []
+
+    def record():
+        for _ in range(n):
+            buf.state(s, te.RUNNING)
+    writer = threading.Thread(target=record)
+    writer.start()
+    while writer.is_alive():
+        sent = buf.take()
+        if sent is not None:
+            got += sent.events
+    writer.join()
+    sent = buf.take()
+    got += sent.events if sent else []
+    assert len(got) == n
+
+
+@pytest.mark.parametrize("max_tasks", [1, 50])
+def test_store_never_exceeds_its_bound(max_tasks):
+    store = TaskEventManager(max_tasks=max_tasks)
+    for i in range(200):
+        state = te.FINISHED if i % 3 else te.RUNNING
+        store.add_events(None, batch([(task_id(i), 0, state, float(i))]))
+    assert len(store.tasks) == max_tasks
+    assert store.debug_state()["dropped_tasks"] == 200 - max_tasks
+
+
+def test_store_applies_column_filters_and_summarizes():
+    store = TaskEventManager(max_tasks=100)
+    store.add_events(None, batch(
+        [(task_id(i), 0, te.FINISHED if i % 2 else te.RUNNING, float(i)) for i in range(6)],
+        infos=[info(i) for i in range(6)]))
+    reply = query(store, filters=[("state", "=", "finished")], limit=2)
+    assert [r.task_id for r in reply.tasks] == [task_id(5), task_id(3)]
+    assert reply.num_filtered == 1
+    assert [r.task_id for r in query(store, filters=[("name", "!=", "f0"),
+                                                     ("state", "=", "running")]).tasks] == [
+        task_id(4), task_id(2)]
+    rows = query(store, summary=True).summary
+    assert sorted(rows) == sorted([(f"f{i}", te.NORMAL_TASK,
+                                    te.FINISHED if i % 2 else te.RUNNING, 1) for i in range(6)])
