@@ -85,21 +85,19 @@ class ClusterLeaseManager:
             self._infeasible[req.lease_id] = lease
             self.warn_infeasible(lease)
             return await lease.future
-        if decision.node_id != self.node_id:
-            spill = self._spillback(req.lease_id, decision.node_id, lease.fixed)
-            if spill is not None:
-                return spill
-        self.local.queue(lease)
-        return await lease.future
+        spill = self._spill_or_queue(lease, decision.node_id)
+        return spill if spill is not None else await lease.future
 
-    def _spillback(self, lease_id: bytes, node_id: bytes,
-                   request: dict[str, int]) -> msg.WorkerLeaseReply | None:
-        """Send a request to ``node_id``, counting it as taken there in our view."""
-        address = self._addresses.get(node_id)
+    def _spill_or_queue(self, lease: Lease, node_id: bytes) -> msg.WorkerLeaseReply | None:
+        """The spillback reply sending ``lease`` to ``node_id``, counted as taken there in
+        our view; or, when that is this node (or one we cannot name), None: queued here."""
+        address = self._addresses.get(node_id) if node_id != self.node_id else None
         if address is None:
+            self.local.queue(lease)
             return None
-        self.view.promise(node_id, request, time.monotonic())
-        return msg.WorkerLeaseReply(LeaseStatus.SPILLBACK, lease_id=lease_id, retry_at=address)
+        self.view.promise(node_id, lease.fixed, time.monotonic())
+        return msg.WorkerLeaseReply(LeaseStatus.SPILLBACK, lease_id=lease.lease_id,
+                                    retry_at=address)
 
     def cancel(self, lease_id: bytes) -> bool:
         lease = self._infeasible.pop(lease_id, None)
@@ -213,15 +211,11 @@ class ClusterLeaseManager:
                                  config.scheduler_spread_threshold)
             target = self.view.nodes.get(decision.node_id)
             if (target is None or decision.node_id == self.node_id
+                    or decision.node_id not in self._addresses
                     or not target.resources.can_allocate(lease.fixed)):
                 continue
-            if self.local.take_waiting(lease.lease_id) is None:
-                continue
-            spill = self._spillback(lease.lease_id, decision.node_id, lease.fixed)
-            if spill is None:
-                self.local.queue(lease)
-            else:
-                lease.future.set_result(spill)
+            if self.local.take_waiting(lease.lease_id) is not None:
+                lease.future.set_result(self._spill_or_queue(lease, decision.node_id))
 
     # --- infeasible requests -------------------------------------------------------
 
@@ -254,13 +248,10 @@ class ClusterLeaseManager:
                                  config.scheduler_spread_threshold)
             if decision.infeasible:
                 self._infeasible[lease.lease_id] = lease
-            else:
-                spill = (None if decision.node_id == self.node_id else
-                         self._spillback(lease.lease_id, decision.node_id, lease.fixed))
-                if spill is None:
-                    self.local.queue(lease)
-                else:
-                    lease.future.set_result(spill)
+                continue
+            spill = self._spill_or_queue(lease, decision.node_id)
+            if spill is not None:
+                lease.future.set_result(spill)
 
     def debug_state(self) -> dict:
         return {

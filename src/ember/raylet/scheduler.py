@@ -66,6 +66,8 @@ class ClusterView:
         self._spread_turns = itertools.count()
         #: Breaks ties between equally good nodes; seeded in tests.
         self.rng = rng or random.Random()
+        #: Nodes whose view holds promises not yet confirmed by a report.
+        self._promised: set[bytes] = set()
 
     def next_spread_turn(self) -> int:
         """SPREAD rotates over the nodes that fit: 0, 1, 2, ... for successive requests."""
@@ -82,6 +84,7 @@ class ClusterView:
         if node.reported is None:
             node.reported = dict(node.resources.available)
             node.promised_at = now
+            self._promised.add(node_id)
         node.resources.take(request)
 
     def expire_promises(self, now: float, ttl: float) -> None:
@@ -91,9 +94,13 @@ class ClusterView:
         the node refused it); the node then has nothing to report, and without
         this the view would count the request as taken there for ever.
         """
-        for node in self.nodes.values():
-            if node.reported is not None and now - node.promised_at > ttl:
+        for node_id in list(self._promised):  # only nodes promised to: this runs per request
+            node = self.nodes.get(node_id)
+            if node is None or node.reported is None:  # confirmed by a report meanwhile
+                self._promised.discard(node_id)
+            elif now - node.promised_at > ttl:
                 node.report(node.reported)
+                self._promised.discard(node_id)
 
 
 def _label_match(labels: dict[str, str], constraints: dict) -> bool:
