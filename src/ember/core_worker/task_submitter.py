@@ -215,6 +215,9 @@ class NormalTaskSubmitter:
                     best = w
             if best is None:
                 break
+            if best.conn.closed:  # it (or its node) died while its lease sat idle here
+                self._worker_lost(state, best)
+                continue
             self._push(best, queue.popleft())
         if queue:
             want = min(len(queue), config.max_pending_lease_requests)

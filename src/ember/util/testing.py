@@ -20,20 +20,24 @@ def wait_for_condition(condition_predictor, timeout: float = 10, retry_interval_
     predicate raised; with ``raise_exceptions``, such an exception is raised at once.
     """
     deadline = time.monotonic() + timeout
-    last_exc = None
+    # Only the description of the last failure is kept: the exception itself holds
+    # this frame and the predicate's (through its traceback), and with them every
+    # value the predicate closes over, an actor handle say, until the cyclic
+    # garbage collector happens to run. The actor would outlive the test.
+    last_error = None
     while time.monotonic() < deadline:
         try:
             if condition_predictor(**kwargs):
                 return
-            last_exc = None
+            last_error = None
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             if raise_exceptions:
                 raise
-            last_exc = exc
+            last_error = repr(exc)
         time.sleep(retry_interval_ms / 1000)
     message = f"The condition wasn't met before the timeout expired ({timeout} s)."
-    if last_exc is not None:
-        message += f" Last exception: {last_exc!r}"
+    if last_error is not None:
+        message += f" Last exception: {last_error}"
     raise RuntimeError(message)
 
 
