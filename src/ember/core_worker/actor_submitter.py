@@ -227,7 +227,7 @@ class ActorTaskSubmitter:
 
     def _send(self, queue: ActorQueue, task) -> None:
         fut = queue.conn.request(cw.PushTask(task.spec))
-        self.task_events.state(task.spec, SUBMITTED_TO_WORKER)
+        self.task_events.state(task, SUBMITTED_TO_WORKER)
         fut.add_done_callback(lambda f, q=queue, t=task: self._on_reply(q, t, f))
 
     async def _connect(self, queue: ActorQueue) -> None:

@@ -1,21 +1,27 @@
 """Task events: each process records its tasks' state changes and flushes them in batches.
 
 Why this shape. The submit and execute paths run tens of thousands of tasks a
-second, so recording must cost about as much as appending a tuple to a list:
-no message, no lock, no formatting per event. The owner records what it sees
-(submitted, arguments ready, pushed to a worker, finished or failed), the
-executor what it sees (running, on which node, worker and pid, and how it
-ended), and about once a second (``task_events_report_interval_ms``) a timer
-on the I/O thread sends everything recorded since, as one
-:class:`~ember.protocol.task_events.AddTaskEvents`, to the GCS's task-event
-store (``ember/gcs/task_events.py``), which merges the two halves of each
-attempt. The state API, the CLI and the timeline read only that store.
+second, so recording must cost about a time stamp: no message, no lock, no
+formatting per event, and one record per attempt and side for the GCS to
+merge, not one per state change (the GCS's merge, in Python, was most of the
+cost). The owner writes the times its task reaches each state (submitted,
+arguments ready, pushed to a worker, finished or failed) into the task
+object; the executor keeps when each running task started and records the
+attempt once, when it ends (it ran on this batch's node, worker and pid).
+About once a second (``task_events_report_interval_ms``) a timer on the I/O
+thread sends, as one :class:`~ember.protocol.task_events.AddTaskEvents` to
+the GCS's task-event store (``ember/gcs/task_events.py``), every attempt
+recorded or advanced since: ended ones, owned ones as far as they got, and
+tasks still running here as RUNNING, so a long task shows while it runs. The
+store merges the two sides of each attempt. The state API, the CLI and the
+timeline read only that store.
 
-Threads. The owner side records on the I/O thread, the executor on the main
-thread, the flush runs on the I/O thread. Under the GIL ``list.append``,
-``lst[:n]`` and ``del lst[:n]`` are each atomic, so the flush takes the first
-``n`` entries and deletes exactly those: an append racing with it lands after
-them and goes out with the next flush. Nothing is lost, nothing is locked.
+Threads. The owner side records on the I/O thread, as the flush runs, so
+it may write into live task objects. The executor records on the main
+thread: under the GIL ``list.append``, ``lst[:n]`` and ``del lst[:n]`` are
+each atomic, so the flush takes the first ``n`` entries and deletes exactly
+those: an append racing with it lands after them and goes out with the next
+flush. Nothing is lost, nothing is locked.
 
 What a task is (its :class:`TaskInfo`: names, job, resources, parent) is
 built at flush time from the references kept here, off the hot path. A
@@ -45,61 +51,85 @@ class TaskEventBuffer:
     def __init__(self, node_id: bytes = b"", worker_id: bytes = b""):
         self.node_id = node_id
         self.worker_id = worker_id
-        #: (task_id, attempt, state, unix time)
-        self._events: list = []
-        #: (task spec, attempt, parent task id): described at flush time.
+        #: Owner: tasks whose current attempt the GCS has not been told of yet. A
+        #: task may appear twice (retried before a flush); ``task.reported`` tells.
         self._new: list = []
+        #: Either side: the AttemptRecord of each attempt that ended.
+        self._records: list = []
+        #: (spec, attempt, parent task id) of attempts described at flush time
+        #: without a live task to read (retried before a flush; actor creations).
+        self._infos: list = []
+        #: Executor: task_id -> (attempt, unix time it started running).
+        self._running: dict = {}
         #: (task_id, attempt, exception)
         self._errors: list = []
         self._max = config.task_events_max_buffer_size
-        #: Events dropped because more than ``task_events_max_buffer_size`` piled up
-        #: between two flushes; reported with the next flush.
+        #: Attempts dropped because more than ``task_events_max_buffer_size`` piled
+        #: up between two flushes; reported with the next flush.
         self.dropped = 0
         self.flushed = 0
         self._timer = None
         self._gcs = None
 
-    # --- recording (hot path: one append or two) ---------------------------------
+    # --- recording (hot path: a time stamp, at most one append) ----------------------
+    #
+    # The owner side runs on the I/O thread, as the flush does: it writes the times
+    # of a task's current attempt into ``task.times`` (indexed by state), and the
+    # flush sends each attempt once, with whatever times it has by then. An attempt
+    # still unfinished at a flush is sent again when it ends.
 
     def submitted(self, task) -> None:
         """Owner: a task or actor call was submitted; its arguments may be pending."""
-        spec = task.spec
-        self._new.append((spec, spec.attempt, task.parent))
-        self._events.append((spec.task_id, spec.attempt, te.PENDING_ARGS_AVAIL, _now()))
+        task.times = [_now(), 0.0, 0.0, 0.0, 0.0, 0.0]
+        task.reported = False
+        self._new.append(task)
 
-    def state(self, spec, state: int) -> None:
-        """Either side: ``spec``'s current attempt reached ``state``."""
-        self._events.append((spec.task_id, spec.attempt, state, _now()))
+    def state(self, task, state: int) -> None:
+        """Owner: ``task``'s current attempt reached ``state``."""
+        task.times[state] = _now()
 
     def finished(self, task, returns) -> None:
         """Owner: the task's results (or its error) were stored."""
-        spec = task.spec
-        failed = bool(returns) and returns[0].value.kind == VALUE_ERROR
-        self._events.append((spec.task_id, spec.attempt, te.FAILED if failed else te.FINISHED,
-                             _now()))
+        state = te.FAILED if returns and returns[0].value.kind == VALUE_ERROR else te.FINISHED
+        times = task.times
+        times[state] = _now()
+        if task.reported:  # else the flush reads the final times from the task itself
+            self._records.append(te.AttemptRecord(task.spec.task_id, task.spec.attempt, state,
+                                                  tuple(times)))
 
     def retried(self, task) -> None:
         """Owner: the previous attempt failed and ``task`` (its attempt raised) is queued."""
         spec = task.spec
         now = _now()
-        self._events.append((spec.task_id, spec.attempt - 1, te.FAILED, now))
-        self._new.append((spec, spec.attempt, task.parent))
-        self._events.append((spec.task_id, spec.attempt, te.PENDING_NODE_ASSIGNMENT, now))
+        times = task.times
+        times[te.FAILED] = now
+        if not task.reported:
+            self._infos.append((spec, spec.attempt - 1, task.parent))
+        self._records.append(te.AttemptRecord(spec.task_id, spec.attempt - 1, te.FAILED,
+                                              tuple(times)))
+        task.times = [0.0, now, 0.0, 0.0, 0.0, 0.0]
+        task.reported = False
+        self._new.append(task)
 
     def failed(self, spec, err: BaseException) -> None:
         """Either side: why ``spec``'s attempt failed (the error's type and message)."""
         self._errors.append((spec.task_id, spec.attempt, err))
 
     def running(self, spec) -> None:
-        """Executor: the task starts running in this process."""
+        """Executor: the task starts running in this process (any thread)."""
         if spec.is_actor_creation:  # its owner registered it with the GCS, not a submitter
-            self._new.append((spec, spec.attempt, b""))
-        self._events.append((spec.task_id, spec.attempt, te.RUNNING, _now()))
+            self._infos.append((spec, spec.attempt, b""))
+        self._running[spec.task_id] = (spec.attempt, _now())
 
     def ended(self, spec, reply) -> None:
         """Executor: the task returned (or raised); ``reply`` goes to its owner."""
-        self._events.append((spec.task_id, spec.attempt,
-                             te.FAILED if reply.is_application_error else te.FINISHED, _now()))
+        now = _now()
+        started = self._running.pop(spec.task_id, None)
+        state = te.FAILED if reply.is_application_error else te.FINISHED
+        began = started[1] if started else now
+        times = ((0.0, 0.0, 0.0, began, now, 0.0) if state == te.FINISHED
+                 else (0.0, 0.0, 0.0, began, 0.0, now))
+        self._records.append(te.AttemptRecord(spec.task_id, spec.attempt, state, times))
 
     # --- flushing (I/O thread) --------------------------------------------------------
 
@@ -126,22 +156,43 @@ class TaskEventBuffer:
                 config.task_events_report_interval_ms / 1000, self._tick)
 
     def take(self) -> te.AddTaskEvents | None:
-        """Everything recorded so far as one batch (None if nothing), emptying the buffer."""
-        n, k, m = len(self._events), len(self._new), len(self._errors)
-        if not (n or k or m or self.dropped):
+        """Everything recorded so far as one batch (None if nothing), emptying the buffer.
+
+        Lists the executor appends to from another thread are taken as the first
+        ``n`` entries and deleted as exactly those (each step atomic under the
+        GIL): an append racing with it goes out with the next flush.
+        """
+        k, n, i, m = len(self._new), len(self._records), len(self._infos), len(self._errors)
+        running = list(self._running.items())
+        if not (k or n or i or m or running or self.dropped):
             return None
-        events = self._events[:n]
-        del self._events[:n]
-        if n > self._max:  # the GCS could not keep up, or this process could not send
-            self.dropped += n - self._max
-            events = events[-self._max:]
         new = self._new[:k]
         del self._new[:k]
+        records = self._records[:n]
+        del self._records[:n]
+        described = self._infos[:i]
+        del self._infos[:i]
         errors = self._errors[:m]
         del self._errors[:m]
+        infos = [describe(spec, attempt, parent) for spec, attempt, parent in described]
+        for task in new:
+            if task.reported:
+                continue
+            task.reported = True
+            spec = task.spec
+            times = task.times
+            infos.append(describe(spec, spec.attempt, task.parent))
+            records.append(te.AttemptRecord(spec.task_id, spec.attempt, _furthest(times),
+                                            tuple(times)))
+        for task_id, (attempt, started) in running:  # long tasks show RUNNING meanwhile
+            records.append(te.AttemptRecord(task_id, attempt, te.RUNNING,
+                                            (0.0, 0.0, 0.0, started, 0.0, 0.0)))
+        if len(records) > self._max:  # the GCS could not keep up, or we could not send
+            self.dropped += len(records) - self._max
+            records = records[-self._max:]
         dropped, self.dropped = self.dropped, 0
         return te.AddTaskEvents(
-            events=events, infos=[describe(spec, attempt, parent) for spec, attempt, parent in new],
+            records=records, infos=infos,
             errors=[(task_id, attempt, error_type(err), error_message(err))
                     for task_id, attempt, err in errors],
             node_id=self.node_id, worker_id=self.worker_id, pid=os.getpid(), dropped=dropped)
@@ -151,10 +202,19 @@ class TaskEventBuffer:
         if batch is None or self._gcs is None:
             return
         self._gcs.notify(batch)
-        self.flushed += len(batch.events)
+        self.flushed += len(batch.records)
 
     def debug_state(self) -> dict:
-        return {"buffered": len(self._events), "flushed": self.flushed, "dropped": self.dropped}
+        return {"buffered": len(self._new) + len(self._records), "running": len(self._running),
+                "flushed": self.flushed, "dropped": self.dropped}
+
+
+def _furthest(times: list[float]) -> int:
+    """The furthest state an attempt reached, by the times recorded for it."""
+    for state in range(len(times) - 1, -1, -1):
+        if times[state]:
+            return state
+    return te.PENDING_ARGS_AVAIL
 
 
 def describe(spec, attempt: int, parent: bytes | None) -> te.TaskInfo:
@@ -196,6 +256,9 @@ class DisabledTaskEvents(TaskEventBuffer):
         pass
 
     submitted = state = finished = failed = running = ended = retried = _skip
+
+    def take(self) -> None:
+        return None
 
 
 def task_event_buffer(node_id: bytes, worker_id: bytes) -> TaskEventBuffer:

@@ -58,7 +58,7 @@ class PendingTask:
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
                  "cancelled", "worker", "generator", "unresolved", "lost", "parent",
-                 "oom_retries_left", "oom_kills")
+                 "oom_retries_left", "oom_kills", "times", "reported")
 
     def nested_refs(self) -> list:
         """Refs inside the argument values; the receiver must be registered for them."""
@@ -87,6 +87,10 @@ class PendingTask:
         self.unresolved = 0
         #: Actor calls: sent, then the connection broke before a reply came.
         self.lost = False
+        #: Unix time the current attempt reached each task state, and whether the
+        #: GCS has been sent it (core_worker/task_events.py).
+        self.times: list[float] | None = None
+        self.reported = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +183,7 @@ class NormalTaskSubmitter:
             self.store_returns(task, failed)
             return
         task.state = TaskState.QUEUED
-        self.task_events.state(task.spec, te.PENDING_NODE_ASSIGNMENT)
+        self.task_events.state(task, te.PENDING_NODE_ASSIGNMENT)
         state = self._keys.get(task.key)
         if state is None:
             state = self._keys[task.key] = KeyState(task.key)
@@ -240,7 +244,7 @@ class NormalTaskSubmitter:
         w.inflight += 1
         task.worker = w
         task.state = TaskState.RUNNING
-        self.task_events.state(task.spec, te.SUBMITTED_TO_WORKER)
+        self.task_events.state(task, te.SUBMITTED_TO_WORKER)
         nested = task.nested_refs()
         if nested and self._ownership.register_local(w.address, nested):
             # Refs owned by third processes: their owners must know the worker first.

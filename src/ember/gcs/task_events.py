@@ -1,12 +1,14 @@
 """The GCS task-event store: the one place the state API, the CLI and the timeline read.
 
-Every core worker sends batches of its tasks' state changes
+Every core worker sends batches of the task attempts it saw
 (``ember/core_worker/task_events.py``); this manager merges them into one
 :class:`~ember.protocol.task_events.TaskEventRecord` per task attempt. The
 owner and the executor of an attempt report different halves of its life, in
-batches that arrive in any order, so an attempt's state is the furthest state
-seen (FAILED beyond FINISHED), and each state keeps its earliest time (the
-executor's FINISHED, a little before its owner's, ends the timeline span).
+batches that arrive in any order (an unfinished one more than once), so an
+attempt's state is the furthest state seen (FAILED beyond FINISHED), and each
+state keeps its earliest time (the executor's FINISHED, a little before its
+owner's, ends the timeline span). The first record of an attempt is kept as
+it came: the merge runs only for the second side.
 
 Bounded, as Ray's ``task_events_max_num_task_in_gcs``: past
 ``task_events_max_num_task_in_gcs`` attempts, the oldest finished attempt is
@@ -32,7 +34,7 @@ from ..protocol import task_events as te
 logger = logging.getLogger(__name__)
 
 _TERMINAL = (te.FINISHED, te.FAILED)
-_NUM_STATES = len(te.STATE_NAMES)
+_NOT_REACHED = (0.0,) * len(te.STATE_NAMES)
 
 
 class TaskEventManager:
@@ -68,7 +70,7 @@ class TaskEventManager:
             if len(self.tasks) >= self.max_tasks:
                 self._evict()
             rec = self.tasks[key] = te.TaskEventRecord(task_id, attempt, None, -1,
-                                                       [0.0] * _NUM_STATES)
+                                                       _NOT_REACHED)
         return rec
 
     def _evict(self) -> None:
@@ -85,31 +87,38 @@ class TaskEventManager:
         self.dropped_by_job[key[0][-4:]] += 1
 
     def add_events(self, conn, batch: te.AddTaskEvents) -> None:
-        self.events_received += len(batch.events)
+        self.events_received += len(batch.records)
         self.dropped_at_workers += batch.dropped
-        for info in batch.infos:
-            rec = self._record(info.task_id, info.attempt)
-            if rec.info is None:
-                rec.info = info
         tasks = self.tasks
-        record = self._record
         finished = self._finished
-        for task_id, attempt, state, ts in batch.events:
-            rec = tasks.get((task_id, attempt))
-            if rec is None:
-                rec = record(task_id, attempt)
-            times = rec.state_ts
-            seen = times[state]
-            if not seen or ts < seen:
-                times[state] = ts
-            if state > rec.state:
-                if state in _TERMINAL and rec.state not in _TERMINAL:
-                    finished.append((task_id, attempt))
-                rec.state = state
-            if state == te.RUNNING:
+        for r in batch.records:
+            key = (r.task_id, r.attempt)
+            rec = tasks.get(key)
+            state = r.state
+            if rec is None:  # the common case: the first side of an attempt to arrive
+                if len(tasks) >= self.max_tasks:
+                    self._evict()
+                rec = tasks[key] = te.TaskEventRecord(r.task_id, r.attempt, None, state,
+                                                      r.times)
+                if state in _TERMINAL:
+                    finished.append(key)
+            else:
+                # Each state keeps its earliest report (0.0: not reached).
+                rec.state_ts = tuple([b if b and (not a or b < a) else a
+                                      for a, b in zip(rec.state_ts, r.times)])
+                if state > rec.state:
+                    if state in _TERMINAL and rec.state not in _TERMINAL:
+                        finished.append(key)
+                    rec.state = state
+            if r.times[te.RUNNING]:  # only the executor sees its attempt run
                 rec.node_id = batch.node_id
                 rec.worker_id = batch.worker_id
                 rec.worker_pid = batch.pid
+        record = self._record
+        for info in batch.infos:
+            rec = record(info.task_id, info.attempt)
+            if rec.info is None:
+                rec.info = info
         for task_id, attempt, error_type, message in batch.errors:
             rec = record(task_id, attempt)
             if not rec.error_type:

@@ -1,10 +1,11 @@
-"""Messages of the GCS task-event service: batches of task state changes in, views out.
+"""Messages of the GCS task-event service: batches of task attempts in, views out.
 
-A batch is shaped for a cheap sender: state changes are plain tuples
-``(task_id, attempt, state, unix_time)`` that msgspec encodes in C, the
-sender's node, worker id and pid travel once per batch (the GCS stamps them
-on the batch's RUNNING events: only the executor sends those), and the
-description of a task (:class:`TaskInfo`) travels once, with its first event.
+A batch is shaped for a cheap sender and receiver: each attempt a process saw
+is one :class:`AttemptRecord` that msgspec encodes and decodes in C, with
+``times`` the unix time of each state it reached (0.0 where not); the sender's
+node, worker id and pid travel once per batch (the GCS stamps them on the
+attempts the batch saw RUNNING: only executors see that), and the description
+of a task (:class:`TaskInfo`) travels once, with its first record.
 """
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ ACTOR_TASK = 2
 TYPE_NAMES = ("NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK")
 
 
+#: An attempt's unix time per state (indexed by state), 0.0 where not reached. A
+#: tuple of floats, which the garbage collector stops tracking: the GCS holds
+#: a hundred thousand of them.
+StateTimes = tuple[float, float, float, float, float, float]
+assert len(StateTimes.__args__) == len(STATE_NAMES)
+
+
+class AttemptRecord(msgspec.Struct, array_like=True, gc=False):
+    """What one process saw of one task attempt, as of its flush.
+
+    A struct, not a tuple: msgspec decodes a batch of untracked structs several
+    times faster than one of tuples, which the garbage collector must scan.
+    """
+
+    task_id: bytes
+    attempt: int
+    #: The furthest state reached.
+    state: int
+    times: StateTimes
+
+
 class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     """What a task is; sent once per attempt by whoever records it first."""
 
@@ -51,8 +73,7 @@ class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
 class AddTaskEvents(Message):
     """One process's task events since its last flush (a notification)."""
 
-    #: (task_id, attempt, state, unix time) per state change.
-    events: list[tuple[bytes, int, int, float]]
+    records: list[AttemptRecord]
     infos: list[TaskInfo] = []
     #: (task_id, attempt, error_type, error_message) for failed attempts.
     errors: list[tuple[bytes, int, str, str]] = []
@@ -90,7 +111,7 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
     info: TaskInfo | None
     state: int
     #: Unix time per state reached, 0.0 where not (indexed by state).
-    state_ts: list[float]
+    state_ts: StateTimes
     node_id: bytes = b""
     worker_id: bytes = b""
     worker_pid: int = 0

@@ -29,8 +29,24 @@ def info(n: int, job: bytes = JOB, **kw) -> te.TaskInfo:
     return te.TaskInfo(task_id(n, job), 0, job, f"f{n}", f"f{n}", **kw)
 
 
+def times(**at: float) -> tuple[float, ...]:
+    """An attempt's state times: ``times(RUNNING=1.0)``."""
+    out = [0.0] * len(te.STATE_NAMES)
+    for name, ts in at.items():
+        out[te.STATE_NAMES.index(name)] = ts
+    return tuple(out)
+
+
+def record(tid: bytes, attempt: int, state: int, ts) -> te.AttemptRecord:
+    return te.AttemptRecord(tid, attempt, state, ts)
+
+
 def batch(events, infos=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
-    return te.AddTaskEvents(events=list(events), infos=list(infos), errors=list(errors),
+    """A batch of one record per (task_id, attempt, state, time) event, each as a
+    separate report of its attempt: the store must merge them as it merges sides."""
+    records = [record(tid, attempt, state, times(**{te.STATE_NAMES[state]: ts}))
+               for tid, attempt, state, ts in events]
+    return te.AddTaskEvents(records=records, infos=list(infos), errors=list(errors),
                             node_id=node, worker_id=worker, pid=pid, dropped=dropped)
 
 
@@ -41,19 +57,41 @@ def query(store, **kw) -> te.GetTaskEventsReply:
 def test_owner_and_executor_halves_merge_in_any_order():
     store = TaskEventManager(max_tasks=10)
     tid = task_id(1)
-    # The executor's batch (RUNNING, FINISHED) arrives before the owner's.
-    store.add_events(None, batch([(tid, 0, te.RUNNING, 10.0), (tid, 0, te.FINISHED, 11.0)],
-                                 node=b"node", worker=b"wkr", pid=42))
-    store.add_events(None, batch([(tid, 0, te.PENDING_ARGS_AVAIL, 9.0),
-                                  (tid, 0, te.SUBMITTED_TO_WORKER, 9.5),
-                                  (tid, 0, te.FINISHED, 11.2)], infos=[info(1)],
-                                 node=b"owner-node", worker=b"owner", pid=1))
+    # The executor's record arrives before the owner's.
+    store.add_events(None, te.AddTaskEvents(
+        records=[record(tid, 0, te.FINISHED, times(RUNNING=10.0, FINISHED=11.0))],
+        node_id=b"node", worker_id=b"wkr", pid=42))
+    store.add_events(None, te.AddTaskEvents(
+        records=[record(tid, 0, te.FINISHED, times(PENDING_ARGS_AVAIL=9.0, SUBMITTED_TO_WORKER=9.5,
+                                             FINISHED=11.2))],
+        infos=[info(1)], node_id=b"owner-node", worker_id=b"owner", pid=1))
     (rec,) = query(store).tasks
     assert te.STATE_NAMES[rec.state] == "FINISHED"
     assert (rec.node_id, rec.worker_id, rec.worker_pid) == (b"node", b"wkr", 42)
     assert rec.info.func_or_class_name == "f1"
     assert rec.state_ts[te.FINISHED] == 11.0  # the earliest report of a state
     assert rec.state_ts[te.PENDING_ARGS_AVAIL] == 9.0
+    assert rec.state_ts[te.RUNNING] == 10.0
+
+
+def test_an_unfinished_attempt_reported_again_advances():
+    store = TaskEventManager(max_tasks=10)
+    tid = task_id(1)
+    store.add_events(None, te.AddTaskEvents(
+        records=[record(tid, 0, te.SUBMITTED_TO_WORKER, times(PENDING_ARGS_AVAIL=1.0,
+                                                        SUBMITTED_TO_WORKER=2.0))]))
+    assert te.STATE_NAMES[query(store).tasks[0].state] == "SUBMITTED_TO_WORKER"
+    store.add_events(None, te.AddTaskEvents(
+        records=[record(tid, 0, te.FAILED, times(PENDING_ARGS_AVAIL=1.0, SUBMITTED_TO_WORKER=2.0,
+                                           FAILED=3.0))]))
+    (rec,) = query(store).tasks
+    assert te.STATE_NAMES[rec.state] == "FAILED" and rec.state_ts[te.FAILED] == 3.0
+
+
+def test_a_record_with_the_wrong_number_of_times_is_refused_at_decoding():
+    bad = te.AddTaskEvents(records=[record(task_id(1), 0, te.RUNNING, (1.0,))])
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.msgpack.decode(msgspec.msgpack.encode(bad), type=te.AddTaskEvents)
 
 
 def test_failure_keeps_its_error_type_and_message():
@@ -141,18 +179,28 @@ class _Task:
     def __init__(self, s, parent=None):
         self.spec = s
         self.parent = parent
+        self.times = None
+        self.reported = False
 
 
-def test_buffer_records_an_owner_life_and_describes_the_task_at_flush():
+def _attempts(sent) -> list[tuple[int, str]]:
+    return [(r.attempt, te.STATE_NAMES[r.state]) for r in sent.records]
+
+
+def test_buffer_sends_an_owned_attempt_once_with_its_times_and_describes_it():
     buf = TaskEventBuffer(b"node", b"worker")
     task = _Task(spec(1), parent=task_id(0))
     buf.submitted(task)
-    buf.state(task.spec, te.PENDING_NODE_ASSIGNMENT)
-    buf.state(task.spec, te.SUBMITTED_TO_WORKER)
+    buf.state(task, te.PENDING_NODE_ASSIGNMENT)
+    buf.state(task, te.SUBMITTED_TO_WORKER)
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
-    assert [e[2] for e in sent.events] == [te.PENDING_ARGS_AVAIL, te.PENDING_NODE_ASSIGNMENT,
-                                           te.SUBMITTED_TO_WORKER, te.FINISHED]
+    (rec,) = sent.records
+    assert (rec.task_id, rec.attempt, rec.state) == (task_id(1), 0, te.FINISHED)
+    ts = rec.times
+    assert all(ts[s] > 0 for s in (te.PENDING_ARGS_AVAIL, te.PENDING_NODE_ASSIGNMENT,
+                                   te.SUBMITTED_TO_WORKER, te.FINISHED))
+    assert ts[te.RUNNING] == ts[te.FAILED] == 0.0
     (desc,) = sent.infos
     assert (desc.func_or_class_name, desc.name, desc.type) == ("func", "func", te.NORMAL_TASK)
     assert desc.parent_task_id == task_id(0) and desc.required_resources == {"CPU": 1.0}
@@ -161,19 +209,43 @@ def test_buffer_records_an_owner_life_and_describes_the_task_at_flush():
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents) == sent
 
 
+def test_buffer_sends_an_attempt_unfinished_at_a_flush_again_when_it_ends():
+    buf = TaskEventBuffer()
+    task = _Task(spec(1))
+    buf.submitted(task)
+    buf.state(task, te.SUBMITTED_TO_WORKER)
+    assert _attempts(buf.take()) == [(0, "SUBMITTED_TO_WORKER")]
+    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
+    sent = buf.take()
+    assert _attempts(sent) == [(0, "FAILED")] and sent.infos == []  # described once
+
+
+def test_buffer_shows_a_running_task_until_it_ends_on_the_executor():
+    buf = TaskEventBuffer(b"node", b"worker")
+    s = spec(1)
+    buf.running(s)
+    assert _attempts(buf.take()) == [(0, "RUNNING")]
+    assert _attempts(buf.take()) == [(0, "RUNNING")]  # still running: still shown
+    buf.ended(s, PushTaskReply([], is_application_error=False))
+    (rec,) = buf.take().records
+    ts = rec.times
+    assert 0 < ts[te.RUNNING] <= ts[te.FINISHED]
+    assert buf.take() is None
+
+
 def test_buffer_error_outcomes_and_retries():
     buf = TaskEventBuffer()
     task = _Task(spec(1, max_retries=1))
-    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
+    buf.submitted(task)
     buf.failed(task.spec, ValueError("bad"))
     task.spec.attempt = 1
-    buf.retried(task)
+    buf.retried(task)  # before any flush: attempt 0 must still be described and sent
     buf.ended(task.spec, PushTaskReply([], is_application_error=True))
     sent = buf.take()
-    assert [(e[1], e[2]) for e in sent.events] == [
-        (0, te.FAILED), (0, te.FAILED), (1, te.PENDING_NODE_ASSIGNMENT), (1, te.FAILED)]
+    assert sorted(_attempts(sent)) == [(0, "FAILED"), (1, "FAILED"),
+                                       (1, "PENDING_NODE_ASSIGNMENT")]
     assert sent.errors == [(task_id(1), 0, "TASK_EXECUTION_EXCEPTION", "bad")]
-    assert [i.attempt for i in sent.infos] == [1]
+    assert sorted(i.attempt for i in sent.infos) == [0, 1]
 
 
 def test_buffer_full_drops_and_counts():
@@ -182,29 +254,31 @@ def test_buffer_full_drops_and_counts():
     for n in range(4):
         buf.submitted(_Task(spec(n)))
     sent = buf.take()
-    assert len(sent.events) == 2 and sent.dropped == 2
+    assert len(sent.records) == 2 and sent.dropped == 2
 
 
 def test_buffer_loses_nothing_to_a_racing_flush():
-    """Appends from another thread while flushes take batches: every event arrives once."""
+    """Executor records from another thread while flushes take batches: each arrives once."""
     buf = TaskEventBuffer()
-    s = spec(1)
     n = 20000
+    specs = [spec(i) for i in range(n)]
+    reply = PushTaskReply([], is_application_error=False)
     got = []
 
     def record():
-        for _ in range(n):
-            buf.state(s, te.RUNNING)
+        for s in specs:
+            buf.running(s)
+            buf.ended(s, reply)
     writer = threading.Thread(target=record)
     writer.start()
     while writer.is_alive():
         sent = buf.take()
         if sent is not None:
-            got += sent.events
+            got += [r for r in sent.records if r.state == te.FINISHED]
     writer.join()
     sent = buf.take()
-    got += sent.events if sent else []
-    assert len(got) == n
+    got += [r for r in sent.records if r.state == te.FINISHED] if sent else []
+    assert sorted(r.task_id for r in got) == sorted(s.task_id for s in specs)
 
 
 @pytest.mark.parametrize("max_tasks", [1, 50])
