@@ -3,27 +3,37 @@
 Every process of a node writes to ``<session dir>/logs/``: ``gcs.*``,
 ``raylet-<node>.*``, and ``worker-<first 12 hex of the worker id>.out/.err``.
 So a worker's, an actor's or a task's log is found from its worker id: the
-actor table and the task-event store both hold it. Files are read from this
-machine's disk, which is where every node of a local cluster keeps them; a node
-on another machine must be asked there (its session directory is not here).
+actor table and the task-event store both hold it. The files are read through
+the node's raylet (``ember/raylet/log_files.py``), not from this machine's
+disk: a node on another machine keeps them there.
 """
 from __future__ import annotations
 
-import fnmatch
-import os
+import asyncio
 import time
 
+from .. import rpc
+from ..protocol import raylet as rl
+from .cluster import run
 from .errors import RayStateApiException
 
 
-def logs_dir(node_info) -> str:
-    path = os.path.join(node_info.session_dir, "logs")
-    if not node_info.session_dir or not os.path.isdir(path):
+async def _ask(node_info, request, timeout: float):
+    where = f"{node_info.raylet.ip}:{node_info.raylet.port}"
+    try:
+        raylet = await rpc.connect(where, name="raylet", timeout=min(timeout, 5.0))
+    except (OSError, asyncio.TimeoutError) as exc:
         raise RayStateApiException(
-            f"The logs of node {node_info.node_id.hex()} ({node_info.ip}) are not on this "
-            f"machine (expected in {path or 'its session directory'}); run `ember logs` "
-            "on that node.")
-    return path
+            f"Could not reach the raylet of node {node_info.node_id.hex()} at {where} to read "
+            f"its logs: {exc or type(exc).__name__}.") from None
+    try:
+        return await raylet.call(request, timeout=timeout)
+    except (ConnectionError, asyncio.TimeoutError) as exc:
+        raise RayStateApiException(
+            f"The raylet of node {node_info.node_id.hex()} at {where} did not answer: "
+            f"{exc or type(exc).__name__}.") from None
+    finally:
+        raylet.close()
 
 
 def category(name: str) -> str:
@@ -37,11 +47,11 @@ def category(name: str) -> str:
     return "internal"
 
 
-def list_files(node_info, glob_filter: str = "*") -> dict[str, list[str]]:
+def list_files(node_info, glob_filter: str = "*", timeout: float = 30) -> dict[str, list[str]]:
+    reply = run(_ask, node_info, rl.ListLogFiles(glob_filter), timeout)
     found: dict[str, list[str]] = {}
-    for name in sorted(os.listdir(logs_dir(node_info))):
-        if fnmatch.fnmatch(name, glob_filter):
-            found.setdefault(category(name), []).append(name)
+    for name in reply.names:
+        found.setdefault(category(name), []).append(name)
     return found
 
 
@@ -51,16 +61,31 @@ def worker_log_name(worker_id: bytes, suffix: str = "out") -> str:
     return f"worker-{worker_id.hex()[:12]}.{suffix}"
 
 
-def read_lines(path: str, tail: int = 1000, follow: bool = False, interval: float = 0.5):
-    """The last ``tail`` lines of ``path`` (all if tail < 0), then, with ``follow``,
-    each line appended after, until the caller stops iterating."""
-    with open(path, "r", errors="replace") as f:
-        lines = f.readlines()
-        for line in (lines if tail < 0 else lines[-tail:] if tail else []):
-            yield line.rstrip("\n")
-        while follow:
-            line = f.readline()
-            if line:
-                yield line.rstrip("\n")
-            else:
-                time.sleep(interval)
+def read_lines(node_info, name: str, tail: int = 1000, follow: bool = False,
+               interval: float = 0.5, timeout: float = 30):
+    """The last ``tail`` lines of log file ``name`` on the node (all if tail < 0), then,
+    with ``follow``, each line appended after, until the caller stops iterating.
+
+    Raises FileNotFoundError (with the raylet's reason) if there is no such file.
+    """
+    reply = run(_ask, node_info, rl.ReadLogFile(name, -1, tail), timeout)
+    if reply.error:
+        raise FileNotFoundError(reply.error)
+    partial = b""
+    while True:
+        lines = (partial + reply.data).split(b"\n")
+        partial = lines.pop()  # "" after a complete line; else a line still being written
+        for line in lines:
+            yield line.decode(errors="replace")
+        if not follow:
+            if partial:
+                yield partial.decode(errors="replace")
+            return
+        offset = reply.offset
+        while True:
+            time.sleep(interval)
+            reply = run(_ask, node_info, rl.ReadLogFile(name, offset), timeout)
+            if reply.error:
+                raise FileNotFoundError(reply.error)
+            if reply.data:
+                break

@@ -186,3 +186,34 @@ class CancelResourceReserve(Message):
     bundle_indexes: list[int]
     #: The group is gone for good: refuse later requests for its resources.
     removed: bool = False
+
+
+class ListLogFiles(Message):
+    """The names of the node's log files matching ``glob_filter``."""
+
+    glob_filter: str = "*"
+
+
+class ListLogFilesReply(Message):
+    names: list[str]
+
+
+class ReadLogFile(Message):
+    """A piece of one of the node's log files (``ember logs``, ``get_log``).
+
+    ``offset`` < 0 asks for the last ``tail`` lines (all of them if ``tail`` <
+    0); else the bytes from ``offset`` on, at most ``max_bytes``.
+    """
+
+    name: str
+    offset: int = -1
+    tail: int = 1000
+    max_bytes: int = 1 << 20
+
+
+class ReadLogFileReply(Message):
+    data: bytes = b""
+    #: Where the next read continues (the end of what was sent).
+    offset: int = 0
+    #: Why nothing could be read (no such file, say); "" if it could.
+    error: str = ""

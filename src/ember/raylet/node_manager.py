@@ -33,6 +33,7 @@ from ..protocol.common import Address
 from ..rpc.reconnecting import ReconnectingClient
 from .cluster_lease_manager import ClusterLeaseManager
 from .lease_manager import LocalLeaseManager
+from .log_files import LogFiles
 from .log_monitor import LogMonitor
 from .memory_monitor import MemoryMonitor, kill_reason, lease_candidates, oom_message
 from .node_usage import NodeUsage
@@ -225,6 +226,7 @@ class Raylet:
             **self.object_store.handlers(),
             **self.object_manager.handlers(),
             **self.bundles.handlers(),
+            **LogFiles(self.session_dir).handlers(),
             msg.CancelResourceReserve: self.cancel_bundles,
         }
 

@@ -253,7 +253,7 @@ def list_logs(address=None, node_id: str | None = None, node_ip: str | None = No
               detail: bool = False, _interval=None) -> dict[str, list[str]]:
     """Log file names on one node (the head by default), grouped as Ray's are."""
     info, _ = _node_info(address, node_id, node_ip, timeout)
-    return logfiles.list_files(info, glob_filter)
+    return logfiles.list_files(info, glob_filter, timeout)
 
 
 def get_log(address=None, node_id: str | None = None, node_ip: str | None = None,
@@ -287,11 +287,11 @@ def get_log(address=None, node_id: str | None = None, node_ip: str | None = None
         worker_id, node_id = bytes.fromhex(found[0].worker_id), found[0].node_id
     info, _ = _node_info(address, node_id, node_ip, timeout)
     name = filename or logfiles.worker_log_name(worker_id, suffix)
-    path = logfiles.logs_dir(info) + "/" + name
     try:
-        yield from logfiles.read_lines(path, tail, follow)
+        yield from logfiles.read_lines(info, name, tail, follow, timeout=timeout)
     except FileNotFoundError:
-        known = sorted(n for names in logfiles.list_files(info).values() for n in names)
+        known = sorted(n for names in logfiles.list_files(info, timeout=timeout).values()
+                       for n in names)
         raise ValueError(f"No log file {name!r} on node {info.node_id.hex()}; files there: "
                          f"{', '.join(known)}.") from None
 
