@@ -232,3 +232,49 @@ def test_get_log_of_unknown_actor(shared):
     with pytest.raises(ValueError, match="None of filename"):
         list(state.get_log())
     assert issubclass(RayStateApiException, Exception)
+
+
+def _failing_hook():
+    raise RuntimeError("setup hook refuses")
+
+
+def test_runtime_envs_set_up_by_workers_are_listed(shared):
+    env = {"env_vars": {"STATE_API_ENV": "listed"}}
+    assert ray.get(read_env.options(runtime_env=env).remote()) == "listed"
+    with pytest.raises(ray.exceptions.RuntimeEnvSetupError):
+        ray.get(read_env.options(runtime_env={
+            "worker_process_setup_hook": _failing_hook}).remote())
+    envs = state.list_runtime_envs(detail=True)
+    ok = [e for e in envs if e.runtime_env.get("env_vars") == env["env_vars"]]
+    assert len(ok) == 1 and ok[0].success and ok[0].creation_time_ms > 0
+    assert ok[0].node_id == ray.get_runtime_context().get_node_id()
+    failed = [e for e in envs if "worker_process_setup_hook" in e.runtime_env]
+    assert failed and not failed[0].success and "setup hook refuses" in failed[0].error
+    assert state.list_runtime_envs(filters=[("success", "=", "False")], detail=True) == failed
+
+
+@ray.remote
+def read_env():
+    import os
+    return os.environ.get("STATE_API_ENV")
+
+
+def test_a_task_of_a_driver_that_exits_at_once_keeps_its_executor_side(shared, tmp_path):
+    """The job's workers are stopped as its driver exits; they send their task events
+    first, so the task still shows where it ran."""
+    address = ray.get_runtime_context().gcs_address
+    proc = run_driver(tmp_path, f"""
+        import ember as ray
+        ray.init(address={address!r})
+
+        @ray.remote
+        def brief_last_words():
+            return 1
+        ray.get(brief_last_words.remote())
+    """)
+    assert proc.returncode == 0, proc.stderr
+
+    def ran():
+        found = tasks_named("brief_last_words", detail=True)
+        return found and found[0].state == "FINISHED" and found[0].worker_pid
+    wait_for_condition(ran, timeout=10, message="the task with its worker's pid")

@@ -569,7 +569,8 @@ class CoreWorker:
             pass
 
     def _handle_stats(self, conn, req) -> cw.CoreWorkerStatsReply:
-        """The references this process holds, for ``ember memory``."""
+        """The references this process holds (``ember memory``, ``list_objects``) and the
+        runtime envs it set up (``list_runtime_envs``)."""
         infos = []
         for object_id, ref in self.references.snapshot():
             value = self.store.get(object_id)
@@ -583,7 +584,8 @@ class CoreWorker:
             infos.append(cw.ReferenceInfo(
                 object_id, kind, value.size if value is not None else -1, owner,
                 value is not None and value.kind == VALUE_IN_STORE, ref.call_site))
-        return cw.CoreWorkerStatsReply(self.worker_id, os.getpid(), self.is_driver, infos)
+        envs = self.executor.runtime_envs.uses() if self.executor is not None else []
+        return cw.CoreWorkerStatsReply(self.worker_id, os.getpid(), self.is_driver, infos, envs)
 
     def debug_state(self) -> dict:
         return {"memory_store": self.store.debug_state(),

@@ -36,15 +36,19 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 import cloudpickle
 
 from .. import runtime_env
 from ..exceptions import RuntimeEnvSetupError
+from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 
 #: Seconds a package download may take, unless config.setup_timeout_seconds says.
 DEFAULT_SETUP_TIMEOUT_S = 600.0
+#: How many distinct runtime envs a worker remembers for list_runtime_envs.
+MAX_REMEMBERED = 64
 
 
 class _Entered:
@@ -101,6 +105,9 @@ class RuntimeEnvSetup:
         self._entered: _Entered | None = None
         self._root = os.path.join(info.session_dir, "runtime_resources",
                                   "node_" + info.node_id.hex()[:12])
+        #: wire form -> (whether its setup succeeded, unix ms of the first, the error),
+        #: for list_runtime_envs; the most recent MAX_REMEMBERED.
+        self._seen: dict[str, tuple[bool, float, str]] = {}
 
     def switch(self, serialized: str, what: str) -> None:
         """Leave the env in force and enter ``serialized``.
@@ -114,6 +121,29 @@ class RuntimeEnvSetup:
         self.current = ""
         if not serialized:
             return
+        try:
+            self._enter(serialized, what)
+        except RuntimeEnvSetupError as exc:
+            self._remember(serialized, False, str(exc))
+            raise
+        self._remember(serialized, True, "")
+
+    def _remember(self, serialized: str, success: bool, error: str) -> None:
+        first = self._seen.pop(serialized, None)
+        self._seen[serialized] = (success, first[1] if first else time.time() * 1000, error)
+        if len(self._seen) > MAX_REMEMBERED:
+            del self._seen[next(iter(self._seen))]
+
+    def uses(self) -> list[cw.RuntimeEnvUse]:
+        """The runtime envs this worker set up (the one it is in marked in use).
+
+        Called on the I/O thread while the main thread may switch envs: the
+        dict is copied in one step (atomic under the GIL) before it is read.
+        """
+        return [cw.RuntimeEnvUse(serialized, success, created, error, serialized == self.current)
+                for serialized, (success, created, error) in list(self._seen.items())]
+
+    def _enter(self, serialized: str, what: str) -> None:
         env = runtime_env.decode(serialized)
         timeout = env.get("config", {}).get("setup_timeout_seconds", DEFAULT_SETUP_TIMEOUT_S)
         timeout = None if timeout == -1 else timeout

@@ -63,11 +63,37 @@ def main() -> None:
         core.task_events, streams=(out, err))
     # If the raylet goes away, this worker has no purpose left.
     core.on_raylet_lost = lambda: os._exit(1)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _die_of_sigterm(core, out, err))
     core.connect()
     executor.run_forever()
     out.flush()
     err.flush()
     os._exit(0)
+
+
+def _die_of_sigterm(core, out, err) -> None:
+    """SIGTERM (the raylet stops the workers of a finished job, or idle ones): send the
+    task events not flushed yet, then die of the signal as before.
+
+    Without this the executor's record of the job's last tasks (where and when
+    they ran) would be lost: the driver flushes its side as it exits, and the
+    job's workers are stopped right after.
+    """
+    # A second SIGTERM (the job ended and the lease's owner left: two reasons, two
+    # signals) must not cut the flush short; the raylet's SIGKILL ends a hang.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        core.io.run(_flush(core.task_events), timeout=1.0)
+    except Exception:  # noqa: BLE001 - dying anyway; the events are only lost
+        pass
+    out.flush()
+    err.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _flush(task_events) -> None:
+    task_events.flush()
 
 
 if __name__ == "__main__":

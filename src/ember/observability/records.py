@@ -6,9 +6,10 @@ in Ray's records.
 """
 from __future__ import annotations
 
+from .. import runtime_env
 from ..protocol import task_events as te
 from .schemas import (PREDICATES, ActorState, JobState, NodeState, ObjectState,
-                                 PlacementGroupState, TaskState, WorkerState)
+                      PlacementGroupState, RuntimeEnvState, TaskState, WorkerState)
 
 
 def _hex(value: bytes) -> str | None:
@@ -69,6 +70,23 @@ def workers(node_info, reply) -> list[WorkerState]:
                         worker_type="DRIVER" if w.is_driver else "WORKER", exit_type=None,
                         node_id=node_info.node_id.hex(), ip=node_info.ip, pid=w.pid)
             for w in reply.workers]
+
+
+def runtime_envs(node_info, reply) -> list[RuntimeEnvState]:
+    """One record per runtime env set up on the node, merged over its workers: set up
+    since the first worker's setup, failed if none succeeded, in use by ``ref_cnt``."""
+    merged: dict[str, list] = {}
+    for w in reply.workers:
+        for use in w.runtime_envs:
+            row = merged.setdefault(use.serialized, [False, use.created_ms, "", 0])
+            row[0] = row[0] or use.success
+            row[1] = min(row[1], use.created_ms)
+            row[2] = row[2] or use.error
+            row[3] += use.in_use
+    return [RuntimeEnvState(runtime_env=runtime_env.decode(serialized), success=ok,
+                            creation_time_ms=created, node_id=node_info.node_id.hex(),
+                            ref_cnt=in_use, error=None if ok else error)
+            for serialized, (ok, created, error, in_use) in merged.items()]
 
 
 def objects(node_info, reply) -> list[ObjectState]:

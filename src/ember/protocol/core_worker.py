@@ -187,8 +187,22 @@ class GetCoreWorkerStats(Message):
     """Raylet to core worker, over the worker's registration connection."""
 
 
+class RuntimeEnvUse(msgspec.Struct, array_like=True, gc=False):
+    """A runtime env a worker set up (``list_runtime_envs``)."""
+
+    #: Its wire form (see ember/runtime_env.py).
+    serialized: str
+    success: bool
+    #: Unix time in ms when this worker first set it up.
+    created_ms: float
+    error: str = ""
+    #: Whether the worker is in it now.
+    in_use: bool = False
+
+
 class CoreWorkerStatsReply(Message):
     worker_id: bytes
     pid: int
     is_driver: bool
     references: list[ReferenceInfo]
+    runtime_envs: list[RuntimeEnvUse] = []

@@ -18,6 +18,7 @@ deadlock a full pool.
 from __future__ import annotations
 
 import asyncio
+import signal
 import collections
 import logging
 import time
@@ -197,7 +198,7 @@ class LocalLeaseManager:
             if lease.owner_conn is conn and not lease.request.actor_id:
                 self.granted.pop(lease.lease_id, None)
                 self._release(lease)
-                self.pool.kill(lease.worker, "the owner of its lease exited")
+                self.pool.kill(lease.worker, "the owner of its lease exited", signal.SIGTERM)
         self.dispatch()
 
     def _release(self, lease: Lease) -> None:

@@ -37,6 +37,9 @@ from ..config import config
 from ..protocol import core_worker as cw
 from .zygote import Zygote
 
+#: How long a worker sent SIGTERM has to exit before it gets SIGKILL.
+KILL_GRACE_S = 2.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -187,6 +190,8 @@ class WorkerPool:
     # --- stopping ---------------------------------------------------------------
 
     def kill(self, handle: WorkerHandle, reason: str, sig: int = signal.SIGKILL) -> None:
+        """Signal ``handle``'s process. SIGTERM lets a worker send its last task events
+        first (see worker_main); one still alive ``KILL_GRACE_S`` later gets SIGKILL."""
         if handle.state is WorkerState.DEAD or handle.process.poll() is not None:
             return  # it already exited, and its exit status says why
         handle.kill_reason = handle.kill_reason or reason
@@ -194,7 +199,17 @@ class WorkerPool:
         try:
             handle.process.send_signal(sig)
         except ProcessLookupError:
-            pass
+            return
+        if sig == signal.SIGTERM:
+            asyncio.get_running_loop().call_later(KILL_GRACE_S, self._kill_hard, handle)
+
+    @staticmethod
+    def _kill_hard(handle: WorkerHandle) -> None:
+        if handle.process.poll() is None:
+            try:
+                handle.process.kill()
+            except ProcessLookupError:
+                pass
 
     def kill_job_workers(self, job_id: bytes) -> None:
         """Stop a finished job's task workers. Actor workers are left to the GCS,

@@ -154,10 +154,14 @@ def list_runtime_envs(address=None, filters=None, limit: int = DEFAULT_LIMIT,
                       timeout: int = DEFAULT_RPC_TIMEOUT, detail: bool = False,
                       raise_on_missing_output: bool = True,
                       _explain: bool = False) -> list[RuntimeEnvState]:
-    """Runtime envs are set up inside each worker (no per-node agent), so none are listed."""
+    """The runtime envs workers have set up, one record per env and node.
+
+    Workers set envs up themselves (there is no per-node agent), so each node's
+    raylet gathers them from its workers, as it does for list_workers.
+    """
     records.check_filters("runtime-envs", RuntimeEnvState, filters)
-    cluster.resolve_address(address)
-    return []
+    rows = _per_node(address, timeout, raise_on_missing_output, records.runtime_envs)
+    return _listing("runtime-envs", RuntimeEnvState, rows, filters, limit, detail)
 
 
 # --- get ---------------------------------------------------------------------------------
