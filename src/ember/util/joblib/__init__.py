@@ -8,8 +8,6 @@ joblib is not a dependency of ember: install it to use this.
 """
 from __future__ import annotations
 
-from ... import worker
-
 __all__ = ["register_ray"]
 
 
@@ -22,9 +20,3 @@ def register_ray() -> None:
     from .backend import EmberBackend
     register_parallel_backend("ray", EmberBackend)
     register_parallel_backend("ember", EmberBackend)
-
-
-def _cluster_cpus() -> int:
-    if not worker.is_initialized():
-        worker.init()
-    return int(worker.cluster_resources().get("CPU", 1))

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from joblib._parallel_backends import MultiprocessingBackend
 
+from ... import worker
 from ..multiprocessing import Pool
-from . import _cluster_cpus
+
+
+def _cluster_cpus() -> int:
+    if not worker.is_initialized():
+        worker.init()
+    return int(worker.cluster_resources().get("CPU", 1))
 
 
 class EmberBackend(MultiprocessingBackend):
