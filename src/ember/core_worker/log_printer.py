@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from ..experimental import tqdm_ray
 from ..protocol import gcs as gcs_msg
 
 logger = logging.getLogger("ember")
@@ -20,13 +21,19 @@ def log_printer(node_ip: str):
 
 
 def print_logs(batch: gcs_msg.LogBatch, node_ip: str) -> None:
+    lines = batch.lines
+    if not batch.is_err and any(tqdm_ray.RAY_TQDM_MAGIC in line for line in lines):
+        # Progress bars' states (ember.experimental.tqdm_ray): drawn, not printed.
+        lines = [line for line in lines if not tqdm_ray.handle_line(line)]
+        if not lines:
+            return
     where = f"pid={batch.pid}"
     if batch.ip != node_ip:
         where += f", ip={batch.ip}"
     prefix = f"({batch.task_name} {where}) " if batch.task_name else f"({where}) "
     stream = sys.stderr if batch.is_err else sys.stdout
     try:
-        stream.write("".join(prefix + line + "\n" for line in batch.lines))
+        stream.write("".join(prefix + line + "\n" for line in lines))
         stream.flush()
     except (ValueError, OSError):  # the stream was closed at interpreter exit
         pass

@@ -1,0 +1,1 @@
+"""Ray's ``ray.experimental`` names that programs use: ``tqdm_ray``."""
