@@ -18,7 +18,7 @@ from ._version import __version__
 
 from . import exceptions  # noqa: E402
 from .generator import ObjectRefGenerator  # noqa: E402
-from .ids import ActorID, JobID, NodeID, ObjectID, PlacementGroupID, TaskID, WorkerID  # noqa: E402
+from .ids import ActorID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID  # noqa: E402
 from .object_ref import ObjectRef  # noqa: E402
 from .remote_function import RemoteFunction, not_remotable  # noqa: E402
 from .runtime_context import get_runtime_context  # noqa: E402
@@ -33,7 +33,9 @@ from .observability.timeline import timeline  # noqa: E402
 import cloudpickle  # noqa: E402,F401 - Ray users reach it as ray.cloudpickle
 
 ObjectRefGenerator = ObjectRefGenerator
+ObjectID = ObjectRef  # Ray's old name, kept by Ray as an alias
 DynamicObjectRefGenerator = ObjectRefGenerator
+ObjectID = ObjectRef  # Ray's old name, kept by Ray as an alias
 
 
 def remote(*args, **kwargs):

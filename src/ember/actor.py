@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import typing
 
 from . import options as opts
 from . import runtime_env
@@ -88,6 +89,18 @@ def method_meta(klass) -> dict:
     return meta
 
 
+class ActorClassInheritanceException(TypeError):
+    """A class was defined as a subclass of an actor class (Ray refuses it too)."""
+
+
+class ActorClassMetadata(typing.NamedTuple):
+    """``ActorClass.__ray_metadata__``: what the decorator was given."""
+
+    class_name: str
+    modified_class: type
+    options: dict
+
+
 class ActorClass:
     """What ``@ember.remote`` makes of a class. ``Cls.remote()`` creates an actor."""
 
@@ -110,7 +123,33 @@ class ActorClass:
         return self
 
     def __init__(self, *args, **kwargs):
+        # ``class Sub(SomeActorClass)`` lands here, as type(SomeActorClass)(name, bases, ns).
+        if len(args) == 3 and isinstance(args[1], tuple):
+            name, bases = args[0], args[1]
+            parent = next((b for b in bases if isinstance(b, ActorClass)), None)
+            if parent is not None:
+                raise ActorClassInheritanceException(
+                    f"Cannot define class {name!r} as a subclass of actor class "
+                    f"{parent._name!r}: inheriting from an actor class is not supported. "
+                    f"Inherit from the plain class and decorate the subclass with "
+                    "@ember.remote instead.")
         raise TypeError("ActorClass is made by @ember.remote on a class, not directly.")
+
+    def __getattr__(self, name: str):
+        # Class attributes and static or class methods of the user's class, as Ray's
+        # actor class (a subclass of the user's) shows them.
+        klass = self.__dict__.get("_class")
+        if klass is None or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(klass, name)
+        except AttributeError:
+            raise AttributeError(
+                f"Actor class {self._name} has no attribute {name!r}.") from None
+
+    @property
+    def __ray_metadata__(self) -> "ActorClassMetadata":
+        return ActorClassMetadata(self._name, self._class, self._options)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -264,6 +303,9 @@ class ActorHandle:
                 f"{sorted(self._methods)}.")
         return ActorMethod(self, name, meta["num_returns"], meta["concurrency_group"],
                            meta.get("max_task_retries"))
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self.__dict__.get("_methods") or ()))
 
     def __reduce__(self):
         # Pickling the handle ref registers the receiver as a borrower of it.

@@ -89,6 +89,19 @@ class ObjectRefGenerator:
     def completed(self):
         return self._state.total is not None
 
+    def is_finished(self) -> bool:
+        """Whether every value was handed out (next() raises StopIteration)."""
+        state = self._state
+        with state.cond:
+            return (state.total is not None and self._next >= state.total
+                    and state.error is None)
+
+    def next_ready(self) -> bool:
+        """Whether next() would return at once (a ref, or StopIteration)."""
+        state = self._state
+        with state.cond:
+            return self._next in state.available or state.total is not None
+
     def __repr__(self):
         return f"ObjectRefGenerator({self._state.task_id.hex()})"
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 
 from .core_worker import context
 from .core_worker.serialization import record_ref
-from .ids import TaskID
+from .ids import OBJECT_ID_SIZE, TaskID
 
 
 class ObjectRef:
@@ -36,6 +37,26 @@ class ObjectRef:
                     pass
 
     # --- identity -------------------------------------------------------------
+
+    @classmethod
+    def from_random(cls) -> "ObjectRef":
+        """A ref to no object, with a random id (Ray's; for tests and placeholders)."""
+        return cls(os.urandom(OBJECT_ID_SIZE), _add_ref=False)
+
+    @classmethod
+    def from_binary(cls, object_id: bytes) -> "ObjectRef":
+        """A ref with ``object_id``, not counted and with no owner known."""
+        if not isinstance(object_id, bytes) or len(object_id) != OBJECT_ID_SIZE:
+            raise ValueError(f"ObjectRef.from_binary needs {OBJECT_ID_SIZE} bytes, got "
+                             f"{object_id!r}.")
+        return cls(object_id, _add_ref=False)
+
+    @classmethod
+    def nil(cls) -> "ObjectRef":
+        return cls(b"\xff" * OBJECT_ID_SIZE, _add_ref=False)
+
+    def is_nil(self) -> bool:
+        return self._id == b"\xff" * OBJECT_ID_SIZE
 
     def binary(self) -> bytes:
         return self._id

@@ -21,6 +21,8 @@ from .exceptions import TaskPlacementGroupRemoved
 from .object_ref import ObjectRef
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+#: Ray's name for it (``ray.util.placement_group.VALID_PLACEMENT_GROUP_STRATEGIES``).
+VALID_PLACEMENT_GROUP_STRATEGIES = VALID_STRATEGIES
 
 
 class PlacementGroup:

@@ -10,6 +10,7 @@ import atexit
 import logging
 import os
 import sys
+import time
 
 from . import node as node_mod
 from . import options as opts
@@ -250,8 +251,7 @@ def get(object_refs, *, timeout: float | None = None):
                     f"Attempting to call `get` on the value {ref!r}, which is not an "
                     "ObjectRef. ember.get() takes an ObjectRef or a list of ObjectRefs.")
     elif isinstance(object_refs, ObjectRefGenerator):
-        raise TypeError("ember.get() does not take an ObjectRefGenerator; iterate over it "
-                        "and get each ObjectRef it yields.")
+        return object_refs  # as Ray: a generator is its own value; iterate it for refs
     else:
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
@@ -272,10 +272,10 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}.")
     for ref in object_refs:
-        if not isinstance(ref, ObjectRef):
+        if not isinstance(ref, (ObjectRef, ObjectRefGenerator)):
             raise TypeError(
-                f"wait() expected a list of ObjectRef, got list containing "
-                f"{type(ref).__name__}.")
+                f"wait() expected a list of ObjectRef or ObjectRefGenerator, got list "
+                f"containing {type(ref).__name__}.")
     if not object_refs:
         return [], []  # as Ray: nothing to wait for, whatever num_returns says
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns <= 0:
@@ -284,10 +284,38 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects "
                          f"provided to ember.wait ({num_returns} > {len(object_refs)}).")
-    if len({r._id for r in object_refs}) != len(object_refs):
+    if len({r._id if isinstance(r, ObjectRef) else id(r) for r in object_refs}) != len(
+            object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     _check_timeout(timeout, "wait")
+    if any(isinstance(r, ObjectRefGenerator) for r in object_refs):
+        return _wait_with_generators(core, object_refs, num_returns, timeout, fetch_local)
     return core.wait_objects(object_refs, num_returns, timeout, fetch_local)
+
+
+#: How often wait() looks at generators again while it waits on them.
+_GENERATOR_POLL_S = 0.01
+
+
+def _wait_with_generators(core, items: list, num_returns: int, timeout, fetch_local: bool):
+    """wait() over refs and generators: a generator is ready when its next ref is (or
+    when it has ended, so that next() does not block), as in Ray."""
+    refs = [r for r in items if isinstance(r, ObjectRef)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        ready_ids = {r._id for r in refs if core.store.contains(r._id)}
+        ready = [r for r in items if (r._id in ready_ids if isinstance(r, ObjectRef)
+                                      else r.next_ready())][:num_returns]
+        left = None if deadline is None else deadline - time.monotonic()
+        if len(ready) == num_returns or (left is not None and left <= 0):
+            chosen = {id(r) for r in ready}
+            return ready, [r for r in items if id(r) not in chosen]
+        step = _GENERATOR_POLL_S if left is None else min(_GENERATOR_POLL_S, left)
+        unready = [r for r in refs if r._id not in ready_ids]
+        if unready:  # sleeps until one is ready or ``step`` passed; fetches borrowed ones
+            core.wait_objects(unready, 1, step, fetch_local)
+        else:
+            time.sleep(step)
 
 
 def _check_timeout(timeout, what: str) -> None:

@@ -13,6 +13,7 @@ the raylet, which kills the process.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import hmac
 import inspect
@@ -233,6 +234,12 @@ class TaskExecutor:
         post = self._io.post
         post(_set_result, fut, reply)
         if reply.worker_exiting:
+            # A deliberate exit (exit_actor(), max_calls) ends the process as a normal
+            # exit would: the program's atexit handlers run, once the reply is sent.
+            try:
+                atexit._run_exitfuncs()
+            except BaseException:  # noqa: BLE001 - its traceback is printed; exit anyway
+                pass
             self._flush_streams()
             post(self._node.raylet.notify, rl.WorkerExiting())
             post(_exit_soon, self._io)

@@ -86,22 +86,30 @@ class TaskEventBuffer:
 
     def state(self, task, state: int) -> None:
         """Owner: ``task``'s current attempt reached ``state``."""
-        task.times[state] = _now()
+        (task.times or self._unsubmitted(task))[state] = _now()
 
     def finished(self, task, returns) -> None:
         """Owner: the task's results (or its error) were stored."""
         state = te.FAILED if returns and returns[0].value.kind == VALUE_ERROR else te.FINISHED
-        times = task.times
+        times = task.times or self._unsubmitted(task)
         times[state] = _now()
         if task.reported:  # else the flush reads the final times from the task itself
             self._records.append(te.AttemptRecord(task.spec.task_id, task.spec.attempt, state,
                                                   tuple(times)))
 
+    def _unsubmitted(self, task) -> list:
+        """The times of a task that ends (a call on a dead actor, say) without having
+        been submitted: it is still recorded."""
+        task.times = [0.0] * len(te.STATE_NAMES)
+        task.reported = False
+        self._new.append(task)
+        return task.times
+
     def retried(self, task) -> None:
         """Owner: the previous attempt failed and ``task`` (its attempt raised) is queued."""
         spec = task.spec
         now = _now()
-        times = task.times
+        times = task.times or self._unsubmitted(task)
         times[te.FAILED] = now
         if not task.reported:
             self._infos.append((spec, spec.attempt - 1, task.parent))

@@ -305,3 +305,12 @@ def test_store_applies_column_filters_and_summarizes():
     rows = query(store, summary=True).summary
     assert sorted(rows) == sorted([(f"f{i}", te.NORMAL_TASK,
                                     te.FINISHED if i % 2 else te.RUNNING, 1) for i in range(6)])
+
+
+def test_buffer_records_a_task_that_ends_without_being_submitted():
+    """A call on an actor already known dead fails before it is submitted."""
+    buf = TaskEventBuffer()
+    task = _Task(spec(1))
+    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
+    sent = buf.take()
+    assert _attempts(sent) == [(0, "FAILED")] and len(sent.infos) == 1

@@ -1,0 +1,100 @@
+"""Ray API details that Ray programs and Ray's own tests rely on (issue 16)."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import ember as ray
+from ember.actor import ActorClassInheritanceException
+from helpers import wait_for_condition
+
+
+@ray.remote
+class Settings:
+    """Docs of the actor."""
+
+    LIMIT = 5
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+    def limit(self):
+        return self.LIMIT
+
+
+def test_an_actor_class_shows_the_class_attributes_and_static_methods(shared):
+    assert Settings.LIMIT == 5 and Settings.double(4) == 8
+    assert Settings.__ray_metadata__.class_name == "Settings"
+    assert Settings.__ray_metadata__.modified_class.LIMIT == 5
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        Settings.nope
+    handle = Settings.remote()
+    assert "limit" in dir(handle) and ray.get(handle.limit.remote()) == 5
+
+
+def test_subclassing_an_actor_class_is_refused_with_rays_exception():
+    with pytest.raises(ActorClassInheritanceException, match="Settings"):
+        class More(Settings):
+            pass
+    assert issubclass(ActorClassInheritanceException, TypeError)
+
+
+@ray.remote
+class Leaver:
+    def __init__(self, flag):
+        import atexit
+        atexit.register(lambda: open(flag, "w").close())
+
+    def leave(self):
+        ray.actor.exit_actor()
+
+
+def test_exit_actor_runs_the_actors_atexit_handlers(shared, tmp_path):
+    flag = str(tmp_path / "atexit-ran")
+    actor = Leaver.remote(flag)
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(actor.leave.remote())
+    wait_for_condition(lambda: os.path.exists(flag), timeout=10,
+                       message="the actor's atexit handler to run")
+
+
+def test_object_ref_constructors_and_the_object_id_alias(shared):
+    a, b = ray.ObjectRef.from_random(), ray.ObjectRef.from_random()
+    assert a != b and len(a.binary()) == len(ray.put(1).binary())
+    assert ray.ObjectRef.nil().is_nil() and not a.is_nil()
+    assert ray.ObjectRef.from_binary(a.binary()) == a
+    with pytest.raises(ValueError, match="from_binary"):
+        ray.ObjectRef.from_binary(b"short")
+    assert ray.ObjectID is ray.ObjectRef
+    with pytest.raises(ray.exceptions.GetTimeoutError):
+        ray.get(a, timeout=0.1)  # refers to nothing: never ready
+
+
+@ray.remote
+def slow_numbers(n: int, pause: float):
+    for i in range(n):
+        time.sleep(pause)
+        yield i
+
+
+def test_get_returns_a_generator_and_wait_takes_generators(shared):
+    gen = slow_numbers.options(num_returns="streaming").remote(2, 0.5)
+    assert ray.get(gen) is gen
+    ready, not_ready = ray.wait([gen], timeout=0.05)
+    assert (ready, not_ready) == ([], [gen])  # its first value is half a second away
+    ref = ray.put("here")
+    ready, not_ready = ray.wait([gen, ref], num_returns=1, timeout=10)
+    assert ready == [ref] and not_ready == [gen]
+    ready, _ = ray.wait([gen], timeout=10)
+    assert ready == [gen] and ray.get(next(gen)) == 0
+    assert [ray.get(r) for r in gen] == [1]
+    assert gen.is_finished() and ray.wait([gen], timeout=0)[0] == [gen]
+
+
+def test_valid_placement_group_strategies_are_importable():
+    from ember.util.placement_group import VALID_PLACEMENT_GROUP_STRATEGIES
+    assert set(VALID_PLACEMENT_GROUP_STRATEGIES) == {"PACK", "SPREAD", "STRICT_PACK",
+                                                     "STRICT_SPREAD"}
