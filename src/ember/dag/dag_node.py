@@ -114,7 +114,6 @@ def _run(root: DAGNode, args: tuple, kwargs: dict):
     """Execute every node under ``root`` once, upstream first; ``root``'s result."""
     dag_input = (args, kwargs)
     results: dict[int, Any] = {}
-    expanding: set[int] = set()
     input_node = None
 
     def result_of(node: DAGNode):
@@ -128,10 +127,7 @@ def _run(root: DAGNode, args: tuple, kwargs: dict):
         if key in results:
             continue
         if not ready:
-            if key in expanding:
-                raise ValueError(f"The DAG has a cycle through {node}: a node cannot depend "
-                                 "on itself.")
-            expanding.add(key)
+            # No cycle is possible: a node's upstream nodes existed before it.
             stack.append((node, True))
             stack.extend((n, False) for n in reversed(node._upstream_nodes())
                          if id(n) not in results)
@@ -146,5 +142,4 @@ def _run(root: DAGNode, args: tuple, kwargs: dict):
                              "without any: pass it as dag.execute(value).")
         call_args, call_kwargs = node._bound.resolve(result_of)
         results[key] = node._execute_impl(call_args, call_kwargs, result_of, dag_input)
-        expanding.discard(key)
     return results[id(root)]
