@@ -387,8 +387,9 @@ class ActorMethod:
         self._handle._check_call(self._name, args, kwargs)
         options = {"name": self._task_name, "num_returns": self._num_returns,
                    "concurrency_group": self._group}
-        return ClassMethodNode.on_handle(self, self._name, self._handle._class_name, args,
-                                         kwargs, options, self._num_returns)
+        return ClassMethodNode.on_handle(self._handle, self, self._name,
+                                         self._handle._class_name, args, kwargs, options,
+                                         self._num_returns)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(

@@ -188,6 +188,7 @@ def test_a_handle_method_with_two_returns_binds_as_two_nodes(shared):
     actor = Accumulator.remote(0)
     with InputNode() as inp:
         low, high = actor.pair.bind(inp)
+        assert low.is_class_method_output and high.get_args()[1] == 1
         dag = MultiOutputNode([double.bind(low), high])
     assert ray.get(dag.execute(3)) == [6, 4]
 

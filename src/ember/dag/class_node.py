@@ -22,6 +22,13 @@ from __future__ import annotations
 from ..signature import ArgumentCheck
 from .dag_node import DAGNode
 
+#: Ray's names for a method call's actor and for the call bound before it on that
+#: actor, in ``ClassMethodNode.get_other_args_to_resolve()``.
+PARENT_CLASS_NODE_KEY = "parent_class_node"
+PREV_CLASS_METHOD_CALL_KEY = "prev_class_method_call"
+#: True for the nodes that stand for one return value of a call (see ClassMethodNode).
+IS_CLASS_METHOD_OUTPUT_KEY = "is_class_method_output"
+
 
 class ClassNode(DAGNode):
     """A bound actor creation. ``execute()`` on it returns the ActorHandle."""
@@ -48,8 +55,8 @@ class ClassNode(DAGNode):
         if name in ("bind", "remote") and name not in self._methods:
             if name == "remote":
                 raise AttributeError(
-                    f".remote() cannot be used on ClassNode {self}: it is already a bound "
-                    "actor. Use .execute() to create the actor.")
+                    f".remote() cannot be used on ClassNode {self} ('{self._class_name}' has "
+                    "no attribute 'remote' once bound). Use .execute() to create the actor.")
             return super().__getattr__(name)
         if name not in self._methods:
             raise AttributeError(f"Actor class {self._class_name} has no method {name!r}. "
@@ -80,8 +87,8 @@ class UnboundClassMethod:
         meta = node._methods[self._method_name]
         ArgumentCheck(meta.get("signature"), f"{node._class_name}.{self._method_name}")(
             args, kwargs)
-        call = ClassMethodNode(self._method_name, args, kwargs, self._options,
-                               class_node=node, previous_call=node._last_call)
+        call = ClassMethodNode(self._method_name, args, kwargs, self._options, parent=node,
+                               class_name=node._class_name, previous_call=node._last_call)
         node._last_call = call
         return call
 
@@ -98,36 +105,36 @@ class UnboundClassMethod:
 class ClassMethodNode(DAGNode):
     """A bound actor method call. ``execute()`` on it returns its ObjectRef(s).
 
-    Three kinds: a call on a ClassNode's actor (``class_node``), a call on an
-    existing actor (``actor_method``, what ``handle.method`` is), or one of the
-    return values of a call with ``num_returns`` > 1 bound on a handle
-    (``output_of``, ``output_index``), as Ray splits those.
+    ``parent`` is the ClassNode whose actor is called, or the ActorHandle of an
+    existing actor, whose method (``actor_method``, what ``handle.method`` is,
+    options included) is then called as it is. A call on a handle with
+    ``num_returns`` > 1 is split as Ray splits it: one node per return value,
+    bound to ``(call, index)`` and marked ``IS_CLASS_METHOD_OUTPUT_KEY``.
     """
 
     def __init__(self, method_name: str, args: tuple, kwargs: dict, options: dict, *,
-                 class_node: ClassNode | None = None, previous_call=None,
-                 actor_method=None, class_name: str = "",
-                 output_of: "ClassMethodNode | None" = None, output_index: int | None = None):
+                 parent, class_name: str, previous_call: "ClassMethodNode | None" = None,
+                 actor_method=None, is_output: bool = False):
         super().__init__(args, kwargs, options,
-                         other_dependencies=(class_node, previous_call, output_of))
+                         {PARENT_CLASS_NODE_KEY: parent, PREV_CLASS_METHOD_CALL_KEY: previous_call,
+                          IS_CLASS_METHOD_OUTPUT_KEY: is_output})
         self._method_name = method_name
-        self._class_node = class_node
+        self._parent = parent
+        self._class_name = class_name
         self._actor_method = actor_method
-        self._output_of = output_of
-        self._output_index = output_index
-        self._class_name = class_node._class_name if class_node is not None else class_name
+        self._is_output = is_output
 
     @classmethod
-    def on_handle(cls, actor_method, method_name: str, class_name: str, args: tuple,
+    def on_handle(cls, handle, actor_method, method_name: str, class_name: str, args: tuple,
                   kwargs: dict, options: dict, num_returns: int):
         """``handle.method.bind(...)``: the node, or a tuple of one node per return
         value when the method has ``num_returns`` > 1 (as Ray returns them)."""
-        call = cls(method_name, args, kwargs, options, actor_method=actor_method,
-                   class_name=class_name)
+        call = cls(method_name, args, kwargs, options, parent=handle, class_name=class_name,
+                   actor_method=actor_method)
         if num_returns <= 1:
             return call
-        return tuple(cls(f"return_idx_{i}", (), {}, {}, class_name=class_name, output_of=call,
-                         output_index=i)
+        return tuple(cls(f"return_idx_{i}", (call, i), {}, {}, parent=handle,
+                         class_name=class_name, is_output=True)
                      for i in range(num_returns))
 
     def get_method_name(self) -> str:
@@ -135,15 +142,16 @@ class ClassMethodNode(DAGNode):
 
     @property
     def is_class_method_output(self) -> bool:
-        return self._output_of is not None
+        return self._is_output
 
     def _execute_impl(self, args, kwargs, result_of, dag_input):
-        if self._output_of is not None:
-            return result_of(self._output_of)[self._output_index]
+        if self._is_output:
+            refs, index = args
+            return refs[index]
         if self._actor_method is not None:
             method = self._actor_method
         else:
-            method = getattr(result_of(self._class_node), self._method_name)
+            method = getattr(result_of(self._parent), self._method_name)
             if self._bound_options:
                 method = method.options(**self._bound_options)
         return method.remote(*args, **kwargs)

@@ -43,12 +43,13 @@ class DAGNode:
     _is_input = False
 
     def __init__(self, args: tuple, kwargs: dict, options: dict,
-                 other_dependencies: tuple = ()):
+                 other_args_to_resolve: dict | None = None):
         self._bound = BoundArguments(args, kwargs, DAGNode)
         self._bound_options = dict(options)
-        #: Nodes that run before this one although they are not arguments (the
-        #: actor of a method call, the call bound before it on that actor).
-        self._other_dependencies = tuple(n for n in other_dependencies if n is not None)
+        #: What a node kind needs besides its arguments, by name (Ray's
+        #: "other args to resolve"); the nodes among the values run before this
+        #: one (the actor of a method call, the call bound before it on that actor).
+        self._bound_other_args_to_resolve = dict(other_args_to_resolve or {})
         #: Ray's stable uuid: the same for the node's whole life.
         self._stable_uuid = uuid.uuid4().hex
 
@@ -63,14 +64,17 @@ class DAGNode:
     def get_options(self) -> dict:
         return dict(self._bound_options)
 
+    def get_other_args_to_resolve(self) -> dict:
+        return dict(self._bound_other_args_to_resolve)
+
     def get_stable_uuid(self) -> str:
         return self._stable_uuid
 
     def _upstream_nodes(self) -> list["DAGNode"]:
         """Every node this one needs first, in the order they are to run."""
         nodes = list(self._bound.nodes)
-        for node in self._other_dependencies:
-            if all(node is not n for n in nodes):
+        for node in self._bound_other_args_to_resolve.values():
+            if isinstance(node, DAGNode) and all(node is not n for n in nodes):
                 nodes.append(node)
         return nodes
 

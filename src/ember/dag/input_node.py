@@ -114,7 +114,8 @@ class InputAttributeNode(DAGNode):
     """One part of the DAG's input: ``inp[0]``, ``inp["key"]`` or ``inp.key``."""
 
     def __init__(self, dag_input_node: InputNode, key, accessor_method: str):
-        super().__init__((), {}, {}, other_dependencies=(dag_input_node,))
+        super().__init__((), {}, {}, {"dag_input_node": dag_input_node, "key": key,
+                                       "accessor_method": accessor_method})
         self._dag_input_node = dag_input_node
         self._key = key
         self._accessor_method = accessor_method

@@ -8,8 +8,9 @@ nodes ran. tests/cluster/test_dag.py runs the same shapes on a real cluster.
 import pytest
 
 import ember
-from ember.dag import (ClassMethodNode, ClassNode, DAGInputData, DAGNode, FunctionNode,
-                       InputAttributeNode, InputNode, MultiOutputNode)
+from ember.dag import (PARENT_CLASS_NODE_KEY, PREV_CLASS_METHOD_CALL_KEY, ClassMethodNode,
+                       ClassNode, DAGInputData, DAGNode, FunctionNode, InputAttributeNode,
+                       InputNode, MultiOutputNode)
 
 
 class FakeFunction:
@@ -193,6 +194,16 @@ def test_actor_created_once_and_calls_run_in_bind_order(log):
     assert (first_ref, get_ref) == ("<A1.get#2>", "<A1.get#5>")
     dag.execute()
     assert Actor.created == 2  # one actor per execution, as in Ray
+
+
+def test_a_method_call_names_its_actor_and_the_call_before_it(log):
+    actor = FakeActorClass("A", log).bind()
+    first = actor.inc.options(name="first").bind()
+    second = actor.get.bind()
+    other = second.get_other_args_to_resolve()
+    assert other[PARENT_CLASS_NODE_KEY] is actor
+    assert other[PREV_CLASS_METHOD_CALL_KEY] is first
+    assert first.get_other_args_to_resolve()[PREV_CLASS_METHOD_CALL_KEY] is None
 
 
 def test_actor_bind_misuse(log):
