@@ -54,9 +54,10 @@ class ClassNode(DAGNode):
             raise AttributeError(name)
         if name in ("bind", "remote") and name not in self._methods:
             if name == "remote":
+                short_name = self._class_name.rsplit(".", 1)[-1]
                 raise AttributeError(
-                    f".remote() cannot be used on ClassNode {self} ('{self._class_name}' has "
-                    "no attribute 'remote' once bound). Use .execute() to create the actor.")
+                    f".remote() cannot be used on ClassNode {self}: '{short_name}' has no "
+                    "attribute 'remote' once bound. Use .execute() to create the actor.")
             return super().__getattr__(name)
         if name not in self._methods:
             raise AttributeError(f"Actor class {self._class_name} has no method {name!r}. "
