@@ -106,9 +106,6 @@ class InputNode(DAGNode):
             return input_args[0]
         return DAGInputData(*input_args, **input_kwargs)
 
-    def _describe(self) -> str:
-        return ""
-
 
 class InputAttributeNode(DAGNode):
     """One part of the DAG's input: ``inp[0]``, ``inp["key"]`` or ``inp.key``."""
