@@ -26,6 +26,7 @@ from .core_worker.actor_runtime import BUILTIN_METHODS, ActorExitRequest, is_asy
 from .core_worker.function_manager import function_id_of
 from .core_worker.serialization import dumps_definition
 from .core_worker.task_submitter import PendingTask
+from .dag.class_node import ClassMethodNode, ClassNode
 from .generator import GeneratorState, ObjectRefGenerator
 from .ids import actor_handle_id, object_id_for_return
 from .object_ref import ObjectRef
@@ -163,8 +164,10 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._create(args, kwargs, self._options)
 
-    def bind(self, *args, **kwargs):
-        raise NotImplementedError("ember does not support Ray DAGs (.bind()) yet.")
+    def bind(self, *args, **kwargs) -> ClassNode:
+        """An actor created when a DAG runs (see ``ember.dag``), once per ``execute()``."""
+        self._check_init(args, kwargs)
+        return ClassNode(self, self._name, self._methods, args, kwargs, self._options)
 
     def _create(self, args, kwargs, options: dict) -> "ActorHandle":
         self._check_init(args, kwargs)
@@ -267,6 +270,12 @@ class _ActorClassWithOptions:
     def options(self, **options):
         return self._parent.options(**dict(self._options, **options))
 
+    def bind(self, *args, **kwargs) -> ClassNode:
+        """An actor with these options, created when a DAG runs (see ``ember.dag``)."""
+        parent = self._parent
+        parent._check_init(args, kwargs)
+        return ClassNode(self, parent._name, parent._methods, args, kwargs, self._options)
+
 
 class ActorHandle:
     """A reference to an actor; ``handle.method.remote(...)`` calls it."""
@@ -325,14 +334,18 @@ class ActorHandle:
     def _ray_actor_id(self):
         return ActorID(self._actor_id)
 
-    def _submit(self, method_name: str, args, kwargs, num_returns: int,
-                concurrency_group: str, max_task_retries, name: str = ""):
+    def _check_call(self, method_name: str, args, kwargs) -> None:
+        """TypeError, naming the method, when the arguments do not fit its signature."""
         check = self._arg_checks.get(method_name)
         if check is None:
             meta = self._methods.get(method_name) or {}
             check = self._arg_checks[method_name] = ArgumentCheck(
                 meta.get("signature"), f"{self._class_name}.{method_name}")
         check(args, kwargs)
+
+    def _submit(self, method_name: str, args, kwargs, num_returns: int,
+                concurrency_group: str, max_task_retries, name: str = ""):
+        self._check_call(method_name, args, kwargs)
         core = context.require_core(f"{self._class_name}.{method_name}.remote()")
         submitter = core.actor_submitter
         queue = self._queue
@@ -408,6 +421,17 @@ class ActorMethod:
                            options.get("concurrency_group", self._group),
                            options.get("max_task_retries", self._retries),
                            options.get("name", self._task_name))
+
+    def bind(self, *args, **kwargs):
+        """A call of this method in a DAG (see ``ember.dag``), made at every
+        ``execute()`` on this same actor. A tuple of nodes, one per return value,
+        when the method has ``num_returns`` > 1, as in Ray."""
+        self._handle._check_call(self._name, args, kwargs)
+        options = {"name": self._task_name, "num_returns": self._num_returns,
+                   "concurrency_group": self._group}
+        return ClassMethodNode.on_handle(self._handle, self, self._name,
+                                         self._handle._class_name, args, kwargs, options,
+                                         self._num_returns)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(

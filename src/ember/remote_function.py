@@ -18,6 +18,7 @@ from .config import config
 from .core_worker.serialization import (dumps_definition, inline_value, pickle_by_value,
                                          serialize_parts)
 from .core_worker.task_submitter import SchedulingKey
+from .dag.function_node import FunctionNode
 from .generator import GeneratorState, ObjectRefGenerator
 from .object_ref import ObjectRef
 from .protocol.core_worker import TaskArg, TaskSpec
@@ -163,8 +164,10 @@ class RemoteFunction:
             return None
         return refs
 
-    def bind(self, *args, **kwargs):
-        raise NotImplementedError("ember does not support Ray DAGs (.bind()) yet.")
+    def bind(self, *args, **kwargs) -> FunctionNode:
+        """A call of this function in a DAG (see ``ember.dag``), run by ``execute()``."""
+        self._check_args(args, kwargs)
+        return FunctionNode(self, args, kwargs, self._options, self.__name__)
 
 
 class _RemoteFunctionWithOptions:
@@ -182,6 +185,11 @@ class _RemoteFunctionWithOptions:
 
     def options(self, **options):
         return self._parent.options(**dict(self._options, **options))
+
+    def bind(self, *args, **kwargs) -> FunctionNode:
+        """A call in a DAG with these options (see ``ember.dag``)."""
+        self._parent._check_args(args, kwargs)
+        return FunctionNode(self, args, kwargs, self._options, self._parent.__name__)
 
     def __call__(self, *args, **kwargs):
         return self._parent(*args, **kwargs)
