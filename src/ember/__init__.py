@@ -17,7 +17,7 @@ import inspect
 from ._version import __version__
 
 from . import exceptions  # noqa: E402
-from .generator import ObjectRefGenerator  # noqa: E402
+from .generator import DynamicObjectRefGenerator, ObjectRefGenerator  # noqa: E402
 from .ids import ActorID, JobID, NodeID, PlacementGroupID, TaskID, WorkerID  # noqa: E402
 from .object_ref import ObjectRef  # noqa: E402
 from .remote_function import RemoteFunction, not_remotable  # noqa: E402
@@ -32,9 +32,6 @@ from .observability.timeline import timeline  # noqa: E402
 
 import cloudpickle  # noqa: E402,F401 - Ray users reach it as ray.cloudpickle
 
-ObjectRefGenerator = ObjectRefGenerator
-ObjectID = ObjectRef  # Ray's old name, kept by Ray as an alias
-DynamicObjectRefGenerator = ObjectRefGenerator
 ObjectID = ObjectRef  # Ray's old name, kept by Ray as an alias
 
 

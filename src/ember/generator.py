@@ -17,8 +17,10 @@ from .object_ref import ObjectRef
 class GeneratorState:
     """Owner-side state, updated on the I/O thread, read by the user's thread."""
 
-    def __init__(self, task_id: bytes):
+    def __init__(self, task_id: bytes, on_finish=None):
         self.task_id = task_id
+        #: Called (on the I/O thread) with this state once the task ended.
+        self.on_finish = on_finish
         #: index -> ObjectRef of a yielded value not yet handed out
         self.available: dict = {}
         self.total: int | None = None
@@ -35,6 +37,8 @@ class GeneratorState:
             self.total = count
             self.error = error
             self.cond.notify_all()
+        if self.on_finish is not None:
+            self.on_finish(self)
 
 
 class ObjectRefGenerator:
@@ -105,3 +109,23 @@ class ObjectRefGenerator:
     def __repr__(self):
         return f"ObjectRefGenerator({self._state.task_id.hex()})"
 
+
+
+class DynamicObjectRefGenerator:
+    """The value of a ``num_returns="dynamic"`` task's ref: its values' ObjectRefs.
+
+    Ray's older form of generator tasks: ``ray.get(ref)`` gives this once the
+    task has yielded everything, and iterating it gives one ref per value.
+    """
+
+    def __init__(self, refs: list):
+        self._refs = refs
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self):
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"

@@ -19,7 +19,8 @@ from .core_worker.serialization import (dumps_definition, inline_value, pickle_b
                                          serialize_parts)
 from .core_worker.task_submitter import SchedulingKey
 from .dag.function_node import FunctionNode
-from .generator import GeneratorState, ObjectRefGenerator
+from .generator import DynamicObjectRefGenerator, GeneratorState, ObjectRefGenerator
+from .ids import object_id_for_return
 from .object_ref import ObjectRef
 from .protocol.core_worker import TaskArg, TaskSpec
 from .signature import ArgumentCheck, call_signature
@@ -31,7 +32,8 @@ DEFAULT_MAX_RETRIES = 3
 class _Prepared:
     """What ``.remote()`` needs for one set of options, computed once."""
 
-    __slots__ = ("resources", "strategy", "num_returns", "max_retries", "retry_exceptions",
+    __slots__ = ("resources", "strategy", "num_returns", "dynamic", "max_retries",
+                 "retry_exceptions",
                  "allowlist", "max_calls", "name", "key", "job_id", "runtime_env")
 
     def __init__(self, remote_function: "RemoteFunction", options: dict, core):
@@ -41,11 +43,10 @@ class _Prepared:
         num_returns = options.get("num_returns")
         if num_returns is None:
             num_returns = "streaming" if remote_function._is_generator else 1
-        if num_returns == "dynamic":
-            raise ValueError(f"{what}: num_returns='dynamic' is not supported by ember; "
-                             "use num_returns='streaming', which yields ObjectRefs as "
-                             "values are produced.")
-        self.num_returns = -1 if num_returns == "streaming" else num_returns
+        #: "dynamic" runs as a streaming generator whose refs are handed over at once,
+        #: as one DynamicObjectRefGenerator, when the task ends.
+        self.dynamic = num_returns == "dynamic"
+        self.num_returns = -1 if num_returns in ("streaming", "dynamic") else num_returns
         max_retries = options.get("max_retries")
         self.max_retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
         retry = options.get("retry_exceptions", False)
@@ -153,6 +154,12 @@ class RemoteFunction:
                         name=p.name, placement_group_id=p.strategy.placement_group_id,
                         capture_child_tasks=p.strategy.capture_child_tasks,
                         runtime_env=p.runtime_env)
+        if p.dynamic:
+            ref = core.make_ref(object_id_for_return(task_id, DYNAMIC_RETURN_INDEX),
+                                core.address)
+            state = GeneratorState(task_id, functools.partial(_hand_over, core, ref._id))
+            core.submit_task(spec, p.key, keep_alive, state)
+            return ref
         if p.num_returns == -1:
             state = GeneratorState(task_id)
             core.submit_task(spec, p.key, keep_alive, state)
@@ -168,6 +175,23 @@ class RemoteFunction:
         """A call of this function in a DAG (see ``ember.dag``), run by ``execute()``."""
         self._check_args(args, kwargs)
         return FunctionNode(self, args, kwargs, self._options, self.__name__)
+
+
+#: The return index of a dynamic generator task's own ref (its values use 1, 2, ...;
+#: a streaming task's error uses 1 << 20).
+DYNAMIC_RETURN_INDEX = (1 << 20) + 1
+
+
+def _hand_over(core, object_id: bytes, state: GeneratorState) -> None:
+    """A dynamic generator task ended: its ref gets the refs of its values, or its error."""
+    if state.error is not None:
+        core.store.put(object_id, state.error)
+        return
+    with state.cond:
+        refs = [state.available.pop(i) for i in range(state.total) if i in state.available]
+    serialized = inline_value(*serialize_parts(DynamicObjectRefGenerator(refs)))
+    core.store.put(object_id, serialized)
+    core.references.set_nested(object_id, serialized.nested_refs)
 
 
 class _RemoteFunctionWithOptions:

@@ -98,3 +98,31 @@ def test_valid_placement_group_strategies_are_importable():
     from ember.util.placement_group import VALID_PLACEMENT_GROUP_STRATEGIES
     assert set(VALID_PLACEMENT_GROUP_STRATEGIES) == {"PACK", "SPREAD", "STRICT_PACK",
                                                      "STRICT_SPREAD"}
+
+
+@ray.remote(num_returns="dynamic")
+def tens(n: int):
+    for i in range(n):
+        yield i * 10
+
+
+@ray.remote(num_returns="dynamic")
+def fails_after_one():
+    yield 1
+    raise ValueError("second value refused")
+
+
+@ray.remote
+def add_up(generator) -> int:
+    return sum(ray.get(list(generator)))
+
+
+def test_dynamic_generator_tasks_give_one_ref_to_all_their_values(shared):
+    generator = ray.get(tens.remote(3))
+    assert isinstance(generator, ray.DynamicObjectRefGenerator) and len(generator) == 3
+    assert [ray.get(ref) for ref in generator] == [0, 10, 20]
+    assert ray.get(add_up.remote(tens.remote(4))) == 60  # the ref travels as an argument
+    first, failed = ray.get(fails_after_one.remote())
+    assert ray.get(first) == 1
+    with pytest.raises(ValueError, match="second value refused"):
+        ray.get(failed)
