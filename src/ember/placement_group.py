@@ -190,3 +190,20 @@ def group_resources(resources: dict[str, float], pg_id: bytes,
         else f"bundle_group_{pg_hex}"
     out[bundle] = 0.001
     return out
+
+
+def ungroup_resources(resources: dict[str, float], pg_id: bytes) -> dict[str, float]:
+    """The inverse of :func:`group_resources`: what the task asked for, by Ray's names
+    (``get_assigned_resources()`` inside a placement group shows ``{"CPU": 1}``)."""
+    suffix = "_" + pg_id.hex()
+    out: dict[str, float] = {}
+    for name, amount in resources.items():
+        if not name.endswith(suffix):
+            out[name] = amount
+            continue
+        base, _, index = name[:-len(suffix)].rpartition("_group")
+        if index and not index.lstrip("_").isdigit():
+            out[name] = amount  # not one of the group's names after all
+        elif base != "bundle":
+            out[base] = out.get(base, 0) + amount
+    return out

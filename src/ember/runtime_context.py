@@ -8,6 +8,7 @@ from . import actor as actor_mod
 from . import worker
 from .core_worker import context
 from .ids import ActorID, JobID, NodeID, TaskID
+from .placement_group import ungroup_resources
 from .runtime_env import RuntimeEnv, decode
 
 #: "module.outer.<locals>.f" -> "module.f": names as Ray shows them.
@@ -98,8 +99,12 @@ class RuntimeContext:
         spec = self._spec()
         if spec is None:
             return {}
-        actor = self._core().actor
+        core = self._core()
+        actor = core.actor
         resources = actor.resources if actor is not None else spec.resources
+        pg_id = spec.placement_group_id or core.actor_placement_group_id
+        if pg_id:
+            resources = ungroup_resources(resources, pg_id)
         return {k: v for k, v in resources.items() if v}
 
     def get_placement_group_id(self) -> str | None:

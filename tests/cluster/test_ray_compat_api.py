@@ -126,3 +126,70 @@ def test_dynamic_generator_tasks_give_one_ref_to_all_their_values(shared):
     assert ray.get(first) == 1
     with pytest.raises(ValueError, match="second value refused"):
         ray.get(failed)
+
+
+@ray.remote
+def waits_for(signal):
+    ray.get(signal.wait.remote())
+    return "released"
+
+
+@ray.remote
+def refuses():
+    raise KeyError("refused at once")
+
+
+@ray.remote
+def echo(value):
+    return value
+
+
+@pytest.mark.timeout(60)
+def test_get_of_several_raises_the_first_error_without_waiting_for_the_rest(shared):
+    from ember.util.testing import SignalActor
+    signal = SignalActor.remote()
+    never = waits_for.remote(signal)
+    with pytest.raises(KeyError, match="refused at once"):
+        ray.get([never, refuses.remote()])  # `never` waits until the signal below
+    with pytest.raises(KeyError):
+        ray.get([refuses.remote(), never])
+    ray.get(signal.send.remote())
+    assert ray.get(never) == "released"
+
+
+@pytest.mark.timeout(60)
+def test_cancelling_a_task_whose_argument_is_pending_ends_it_at_once(shared):
+    from ember.util.testing import SignalActor
+    signal = SignalActor.remote()
+    pending = waits_for.remote(signal)
+    child = echo.remote(pending)
+    ray.cancel(child)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(child)
+    ray.get(signal.send.remote())
+    assert ray.get(pending) == "released" and ray.get(echo.remote(pending)) == "released"
+
+
+@ray.remote
+def what_the_task_sees():
+    import psutil
+    return (ray.get_runtime_context().get_assigned_resources(),
+            os.environ.get("OMP_NUM_THREADS"), psutil.Process().name())
+
+
+def test_a_task_sees_its_resources_thread_count_and_name_as_in_ray(shared):
+    from ember.util.placement_group import placement_group, remove_placement_group
+    from ember.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    assigned, threads, name = ray.get(what_the_task_sees.options(num_cpus=2).remote())
+    assert assigned == {"CPU": 2.0} and threads == "2"
+    assert name == "ember::what_the_t"[:15]
+    pg = placement_group([{"CPU": 1}])
+    ray.get(pg.ready())
+    try:
+        assigned, threads, _ = ray.get(what_the_task_sees.options(
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote())
+        assert assigned == {"CPU": 1.0} and threads == "1"
+    finally:
+        remove_placement_group(pg)
+    env = {"env_vars": {"OMP_NUM_THREADS": "7"}}
+    assert ray.get(what_the_task_sees.options(runtime_env=env).remote())[1] == "7"

@@ -28,7 +28,7 @@ from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
 from ..object_store.client import StoreClient
 from ..object_store.layout import load_from_store
-from ..protocol.common import VALUE_IN_STORE, Address, SerializedValue
+from ..protocol.common import VALUE_ERROR, VALUE_IN_STORE, Address, SerializedValue
 from ..rpc.pool import Peers
 from ..rpc.reconnecting import ReconnectingClient
 from . import context
@@ -37,7 +37,7 @@ from .dependency_resolver import DependencyResolver
 from .event_loop import LoopThread
 from .function_manager import FunctionManager
 from .lineage import Lineage
-from .memory_store import CallbackWaiter, CountdownWaiter, MemoryStore
+from .memory_store import CallbackWaiter, CountdownWaiter, FailFastWaiter, MemoryStore
 from .object_directory import ObjectDirectory
 from .ownership import Ownership
 from .process_info import LocalNode, ProcessInfo
@@ -57,6 +57,13 @@ _MAX_REBUILDS = 3
 def _info_field(name: str) -> property:
     return property(lambda self: getattr(self.info, name),
                     lambda self, value: setattr(self.info, name, value))
+
+
+def _raise_first_error(values: list) -> None:
+    """Raise the error held by the first of ``values`` that is one, if any."""
+    for value in values:
+        if value is not None and value.kind == VALUE_ERROR:
+            deserialize(value)  # raises it
 
 
 class CoreWorker:
@@ -363,21 +370,27 @@ class CoreWorker:
         values = [store.get(ref._id) for ref in refs]
         missing = [ref for ref, v in zip(refs, values) if v is None]
         if missing:
+            several = len(refs) > 1
+            if several:
+                _raise_first_error(values)  # known already: raised without waiting
             if not self._wait_for(missing, len({r._id for r in missing}), timeout,
-                                  fetch=True):
+                                  fetch=True, fail_fast=several):
                 return None
             values = [v if v is not None else store.get(ref._id)
                       for ref, v in zip(refs, values)]
+            if several:
+                _raise_first_error(values)
             for ref, v in zip(refs, values):
                 if v is None:  # freed while we waited
                     raise ObjectLostError(ref.hex())
         return values
 
     def _wait_for(self, refs: list, count: int, timeout: float | None,
-                  fetch: bool) -> bool:
-        """Block until ``count`` of ``refs`` are in the memory store, or time out."""
+                  fetch: bool, fail_fast: bool = False) -> bool:
+        """Block until ``count`` of ``refs`` are in the memory store, or time out; with
+        ``fail_fast``, also until one of them is an error."""
         ids = list({ref._id: None for ref in refs})
-        waiter = CountdownWaiter(count)
+        waiter = FailFastWaiter(count, self.store) if fail_fast else CountdownWaiter(count)
         absent = self.store.wait_for(ids, waiter)
         waiter.satisfied(len(ids) - absent)
         if waiter.done:
@@ -400,6 +413,8 @@ class CoreWorker:
             if sum(self.store.contains(i) for i in ids) >= count:
                 return True
             return False
+        if fail_fast and waiter.failed:  # woken early: still registered for the rest
+            self.store.cancel_wait(ids, waiter)
         return True
 
     def wait_objects(self, refs: list, num_returns: int, timeout: float | None,

@@ -28,11 +28,13 @@ import typing
 
 from ..exceptions import ActorDiedError, RayTaskError, RuntimeEnvSetupError, TaskCancelledError
 from ..ids import object_id_for_return
+from ..placement_group import ungroup_resources
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
 from ..rpc import auth
 from .actor_runtime import BUILTIN_METHODS, ActorExitRequest, ActorRuntime
+from .process_title import ProcessTitle
 from .runtime_env_setup import RuntimeEnvSetup
 from .serialization import deserialize, serialize_error, task_error
 
@@ -97,6 +99,7 @@ class TaskExecutor:
         self._granted_proof = b""
         #: Enters the runtime env each task or actor needs (main thread only).
         self.runtime_envs = RuntimeEnvSetup(io, gcs, info)
+        self._title = ProcessTitle()
         #: Records each task's RUNNING and end (core_worker/task_events.py).
         self.task_events = task_events
         handlers[cw.PushTask] = self.handle_push
@@ -310,6 +313,9 @@ class TaskExecutor:
                 raise _EarlyReply(self._error_reply(spec, err, False)) from None
             finally:  # what this process's tasks and actors inherit
                 self._info.runtime_env = self.runtime_envs.current
+        if not is_method:
+            self._title.task_started(spec.name or spec.function_name.rsplit(".", 1)[-1],
+                                     _cpus(spec), self.runtime_envs.current)
         try:
             if is_method:
                 builtin = BUILTIN_METHODS.get(spec.method_name)
@@ -546,6 +552,14 @@ def _set_result(fut, reply) -> None:
 def _notify(conn, message) -> None:
     if not conn.closed:
         conn.notify(message)
+
+
+def _cpus(spec: cw.TaskSpec) -> float:
+    """The CPUs ``spec`` asked for (inside a placement group, under the group's names)."""
+    cpus = spec.resources.get("CPU")
+    if cpus is None and spec.placement_group_id:
+        cpus = ungroup_resources(spec.resources, spec.placement_group_id).get("CPU")
+    return cpus or 0.0
 
 
 def _exit_soon(io) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 
-from ..protocol.common import SerializedValue
+from ..protocol.common import VALUE_ERROR, SerializedValue
 
 
 class CountdownWaiter:
@@ -50,6 +50,13 @@ class CountdownWaiter:
                 self._released = True
                 self._done.release()
 
+    def release(self) -> None:
+        """Wake the waiting thread now, however many objects are still missing."""
+        with self._lock:
+            if not self._released:
+                self._released = True
+                self._done.release()
+
     @property
     def done(self) -> bool:
         return self._released
@@ -58,6 +65,29 @@ class CountdownWaiter:
         if timeout is None:
             return self._done.acquire()
         return self._done.acquire(timeout=max(timeout, 0))
+
+
+class FailFastWaiter(CountdownWaiter):
+    """A ``get`` of several objects: also woken by the first one that is an error.
+
+    Ray raises a task's error from ``get([...])`` as soon as it is known,
+    rather than after every other object (some may never come) is ready.
+    """
+
+    __slots__ = ("_store", "failed")
+
+    def __init__(self, count: int, store: "MemoryStore"):
+        super().__init__(count)
+        self._store = store
+        self.failed = False
+
+    def notify(self, object_id: bytes) -> None:
+        value = self._store.get(object_id)
+        if value is not None and value.kind == VALUE_ERROR:
+            self.failed = True
+            self.release()
+        else:
+            self.satisfied(1)
 
 
 class CallbackWaiter:

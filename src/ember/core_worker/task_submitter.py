@@ -175,6 +175,8 @@ class NormalTaskSubmitter:
         self._dependencies.resolve(task, self._dependencies_ready)
 
     def _dependencies_ready(self, task: PendingTask) -> None:
+        if task.state is TaskState.FINISHED:  # cancelled while it waited
+            return
         if task.cancelled:
             self._finish_with_error(task, TaskCancelledError(task.spec.task_id.hex()))
             return
@@ -530,7 +532,11 @@ class NormalTaskSubmitter:
         if task is None:
             return False
         task.cancelled = True
-        if task.state is TaskState.QUEUED:
+        if task.state is TaskState.WAITING_FOR_DEPENDENCIES:
+            # Its arguments may take long, or never come: it fails now, and
+            # _dependencies_ready ignores it when they do.
+            self._finish_with_error(task, TaskCancelledError(task_id.hex()))
+        elif task.state is TaskState.QUEUED:
             state = self._keys.get(task.key)
             if state is not None and task in state.queue:
                 state.queue.remove(task)
