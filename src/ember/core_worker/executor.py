@@ -314,8 +314,8 @@ class TaskExecutor:
             finally:  # what this process's tasks and actors inherit
                 self._info.runtime_env = self.runtime_envs.current
         if not is_method:
-            self._title.task_started(spec.name or spec.function_name.rsplit(".", 1)[-1],
-                                     _cpus(spec), self.runtime_envs.current)
+            self._title.task_started(spec.name or spec.function_name, _cpus(spec),
+                                     self.runtime_envs.current)
         try:
             if is_method:
                 builtin = BUILTIN_METHODS.get(spec.method_name)

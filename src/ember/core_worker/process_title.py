@@ -37,10 +37,12 @@ class ProcessTitle:
         self._threads = ""
 
     def task_started(self, name: str, cpus: float, runtime_env: str) -> None:
+        """``name``: the task's ``name`` option, else its function's qualified name."""
         if name != self._name:
             self._name = name
             if self._prctl is not None:
-                self._prctl(_PR_SET_NAME, ("ember::" + name).encode()[:15], 0, 0, 0)
+                short = name.rsplit(".", 1)[-1]
+                self._prctl(_PR_SET_NAME, ("ember::" + short).encode()[:15], 0, 0, 0)
         if self._threads_managed:
             threads = str(max(1, int(cpus)))
             if threads != self._threads and "OMP_NUM_THREADS" not in runtime_env:
