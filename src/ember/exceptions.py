@@ -341,3 +341,51 @@ class AsyncioActorExit(RayError):
 
 class PlasmaObjectNotAvailable(RayError):
     pass
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
+    """The object's task was re-run as many times as its max_retries allowed."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
+    """What it takes to re-run the object's task was no longer kept."""
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    """A streaming generator has no more values."""
+
+
+class UnserializableException(RayError):
+    """A task's exception that could not be unpickled where it was raised to.
+
+    Carries the original error's description as text, so that what happened is
+    not lost with the type.
+    """
+
+    def __init__(self, original_stack_trace: str):
+        self._original_stack_trace = original_stack_trace
+        super().__init__(original_stack_trace)
+
+    def __str__(self):
+        return ("Failed to deserialize the exception a task raised; the original error "
+                f"was:\n{self._original_stack_trace}")
+
+
+class AuthenticationError(RayError, ConnectionError):
+    """A server refused this process's cluster token. Retrying cannot help."""
+
+
+class RayChannelError(RaySystemError):
+    """Compiled graphs' channels (not part of ember)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """Compiled graphs' channels (not part of ember)."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """Compiled graphs (not part of ember)."""
+
+
+class RayDirectTransportError(RayError):
+    """Ray's direct GPU object transport (not part of ember)."""

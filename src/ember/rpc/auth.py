@@ -55,6 +55,7 @@ import socket
 import struct
 import typing
 
+from .. import exceptions
 from ..config import config
 from .tls import ENV_USE_TLS
 
@@ -82,8 +83,9 @@ class Refusal(enum.IntEnum):
     BAD_HANDSHAKE = 4    # not an ember handshake (wrong magic or version, too long)
 
 
-class AuthenticationError(ConnectionError):
-    """A server refused this process's cluster token. Retrying cannot help."""
+# A server refused this process's cluster token (a ConnectionError, and Ray's
+# ray.exceptions.AuthenticationError). Retrying cannot help.
+AuthenticationError = exceptions.AuthenticationError
 
 
 def client_preamble(token: bytes) -> bytes:
