@@ -294,17 +294,19 @@ class Pool:
 
     def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
                   callback=None, error_callback=None) -> AsyncResult:
-        self._check_running()
-        refs = self._chunks(func, list(iterable), chunksize, star=False)
-        return AsyncResult(refs, False, callback, error_callback)
+        return self._map_async(func, iterable, chunksize, False, callback, error_callback)
 
     def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
         return self.starmap_async(func, iterable, chunksize).get()
 
     def starmap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
                       callback=None, error_callback=None) -> AsyncResult:
+        return self._map_async(func, iterable, chunksize, True, callback, error_callback)
+
+    def _map_async(self, func, iterable, chunksize, star: bool, callback,
+                   error_callback) -> AsyncResult:
         self._check_running()
-        refs = self._chunks(func, list(iterable), chunksize, star=True)
+        refs = self._chunks(func, list(iterable), chunksize, star)
         return AsyncResult(refs, False, callback, error_callback)
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
