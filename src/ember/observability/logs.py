@@ -51,16 +51,44 @@ def worker_log_name(worker_id: bytes, suffix: str = "out") -> str:
     return f"worker-{worker_id.hex()[:12]}.{suffix}"
 
 
+class LogFollower:
+    """Reads one log file: its last lines, then whatever is appended after.
+
+    The reading is split from the waiting so that a blocking reader
+    (:func:`read_lines`, ``ember logs --follow``) and an asynchronous one (the
+    dashboard's ``/api/v0/logs/file``, which must not hold a thread per open
+    stream) share it: each calls :meth:`poll` and waits its own way between.
+    """
+
+    def __init__(self, path: str):
+        self._file = open(path, "r", errors="replace")  # FileNotFoundError: the caller's
+        self._partial = ""
+
+    def last_lines(self, tail: int = 1000) -> list[str]:
+        """The last ``tail`` lines (all if tail < 0, none if 0); moves to the end."""
+        lines = self._file.read().splitlines()
+        return lines if tail < 0 else lines[-tail:] if tail else []
+
+    def poll(self) -> list[str]:
+        """The complete lines appended since the last call (a partial last line waits)."""
+        self._partial += self._file.read()
+        *lines, self._partial = self._partial.split("\n")
+        return lines
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def read_lines(path: str, tail: int = 1000, follow: bool = False, interval: float = 0.5):
     """The last ``tail`` lines of ``path`` (all if tail < 0), then, with ``follow``,
     each line appended after, until the caller stops iterating."""
-    with open(path, "r", errors="replace") as f:
-        lines = f.readlines()
-        for line in (lines if tail < 0 else lines[-tail:] if tail else []):
-            yield line.rstrip("\n")
+    follower = LogFollower(path)
+    try:
+        yield from follower.last_lines(tail)
         while follow:
-            line = f.readline()
-            if line:
-                yield line.rstrip("\n")
-            else:
+            lines = follower.poll()
+            yield from lines
+            if not lines:
                 time.sleep(interval)
+    finally:
+        follower.close()
