@@ -92,12 +92,19 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
 @click.option("--metrics-export-port", type=int, default=None,
               help="Serve Prometheus metrics on this port of the node's IP (0: a free "
                    "port; `ember status` shows it).")
+@click.option("--include-dashboard", type=bool, default=None,
+              help="For --head: start the dashboard (default: if aiohttp is installed).")
+@click.option("--dashboard-host", default="127.0.0.1", show_default=True,
+              help="For --head: the dashboard's address; any but loopback requires the "
+                   "cluster token in every request.")
+@click.option("--dashboard-port", type=int, default=8265, show_default=True,
+              help="For --head: the dashboard's port (the next free one if taken).")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 @click.option("--autoscaling-config", default=None, type=click.Path(),
               help="Cluster YAML, for --head: run the autoscaler on this head.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
           object_store_memory, node_ip_address, bind_all, token, storage, metrics_export_port,
-          block, autoscaling_config):
+          include_dashboard, dashboard_host, dashboard_port, block, autoscaling_config):
     """Start ember's processes on this machine."""
     if metrics_export_port is not None:  # the raylet reads it (EMBER_<NAME> config)
         os.environ["EMBER_METRICS_EXPORT_PORT"] = str(metrics_export_port)
@@ -117,7 +124,9 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
                 object_store_memory=object_store_memory, labels=labels, port=port,
                 node_ip=node_ip, detached=True, storage=storage,
-                gcs_host="0.0.0.0" if bind_all else None, token=token)
+                gcs_host="0.0.0.0" if bind_all else None, token=token,
+                include_dashboard=include_dashboard, dashboard_host=dashboard_host,
+                dashboard_port=dashboard_port)
             gcs_address = procs.gcs_address
         else:
             gcs_address = address
@@ -146,7 +155,9 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
         node_mod.write_current_cluster(gcs_address, procs.session_dir)
         listening = ("The GCS listens on every interface (--bind-all).\n"
                      if bind_all else "")
-        click.echo(f"ember started a head node at {gcs_address}.\n" + listening
+        dashboard = (f"View the dashboard at http://{procs.dashboard_url}\n"
+                     if procs.dashboard_url else "")
+        click.echo(f"ember started a head node at {gcs_address}.\n" + dashboard + listening
                    + _join_instructions(gcs_address, node_mod.default_node_ip(),
                                         auth.token_path(procs.session_dir)) +
                    "To connect a driver on this machine:\n"

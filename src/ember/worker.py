@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from . import dashboard
 from . import node as node_mod
 from . import options as opts
 from . import runtime_env as runtime_env_mod
@@ -37,7 +38,7 @@ class EmberContext(dict):
     def __init__(self, address_info: dict):
         super().__init__(address_info)
         self.address_info = address_info
-        self.dashboard_url = None
+        self.dashboard_url = address_info.get("webui_url")
         self.python_version = ".".join(map(str, sys.version_info[:3]))
         self.ray_version = self.ember_version = __version__
 
@@ -123,7 +124,10 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         node_ip = _node_ip_address or "127.0.0.1"
         _local_node = node_mod.start_head(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=_memory,
-            object_store_memory=object_store_memory, labels=labels, node_ip=node_ip)
+            object_store_memory=object_store_memory, labels=labels, node_ip=node_ip,
+            include_dashboard=include_dashboard,
+            dashboard_host=kwargs.get("dashboard_host") or "127.0.0.1",
+            dashboard_port=kwargs.get("dashboard_port"))
         session_dir, node_id = _local_node.session_dir, _local_node.node_id
         raylet_socket, gcs_address = _local_node.raylet_socket, _local_node.gcs_address
 
@@ -145,6 +149,14 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         raise
     atexit.register(shutdown)
     return EmberContext(_address_info(core))
+
+
+def _dashboard_url(session_dir: str) -> str | None:
+    """The head's dashboard as Ray reports it ("ip:port"), when this machine runs the head."""
+    if _local_node is not None:
+        return _local_node.dashboard_url
+    url = dashboard.read_url(session_dir)
+    return url.partition("://")[2] if url else None
 
 
 def _configure_logging(level, fmt) -> None:
@@ -210,7 +222,8 @@ def _find_local_node(gcs_address: str):
 def _address_info(core) -> dict:
     return {"node_ip_address": core.node_ip, "gcs_address": core.gcs_address,
             "address": core.gcs_address, "session_dir": core.session_dir,
-            "node_id": core.node_id.hex(), "raylet_socket_name": core.raylet_socket}
+            "node_id": core.node_id.hex(), "raylet_socket_name": core.raylet_socket,
+            "webui_url": _dashboard_url(core.session_dir)}
 
 
 def shutdown(_exiting_interpreter: bool = False) -> None:
