@@ -247,6 +247,9 @@ class StateRoutes:
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         try:
             await response.prepare(request)
+            # aiohttp holds the headers back for the first chunk; an empty write sends
+            # them, so a client following a quiet file sees its stream open now.
+            await response.write(b"")
             await _write_lines(response, lead, follower.last_lines(lines))
             while interval is not None:
                 await asyncio.sleep(interval)
