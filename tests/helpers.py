@@ -265,3 +265,22 @@ def make_tls_files(directory, ips=("127.0.0.1",)) -> dict[str, str]:
         "EMBER_TLS_SERVER_KEY": write("node.key", key.private_bytes(
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
     }
+
+
+def dashboard_url(session_dir: str, timeout: float = 20.0) -> str:
+    """The URL of the head's dashboard (``http://HOST:PORT``), once it answers:
+    ``ember.init()`` returns before the dashboard process listens."""
+    import urllib.request
+
+    from ember.dashboard import read_url
+    url = read_url(session_dir)
+    assert url, f"the head of {session_dir} started no dashboard"
+
+    def answers() -> bool:
+        try:
+            urllib.request.urlopen(url + "/api/version", timeout=2).read()
+            return True
+        except OSError:
+            return False
+    wait_for_condition(answers, timeout, interval=0.1, message=f"the dashboard at {url}")
+    return url

@@ -39,7 +39,11 @@ async function refresh() {
   if (current) {
     try {
       await current.view.refresh();
-      if (mine === generation) setStatus(`updated ${new Date().toLocaleTimeString()}`, false);
+      if (mine === generation) {
+        setStatus(`updated ${new Date().toLocaleTimeString()}`, false);
+        // Marks the page drawn from live data (tests and scripts wait for it).
+        document.getElementById("page").dataset.loaded = current.route.name;
+      }
     } catch (err) {
       if (mine === generation) {
         setStatus(err.message, true);
@@ -59,6 +63,7 @@ function route() {
     a.classList.toggle("active", a.dataset.page === r.name);
   }
   const root = document.getElementById("page");
+  delete root.dataset.loaded;
   fill(root);
   const page = PAGES[r.name];
   document.title = `${page.title} · ember`;
