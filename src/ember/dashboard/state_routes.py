@@ -246,11 +246,14 @@ class StateRoutes:
         lead = b"1" if output_format == "leading_1" else b""
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         try:
+            # The tail is read before the headers go out: a client that acts once the
+            # stream is open must find what follows in the stream, not in the tail.
+            tail = await asyncio.to_thread(follower.last_lines, lines)
             await response.prepare(request)
             # aiohttp holds the headers back for the first chunk; an empty write sends
             # them, so a client following a quiet file sees its stream open now.
             await response.write(b"")
-            await _write_lines(response, lead, follower.last_lines(lines))
+            await _write_lines(response, lead, tail)
             while interval is not None:
                 await asyncio.sleep(interval)
                 await _write_lines(response, lead, follower.poll())
