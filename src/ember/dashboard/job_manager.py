@@ -76,7 +76,8 @@ class JobManager:
     async def close(self) -> None:
         self._watching = False
         self._gcs.close()
-        await self._loop.run_in_executor(None, self._ember.shutdown)
+        # Not waiting: an ember call in flight may wait on a raylet that is going away.
+        self._ember.shutdown(wait=False, cancel_futures=True)
 
     # --- the API --------------------------------------------------------------------
 
