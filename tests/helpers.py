@@ -18,7 +18,8 @@ import psutil
 
 from ember.util import testing
 
-EMBER_MODULES = ("ember.gcs", "ember.raylet", "ember.core_worker", "ember.autoscaler")
+EMBER_MODULES = ("ember.gcs", "ember.raylet", "ember.core_worker", "ember.autoscaler",
+                 "ember.dashboard")
 
 
 def wait_for_condition(predicate, timeout: float = 10.0, interval: float = 0.02,

@@ -10,33 +10,24 @@
     ember microbenchmark [--filter SUBSTR] [--json]
     ember demo
     ember list|get|summary|logs|timeline ...   # see ember/observability/commands.py
+    ember job submit|status|logs|stop|delete|list ...   # see ember/dashboard/job_cli.py
+    ember dashboard                          # the dashboard's URL
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import click
 
 from . import node as node_mod
+from .cli_options import parse_json_object
+from .dashboard import job_cli
 from .observability import commands as observability_commands
 from .rpc import auth
 from .autoscaler import launcher
 from .autoscaler.config import AutoscalerConfig, load_config
 from .autoscaler.launcher import start_monitor
-
-
-def _parse_json(value: str | None, what: str) -> dict:
-    if not value:
-        return {}
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{what} must be a JSON object: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise click.BadParameter(f"{what} must be a JSON object, got {value!r}")
-    return parsed
 
 
 @click.group()
@@ -114,8 +105,8 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
         raise click.UsageError("--bind-all is for --head; a joining node listens on "
                                "--node-ip-address (default: the default-route IP).")
     autoscaler_config = _autoscaling_config(autoscaling_config, head)
-    resources = _parse_json(resources, "--resources")
-    labels = _parse_json(labels, "--labels")
+    resources = parse_json_object(resources, "--resources")
+    labels = parse_json_object(labels, "--labels")
     try:
         if head:
             node_ip = node_ip_address or (node_mod.default_node_ip() if bind_all
@@ -301,6 +292,8 @@ def down(cluster_config):
 
 
 observability_commands.register(main)
+main.add_command(job_cli.job)
+main.add_command(job_cli.dashboard)
 
 if __name__ == "__main__":
     main()

@@ -334,6 +334,12 @@ def read_current_cluster() -> str | None:
     return (record[0] or None) if record else None
 
 
+def read_current_session_dir() -> str | None:
+    """The session directory of the cluster ``ember start`` recorded, if any."""
+    record = _current_cluster_record()
+    return (record[1] or None) if len(record) > 1 else None
+
+
 def find_token(gcs_address: str) -> str | None:
     """The token for the cluster at ``gcs_address``, for a driver or a joining node.
 

@@ -7,6 +7,7 @@ messages that name what was wrong), then hand the work to this process's
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import sys
@@ -30,6 +31,8 @@ from .protocol import gcs as gcs_msg
 logger = logging.getLogger("ember")
 
 _local_node: node_mod.NodeProcesses | None = None
+#: Set by a job's supervisor (ember.dashboard.job_supervisor): the job's resolved runtime_env.
+ENV_JOB_RUNTIME_ENV = "EMBER_JOB_RUNTIME_ENV"
 
 
 class EmberContext(dict):
@@ -96,6 +99,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                        "starting a normal local cluster instead.")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {type(namespace).__name__}.")
+    if runtime_env is None and os.environ.get(ENV_JOB_RUNTIME_ENV):
+        # A driver started by the Jobs API runs in its job's env (packages already in the GCS).
+        runtime_env = json.loads(os.environ[ENV_JOB_RUNTIME_ENV])
     opts.validate({"runtime_env": runtime_env},
                   {"runtime_env": opts.COMMON_OPTIONS["runtime_env"]}, "ember.init()")
     if configure_logging:
