@@ -25,7 +25,8 @@ from helpers import dashboard_url, wait_for_condition
 pytest.importorskip("aiohttp")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install 'ember[test]')")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (StaleElementReferenceException,  # noqa: E402
+                                        TimeoutException)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -82,20 +83,34 @@ class Page:
         self.wait(f'main#page[data-loaded="{name}"]', timeout)
         return self
 
+    def until(self, condition, timeout: float = 20.0, what: str = "the condition"):
+        """``condition(driver)``'s first truthy value. The page redraws its data every
+        poll, so an element found may be replaced before it is read: try again."""
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2,
+                                 ignored_exceptions=(StaleElementReferenceException,)
+                                 ).until(condition)
+        except TimeoutException:
+            raise AssertionError(f"no {what} on {self.driver.current_url} within {timeout} s;"
+                                 f" status: {self.status()!r}") from None
+
     def wait(self, selector: str, timeout: float = 20.0, text: str | None = None):
-        """The first element matching ``selector`` (containing ``text``), once present;
-        the page keeps polling, so this waits through refreshes."""
+        """The text of the first element matching ``selector`` (containing ``text``)."""
         def found(driver):
             for el in driver.find_elements(By.CSS_SELECTOR, selector):
                 if text is None or text in el.text:
-                    return el
+                    return el.text or True
             return False
-        try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(found)
-        except TimeoutException:
-            raise AssertionError(f"no {selector!r}" + (f" with {text!r}" if text else "")
-                                 + f" on {self.driver.current_url} within {timeout} s; "
-                                 f"status: {self.status()!r}") from None
+        return self.until(found, timeout, repr(selector) + (f" with {text!r}" if text else ""))
+
+    def click(self, selector: str, timeout: float = 20.0) -> None:
+        """Click the first element matching ``selector``, once there."""
+        def clicked(driver):
+            for el in driver.find_elements(By.CSS_SELECTOR, selector):
+                el.click()
+                return True
+            return False
+        self.until(clicked, timeout, repr(selector))
 
     def status(self) -> str:
         return self.driver.find_element(By.ID, "status").text
@@ -159,10 +174,10 @@ def test_a_running_actor_and_its_log(page):
 
     page.open("actors")
     row = page.wait(f'tr[data-actor-id="{actor_id}"][data-state="ALIVE"]')
-    assert "Greeter" in row.text
-    row.find_element(By.LINK_TEXT, "out").click()
+    assert "Greeter" in row
+    page.click(f'tr[data-actor-id="{actor_id}"] a[data-log="out"]')
     log = page.wait("#log-view", text="hello, browser")
-    assert "<b>not bold</b>" in log.text  # shown as text, not markup
+    assert "<b>not bold</b>" in log  # shown as text, not markup
     page.finish("actor-log")
 
     ray.kill(greeter)
@@ -172,27 +187,33 @@ def test_a_running_actor_and_its_log(page):
 
 
 def test_the_node_alive_on_overview_and_nodes(page):
+    import numpy as np
     node_id = ray.get_runtime_context().get_node_id()
+    greeter = Greeter.remote()  # something running and stored, for the screenshot
+    ray.get(greeter.greet.remote("overview"))
+    held = ray.put(np.ones(8 * 1024 * 1024, dtype=np.uint8))
     page.open("overview")
     page.wait(f'tr[data-node-id="{node_id}"] [data-state="ALIVE"]')
-    assert "1 alive" in page.wait('[data-card="Nodes"]').text
+    assert "1 alive" in page.wait('[data-card="Nodes"]')
+    assert "8.0 MiB" in page.wait('[data-card="Object store"]', text="MiB")
     page.finish("overview")
+    ray.kill(greeter)
+    del held
     page.open("nodes")
     row = page.wait(f'tr[data-node-id="{node_id}"][data-state="ALIVE"]')
-    assert "head" in row.text and "127.0.0.1" in row.text
+    assert "head" in row and "127.0.0.1" in row
     page.finish("nodes")
 
 
 def test_a_finished_job_and_its_output(page, dashboard):
     submission_id = submit_finished_job(dashboard)
     page.open("jobs")
-    row = page.wait(f'tr[data-job-id="{submission_id}"] [data-state="SUCCEEDED"]')
-    assert row is not None
+    page.wait(f'tr[data-job-id="{submission_id}"] [data-state="SUCCEEDED"]')
     page.finish("jobs")
-    page.driver.find_element(By.LINK_TEXT, submission_id).click()
+    page.click(f'tr[data-job-id="{submission_id}"] a')
     page.wait('[data-job-status="SUCCEEDED"]')
     log = page.wait("#job-log", text="hello from the job")
-    assert "<script>alert(1)</script>" in log.text  # escaped: it did not run
+    assert "<script>alert(1)</script>" in log  # shown as text: it did not run
     page.finish("job-detail")
 
 
@@ -210,7 +231,7 @@ def test_tasks_summary_and_state_filter(page):
         states = {r.get_attribute("data-state")
                   for r in driver.find_elements(By.CSS_SELECTOR, "tr[data-task-id]")}
         return states == {"FAILED"}
-    WebDriverWait(page.driver, 20, poll_frequency=0.2).until(only_failed)
+    page.until(only_failed, what="only FAILED task rows")
     page.finish("tasks")
 
 
@@ -224,6 +245,6 @@ def test_metrics_charts_drawn_from_samples(page):
 
 def test_logs_page_lists_and_tails_a_file(page):
     page.open("logs")
-    page.wait('a[data-file="gcs.log"]').click()
+    page.click('a[data-file="gcs.log"]')
     page.wait("#log-view", text="GCS listening")
     page.finish("logs")

@@ -1,9 +1,14 @@
 // Actors: every actor with its state, class, node, pid and restarts, and a link
 // to the log of the worker it runs in.
 
-import {h, fill, panel, table, badge, shortId, link} from "../dom.js";
+import {h, fill, panel, table, badge, shortId, link, href} from "../dom.js";
 import * as api from "../api.js";
 import {filterBar} from "./filters.js";
+
+function logLink(actor, suffix) {
+  return h("a", {href: href("logs", {actor_id: actor.actor_id, suffix}), dataset: {log: suffix}},
+           suffix);
+}
 
 const STATES = ["DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"];
 
@@ -32,8 +37,7 @@ export default {
           ["Restarts", a => a.num_restarts ?? 0, {num: true}],
           ["Job", a => a.job_id, {class: "mono"}],
           ["Death cause", a => a.death_cause?.error_message ?? ""],
-          ["Logs", a => a.pid ? [link("out", "logs", {actor_id: a.actor_id}), " ",
-                                 link("err", "logs", {actor_id: a.actor_id, suffix: "err"})] : "–"],
+          ["Logs", a => a.pid ? [logLink(a, "out"), " ", logLink(a, "err")] : "–"],
         ], reply.result, {empty: "No actors match.",
                           rowAttrs: a => ({dataset: {actorId: a.actor_id, state: a.state}})}));
       },
