@@ -201,8 +201,9 @@ def test_cluster_status_has_nodes_usage_and_unmet_demand(dashboard):
         status, body = get(dashboard, "/api/cluster_status")
         assert status == 200 and body["result"] is True
         return body["data"]["clusterStatus"]
-    wait_for_condition(lambda: any(d["shape"] == {"CPU": 64.0} for d in demand()["demands"]["tasks"]),
-                       timeout=15, message="the 64-CPU task in the demand")
+    wait_for_condition(
+        lambda: any(d["shape"] == {"CPU": 64.0} for d in demand()["demands"]["tasks"]),
+        timeout=15, message="the 64-CPU task in the demand")
     status = demand()
     (node,) = status["nodes"]
     assert node["is_head_node"] and node["state"] == "ALIVE"

@@ -98,14 +98,16 @@ def _error_reply(exc: Exception) -> web.Response:
 
 # --- query parameters ----------------------------------------------------------------------
 
-def _int(query, name: str, default: int, low: int, high: int | None = None) -> int:
+def _number(query, name: str, default, low, high=None, kind=int):
+    """Parameter ``name`` as an int (or ``kind``) from low to high; default if absent."""
     raw = query.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise BadParameter(f"Invalid {name}={raw!r}: expected an integer.") from None
+        expected = "an integer" if kind is int else "a number"
+        raise BadParameter(f"Invalid {name}={raw!r}: expected {expected}.") from None
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise BadParameter(f"Invalid {name}={value}: expected {bounds}.")
@@ -151,8 +153,8 @@ class ListOptions:
         filters = filters_of(query)
         if resource == "workers" and _bool(query, "exclude_driver", True):
             filters.append(("worker_type", "!=", "DRIVER"))
-        return cls(limit=_int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-                   timeout=_int(query, "timeout", DEFAULT_RPC_TIMEOUT, 1),
+        return cls(limit=_number(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+                   timeout=_number(query, "timeout", DEFAULT_RPC_TIMEOUT, 1),
                    detail=_bool(query, "detail", False), filters=filters)
 
 
@@ -196,7 +198,7 @@ class StateRoutes:
     async def summarize(self, request: web.Request) -> web.Response:
         resource = request.match_info["resource"]
         try:
-            timeout = _int(request.query, "timeout", DEFAULT_RPC_TIMEOUT, 1)
+            timeout = _number(request.query, "timeout", DEFAULT_RPC_TIMEOUT, 1)
             summary = await asyncio.to_thread(SUMMARIES[resource], self.gcs_address, timeout,
                                               False)
         except Exception as exc:  # noqa: BLE001
@@ -209,7 +211,7 @@ class StateRoutes:
     async def list_logs(self, request: web.Request) -> web.Response:
         query = request.query
         try:
-            timeout = _int(query, "timeout", DEFAULT_RPC_TIMEOUT, 1)
+            timeout = _number(query, "timeout", DEFAULT_RPC_TIMEOUT, 1)
             files = await asyncio.to_thread(
                 state.list_logs, self.gcs_address, query.get("node_id"), query.get("node_ip"),
                 query.get("glob", "*"), timeout)
@@ -229,17 +231,17 @@ class StateRoutes:
             if output_format not in ("leading_1", "text"):
                 raise BadParameter(f"Invalid format={output_format!r}: expected leading_1 "
                                    "or text.")
-            lines = _int(query, "lines", DEFAULT_LOG_LINES, -1)
-            interval = _float(query, "interval")
+            lines = _number(query, "lines", DEFAULT_LOG_LINES, -1)
+            interval = _number(query, "interval", None, 0.05, 3600, float)  # seconds
             suffix = query.get("suffix", "out")
             if suffix not in ("out", "err"):
                 raise BadParameter(f"Invalid suffix={suffix!r}: expected out or err.")
-            pid = _int(query, "pid", 0, 1) or None
+            pid = _number(query, "pid", 0, 1) or None
             path = await asyncio.to_thread(
                 state.find_log_file, self.gcs_address, query.get("node_id"),
                 query.get("node_ip"), query.get("filename"), query.get("actor_id"),
-                query.get("task_id"), pid, _int(query, "timeout", DEFAULT_RPC_TIMEOUT, 1),
-                suffix, _int(query, "attempt_number", 0, 0))
+                query.get("task_id"), pid, _number(query, "timeout", DEFAULT_RPC_TIMEOUT, 1),
+                suffix, _number(query, "attempt_number", 0, 0))
             follower = LogFollower(path)
         except Exception as exc:  # noqa: BLE001
             return _error_reply(exc)
@@ -269,19 +271,6 @@ class StateRoutes:
         except Exception as exc:  # noqa: BLE001
             return _error_reply(exc)
         return web.json_response({"result": True, "msg": "Got cluster status.", "data": data})
-
-
-def _float(query, name: str) -> float | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadParameter(f"Invalid {name}={raw!r}: expected a number of seconds.") from None
-    if not 0.05 <= value <= 3600:
-        raise BadParameter(f"Invalid {name}={value}: expected 0.05 to 3600 seconds.")
-    return value
 
 
 async def _write_lines(response: web.StreamResponse, lead: bytes, lines: list[str]) -> None:

@@ -23,7 +23,8 @@ export function lineChart(title, series, {format = v => String(v), maxY} = {}) {
   const all = series.flatMap(se => se.points);
   const box = h("div", {class: "panel chart", dataset: {chart: title}}, h("h2", {}, title));
   if (!all.length) {
-    box.append(h("div", {class: "empty"}, "No samples yet: the dashboard samples every few seconds."));
+    box.append(h("div", {class: "empty"},
+                 "No samples yet: the dashboard samples every few seconds."));
     return box;
   }
   const t0 = Math.min(...all.map(p => p[0])), t1 = Math.max(...all.map(p => p[0]), t0 + 1);
@@ -42,7 +43,8 @@ export function lineChart(title, series, {format = v => String(v), maxY} = {}) {
   }
   series.forEach((se, i) => {
     if (!se.points.length) return;
-    const d = se.points.map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`);
+    const d = se.points.map(
+      (p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`);
     svg.append(s("path", {d: d.join(" "), fill: "none", stroke: COLORS[i % COLORS.length],
                           "stroke-width": 2, "vector-effect": "non-scaling-stroke"},
                  s("title", {}, se.name)));

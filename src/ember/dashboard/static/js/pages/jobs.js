@@ -53,7 +53,8 @@ function detailView(root, id) {
       fill(info, h("dl", {class: "kv", dataset: {jobStatus: job.status}},
                    fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
       if (!job.submission_id) {
-        log.textContent = "A driver's output goes to its own terminal; only submitted jobs have logs here.";
+        log.textContent = "A driver's output goes to its own terminal; "
+          + "only submitted jobs have logs here.";
         return;
       }
       const text = await api.jobLogs(job.submission_id);

@@ -34,7 +34,7 @@ export default {
     return {
       async refresh() {
         const nodes = (await api.list("nodes", {filters: [["state", "=", "ALIVE"]]})).result;
-        const nodeId = params.node_id ?? nodes.find(n => n.is_head_node)?.node_id ?? nodes[0]?.node_id;
+        const nodeId = params.node_id ?? (nodes.find(n => n.is_head_node) ?? nodes[0])?.node_id;
         const key = nodes.map(n => n.node_id).join();
         if (key !== nodesShown) {
           fill(nodeSelect, nodes.map(n => h("option", {value: n.node_id},

@@ -16,7 +16,7 @@ export default {
   mount(root, arg, params) {
     const body = h("div");
     const only = params.node_id;
-    fill(root, h("h1", {}, only ? "Node " : "Nodes", only ? h("span", {class: "mono"}, shortId(only)) : ""),
+    fill(root, h("h1", {}, only ? ["Node ", h("span", {class: "mono"}, shortId(only))] : "Nodes"),
          only ? link("← all nodes", "nodes") : null, panel(null, body));
     return {
       async refresh() {
@@ -30,8 +30,8 @@ export default {
           ["Role", n => n.is_head_node ? "head" : "worker"],
           ["State", n => [badge(n.state), n.draining ? badge("PENDING", "draining") : "",
                           n.death_reason ? h("div", {class: "muted"}, n.death_reason) : ""]],
-          ["CPU use", n => latest[n.node_id] ? `${latest[n.node_id].cpu_percent.toFixed(0)}%` : "–",
-           {num: true}],
+          ["CPU use", n => latest[n.node_id]
+            ? `${latest[n.node_id].cpu_percent.toFixed(0)}%` : "–", {num: true}],
           ["Memory", n => latest[n.node_id]
             ? usage(latest[n.node_id].mem_used, latest[n.node_id].mem_total, bytes) : "–"],
           ["Object store", n => n.object_store

@@ -64,14 +64,15 @@ export default {
              resourceCards(status),
              card("Actors", `${actorCounts} alive`,
                   h("div", {class: "sub"}, `${actors.total} in all`)),
-             card("Jobs", `${running} running`, h("div", {class: "sub"}, `${jobList.length} in all`)));
+             card("Jobs", `${running} running`,
+                  h("div", {class: "sub"}, `${jobList.length} in all`)));
         fill(nodes, table([
           ["Node", n => link(shortId(n.node_id), "nodes", {node_id: n.node_id}), {class: "mono"}],
           ["IP", n => n.node_ip],
           ["Role", n => n.is_head_node ? "head" : "worker"],
           ["State", n => badge(n.state)],
-          ["CPU", n => n.resources_total.CPU === undefined ? "–"
-            : usage(n.resources_total.CPU - (n.resources_available.CPU ?? 0), n.resources_total.CPU)],
+          ["CPU", n => n.resources_total.CPU === undefined ? "–" : usage(
+            n.resources_total.CPU - (n.resources_available.CPU ?? 0), n.resources_total.CPU)],
           ["Object store", n => n.object_store
             ? usage(n.object_store.used, n.object_store.capacity, bytes) : "–"],
         ], status.nodes, {rowAttrs: n => ({dataset: {nodeId: n.node_id}})}));
@@ -82,7 +83,8 @@ export default {
           : h("div", {class: "empty"}, "No resource demands: everything submitted has a place."));
         const a = status.autoscaler;
         fill(autoscaler, a ? panel(`Autoscaler (${a.cluster_name})`, table([
-          ["Node type", n => n.node_type], ["Provider id", n => n.provider_node_id, {class: "mono"}],
+          ["Node type", n => n.node_type],
+          ["Provider id", n => n.provider_node_id, {class: "mono"}],
           ["Status", n => badge(n.status)], ["Error", n => n.error ?? ""],
         ], [...a.nodes, ...a.failures], {empty: "No autoscaled nodes."})) : null);
       },

@@ -44,8 +44,8 @@ export default {
           ["Node", t => shortId(t.node_id), {class: "mono"}],
           ["PID", t => t.worker_pid ?? "–", {num: true}],
           ["Error", t => t.error_type ?? ""],
-          ["Logs", t => t.worker_id ? link("out", "logs", {task_id: t.task_id,
-                                                          attempt_number: t.attempt_number}) : "–"],
+          ["Logs", t => t.worker_id
+            ? link("out", "logs", {task_id: t.task_id, attempt_number: t.attempt_number}) : "–"],
         ], tasks.result, {empty: "No task attempts match.",
                           rowAttrs: t => ({dataset: {taskId: t.task_id, state: t.state}})}));
         note.textContent = tasks.warnings.join(" ");
