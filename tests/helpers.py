@@ -270,18 +270,26 @@ def make_tls_files(directory, ips=("127.0.0.1",)) -> dict[str, str]:
 
 def dashboard_url(session_dir: str, timeout: float = 20.0) -> str:
     """The URL of the head's dashboard (``http://HOST:PORT``), once it answers:
-    ``ember.init()`` returns before the dashboard process listens."""
+    ``ember.init()`` returns before the dashboard process listens. The answer
+    must name this session: another cluster's dashboard on the port (a race of
+    two heads choosing it) is a failure, not a dashboard to test."""
+    import json
     import urllib.request
 
     from ember.dashboard import read_url
     url = read_url(session_dir)
     assert url, f"the head of {session_dir} started no dashboard"
+    answer = {}
 
     def answers() -> bool:
         try:
-            urllib.request.urlopen(url + "/api/version", timeout=2).read()
+            answer.update(json.loads(urllib.request.urlopen(url + "/api/version",
+                                                            timeout=2).read()))
             return True
         except OSError:
             return False
     wait_for_condition(answers, timeout, interval=0.1, message=f"the dashboard at {url}")
+    session = os.path.basename(os.path.normpath(session_dir))
+    assert answer.get("session_name") == session, (
+        f"{url} is the dashboard of session {answer.get('session_name')}, not of {session}")
     return url
