@@ -49,7 +49,10 @@ function detailView(root, id) {
       const fields = [["Status", badge(job.status)], ["Entrypoint", job.entrypoint],
         ["Submission id", job.submission_id ?? "–"], ["Job id", job.job_id ?? "–"],
         ["Started", time(job.start_time)], ["Ended", time(job.end_time)],
-        ["Duration", jobDuration(job)], ["Message", job.message ?? ""]];
+        ["Duration", jobDuration(job)], ["Message", job.message ?? ""],
+        ["Its work", job.job_id ? [link("tasks", "tasks", {job_id: job.job_id}), " · ",
+                                   link("actors", "actors", {job_id: job.job_id})]
+                                : "– (the entrypoint has not connected to the cluster)"]];
       fill(info, h("dl", {class: "kv", dataset: {jobStatus: job.status}},
                    fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
       if (!job.submission_id) {
