@@ -52,7 +52,7 @@ function detailView(root, id) {
         ["Duration", jobDuration(job)], ["Message", job.message ?? ""],
         ["Its work", job.job_id ? [link("tasks", "tasks", {job_id: job.job_id}), " · ",
                                    link("actors", "actors", {job_id: job.job_id})]
-                                : "– (the entrypoint has not connected to the cluster)"]];
+                                : "–"]];
       fill(info, h("dl", {class: "kv", dataset: {jobStatus: job.status}},
                    fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
       if (!job.submission_id) {
