@@ -62,6 +62,8 @@ class MetricsHistory:
         #: Oldest first; each {"time": s, "tasks": {state: n}, "nodes": {id: values}}.
         self.samples: collections.deque = collections.deque(maxlen=capacity)
         self._task: asyncio.Task | None = None
+        #: Rounds that recorded nothing (the GCS or every raylet unreachable).
+        self.failed_rounds = 0
 
     async def start(self) -> None:
         # resolve_address sets this process's token for the cluster (file reads).
@@ -84,6 +86,7 @@ class MetricsHistory:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a gap in the charts, not a dead sampler
+                self.failed_rounds += 1
                 logger.debug("metrics history: no sample this round: %s", exc)
             await asyncio.sleep(self.interval_s)
 
@@ -104,3 +107,9 @@ class MetricsHistory:
 
     def as_json(self) -> dict:
         return {"interval_s": self.interval_s, "samples": list(self.samples)}
+
+    def debug_state(self) -> dict:
+        return {"running": self._task is not None and not self._task.done(),
+                "interval_s": self.interval_s, "samples": len(self.samples),
+                "capacity": self.samples.maxlen, "failed_rounds": self.failed_rounds,
+                "last_sample_time": self.samples[-1]["time"] if self.samples else None}
