@@ -7,15 +7,18 @@ someone else runs on the same machine never makes a test fail.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.request
 
 import psutil
 
+from ember.dashboard import read_url
 from ember.util import testing
 
 EMBER_MODULES = ("ember.gcs", "ember.raylet", "ember.core_worker", "ember.autoscaler",
@@ -273,10 +276,6 @@ def dashboard_url(session_dir: str, timeout: float = 20.0) -> str:
     ``ember.init()`` returns before the dashboard process listens. The answer
     must name this session: another cluster's dashboard on the port (a race of
     two heads choosing it) is a failure, not a dashboard to test."""
-    import json
-    import urllib.request
-
-    from ember.dashboard import read_url
     url = read_url(session_dir)
     assert url, f"the head of {session_dir} started no dashboard"
     answer = {}
