@@ -36,6 +36,8 @@ def _one_line_errors(command):
     def wrapped(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except click.BadParameter as exc:  # one line, without the usage text
+            raise click.ClickException(exc.format_message()) from None
         except (ConnectionError, RuntimeError, ValueError, TypeError) as exc:
             raise click.ClickException(" ".join(str(exc).split())) from None
     return wrapped
