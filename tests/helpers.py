@@ -7,6 +7,7 @@ someone else runs on the same machine never makes a test fail.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -292,3 +293,18 @@ def dashboard_url(session_dir: str, timeout: float = 20.0) -> str:
     assert answer.get("session_name") == session, (
         f"{url} is the dashboard of session {answer.get('session_name')}, not of {session}")
     return url
+
+
+@contextlib.contextmanager
+def cluster_with_dashboard(**init_kwargs):
+    """A local cluster whose dashboard listens on a free port, as its URL.
+
+    Not 8265: the head picks a free port before its dashboard binds it (seconds
+    later, at nice 10), so two heads started together on one machine can both
+    pick 8265, and one test would read the other's cluster."""
+    import ember
+    ember.init(dashboard_port=0, **init_kwargs)
+    try:
+        yield dashboard_url(ember.get_runtime_context()._core().session_dir)
+    finally:
+        ember.shutdown()

@@ -17,15 +17,16 @@ import urllib.request
 import pytest
 
 import ember as ray
-from helpers import dashboard_url, wait_for_condition
+from helpers import cluster_with_dashboard, wait_for_condition
 
 pytest.importorskip("aiohttp")
 
 
-@pytest.fixture
-def dashboard(shared):
-    """The shared cluster's dashboard URL (``http://127.0.0.1:PORT``)."""
-    return dashboard_url(ray.get_runtime_context()._core().session_dir)
+@pytest.fixture(scope="module")
+def dashboard():
+    """A cluster of this module's own, and its dashboard's URL (``http://HOST:PORT``)."""
+    with cluster_with_dashboard(num_cpus=2) as url:
+        yield url
 
 
 def get(url: str, path: str, params=()) -> tuple[int, dict]:

@@ -20,7 +20,7 @@ import sys
 import pytest
 
 import ember as ray
-from helpers import dashboard_url, wait_for_condition
+from helpers import cluster_with_dashboard, wait_for_condition
 
 pytest.importorskip("aiohttp")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
@@ -62,9 +62,11 @@ def screenshots(tmp_path_factory):
     return tmp_path_factory.mktemp("dashboard-screenshots")
 
 
-@pytest.fixture
-def dashboard(shared):
-    return dashboard_url(ray.get_runtime_context()._core().session_dir)
+@pytest.fixture(scope="module")
+def dashboard():
+    """A cluster of this module's own, and its dashboard's URL (``http://HOST:PORT``)."""
+    with cluster_with_dashboard(num_cpus=2) as url:
+        yield url
 
 
 class Page:

@@ -256,10 +256,12 @@ class StateRoutes:
             # them, so a client following a quiet file sees its stream open now.
             await response.write(b"")
             await _write_lines(response, lead, tail)
-            while interval is not None:
+            # aiohttp does not cancel a handler whose client hung up: without this
+            # check, a stream of a quiet file would be followed forever.
+            while interval is not None and not _gone(request):
                 await asyncio.sleep(interval)
                 await _write_lines(response, lead, follower.poll())
-        finally:  # also when the client hangs up (the handler is cancelled)
+        finally:
             follower.close()
         await response.write_eof()
         return response
@@ -271,6 +273,12 @@ class StateRoutes:
         except Exception as exc:  # noqa: BLE001
             return _error_reply(exc)
         return web.json_response({"result": True, "msg": "Got cluster status.", "data": data})
+
+
+def _gone(request: web.Request) -> bool:
+    """Whether the client of ``request`` has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def _write_lines(response: web.StreamResponse, lead: bytes, lines: list[str]) -> None:
