@@ -36,7 +36,8 @@ function setStatus(text, isError) {
 async function refresh() {
   clearTimeout(timer);
   const mine = generation;
-  if (current) {
+  // A tab in the background asks nothing: the dashboard shares the head's CPUs.
+  if (current && !document.hidden) {
     try {
       await current.view.refresh();
       if (mine === generation) {
@@ -73,4 +74,5 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
 route();
