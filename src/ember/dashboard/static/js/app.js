@@ -36,7 +36,8 @@ function setStatus(text, isError) {
 async function refresh() {
   clearTimeout(timer);
   const mine = generation;
-  // A tab in the background asks nothing: the dashboard shares the head's CPUs.
+  // A tab in the background asks nothing (the dashboard shares the head's CPUs);
+  // the timer keeps ticking, so it is fresh within a poll of being shown again.
   if (current && !document.hidden) {
     try {
       await current.view.refresh();
@@ -74,5 +75,4 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
-document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
 route();
