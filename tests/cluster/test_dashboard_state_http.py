@@ -173,6 +173,17 @@ def test_logs_listing_and_an_actor_log_streamed_and_followed(dashboard):
     ray.kill(greeter)
 
 
+def test_a_jobs_driver_log_by_submission_id(dashboard):
+    from ember.job_submission import JobStatus, JobSubmissionClient
+    client = JobSubmissionClient(dashboard)
+    submission_id = client.submit_job(entrypoint="echo from-the-job")
+    wait_for_condition(lambda: client.get_job_status(submission_id) == JobStatus.SUCCEEDED,
+                       timeout=60, interval=0.5, message="the job to succeed")
+    query = urllib.parse.urlencode({"submission_id": submission_id, "format": "text"})
+    with urllib.request.urlopen(f"{dashboard}/api/v0/logs/file?{query}", timeout=30) as r:
+        assert b"from-the-job" in r.read()
+
+
 @pytest.mark.parametrize("path, params, names", [
     ("/api/v0/tasks", [("limit", "abc")], "limit"),
     ("/api/v0/actors", [("limit", "0")], "limit"),
@@ -187,6 +198,7 @@ def test_logs_listing_and_an_actor_log_streamed_and_followed(dashboard):
     ("/api/v0/logs/file", [], "filename"),
     ("/api/v0/logs/file", [("filename", "../../../etc/passwd")], "log file name"),
     ("/api/v0/logs/file", [("filename", "gcs.log"), ("interval", "soon")], "interval"),
+    ("/api/v0/logs/file", [("submission_id", "no-such-job")], "job-driver-no-such-job.log"),
 ])
 def test_bad_parameters_are_400_naming_the_parameter(dashboard, path, params, names):
     status, body = get(dashboard, path, params)

@@ -16,11 +16,13 @@ module follows from Ray's ``state_head.py`` and ``state_api_utils.py``:
   HTTP 500, each with the reason in ``msg``;
 - ``/api/v0/logs`` lists a node's log files by category (``node_id`` or
   ``node_ip``, ``glob``); ``/api/v0/logs/file`` streams one, picked by
-  ``filename``, ``actor_id``, ``task_id`` (with ``attempt_number``) or ``pid``
-  (with ``suffix`` out/err): the last ``lines`` lines, then, when ``interval``
-  is given, what is appended, until the client hangs up. The body is plain
-  text; with ``format=leading_1`` (Ray's default) each chunk starts with
-  ``1``, or ``0`` before an error that ends the stream.
+  ``filename``, ``actor_id``, ``task_id`` (with ``attempt_number``), ``pid``
+  (with ``suffix`` out/err) or ``submission_id`` (a job's driver log, on the
+  head unless ``node_id`` says otherwise): the last ``lines`` lines, then,
+  when ``interval`` is given, what is appended, until the client hangs up.
+  The body is plain text; with ``format=leading_1`` (Ray's default) each chunk
+  starts with ``1``. A log that cannot be found is a JSON 400 here, where Ray
+  sends a ``0``-led chunk.
 
 What differs: ember filters at the source, before the limit, so ``total`` and
 ``num_filtered`` count the records that pass the filters (Ray's ``total``
@@ -47,6 +49,7 @@ from ..observability.logs import LogFollower
 from ..observability.schemas import DEFAULT_LIMIT, DEFAULT_RPC_TIMEOUT, PREDICATES
 from ..util.state import api as state
 from . import cluster_status
+from .job_supervisor import log_file_name as job_log_file_name
 from .metrics_history import MetricsHistory
 
 logger = logging.getLogger(__name__)
@@ -220,11 +223,7 @@ class StateRoutes:
         return reply(files)
 
     async def stream_log(self, request: web.Request) -> web.StreamResponse:
-        """A log file's last lines, then (with ``interval``) what is appended to it.
-
-        Errors found before anything is sent (a bad parameter, an unknown
-        actor) are a JSON 400, which Ray sends as a ``0``-led 200; the rest is
-        as Ray streams."""
+        """A log file's last lines, then (with ``interval``) what is appended to it."""
         query = request.query
         try:
             output_format = query.get("format", "leading_1")
@@ -237,9 +236,12 @@ class StateRoutes:
             if suffix not in ("out", "err"):
                 raise BadParameter(f"Invalid suffix={suffix!r}: expected out or err.")
             pid = _number(query, "pid", 0, 1) or None
+            filename = query.get("filename")
+            if not filename and query.get("submission_id"):  # a job's driver log
+                filename = job_log_file_name(query["submission_id"])
             path = await asyncio.to_thread(
                 state.find_log_file, self.gcs_address, query.get("node_id"),
-                query.get("node_ip"), query.get("filename"), query.get("actor_id"),
+                query.get("node_ip"), filename, query.get("actor_id"),
                 query.get("task_id"), pid, _number(query, "timeout", DEFAULT_RPC_TIMEOUT, 1),
                 suffix, _number(query, "attempt_number", 0, 0))
             follower = LogFollower(path)
