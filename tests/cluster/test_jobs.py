@@ -391,3 +391,14 @@ def test_jobs_survive_a_gcs_restart_with_redis(cluster, tmp_path, monkeypatch):
             assert client.get_job_logs("after") == "after\n"
     finally:
         redis.stop()
+
+
+def test_job_waiting_for_resources_stays_pending_and_can_be_stopped(client):
+    submission_id = client.submit_job(entrypoint="echo never",
+                                      entrypoint_resources={"no_node_has_this": 1})
+    info = client.get_job_info(submission_id)
+    assert info.status is JobStatus.PENDING
+    assert "It may be waiting for resources" in info.message
+    assert client.stop_job(submission_id) is True
+    info = wait_for_status(client, submission_id, JobStatus.STOPPED)
+    assert client.get_job_logs(submission_id) == ""

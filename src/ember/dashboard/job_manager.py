@@ -66,6 +66,8 @@ class JobManager:
         self._ember_module = None  # ember, once this process is a driver
         #: submission id -> (supervisor handle, ObjectRef of its run()); ember thread only.
         self._running: dict[str, tuple] = {}
+        #: Supervisors killed on purpose (a stop while PENDING); ember thread only.
+        self._killed: set[str] = set()
         self._watching = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -130,10 +132,14 @@ class JobManager:
         if job.status.is_terminal():
             return False
         if job.status is JobStatus.PENDING:
-            # Not started: its supervisor (if it is up) has no process to stop yet.
-            await self._in_ember(self._kill_supervisor, submission_id)
-            await self.store.transition(submission_id, JobStatus.STOPPED)
-            return True
+            # Not started. Recorded first: a supervisor that comes up now finds the job
+            # ended and starts nothing, and the watcher does not call its death a failure.
+            if await self.store.transition(submission_id, JobStatus.STOPPED) is not None:
+                await self._in_ember(self._kill_supervisor, submission_id)
+                return True
+            job = await self.get(submission_id)  # it started meanwhile, or ended
+            if job.status.is_terminal():
+                return False
         stopped = await self._in_ember(self._stop_supervisor, submission_id)
         if not stopped:  # the supervisor is gone: record the stop ourselves
             await self.store.transition(submission_id, JobStatus.STOPPED)
@@ -239,7 +245,22 @@ class JobManager:
                 lambda: self._loop.run_in_executor(self._ember, self._watch))
 
     def _watch(self) -> None:
-        """Settle the supervisors whose run() returned or failed; re-queued while any run."""
+        """Settle the supervisors whose run() ended; re-queued while any runs.
+
+        Re-queued rather than looping, so that submissions and stops, queued
+        on the same thread, go between two rounds.
+        """
+        try:
+            self._settle_ended_supervisors()
+        except Exception:  # noqa: BLE001 - keep watching the others
+            logger.exception("job manager: settling supervisors failed")
+        if self._running and self._watching:
+            self._loop.call_soon_threadsafe(
+                lambda: self._loop.run_in_executor(self._ember, self._watch))
+        else:
+            self._watching = False
+
+    def _settle_ended_supervisors(self) -> None:
         ember = self._ember_module
         refs = {ref: sid for sid, (_, ref) in self._running.items()}
         ready, _ = ember.wait(list(refs), num_returns=len(refs), timeout=0.2)
@@ -249,20 +270,18 @@ class JobManager:
             try:
                 ember.get(ref)
             except Exception as exc:  # noqa: BLE001 - the cause goes into the record
-                self._record_failure(submission_id, exc)
+                if submission_id in self._killed:  # stopped while PENDING: not a failure
+                    self._killed.discard(submission_id)
+                    self._record(submission_id, JobStatus.STOPPED)
+                else:
+                    self._record(submission_id, JobStatus.FAILED, _failure_message(exc))
             ember.kill(supervisor)
-        if self._running and self._watching:
-            self._loop.call_soon_threadsafe(
-                lambda: self._loop.run_in_executor(self._ember, self._watch))
-        else:
-            self._watching = False
 
-    def _record_failure(self, submission_id: str, exc: BaseException) -> None:
-        cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        message = f"The job's supervisor failed ({type(exc).__name__}): {cause}"
+    def _record(self, submission_id: str, status: JobStatus, message: str | None = None):
+        """Write a job's status from the ember thread (the store lives on the event loop)."""
         future = asyncio.run_coroutine_threadsafe(
-            self.store.transition(submission_id, JobStatus.FAILED, message), self._loop)
-        future.result(30)
+            self.store.transition(submission_id, status, message), self._loop)
+        return future.result(30)
 
     def _supervisor(self, submission_id: str):
         ember = self._driver()
@@ -276,6 +295,7 @@ class JobManager:
     def _kill_supervisor(self, submission_id: str) -> None:
         supervisor = self._supervisor(submission_id)
         if supervisor is not None:
+            self._killed.add(submission_id)
             self._driver().kill(supervisor)
 
     def _stop_supervisor(self, submission_id: str) -> bool:
@@ -287,6 +307,7 @@ class JobManager:
         try:
             ember.get(supervisor.stop.remote(), timeout=STOP_GRACE_S + 10)
         except Exception:  # noqa: BLE001 - dead or unreachable: kill it, the group goes too
+            self._killed.add(submission_id)
             ember.kill(supervisor)
             return False
         return True
@@ -294,6 +315,13 @@ class JobManager:
     def debug_state(self) -> dict:
         return {"supervisors_watched": len(self._running), "driver": self._ember_module
                 is not None, "gcs": self._gcs.debug_state()}
+
+
+def _failure_message(exc: BaseException) -> str:
+    """A FAILED record's message for a supervisor that died: the cause's last line."""
+    text = str(exc).strip()
+    cause = text.splitlines()[-1] if text else type(exc).__name__
+    return f"The job's supervisor failed ({type(exc).__name__}): {cause}"
 
 
 def _pending_message(request: JobSubmitRequest, runtime_env: dict) -> str:

@@ -62,6 +62,11 @@ class JobSupervisor:
         core = context.require_core("JobSupervisor.run")
         store = JobStore(core.gcs.call)
         log_path = os.path.join(core.session_dir, "logs", log_file_name(self._id))
+        # RUNNING first: if the job was stopped while PENDING, it stays STOPPED and
+        # nothing starts.
+        if self._record(core, store, JobStatus.RUNNING, driver_node_id=core.node_id.hex()) \
+                is None:
+            return store_status(core, store, self._id)
         with self._lock:
             if self._stopping:
                 self._record(core, store, JobStatus.STOPPED)
@@ -71,7 +76,6 @@ class JobSupervisor:
                     [sys.executable, "-S", _LAUNCHER, str(self._grace_s), self._entrypoint],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True, env=self._environment(core))
-        self._record(core, store, JobStatus.RUNNING, driver_node_id=core.node_id.hex())
         code = self._process.wait()
         with self._lock:
             stopped = self._stopping
@@ -125,8 +129,13 @@ class JobSupervisor:
         return env
 
     def _record(self, core, store: JobStore, status: JobStatus, message: str | None = None,
-                **fields) -> None:
-        core.io.run(store.transition(self._id, status, message, **fields), 30)
+                **fields):
+        """Write the job's new status; None if it had ended already (nothing written)."""
+        return core.io.run(store.transition(self._id, status, message, **fields), 30)
+
+
+def store_status(core, store: JobStore, submission_id: str) -> str:
+    return core.io.run(store.get(submission_id), 30).status.value
 
 
 def failure_message(code: int, log_path: str) -> str:
