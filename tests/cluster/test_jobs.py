@@ -402,3 +402,36 @@ def test_job_waiting_for_resources_stays_pending_and_can_be_stopped(client):
     assert client.stop_job(submission_id) is True
     info = wait_for_status(client, submission_id, JobStatus.STOPPED)
     assert client.get_job_logs(submission_id) == ""
+
+
+@pytest.mark.timeout(180)
+def test_ember_start_serves_jobs_and_ember_stop_leaves_nothing(cluster, temp_root, tmp_path):
+    """`ember start --head` prints the URL, `ember dashboard` finds it, and `ember stop`
+    ends the dashboard and a running job's processes with the rest."""
+    from helpers import wait_no_ember_processes
+    cluster.stop()  # one cluster at a time
+
+    def ember_cli(*args):
+        return subprocess.run([sys.executable, "-m", "ember.cli", *args], capture_output=True,
+                              text=True, timeout=60)
+    port = free_port()
+    started = ember_cli("start", "--head", "--port", "0", "--dashboard-port", str(port))
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"View the dashboard at http://127.0.0.1:{port}\n" in started.stdout
+        assert ember_cli("dashboard").stdout == f"http://127.0.0.1:{port}\n"
+        pid_file = tmp_path / "pid"
+        client = JobSubmissionClient()  # finds this machine's cluster's dashboard
+        assert client.address == f"http://127.0.0.1:{port}"
+        submission_id = client.submit_job(entrypoint=f"echo $$ > {pid_file}; sleep 300")
+        wait_for_status(client, submission_id, JobStatus.RUNNING)
+        wait_for_condition(lambda: pid_file.exists() and pid_file.read_text().strip(),
+                           message="the job to start")
+        job = psutil.Process(int(pid_file.read_text()))
+    finally:
+        stopped = ember_cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_no_ember_processes(temp_root)
+    wait_for_condition(lambda: not job.is_running() or job.status() == psutil.STATUS_ZOMBIE,
+                       timeout=30, message="the job's process to end")
+    assert "No dashboard found" in ember_cli("dashboard").stderr
