@@ -118,6 +118,7 @@ def test_job_with_working_dir_and_env_vars_succeeds(client, tmp_path):
 
         print(greeting.WORDS, os.environ["JOB_COLOR"], os.path.basename(os.getcwd()) != "")
         print("task says:", ember.get(in_a_task.remote()))
+        print("driver:", ember.get_runtime_context().get_job_id(), os.getpid())
     """))
     submission_id = client.submit_job(
         entrypoint="python main.py", metadata={"owner": "tests"},
@@ -131,6 +132,9 @@ def test_job_with_working_dir_and_env_vars_succeeds(client, tmp_path):
     assert info.runtime_env["working_dir"].startswith("gcs://working_dir/")
     assert info.start_time <= info.end_time
     assert info.driver_node_id == ember.get_runtime_context().get_node_id()
+    # The entrypoint's ember.init() made a driver: the job names it, as Ray's does.
+    assert f"driver: {info.job_id} {info.driver_info.pid}\n" in logs
+    assert info.type.value == "SUBMISSION"
     assert submission_id in {job.submission_id for job in client.list_jobs()}
 
 

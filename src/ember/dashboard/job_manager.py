@@ -33,7 +33,7 @@ import os
 import time
 
 from .. import runtime_env as runtime_env_mod
-from ..job_submission.models import (BadRequest, JobDetails, JobInfo, JobStatus,
+from ..job_submission.models import (BadRequest, DriverInfo, JobDetails, JobInfo, JobStatus,
                                      JobSubmitRequest, new_submission_id)
 from ..protocol import gcs as gcs_msg
 from ..rpc.reconnecting import ReconnectingClient
@@ -121,10 +121,24 @@ class JobManager:
             raise NotFound(f"Job {submission_id} does not exist.")
         return JobDetails.of(submission_id, info)
 
+    async def get_with_driver(self, submission_id: str) -> JobDetails:
+        """The job, with the id and process of its driver (if its entrypoint called init)."""
+        job = await self.get(submission_id)
+        return _with_driver(job, await self._drivers())
+
     async def list(self) -> list[JobDetails]:
-        jobs = await self.store.list()
-        return sorted((JobDetails.of(i, info) for i, info in jobs.items()),
+        jobs, drivers = await self.store.list(), await self._drivers()
+        return sorted((_with_driver(JobDetails.of(i, info), drivers) for i, info in jobs.items()),
                       key=lambda job: (job.start_time or 0, job.submission_id))
+
+    async def _drivers(self) -> dict[str, object]:
+        """Submission id -> the GCS's record of the last driver that ran for it."""
+        reply = await self._gcs.call(gcs_msg.GetAllJobs())
+        drivers = {}
+        for driver in sorted(reply.jobs, key=lambda info: info.start_time):
+            if driver.submission_id:
+                drivers[driver.submission_id] = driver
+        return drivers
 
     async def stop(self, submission_id: str) -> bool:
         """Stop a job; False if it had already ended."""
@@ -315,6 +329,16 @@ class JobManager:
     def debug_state(self) -> dict:
         return {"supervisors_watched": len(self._running), "driver": self._ember_module
                 is not None, "gcs": self._gcs.debug_state()}
+
+
+def _with_driver(job: JobDetails, drivers: dict) -> JobDetails:
+    driver = drivers.get(job.submission_id)
+    if driver is not None:
+        job.job_id = driver.job_id.hex()
+        job.driver_info = DriverInfo(id=driver.driver_address.worker_id.hex(),
+                                     node_ip_address=driver.driver_address.ip,
+                                     pid=str(driver.driver_pid))
+    return job
 
 
 def _failure_message(exc: BaseException) -> str:
