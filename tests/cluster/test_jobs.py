@@ -326,23 +326,28 @@ def test_cli_where_nothing_listens_is_one_line():
     assert len(result.output.strip().splitlines()) == 1
 
 
+def start_dashboard_process(host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """A dashboard process of the test's own for the module's cluster (as the head starts one)."""
+    core = ember.worker.context.core
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ember.dashboard", "--gcs-address", core.gcs_address,
+         "--session-dir", core.session_dir, "--host", host, "--port", str(port)],
+        env=dict(os.environ, EMBER_AUTH_TOKEN_FILE=os.path.join(core.session_dir,
+                                                                "auth_token")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 # --- auth -----------------------------------------------------------------------------------
 
 def test_dashboard_off_loopback_requires_the_token(cluster, monkeypatch):
     """A dashboard bound to every interface answers 401 to requests without the token."""
     cluster.ensure()
-    core_session = ember.get_runtime_context()
     session_dir = ember.worker.context.core.session_dir
-    gcs_address = ember.worker.context.core.gcs_address
     token = open(os.path.join(session_dir, "auth_token")).read().strip()
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ember.dashboard", "--gcs-address", gcs_address,
-         "--session-dir", session_dir, "--host", "0.0.0.0", "--port", str(port)],
-        env=dict(os.environ, EMBER_AUTH_TOKEN_FILE=os.path.join(session_dir, "auth_token")),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = start_dashboard_process(host="0.0.0.0")
     try:
-        url = f"http://127.0.0.1:{port}"
         bearer = {"Authorization": f"Bearer {token}"}
 
         def serving():
@@ -362,7 +367,40 @@ def test_dashboard_off_loopback_requires_the_token(cluster, monkeypatch):
     finally:
         proc.terminate()
         proc.wait(10)
-    del core_session
+
+
+def test_a_restarted_dashboard_takes_up_running_jobs(cluster, tmp_path):
+    """Kill the dashboard while a job runs: the job goes on, and a new dashboard
+    records its end, stops it, or notices its supervisor die."""
+    cluster.ensure()
+    head_dashboard = next(p for p in ember.worker._local_node.processes
+                          if "ember.dashboard" in p.args)
+    client = JobSubmissionClient(cluster.url)
+    release = tmp_path / "release"
+    finishing = client.submit_job(entrypoint=f"while [ ! -e {release} ]; do sleep 0.05; done")
+    stopping = client.submit_job(entrypoint="sleep 300")
+    dying = client.submit_job(entrypoint=f"echo $PPID > {tmp_path / 'launcher'}; sleep 300")
+    for submission_id in (finishing, stopping, dying):
+        wait_for_status(client, submission_id, JobStatus.RUNNING)
+    head_dashboard.kill()
+    head_dashboard.wait(10)
+    proc, url = start_dashboard_process()
+    try:
+        wait_until_serving(url, os.path.basename(ember.worker.context.core.session_dir))
+        client = JobSubmissionClient(url)
+        release.write_text("")
+        wait_for_status(client, finishing, JobStatus.SUCCEEDED)
+        assert client.stop_job(stopping) is True
+        wait_for_status(client, stopping, JobStatus.STOPPED)
+        # The supervisor is the launcher's parent: kill it as the OOM killer would.
+        launcher = psutil.Process(int((tmp_path / "launcher").read_text()))
+        launcher.parent().kill()
+        info = wait_for_status(client, dying, JobStatus.FAILED)
+        assert "The job's supervisor failed (ActorDiedError)" in info.message
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        cluster.stop()  # the module's cluster lost its own dashboard
 
 
 # --- GCS fault tolerance ---------------------------------------------------------------------

@@ -19,9 +19,9 @@ Submission order, so that a crash between two steps leaves a record that says
 what happened: validate, create the PENDING record (refused if the id
 exists), then create the supervisor; if that fails, the job becomes FAILED.
 
-Known limit: a dashboard that restarts does not re-adopt the supervisors of
-running jobs; their records are still written by the supervisors themselves,
-but one that dies after the restart leaves its job RUNNING.
+A dashboard that restarts takes up the jobs that have not ended: it finds
+their supervisors by name and watches their ``wait()`` instead of ``run()``;
+a job whose supervisor is gone becomes FAILED.
 """
 from __future__ import annotations
 
@@ -69,14 +69,29 @@ class JobManager:
         #: Supervisors killed on purpose (a stop while PENDING); ember thread only.
         self._killed: set[str] = set()
         self._watching = False
+        self._adoption: asyncio.Future | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._gcs.start(timeout=30)
+        self._adoption = asyncio.ensure_future(self._adopt_running_jobs())
+
+    async def _adopt_running_jobs(self) -> None:
+        """Watch the supervisors of jobs that a previous dashboard started and that
+        have not ended (this one restarted while they ran)."""
+        try:
+            jobs = await self.store.list()
+            running = [i for i, info in jobs.items() if not info.status.is_terminal()]
+            if running:
+                await self._in_ember(self._adopt, running)
+        except Exception:  # noqa: BLE001 - the jobs still record their own end
+            logger.exception("job manager: could not take up the running jobs")
 
     async def close(self) -> None:
         self._watching = False
+        if self._adoption is not None:
+            self._adoption.cancel()
         self._gcs.close()
         # Not waiting: an ember call in flight may wait on a raylet that is going away.
         self._ember.shutdown(wait=False, cancel_futures=True)
@@ -241,7 +256,7 @@ class JobManager:
                                request.entrypoint_memory, request.entrypoint_resources))
         options = dict(
             name=supervisor_name(submission_id), namespace=SUPERVISOR_NAMESPACE,
-            lifetime="detached", max_concurrency=2, runtime_env=runtime_env or None,
+            lifetime="detached", max_concurrency=3, runtime_env=runtime_env or None,
             num_cpus=request.entrypoint_num_cpus or 0,
             num_gpus=request.entrypoint_num_gpus or 0,
             memory=request.entrypoint_memory or None,
@@ -253,7 +268,26 @@ class JobManager:
             submission_id, request.entrypoint,
             json.dumps(runtime_env) if runtime_env else "", STOP_GRACE_S)
         self._running[submission_id] = (supervisor, supervisor.run.remote())
-        if not self._watching:
+        self._start_watching()
+
+    def _adopt(self, submission_ids: list[str]) -> None:
+        ember = self._driver()
+        for submission_id in submission_ids:
+            if submission_id in self._running:
+                continue
+            try:
+                supervisor = ember.get_actor(supervisor_name(submission_id),
+                                             SUPERVISOR_NAMESPACE)
+            except ValueError:
+                self._record(submission_id, JobStatus.FAILED,
+                             "The job's supervisor is gone: it died while no dashboard "
+                             "was watching it.")
+                continue
+            self._running[submission_id] = (supervisor, supervisor.wait.remote())
+        self._start_watching()
+
+    def _start_watching(self) -> None:
+        if self._running and not self._watching:
             self._watching = True
             self._loop.call_soon_threadsafe(
                 lambda: self._loop.run_in_executor(self._ember, self._watch))

@@ -17,8 +17,9 @@ own identity variables are left out: the entrypoint is a driver, not this
 worker.
 
 The supervisor writes the job's RUNNING and terminal records (see
-``job_store.py``). Its actor is a threaded one (``max_concurrency=2``), so
-that :meth:`stop` can run while :meth:`run` waits for the entrypoint.
+``job_store.py``). Its actor is a threaded one (``max_concurrency=3``), so
+that :meth:`stop` and :meth:`wait` can run while :meth:`run` waits for the
+entrypoint.
 """
 from __future__ import annotations
 
@@ -56,9 +57,23 @@ class JobSupervisor:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None  # set once, under _lock
         self._stopping = False  # set by stop(), under _lock
+        self._ended = threading.Event()  # set when run() has recorded the job's end
+        self._status = ""  # the final status, once _ended is set
 
     def run(self) -> str:
         """Run the entrypoint to its end and record it; returns the final status."""
+        try:
+            self._status = self._run()
+            return self._status
+        finally:
+            self._ended.set()
+
+    def wait(self) -> str:
+        """Return the final status once run() has recorded it (for a restarted dashboard)."""
+        self._ended.wait()
+        return self._status
+
+    def _run(self) -> str:
         core = context.require_core("JobSupervisor.run")
         store = JobStore(core.gcs.call)
         log_path = os.path.join(core.session_dir, "logs", log_file_name(self._id))
