@@ -171,7 +171,7 @@ def _log_path(session_dir: str, name: str) -> str:
 
 
 def _spawn(args: list[str], session_dir: str, name: str, detached: bool,
-           niceness: int = 0) -> subprocess.Popen:
+           niceness: int = 0, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Start ``python -m ARGS``; with ``niceness``, at that lower priority (via nice(1),
     which execs it: the pid and command line stay the daemon's)."""
     out = open(_log_path(session_dir, name + ".out"), "ab")
@@ -181,7 +181,8 @@ def _spawn(args: list[str], session_dir: str, name: str, detached: bool,
             nice + [sys.executable, "-m", *args, "--log-file", _log_path(session_dir, name + ".log")]
             + ([] if detached else ["--die-with-parent"]),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=detached, close_fds=True, env=auth.child_env(session_dir))
+            start_new_session=detached, close_fds=True, pass_fds=pass_fds,
+            env=auth.child_env(session_dir))
     finally:
         out.close()
 
@@ -214,21 +215,28 @@ def dashboard_available() -> bool:
     return importlib.util.find_spec("aiohttp") is not None
 
 
-def choose_dashboard_port(host: str, port: int) -> int:
-    """``port`` if nothing listens on it at ``host``, else the next free one (as Ray does).
+def listen_for_dashboard(host: str, port: int) -> socket.socket:
+    """A socket listening on ``port`` at ``host``, else on the next free port (as Ray
+    does); 0 means any free port.
 
-    Probed with SO_REUSEADDR, as aiohttp binds: a port whose last connections
-    are in TIME_WAIT is free to it. 0 means any free port.
+    Bound by the head and handed to the dashboard process (``--fd``): the port
+    is taken from the moment it is chosen, so two heads starting at once
+    cannot both pick it while their dashboards import aiohttp, and a request
+    that comes before the dashboard is ready waits in the backlog instead of
+    being refused. SO_REUSEADDR as aiohttp sets it: a port whose last
+    connections are in TIME_WAIT is free.
     """
     bind_host = "" if host in ("0.0.0.0", "::") else host
     for candidate in ([0] if port == 0 else range(port, min(port + 100, 65536))):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((bind_host, candidate))
-            except OSError:
-                continue
-            return s.getsockname()[1]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind_host, candidate))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            continue
+        return sock
     raise OSError(f"No free port for the dashboard on {host} from {port} to {port + 99}.")
 
 
@@ -236,18 +244,22 @@ def start_dashboard(*, session_dir: str, gcs_address: str, node_ip: str, host: s
                     port: int, detached: bool) -> tuple[subprocess.Popen, str]:
     """Start the dashboard process; return it and its URL as Ray reports it ("ip:port").
 
-    The port is chosen here, so the URL is known before the process listens;
-    the URL (with its scheme) goes to ``<session_dir>/dashboard_url``.
+    The port is bound here (:func:`listen_for_dashboard`), so the URL is known,
+    and good, before the process runs; the URL (with its scheme) goes to
+    ``<session_dir>/dashboard_url``.
 
     Why at nice 10: its start-up (Python, ember, aiohttp: about half a CPU
     second) would otherwise compete with the GCS's and the raylet's on a small
     machine and delay ``ember.init()``; the dashboard is an observer, so it
     yields the CPU to the processes that run the cluster.
     """
-    port = choose_dashboard_port(host, port)
-    proc = _spawn(["ember.dashboard", "--gcs-address", gcs_address, "--session-dir",
-                   session_dir, "--node-ip", node_ip, "--host", host, "--port", str(port)],
-                  session_dir, "dashboard", detached, niceness=10)
+    with listen_for_dashboard(host, port) as sock:
+        port = sock.getsockname()[1]
+        proc = _spawn(["ember.dashboard", "--gcs-address", gcs_address, "--session-dir",
+                       session_dir, "--node-ip", node_ip, "--host", host, "--port", str(port),
+                       "--fd", str(sock.fileno())],
+                      session_dir, "dashboard", detached, niceness=10,
+                      pass_fds=(sock.fileno(),))
     url = f"{node_ip if host in ('0.0.0.0', '::') else host}:{port}"
     with open(os.path.join(session_dir, dashboard.URL_FILE), "w") as f:
         f.write(f"http://{url}\n")

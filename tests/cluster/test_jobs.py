@@ -118,6 +118,7 @@ def test_job_with_working_dir_and_env_vars_succeeds(client, tmp_path):
 
         print(greeting.WORDS, os.environ["JOB_COLOR"], os.path.basename(os.getcwd()) != "")
         print("task says:", ember.get(in_a_task.remote()))
+        print("driver:", ember.get_runtime_context().get_job_id(), os.getpid())
     """))
     submission_id = client.submit_job(
         entrypoint="python main.py", metadata={"owner": "tests"},
@@ -131,6 +132,9 @@ def test_job_with_working_dir_and_env_vars_succeeds(client, tmp_path):
     assert info.runtime_env["working_dir"].startswith("gcs://working_dir/")
     assert info.start_time <= info.end_time
     assert info.driver_node_id == ember.get_runtime_context().get_node_id()
+    # The entrypoint's ember.init() made a driver: the job names it, as Ray's does.
+    assert f"driver: {info.job_id} {info.driver_info.pid}\n" in logs
+    assert info.type.value == "SUBMISSION"
     assert submission_id in {job.submission_id for job in client.list_jobs()}
 
 
@@ -322,23 +326,28 @@ def test_cli_where_nothing_listens_is_one_line():
     assert len(result.output.strip().splitlines()) == 1
 
 
+def start_dashboard_process(host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """A dashboard process of the test's own for the module's cluster (as the head starts one)."""
+    core = ember.worker.context.core
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ember.dashboard", "--gcs-address", core.gcs_address,
+         "--session-dir", core.session_dir, "--host", host, "--port", str(port)],
+        env=dict(os.environ, EMBER_AUTH_TOKEN_FILE=os.path.join(core.session_dir,
+                                                                "auth_token")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 # --- auth -----------------------------------------------------------------------------------
 
 def test_dashboard_off_loopback_requires_the_token(cluster, monkeypatch):
     """A dashboard bound to every interface answers 401 to requests without the token."""
     cluster.ensure()
-    core_session = ember.get_runtime_context()
     session_dir = ember.worker.context.core.session_dir
-    gcs_address = ember.worker.context.core.gcs_address
     token = open(os.path.join(session_dir, "auth_token")).read().strip()
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ember.dashboard", "--gcs-address", gcs_address,
-         "--session-dir", session_dir, "--host", "0.0.0.0", "--port", str(port)],
-        env=dict(os.environ, EMBER_AUTH_TOKEN_FILE=os.path.join(session_dir, "auth_token")),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = start_dashboard_process(host="0.0.0.0")
     try:
-        url = f"http://127.0.0.1:{port}"
         bearer = {"Authorization": f"Bearer {token}"}
 
         def serving():
@@ -358,7 +367,40 @@ def test_dashboard_off_loopback_requires_the_token(cluster, monkeypatch):
     finally:
         proc.terminate()
         proc.wait(10)
-    del core_session
+
+
+def test_a_restarted_dashboard_takes_up_running_jobs(cluster, tmp_path):
+    """Kill the dashboard while a job runs: the job goes on, and a new dashboard
+    records its end, stops it, or notices its supervisor die."""
+    cluster.ensure()
+    head_dashboard = next(p for p in ember.worker._local_node.processes
+                          if "ember.dashboard" in p.args)
+    client = JobSubmissionClient(cluster.url)
+    release = tmp_path / "release"
+    finishing = client.submit_job(entrypoint=f"while [ ! -e {release} ]; do sleep 0.05; done")
+    stopping = client.submit_job(entrypoint="sleep 300")
+    dying = client.submit_job(entrypoint=f"echo $PPID > {tmp_path / 'launcher'}; sleep 300")
+    for submission_id in (finishing, stopping, dying):
+        wait_for_status(client, submission_id, JobStatus.RUNNING)
+    head_dashboard.kill()
+    head_dashboard.wait(10)
+    proc, url = start_dashboard_process()
+    try:
+        wait_until_serving(url, os.path.basename(ember.worker.context.core.session_dir))
+        client = JobSubmissionClient(url)
+        release.write_text("")
+        wait_for_status(client, finishing, JobStatus.SUCCEEDED)
+        assert client.stop_job(stopping) is True
+        wait_for_status(client, stopping, JobStatus.STOPPED)
+        # The supervisor is the launcher's parent: kill it as the OOM killer would.
+        launcher = psutil.Process(int((tmp_path / "launcher").read_text()))
+        launcher.parent().kill()
+        info = wait_for_status(client, dying, JobStatus.FAILED)
+        assert "The job's supervisor failed (ActorDiedError)" in info.message
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        cluster.stop()  # the module's cluster lost its own dashboard
 
 
 # --- GCS fault tolerance ---------------------------------------------------------------------
@@ -391,3 +433,47 @@ def test_jobs_survive_a_gcs_restart_with_redis(cluster, tmp_path, monkeypatch):
             assert client.get_job_logs("after") == "after\n"
     finally:
         redis.stop()
+
+
+def test_job_waiting_for_resources_stays_pending_and_can_be_stopped(client):
+    submission_id = client.submit_job(entrypoint="echo never",
+                                      entrypoint_resources={"no_node_has_this": 1})
+    info = client.get_job_info(submission_id)
+    assert info.status is JobStatus.PENDING
+    assert "It may be waiting for resources" in info.message
+    assert client.stop_job(submission_id) is True
+    info = wait_for_status(client, submission_id, JobStatus.STOPPED)
+    assert client.get_job_logs(submission_id) == ""
+
+
+@pytest.mark.timeout(180)
+def test_ember_start_serves_jobs_and_ember_stop_leaves_nothing(cluster, temp_root, tmp_path):
+    """`ember start --head` prints the URL, `ember dashboard` finds it, and `ember stop`
+    ends the dashboard and a running job's processes with the rest."""
+    from helpers import wait_no_ember_processes
+    cluster.stop()  # one cluster at a time
+
+    def ember_cli(*args):
+        return subprocess.run([sys.executable, "-m", "ember.cli", *args], capture_output=True,
+                              text=True, timeout=60)
+    port = free_port()
+    started = ember_cli("start", "--head", "--port", "0", "--dashboard-port", str(port))
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"View the dashboard at http://127.0.0.1:{port}\n" in started.stdout
+        assert ember_cli("dashboard").stdout == f"http://127.0.0.1:{port}\n"
+        pid_file = tmp_path / "pid"
+        client = JobSubmissionClient()  # finds this machine's cluster's dashboard
+        assert client.address == f"http://127.0.0.1:{port}"
+        submission_id = client.submit_job(entrypoint=f"echo $$ > {pid_file}; sleep 300")
+        wait_for_status(client, submission_id, JobStatus.RUNNING)
+        wait_for_condition(lambda: pid_file.exists() and pid_file.read_text().strip(),
+                           message="the job to start")
+        job = psutil.Process(int(pid_file.read_text()))
+    finally:
+        stopped = ember_cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_no_ember_processes(temp_root)
+    wait_for_condition(lambda: not job.is_running() or job.status() == psutil.STATUS_ZOMBIE,
+                       timeout=30, message="the job's process to end")
+    assert "No dashboard found" in ember_cli("dashboard").stderr

@@ -13,6 +13,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; any but loopback requires the token")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--fd", type=int, default=None,
+                        help="a listening socket on --port, bound by the head, to serve on")
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args()
@@ -20,7 +22,7 @@ def main() -> None:
     from .server import DashboardContext, serve
     process_setup.run_loop(serve(DashboardContext(
         gcs_address=args.gcs_address, session_dir=args.session_dir, node_ip=args.node_ip,
-        host=args.host, port=args.port)))
+        host=args.host, port=args.port), listening_fd=args.fd))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ Submission order, so that a crash between two steps leaves a record that says
 what happened: validate, create the PENDING record (refused if the id
 exists), then create the supervisor; if that fails, the job becomes FAILED.
 
-Known limit: a dashboard that restarts does not re-adopt the supervisors of
-running jobs; their records are still written by the supervisors themselves,
-but one that dies after the restart leaves its job RUNNING.
+A dashboard that restarts takes up the jobs that have not ended: it finds
+their supervisors by name and watches their ``wait()`` instead of ``run()``;
+a job whose supervisor is gone becomes FAILED.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import os
 import time
 
 from .. import runtime_env as runtime_env_mod
-from ..job_submission.models import (BadRequest, JobDetails, JobInfo, JobStatus,
+from ..job_submission.models import (BadRequest, DriverInfo, JobDetails, JobInfo, JobStatus,
                                      JobSubmitRequest, new_submission_id)
 from ..protocol import gcs as gcs_msg
 from ..rpc.reconnecting import ReconnectingClient
@@ -66,15 +66,32 @@ class JobManager:
         self._ember_module = None  # ember, once this process is a driver
         #: submission id -> (supervisor handle, ObjectRef of its run()); ember thread only.
         self._running: dict[str, tuple] = {}
+        #: Supervisors killed on purpose (a stop while PENDING); ember thread only.
+        self._killed: set[str] = set()
         self._watching = False
+        self._adoption: asyncio.Future | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._gcs.start(timeout=30)
+        self._adoption = asyncio.ensure_future(self._adopt_running_jobs())
+
+    async def _adopt_running_jobs(self) -> None:
+        """Watch the supervisors of jobs that a previous dashboard started and that
+        have not ended (this one restarted while they ran)."""
+        try:
+            jobs = await self.store.list()
+            running = [i for i, info in jobs.items() if not info.status.is_terminal()]
+            if running:
+                await self._in_ember(self._adopt, running)
+        except Exception:  # noqa: BLE001 - the jobs still record their own end
+            logger.exception("job manager: could not take up the running jobs")
 
     async def close(self) -> None:
         self._watching = False
+        if self._adoption is not None:
+            self._adoption.cancel()
         self._gcs.close()
         # Not waiting: an ember call in flight may wait on a raylet that is going away.
         self._ember.shutdown(wait=False, cancel_futures=True)
@@ -119,10 +136,24 @@ class JobManager:
             raise NotFound(f"Job {submission_id} does not exist.")
         return JobDetails.of(submission_id, info)
 
+    async def get_with_driver(self, submission_id: str) -> JobDetails:
+        """The job, with the id and process of its driver (if its entrypoint called init)."""
+        job = await self.get(submission_id)
+        return _with_driver(job, await self._drivers())
+
     async def list(self) -> list[JobDetails]:
-        jobs = await self.store.list()
-        return sorted((JobDetails.of(i, info) for i, info in jobs.items()),
+        jobs, drivers = await self.store.list(), await self._drivers()
+        return sorted((_with_driver(JobDetails.of(i, info), drivers) for i, info in jobs.items()),
                       key=lambda job: (job.start_time or 0, job.submission_id))
+
+    async def _drivers(self) -> dict[str, object]:
+        """Submission id -> the GCS's record of the last driver that ran for it."""
+        reply = await self._gcs.call(gcs_msg.GetAllJobs())
+        drivers = {}
+        for driver in sorted(reply.jobs, key=lambda info: info.start_time):
+            if driver.submission_id:
+                drivers[driver.submission_id] = driver
+        return drivers
 
     async def stop(self, submission_id: str) -> bool:
         """Stop a job; False if it had already ended."""
@@ -130,10 +161,14 @@ class JobManager:
         if job.status.is_terminal():
             return False
         if job.status is JobStatus.PENDING:
-            # Not started: its supervisor (if it is up) has no process to stop yet.
-            await self._in_ember(self._kill_supervisor, submission_id)
-            await self.store.transition(submission_id, JobStatus.STOPPED)
-            return True
+            # Not started. Recorded first: a supervisor that comes up now finds the job
+            # ended and starts nothing, and the watcher does not call its death a failure.
+            if await self.store.transition(submission_id, JobStatus.STOPPED) is not None:
+                await self._in_ember(self._kill_supervisor, submission_id)
+                return True
+            job = await self.get(submission_id)  # it started meanwhile, or ended
+            if job.status.is_terminal():
+                return False
         stopped = await self._in_ember(self._stop_supervisor, submission_id)
         if not stopped:  # the supervisor is gone: record the stop ourselves
             await self.store.transition(submission_id, JobStatus.STOPPED)
@@ -221,7 +256,7 @@ class JobManager:
                                request.entrypoint_memory, request.entrypoint_resources))
         options = dict(
             name=supervisor_name(submission_id), namespace=SUPERVISOR_NAMESPACE,
-            lifetime="detached", max_concurrency=2, runtime_env=runtime_env or None,
+            lifetime="detached", max_concurrency=3, runtime_env=runtime_env or None,
             num_cpus=request.entrypoint_num_cpus or 0,
             num_gpus=request.entrypoint_num_gpus or 0,
             memory=request.entrypoint_memory or None,
@@ -233,13 +268,47 @@ class JobManager:
             submission_id, request.entrypoint,
             json.dumps(runtime_env) if runtime_env else "", STOP_GRACE_S)
         self._running[submission_id] = (supervisor, supervisor.run.remote())
-        if not self._watching:
+        self._start_watching()
+
+    def _adopt(self, submission_ids: list[str]) -> None:
+        ember = self._driver()
+        for submission_id in submission_ids:
+            if submission_id in self._running:
+                continue
+            try:
+                supervisor = ember.get_actor(supervisor_name(submission_id),
+                                             SUPERVISOR_NAMESPACE)
+            except ValueError:
+                self._record(submission_id, JobStatus.FAILED,
+                             "The job's supervisor is gone: it died while no dashboard "
+                             "was watching it.")
+                continue
+            self._running[submission_id] = (supervisor, supervisor.wait.remote())
+        self._start_watching()
+
+    def _start_watching(self) -> None:
+        if self._running and not self._watching:
             self._watching = True
             self._loop.call_soon_threadsafe(
                 lambda: self._loop.run_in_executor(self._ember, self._watch))
 
     def _watch(self) -> None:
-        """Settle the supervisors whose run() returned or failed; re-queued while any run."""
+        """Settle the supervisors whose run() ended; re-queued while any runs.
+
+        Re-queued rather than looping, so that submissions and stops, queued
+        on the same thread, go between two rounds.
+        """
+        try:
+            self._settle_ended_supervisors()
+        except Exception:  # noqa: BLE001 - keep watching the others
+            logger.exception("job manager: settling supervisors failed")
+        if self._running and self._watching:
+            self._loop.call_soon_threadsafe(
+                lambda: self._loop.run_in_executor(self._ember, self._watch))
+        else:
+            self._watching = False
+
+    def _settle_ended_supervisors(self) -> None:
         ember = self._ember_module
         refs = {ref: sid for sid, (_, ref) in self._running.items()}
         ready, _ = ember.wait(list(refs), num_returns=len(refs), timeout=0.2)
@@ -249,20 +318,18 @@ class JobManager:
             try:
                 ember.get(ref)
             except Exception as exc:  # noqa: BLE001 - the cause goes into the record
-                self._record_failure(submission_id, exc)
+                if submission_id in self._killed:  # stopped while PENDING: not a failure
+                    self._killed.discard(submission_id)
+                    self._record(submission_id, JobStatus.STOPPED)
+                else:
+                    self._record(submission_id, JobStatus.FAILED, _failure_message(exc))
             ember.kill(supervisor)
-        if self._running and self._watching:
-            self._loop.call_soon_threadsafe(
-                lambda: self._loop.run_in_executor(self._ember, self._watch))
-        else:
-            self._watching = False
 
-    def _record_failure(self, submission_id: str, exc: BaseException) -> None:
-        cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        message = f"The job's supervisor failed ({type(exc).__name__}): {cause}"
+    def _record(self, submission_id: str, status: JobStatus, message: str | None = None):
+        """Write a job's status from the ember thread (the store lives on the event loop)."""
         future = asyncio.run_coroutine_threadsafe(
-            self.store.transition(submission_id, JobStatus.FAILED, message), self._loop)
-        future.result(30)
+            self.store.transition(submission_id, status, message), self._loop)
+        return future.result(30)
 
     def _supervisor(self, submission_id: str):
         ember = self._driver()
@@ -276,6 +343,7 @@ class JobManager:
     def _kill_supervisor(self, submission_id: str) -> None:
         supervisor = self._supervisor(submission_id)
         if supervisor is not None:
+            self._killed.add(submission_id)
             self._driver().kill(supervisor)
 
     def _stop_supervisor(self, submission_id: str) -> bool:
@@ -287,6 +355,7 @@ class JobManager:
         try:
             ember.get(supervisor.stop.remote(), timeout=STOP_GRACE_S + 10)
         except Exception:  # noqa: BLE001 - dead or unreachable: kill it, the group goes too
+            self._killed.add(submission_id)
             ember.kill(supervisor)
             return False
         return True
@@ -294,6 +363,23 @@ class JobManager:
     def debug_state(self) -> dict:
         return {"supervisors_watched": len(self._running), "driver": self._ember_module
                 is not None, "gcs": self._gcs.debug_state()}
+
+
+def _with_driver(job: JobDetails, drivers: dict) -> JobDetails:
+    driver = drivers.get(job.submission_id)
+    if driver is not None:
+        job.job_id = driver.job_id.hex()
+        job.driver_info = DriverInfo(id=driver.driver_address.worker_id.hex(),
+                                     node_ip_address=driver.driver_address.ip,
+                                     pid=str(driver.driver_pid))
+    return job
+
+
+def _failure_message(exc: BaseException) -> str:
+    """A FAILED record's message for a supervisor that died: the cause's last line."""
+    text = str(exc).strip()
+    cause = text.splitlines()[-1] if text else type(exc).__name__
+    return f"The job's supervisor failed ({type(exc).__name__}): {cause}"
 
 
 def _pending_message(request: JobSubmitRequest, runtime_env: dict) -> str:

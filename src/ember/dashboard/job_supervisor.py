@@ -17,8 +17,9 @@ own identity variables are left out: the entrypoint is a driver, not this
 worker.
 
 The supervisor writes the job's RUNNING and terminal records (see
-``job_store.py``). Its actor is a threaded one (``max_concurrency=2``), so
-that :meth:`stop` can run while :meth:`run` waits for the entrypoint.
+``job_store.py``). Its actor is a threaded one (``max_concurrency=3``), so
+that :meth:`stop` and :meth:`wait` can run while :meth:`run` waits for the
+entrypoint.
 """
 from __future__ import annotations
 
@@ -56,12 +57,31 @@ class JobSupervisor:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None  # set once, under _lock
         self._stopping = False  # set by stop(), under _lock
+        self._ended = threading.Event()  # set when run() has recorded the job's end
+        self._status = ""  # the final status, once _ended is set
 
     def run(self) -> str:
         """Run the entrypoint to its end and record it; returns the final status."""
+        try:
+            self._status = self._run()
+            return self._status
+        finally:
+            self._ended.set()
+
+    def wait(self) -> str:
+        """Return the final status once run() has recorded it (for a restarted dashboard)."""
+        self._ended.wait()
+        return self._status
+
+    def _run(self) -> str:
         core = context.require_core("JobSupervisor.run")
         store = JobStore(core.gcs.call)
         log_path = os.path.join(core.session_dir, "logs", log_file_name(self._id))
+        # RUNNING first: if the job was stopped while PENDING, it stays STOPPED and
+        # nothing starts.
+        if self._record(core, store, JobStatus.RUNNING, driver_node_id=core.node_id.hex()) \
+                is None:
+            return store_status(core, store, self._id)
         with self._lock:
             if self._stopping:
                 self._record(core, store, JobStatus.STOPPED)
@@ -71,7 +91,6 @@ class JobSupervisor:
                     [sys.executable, "-S", _LAUNCHER, str(self._grace_s), self._entrypoint],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True, env=self._environment(core))
-        self._record(core, store, JobStatus.RUNNING, driver_node_id=core.node_id.hex())
         code = self._process.wait()
         with self._lock:
             stopped = self._stopping
@@ -125,8 +144,13 @@ class JobSupervisor:
         return env
 
     def _record(self, core, store: JobStore, status: JobStatus, message: str | None = None,
-                **fields) -> None:
-        core.io.run(store.transition(self._id, status, message, **fields), 30)
+                **fields):
+        """Write the job's new status; None if it had ended already (nothing written)."""
+        return core.io.run(store.transition(self._id, status, message, **fields), 30)
+
+
+def store_status(core, store: JobStore, submission_id: str) -> str:
+    return core.io.run(store.get(submission_id), 30).status.value
 
 
 def failure_message(code: int, log_path: str) -> str:

@@ -105,7 +105,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @_errors
 async def get_job(request: web.Request) -> web.Response:
-    job = await _manager(request).get(request.match_info["submission_id"])
+    job = await _manager(request).get_with_driver(request.match_info["submission_id"])
     return _json(job.to_json())
 
 

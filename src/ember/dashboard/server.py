@@ -28,6 +28,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 
 from aiohttp import web
 
@@ -116,12 +117,17 @@ async def _version(request: web.Request) -> web.Response:
                               "session_name": ctx.session_name})
 
 
-async def serve(ctx: DashboardContext) -> None:
-    """Serve the dashboard until SIGTERM (or the parent's death) ends the process."""
+async def serve(ctx: DashboardContext, listening_fd: int | None = None) -> None:
+    """Serve the dashboard until SIGTERM (or the parent's death) ends the process.
+
+    On ``listening_fd`` (a socket the head bound, ``node.listen_for_dashboard``)
+    if given, else on ``ctx.host:ctx.port``.
+    """
     app = make_app(ctx)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, ctx.host, ctx.port)
+    site = (web.TCPSite(runner, ctx.host, ctx.port) if listening_fd is None else
+            web.SockSite(runner, socket.socket(fileno=listening_fd)))
     try:
         await site.start()
     except OSError as exc:
