@@ -7,18 +7,23 @@ someone else runs on the same machine never makes a test fail.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.request
 
 import psutil
 
+from ember.dashboard import read_url
 from ember.util import testing
 
-EMBER_MODULES = ("ember.gcs", "ember.raylet", "ember.core_worker", "ember.autoscaler")
+EMBER_MODULES = ("ember.gcs", "ember.raylet", "ember.core_worker", "ember.autoscaler",
+                 "ember.dashboard")
 
 
 def wait_for_condition(predicate, timeout: float = 10.0, interval: float = 0.02,
@@ -265,3 +270,41 @@ def make_tls_files(directory, ips=("127.0.0.1",)) -> dict[str, str]:
         "EMBER_TLS_SERVER_KEY": write("node.key", key.private_bytes(
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
     }
+
+
+def dashboard_url(session_dir: str, timeout: float = 20.0) -> str:
+    """The URL of the head's dashboard (``http://HOST:PORT``), once it answers:
+    ``ember.init()`` returns before the dashboard process listens. The answer
+    must name this session: another cluster's dashboard on the port (a race of
+    two heads choosing it) is a failure, not a dashboard to test."""
+    url = read_url(session_dir)
+    assert url, f"the head of {session_dir} started no dashboard"
+    answer = {}
+
+    def answers() -> bool:
+        try:
+            answer.update(json.loads(urllib.request.urlopen(url + "/api/version",
+                                                            timeout=2).read()))
+            return True
+        except OSError:
+            return False
+    wait_for_condition(answers, timeout, interval=0.1, message=f"the dashboard at {url}")
+    session = os.path.basename(os.path.normpath(session_dir))
+    assert answer.get("session_name") == session, (
+        f"{url} is the dashboard of session {answer.get('session_name')}, not of {session}")
+    return url
+
+
+@contextlib.contextmanager
+def cluster_with_dashboard(**init_kwargs):
+    """A local cluster whose dashboard listens on a free port, as its URL.
+
+    Not 8265: the head picks a free port before its dashboard binds it (seconds
+    later, at nice 10), so two heads started together on one machine can both
+    pick 8265, and one test would read the other's cluster."""
+    import ember
+    ember.init(dashboard_port=0, **init_kwargs)
+    try:
+        yield dashboard_url(ember.get_runtime_context()._core().session_dir)
+    finally:
+        ember.shutdown()

@@ -10,33 +10,24 @@
     ember microbenchmark [--filter SUBSTR] [--json]
     ember demo
     ember list|get|summary|logs|timeline ...   # see ember/observability/commands.py
+    ember job submit|status|logs|stop|delete|list ...   # see ember/dashboard/job_cli.py
+    ember dashboard                          # the dashboard's URL
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import click
 
 from . import node as node_mod
+from .cli_options import parse_json_object
+from .dashboard import job_cli
 from .observability import commands as observability_commands
 from .rpc import auth
 from .autoscaler import launcher
 from .autoscaler.config import AutoscalerConfig, load_config
 from .autoscaler.launcher import start_monitor
-
-
-def _parse_json(value: str | None, what: str) -> dict:
-    if not value:
-        return {}
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{what} must be a JSON object: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise click.BadParameter(f"{what} must be a JSON object, got {value!r}")
-    return parsed
 
 
 @click.group()
@@ -92,12 +83,19 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
 @click.option("--metrics-export-port", type=int, default=None,
               help="Serve Prometheus metrics on this port of the node's IP (0: a free "
                    "port; `ember status` shows it).")
+@click.option("--include-dashboard", type=bool, default=None,
+              help="For --head: start the dashboard (default: if aiohttp is installed).")
+@click.option("--dashboard-host", default="127.0.0.1", show_default=True,
+              help="For --head: the dashboard's address; any but loopback requires the "
+                   "cluster token in every request.")
+@click.option("--dashboard-port", type=int, default=8265, show_default=True,
+              help="For --head: the dashboard's port (the next free one if taken).")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 @click.option("--autoscaling-config", default=None, type=click.Path(),
               help="Cluster YAML, for --head: run the autoscaler on this head.")
 def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
           object_store_memory, node_ip_address, bind_all, token, storage, metrics_export_port,
-          block, autoscaling_config):
+          include_dashboard, dashboard_host, dashboard_port, block, autoscaling_config):
     """Start ember's processes on this machine."""
     if metrics_export_port is not None:  # the raylet reads it (EMBER_<NAME> config)
         os.environ["EMBER_METRICS_EXPORT_PORT"] = str(metrics_export_port)
@@ -107,8 +105,8 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
         raise click.UsageError("--bind-all is for --head; a joining node listens on "
                                "--node-ip-address (default: the default-route IP).")
     autoscaler_config = _autoscaling_config(autoscaling_config, head)
-    resources = _parse_json(resources, "--resources")
-    labels = _parse_json(labels, "--labels")
+    resources = parse_json_object(resources, "--resources")
+    labels = parse_json_object(labels, "--labels")
     try:
         if head:
             node_ip = node_ip_address or (node_mod.default_node_ip() if bind_all
@@ -117,7 +115,9 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
                 object_store_memory=object_store_memory, labels=labels, port=port,
                 node_ip=node_ip, detached=True, storage=storage,
-                gcs_host="0.0.0.0" if bind_all else None, token=token)
+                gcs_host="0.0.0.0" if bind_all else None, token=token,
+                include_dashboard=include_dashboard, dashboard_host=dashboard_host,
+                dashboard_port=dashboard_port)
             gcs_address = procs.gcs_address
         else:
             gcs_address = address
@@ -146,7 +146,9 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
         node_mod.write_current_cluster(gcs_address, procs.session_dir)
         listening = ("The GCS listens on every interface (--bind-all).\n"
                      if bind_all else "")
-        click.echo(f"ember started a head node at {gcs_address}.\n" + listening
+        dashboard = (f"View the dashboard at http://{procs.dashboard_url}\n"
+                     if procs.dashboard_url else "")
+        click.echo(f"ember started a head node at {gcs_address}.\n" + dashboard + listening
                    + _join_instructions(gcs_address, node_mod.default_node_ip(),
                                         auth.token_path(procs.session_dir)) +
                    "To connect a driver on this machine:\n"
@@ -290,6 +292,8 @@ def down(cluster_config):
 
 
 observability_commands.register(main)
+main.add_command(job_cli.job)
+main.add_command(job_cli.dashboard)
 
 if __name__ == "__main__":
     main()

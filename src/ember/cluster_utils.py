@@ -49,9 +49,10 @@ logger = logging.getLogger(__name__)
 #: Arguments of ``add_node`` that ember maps onto its node settings.
 _NODE_ARGS = {"num_cpus", "num_gpus", "resources", "memory", "_memory",
               "object_store_memory", "labels", "node_ip_address"}
+#: Arguments of the head's ``add_node`` for its dashboard (off unless include_dashboard=True).
+_DASHBOARD_ARGS = {"include_dashboard", "dashboard_host", "dashboard_port"}
 #: Ray-only knobs that ``add_node`` accepts and ignores, so Ray test code runs unchanged.
-_IGNORED_ARGS = {"_system_config", "include_dashboard", "dashboard_host", "dashboard_port",
-                 "node_name", "min_worker_port", "max_worker_port", "redis_port",
+_IGNORED_ARGS = {"_system_config", "node_name", "min_worker_port", "max_worker_port", "redis_port",
                  "dashboard_agent_listen_port", "enable_object_reconstruction"}
 
 
@@ -193,10 +194,11 @@ class Cluster:
         """Start a node: the head (GCS and raylet) if there is none, else a raylet joining it.
 
         ``node_args``: num_cpus, num_gpus, resources, memory, object_store_memory,
-        labels, node_ip_address. With ``wait``, return once the GCS lists the
+        labels, node_ip_address; for the head, include_dashboard (default False:
+        test clusters start many heads), dashboard_host, dashboard_port. With ``wait``, return once the GCS lists the
         node as alive.
         """
-        unknown = set(node_args) - _NODE_ARGS - _IGNORED_ARGS
+        unknown = set(node_args) - _NODE_ARGS - _DASHBOARD_ARGS - _IGNORED_ARGS
         if unknown:
             raise TypeError(f"add_node() got unsupported argument(s) {sorted(unknown)}; "
                             f"ember supports {sorted(_NODE_ARGS)}.")
@@ -210,7 +212,10 @@ class Cluster:
                         labels=node_args.get("labels"),
                         node_ip=node_args.get("node_ip_address") or "127.0.0.1")
         if self.head_node is None:
-            processes = node_mod.start_head(detached=False, **settings)
+            processes = node_mod.start_head(
+                detached=False, include_dashboard=bool(node_args.get("include_dashboard")),
+                dashboard_host=node_args.get("dashboard_host") or "127.0.0.1",
+                dashboard_port=node_args.get("dashboard_port"), **settings)
             node = ClusterNode(processes, True, node_args)
             self.head_node = node
         else:

@@ -12,14 +12,18 @@ given it. A head started by ``init()`` listens on 127.0.0.1 only.
 
 Why the GCS and the raylet start in parallel: each takes ~50 ms of Python
 start-up. The GCS port is chosen up front so the raylet can be told it, and
-the raylet retries its connection until the GCS listens.
+the raylet retries its connection until the GCS listens. The head's
+dashboard (``ember.dashboard``) starts in parallel too, its port chosen up
+front (8265, else the next free one), so nothing waits for it to listen.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +32,7 @@ import time
 
 import uvloop
 
-from . import rpc
+from . import dashboard, rpc
 from .config import config
 from .object_store import spill
 from .protocol import gcs as gcs_msg
@@ -51,8 +55,11 @@ class NodeProcesses:
     #: of its own): then stopping them ends the session and its spill files go.
     owns_session: bool = True
 
+    #: The head's dashboard, e.g. "127.0.0.1:8265" (as Ray reports it), or None.
+    dashboard_url: str | None = None
+
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the raylet first (it stops its workers), then the GCS.
+        """SIGTERM the dashboard and the raylet first (it stops its workers), then the GCS.
 
         A raylet removes its spill files as it stops; one that had to be
         killed cannot, so the session's owner sweeps the spill directory last.
@@ -163,14 +170,19 @@ def _log_path(session_dir: str, name: str) -> str:
     return os.path.join(session_dir, "logs", name)
 
 
-def _spawn(args: list[str], session_dir: str, name: str, detached: bool) -> subprocess.Popen:
+def _spawn(args: list[str], session_dir: str, name: str, detached: bool,
+           niceness: int = 0, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """Start ``python -m ARGS``; with ``niceness``, at that lower priority (via nice(1),
+    which execs it: the pid and command line stay the daemon's)."""
     out = open(_log_path(session_dir, name + ".out"), "ab")
+    nice = ["nice", "-n", str(niceness)] if niceness and shutil.which("nice") else []
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", *args, "--log-file", _log_path(session_dir, name + ".log")]
+            nice + [sys.executable, "-m", *args, "--log-file", _log_path(session_dir, name + ".log")]
             + ([] if detached else ["--die-with-parent"]),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=detached, close_fds=True, env=auth.child_env(session_dir))
+            start_new_session=detached, close_fds=True, pass_fds=pass_fds,
+            env=auth.child_env(session_dir))
     finally:
         out.close()
 
@@ -197,15 +209,77 @@ def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources:
     return proc, node_id, socket_path
 
 
+def dashboard_available() -> bool:
+    """Whether the dashboard can run here: it needs aiohttp (``pip install ember[dashboard]``)."""
+    import importlib.util
+    return importlib.util.find_spec("aiohttp") is not None
+
+
+def listen_for_dashboard(host: str, port: int) -> socket.socket:
+    """A socket listening on ``port`` at ``host``, else on the next free port (as Ray
+    does); 0 means any free port.
+
+    Bound by the head and handed to the dashboard process (``--fd``): the port
+    is taken from the moment it is chosen, so two heads starting at once
+    cannot both pick it while their dashboards import aiohttp, and a request
+    that comes before the dashboard is ready waits in the backlog instead of
+    being refused. SO_REUSEADDR as aiohttp sets it: a port whose last
+    connections are in TIME_WAIT is free.
+    """
+    bind_host = "" if host in ("0.0.0.0", "::") else host
+    for candidate in ([0] if port == 0 else range(port, min(port + 100, 65536))):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind_host, candidate))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise OSError(f"No free port for the dashboard on {host} from {port} to {port + 99}.")
+
+
+def start_dashboard(*, session_dir: str, gcs_address: str, node_ip: str, host: str,
+                    port: int, detached: bool) -> tuple[subprocess.Popen, str]:
+    """Start the dashboard process; return it and its URL as Ray reports it ("ip:port").
+
+    The port is bound here (:func:`listen_for_dashboard`), so the URL is known,
+    and good, before the process runs; the URL (with its scheme) goes to
+    ``<session_dir>/dashboard_url``.
+
+    Why at nice 10: its start-up (Python, ember, aiohttp: about half a CPU
+    second) would otherwise compete with the GCS's and the raylet's on a small
+    machine and delay ``ember.init()``; the dashboard is an observer, so it
+    yields the CPU to the processes that run the cluster.
+    """
+    with listen_for_dashboard(host, port) as sock:
+        port = sock.getsockname()[1]
+        proc = _spawn(["ember.dashboard", "--gcs-address", gcs_address, "--session-dir",
+                       session_dir, "--node-ip", node_ip, "--host", host, "--port", str(port),
+                       "--fd", str(sock.fileno())],
+                      session_dir, "dashboard", detached, niceness=10,
+                      pass_fds=(sock.fileno(),))
+    url = f"{node_ip if host in ('0.0.0.0', '::') else host}:{port}"
+    with open(os.path.join(session_dir, dashboard.URL_FILE), "w") as f:
+        f.write(f"http://{url}\n")
+    return proc, url
+
+
 def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
                object_store_memory=None, labels=None, port: int = 0,
                node_ip: str = "127.0.0.1", detached: bool = False,
                storage: str | None = None, gcs_host: str | None = None,
-               token: str | None = None) -> NodeProcesses:
+               token: str | None = None, include_dashboard: bool | None = False,
+               dashboard_host: str = "127.0.0.1",
+               dashboard_port: int | None = None) -> NodeProcesses:
     """Start a GCS and a raylet; they listen on ``node_ip`` (the GCS on ``gcs_host``).
 
     The cluster token is ``token``, else ``EMBER_AUTH_TOKEN``, else a new
     random one; it is stored in the session directory and this process uses it.
+
+    ``include_dashboard``: True starts the dashboard (an error without
+    aiohttp), None starts it if aiohttp is installed, False does not.
     """
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=True)
@@ -221,9 +295,24 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
     raylet_proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
         labels=labels, object_store_memory=store, is_head=True, detached=detached)
-    # Raylet first in the list: it is stopped first, so it can stop its workers.
+    processes = [raylet_proc, gcs_proc]
+    dashboard_url = None
+    if include_dashboard is None and not dashboard_available():
+        logging.getLogger("ember").info(
+            "Not starting the dashboard: it needs aiohttp (pip install 'ember[dashboard]').")
+    elif include_dashboard is not False:
+        if not dashboard_available():
+            raise ValueError("include_dashboard=True needs aiohttp: "
+                             "pip install 'ember[dashboard]'.")
+        dashboard_proc, dashboard_url = start_dashboard(
+            session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip,
+            host=dashboard_host or "127.0.0.1",
+            port=dashboard.DEFAULT_PORT if dashboard_port is None else dashboard_port,
+            detached=detached)
+        processes.insert(0, dashboard_proc)
+    # Raylet before the GCS in the list: it is stopped first, so it can stop its workers.
     return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip,
-                         [raylet_proc, gcs_proc])
+                         processes, dashboard_url=dashboard_url)
 
 
 def start_monitor(session_dir: str, gcs_address: str, config_path: str,
@@ -255,6 +344,12 @@ def _current_cluster_record() -> list[str]:
 def read_current_cluster() -> str | None:
     record = _current_cluster_record()
     return (record[0] or None) if record else None
+
+
+def read_current_session_dir() -> str | None:
+    """The session directory of the cluster ``ember start`` recorded, if any."""
+    record = _current_cluster_record()
+    return (record[1] or None) if len(record) > 1 else None
 
 
 def find_token(gcs_address: str) -> str | None:
@@ -386,7 +481,7 @@ def gcs_startup_error(session_dir: str) -> str:
 
 #: Command-line markers of ember's daemon processes, for `ember stop`.
 PROCESS_MARKERS = ("ember.gcs", "ember.raylet", "ember.core_worker.worker_main",
-                   "ember.core_worker.zygote", "ember.autoscaler.monitor")
+                   "ember.core_worker.zygote", "ember.autoscaler.monitor", "ember.dashboard")
 
 
 def find_ember_processes(temp_dir: str | None = None) -> list:
@@ -424,7 +519,8 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
     """
     import psutil
     procs = find_ember_processes(None if everywhere else config.temp_dir)
-    order = {m: i for i, m in enumerate(("ember.autoscaler.monitor", "ember.raylet",
+    order = {m: i for i, m in enumerate(("ember.autoscaler.monitor", "ember.dashboard",
+                                          "ember.raylet",
                                           "ember.core_worker.zygote",
                                           "ember.core_worker.worker_main", "ember.gcs"))}
 

@@ -242,21 +242,18 @@ def merge(parent: dict, child: dict) -> dict:
 def resolve(core, runtime_env: dict | None, parent: str, what: str) -> str:
     """The wire form of ``runtime_env`` merged over ``parent`` (a wire form).
 
-    Local directories are packaged and uploaded here; errors name ``what``.
-    An absent or empty env inherits the parent's unchanged.
+    Local directories are packaged and uploaded to the GCS here; errors name
+    ``what``. An absent or empty env inherits the parent's unchanged.
     """
     if not runtime_env:
         return parent
+    runtime_env = with_packages(runtime_env, lambda uri, data: _upload(core, uri, data), what)
     own: dict = {}
     if runtime_env.get("env_vars"):
         own["env_vars"] = dict(runtime_env["env_vars"])
-    excludes = tuple(runtime_env.get("excludes") or ())
-    if runtime_env.get("working_dir") is not None:
-        own["working_dir"] = _package_uri(core, runtime_env["working_dir"], "working_dir",
-                                          excludes, what)
-    if runtime_env.get("py_modules") is not None:
-        own["py_modules"] = [_package_uri(core, module, "py_modules", excludes, what)
-                             for module in runtime_env["py_modules"]]
+    for field in ("working_dir", "py_modules"):
+        if runtime_env.get(field) is not None:
+            own[field] = runtime_env[field]
     if runtime_env.get("config"):
         own["config"] = dict(runtime_env["config"])
     hook = runtime_env.get("worker_process_setup_hook")
@@ -264,6 +261,25 @@ def resolve(core, runtime_env: dict | None, parent: str, what: str) -> str:
         own["worker_process_setup_hook"] = hook if isinstance(hook, str) else \
             _pickled_hook_uri(core, hook, what)
     return encode(merge(decode(parent), own))
+
+
+def with_packages(runtime_env: dict, upload, what: str) -> dict:
+    """A copy of ``runtime_env`` whose local working_dir and py_modules are package URIs.
+
+    Each package is zipped once and handed to ``upload(uri, make_data)``,
+    which stores ``make_data()`` under ``uri`` unless it is there already: the
+    GCS directly from a driver, or the dashboard's HTTP API from
+    ``JobSubmissionClient``. URIs given are kept as they are.
+    """
+    packaged = dict(runtime_env)
+    excludes = tuple(runtime_env.get("excludes") or ())
+    if runtime_env.get("working_dir") is not None:
+        packaged["working_dir"] = _package_uri(runtime_env["working_dir"], "working_dir",
+                                               excludes, what, upload)
+    if runtime_env.get("py_modules") is not None:
+        packaged["py_modules"] = [_package_uri(module, "py_modules", excludes, what, upload)
+                                  for module in runtime_env["py_modules"]]
+    return packaged
 
 
 # --- packages -----------------------------------------------------------------------
@@ -300,7 +316,7 @@ def kv_key(uri: str) -> bytes:
 _known_packages: dict[tuple, tuple] = {}
 
 
-def _package_uri(core, location, kind: str, excludes: tuple, what: str) -> str:
+def _package_uri(location, kind: str, excludes: tuple, what: str, upload) -> str:
     """Package ``location`` (unless it is a URI already), upload it once, return its URI."""
     if isinstance(location, types.ModuleType):
         location = location.__file__
@@ -329,8 +345,8 @@ def _package_uri(core, location, kind: str, excludes: tuple, what: str) -> str:
     else:
         uri, data = _zip(files, kind, f"{what}: {field} {location!r}")
         _known_packages[cache_key] = (fingerprint, uri)
-    _upload(core, uri, lambda: data if data is not None else
-            _zip(files, kind, f"{what}: {field} {location!r}")[1])
+    upload(uri, lambda: data if data is not None else
+           _zip(files, kind, f"{what}: {field} {location!r}")[1])
     return uri
 
 

@@ -7,11 +7,13 @@ messages that name what was wrong), then hand the work to this process's
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import sys
 import time
 
+from . import dashboard
 from . import node as node_mod
 from . import options as opts
 from . import runtime_env as runtime_env_mod
@@ -30,6 +32,8 @@ from .protocol import gcs as gcs_msg
 logger = logging.getLogger("ember")
 
 _local_node: node_mod.NodeProcesses | None = None
+#: Set by a job's supervisor (ember.dashboard.job_supervisor): the job's resolved runtime_env.
+ENV_JOB_RUNTIME_ENV = "EMBER_JOB_RUNTIME_ENV"
 
 
 class EmberContext(dict):
@@ -38,7 +42,7 @@ class EmberContext(dict):
     def __init__(self, address_info: dict):
         super().__init__(address_info)
         self.address_info = address_info
-        self.dashboard_url = None
+        self.dashboard_url = address_info.get("webui_url")
         self.python_version = ".".join(map(str, sys.version_info[:3]))
         self.ray_version = self.ember_version = __version__
 
@@ -68,6 +72,12 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     ``address``: None starts a new local cluster (unless ``EMBER_ADDRESS`` is set);
     "auto" connects to the cluster started by ``ember start`` on this machine;
     "host:port" connects to the GCS at that address.
+
+    ``include_dashboard``: a new local cluster starts the dashboard (the Jobs
+    API, ``ember.dashboard``) unless False; None starts it if aiohttp is
+    installed. ``dashboard_host`` / ``dashboard_port`` (127.0.0.1, 8265 or the
+    next free port) say where; the returned context's ``dashboard_url`` says
+    where it went.
     """
     global _local_node
     if is_initialized():
@@ -96,6 +106,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                        "starting a normal local cluster instead.")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {type(namespace).__name__}.")
+    if runtime_env is None and os.environ.get(ENV_JOB_RUNTIME_ENV):
+        # A driver started by the Jobs API runs in its job's env (packages already in the GCS).
+        runtime_env = json.loads(os.environ[ENV_JOB_RUNTIME_ENV])
     opts.validate({"runtime_env": runtime_env},
                   {"runtime_env": opts.COMMON_OPTIONS["runtime_env"]}, "ember.init()")
     if configure_logging:
@@ -124,7 +137,10 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         node_ip = _node_ip_address or "127.0.0.1"
         _local_node = node_mod.start_head(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=_memory,
-            object_store_memory=object_store_memory, labels=labels, node_ip=node_ip)
+            object_store_memory=object_store_memory, labels=labels, node_ip=node_ip,
+            include_dashboard=include_dashboard,
+            dashboard_host=kwargs.get("dashboard_host") or "127.0.0.1",
+            dashboard_port=kwargs.get("dashboard_port"))
         session_dir, node_id = _local_node.session_dir, _local_node.node_id
         raylet_socket, gcs_address = _local_node.raylet_socket, _local_node.gcs_address
 
@@ -146,6 +162,14 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         raise
     atexit.register(shutdown)
     return EmberContext(_address_info(core))
+
+
+def _dashboard_url(session_dir: str) -> str | None:
+    """The head's dashboard as Ray reports it ("ip:port"), when this machine runs the head."""
+    if _local_node is not None:
+        return _local_node.dashboard_url
+    url = dashboard.read_url(session_dir)
+    return url.partition("://")[2] if url else None
 
 
 def _configure_logging(level, fmt) -> None:
@@ -211,7 +235,8 @@ def _find_local_node(gcs_address: str):
 def _address_info(core) -> dict:
     return {"node_ip_address": core.node_ip, "gcs_address": core.gcs_address,
             "address": core.gcs_address, "session_dir": core.session_dir,
-            "node_id": core.node_id.hex(), "raylet_socket_name": core.raylet_socket}
+            "node_id": core.node_id.hex(), "raylet_socket_name": core.raylet_socket,
+            "webui_url": _dashboard_url(core.session_dir)}
 
 
 def shutdown(_exiting_interpreter: bool = False) -> None:

@@ -205,7 +205,9 @@ class CoreWorker:
                 driver_pid=os.getpid(), driver_address=self.address,
                 namespace=job_config["namespace"],
                 code_search_path=job_config["code_search_path"],
-                entrypoint=" ".join(sys.argv))
+                entrypoint=" ".join(sys.argv),
+                # Set by the Jobs API's supervisor (ember.dashboard.job_supervisor).
+                submission_id=os.environ.get("EMBER_JOB_SUBMISSION_ID", ""))
             reply = await self.gcs.call(registration)
             self.job_id = reply.job_id
             self.namespace = job_config["namespace"]

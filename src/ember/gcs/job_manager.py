@@ -89,7 +89,7 @@ class JobManager:
         info = msg.JobInfo(job_id=job_id, driver_pid=req.driver_pid,
                            driver_address=req.driver_address, namespace=req.namespace,
                            code_search_path=req.code_search_path, start_time=time.time(),
-                           entrypoint=req.entrypoint)
+                           entrypoint=req.entrypoint, submission_id=req.submission_id)
         self.jobs[job_id] = info
         conn.peer = ("job", job_id)
         await self._store.put(TABLE, job_id, msgspec.msgpack.encode(info))

@@ -61,6 +61,53 @@ def worker_log_name(worker_id: bytes, suffix: str = "out") -> str:
     return f"worker-{worker_id.hex()[:12]}.{suffix}"
 
 
+class LogFollower:
+    """Reads one log file: its last lines, then whatever is appended after.
+
+    ``read(offset, tail)`` fetches a piece of the file (a ReadLogFileReply;
+    see :func:`remote_reader`): with ``offset`` < 0 its last ``tail`` lines,
+    else what follows ``offset``. The reading is split from the waiting so
+    that a blocking reader (:func:`read_lines`, ``ember logs --follow``) and an
+    asynchronous one (the dashboard's ``/api/v0/logs/file``, which must not
+    hold a thread per open stream) share it: each calls :meth:`poll` and waits
+    its own way between. Raises FileNotFoundError with the node's reason.
+    """
+
+    def __init__(self, read):
+        self._read = read
+        self._offset = 0
+        self._partial = b""
+
+    def _fetch(self, offset: int, tail: int):
+        reply = self._read(offset, tail)
+        if reply.error:
+            raise FileNotFoundError(reply.error)
+        self._offset = reply.offset
+        return reply.data
+
+    def last_lines(self, tail: int = 1000) -> list[str]:
+        """The last ``tail`` lines (all if tail < 0, none if 0); moves to the end."""
+        data = self._fetch(-1, tail)
+        return data.decode(errors="replace").splitlines()
+
+    def poll(self) -> list[str]:
+        """The complete lines appended since the last call (a partial last line waits)."""
+        self._partial += self._fetch(self._offset, 0)
+        *lines, self._partial = self._partial.split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
+
+    def close(self) -> None:
+        """Nothing is held open between reads (each is one request to the node)."""
+
+
+def remote_reader(node_info, name: str, timeout: float = 30):
+    """The ``read`` of a :class:`LogFollower` of file ``name`` on the node, through its
+    raylet. Blocking: call it off an event loop (``asyncio.to_thread``)."""
+    def read(offset: int, tail: int):
+        return run(_ask, node_info, rl.ReadLogFile(name, offset, tail), timeout)
+    return read
+
+
 def read_lines(node_info, name: str, tail: int = 1000, follow: bool = False,
                interval: float = 0.5, timeout: float = 30):
     """The last ``tail`` lines of log file ``name`` on the node (all if tail < 0), then,
@@ -68,24 +115,10 @@ def read_lines(node_info, name: str, tail: int = 1000, follow: bool = False,
 
     Raises FileNotFoundError (with the raylet's reason) if there is no such file.
     """
-    reply = run(_ask, node_info, rl.ReadLogFile(name, -1, tail), timeout)
-    if reply.error:
-        raise FileNotFoundError(reply.error)
-    partial = b""
-    while True:
-        lines = (partial + reply.data).split(b"\n")
-        partial = lines.pop()  # "" after a complete line; else a line still being written
-        for line in lines:
-            yield line.decode(errors="replace")
-        if not follow:
-            if partial:
-                yield partial.decode(errors="replace")
-            return
-        offset = reply.offset
-        while True:
+    follower = LogFollower(remote_reader(node_info, name, timeout))
+    yield from follower.last_lines(tail)
+    while follow:
+        lines = follower.poll()
+        yield from lines
+        if not lines:
             time.sleep(interval)
-            reply = run(_ask, node_info, rl.ReadLogFile(name, offset), timeout)
-            if reply.error:
-                raise FileNotFoundError(reply.error)
-            if reply.data:
-                break

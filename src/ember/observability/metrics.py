@@ -68,9 +68,10 @@ class NodeMetrics:
         self._loop = None
         self._server = None
         self.port = None
+        psutil.cpu_percent(None)  # the first reading starts the interval
 
     def handlers(self):
-        return {pm.ReportMetrics: self.report}
+        return {pm.ReportMetrics: self.report, pm.GetSystemMetrics: self.system_metrics}
 
     def report(self, conn, req: pm.ReportMetrics) -> None:
         with self._lock:
@@ -103,7 +104,6 @@ class NodeMetrics:
         with open(path + ".tmp", "w") as f:
             f.write(f"{self.node_ip}:{self.port}")
         os.replace(path + ".tmp", path)
-        psutil.cpu_percent(None)  # the first reading starts the interval
         logger.info("metrics at http://%s:%d/metrics", self.node_ip, self.port)
         return self.port
 
@@ -119,8 +119,18 @@ class NodeMetrics:
 
     # --- collecting (the loop) -----------------------------------------------------------------
 
-    async def snapshot(self) -> dict:
-        """System metric values now, as ``{name: (kind, description, [(labels, value)])}``."""
+    async def system_metrics(self, conn, req: pm.GetSystemMetrics) -> pm.GetSystemMetricsReply:
+        """The node's own system metrics (not the head's cluster-wide counts: the
+        dashboard asks the GCS for those itself)."""
+        snapshot = await self.snapshot(cluster_counts=False)
+        return pm.GetSystemMetricsReply([
+            pm.MetricSample(name, tuple(sorted((k, str(v)) for k, v in labels.items())),
+                            float(value))
+            for name, (_, _, rows) in snapshot.items() for labels, value in rows])
+
+    async def snapshot(self, cluster_counts: bool = True) -> dict:
+        """System metric values now, as ``{name: (kind, description, [(labels, value)])}``;
+        on the head with ``cluster_counts``, also tasks and actors by state."""
         vm = psutil.virtual_memory()
         store = self._store.debug_state()
         stats = store.get("stats", store)
@@ -153,7 +163,7 @@ class NodeMetrics:
                 for state, value in (("AVAILABLE", available.get(name, 0.0)),
                                      ("USED", total[name] - available.get(name, 0.0)))]),
         }
-        if self.gcs is not None and self.gcs.connected:
+        if cluster_counts and self.gcs is not None and self.gcs.connected:
             out.update(await self._cluster_counts())
         return out
 

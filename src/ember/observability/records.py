@@ -45,8 +45,9 @@ def job(info) -> JobState:
         status = "SUCCEEDED"
     driver = info.driver_address
     return JobState(
-        job_id=info.job_id.hex(), submission_id=None, entrypoint=info.entrypoint,
-        type="DRIVER", status=status, message=None, error_type=None,
+        job_id=info.job_id.hex(), submission_id=info.submission_id or None,
+        entrypoint=info.entrypoint, type="SUBMISSION" if info.submission_id else "DRIVER",
+        status=status, message=None, error_type=None,
         driver_info={"id": driver.worker_id.hex(), "node_ip_address": driver.ip,
                      "pid": str(info.driver_pid)},
         start_time=_ms(info.start_time), end_time=_ms(info.end_time), metadata={},

@@ -36,6 +36,8 @@ class JobInfo(msgspec.Struct, array_like=True, gc=False):
     end_time: float = 0.0
     is_dead: bool = False
     entrypoint: str = ""
+    #: The Jobs API submission this driver runs for ("" for a driver started by hand).
+    submission_id: str = ""
 
 
 # --- nodes ------------------------------------------------------------------
@@ -106,6 +108,8 @@ class RegisterJob(Message):
     entrypoint: str = ""
     #: Set when a driver reconnects to a restarted GCS: take up this job again.
     job_id: bytes = b""
+    #: The Jobs API submission the driver runs for (its EMBER_JOB_SUBMISSION_ID), or "".
+    submission_id: str = ""
 
 
 class RegisterJobReply(Message):

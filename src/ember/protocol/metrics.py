@@ -42,3 +42,13 @@ class ReportMetrics(Message):
     worker_id: bytes
     definitions: list[MetricDefinition]
     samples: list[MetricSample]
+
+
+class GetSystemMetrics(Message):
+    """A node's system metrics now, as its ``/metrics`` exports them (the dashboard's
+    charts sample them; the endpoint itself need not be enabled)."""
+
+
+class GetSystemMetricsReply(Message):
+    #: One sample per (metric, label set); ``tags`` are the Prometheus labels.
+    samples: list[MetricSample]

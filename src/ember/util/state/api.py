@@ -11,6 +11,7 @@ Works from a driver, inside tasks and actors, and from any process that passes
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 from ...observability import cluster, logs as logfiles, records, summary
@@ -267,9 +268,28 @@ def get_log(address=None, node_id: str | None = None, node_ip: str | None = None
             encoding: str = "utf-8", errors: str = "strict", submission_id=None,
             attempt_number: int = 0, _interval=None):
     """The lines of one log file: by name, or the worker log of an actor, a task or a pid."""
+    info, name = find_log_file(address, node_id, node_ip, filename, actor_id, task_id, pid,
+                               timeout, suffix, attempt_number)
+    yield from logfiles.read_lines(info, name, tail, follow, timeout=timeout)
+
+
+def find_log_file(address=None, node_id: str | None = None, node_ip: str | None = None,
+                  filename: str | None = None, actor_id: str | None = None,
+                  task_id: str | None = None, pid: int | None = None,
+                  timeout: int = DEFAULT_RPC_TIMEOUT, suffix: str = "out",
+                  attempt_number: int = 0) -> tuple:
+    """The node and the name of the log file :func:`get_log` reads (the dashboard
+    streams it too), checked to exist there.
+
+    ``filename`` must name a file of the node's log directory itself: the
+    dashboard passes it from a URL, and no name may reach outside that
+    directory."""
     if not (filename or actor_id or task_id or pid):
         raise ValueError("None of filename, actor_id, task_id or pid is given; one of them "
                          "names the log to read.")
+    if filename and (os.path.basename(filename) != filename or filename in (".", "..")):
+        raise ValueError(f"Invalid log file name {filename!r}: give a name from list_logs, "
+                         "without a directory.")
     worker_id = None
     if actor_id:
         actor = get_actor(actor_id, address, timeout)
@@ -291,13 +311,12 @@ def get_log(address=None, node_id: str | None = None, node_ip: str | None = None
         worker_id, node_id = bytes.fromhex(found[0].worker_id), found[0].node_id
     info, _ = _node_info(address, node_id, node_ip, timeout)
     name = filename or logfiles.worker_log_name(worker_id, suffix)
-    try:
-        yield from logfiles.read_lines(info, name, tail, follow, timeout=timeout)
-    except FileNotFoundError:
-        known = sorted(n for names in logfiles.list_files(info, timeout=timeout).values()
-                       for n in names)
+    known = sorted(n for names in logfiles.list_files(info, timeout=timeout).values()
+                   for n in names)
+    if name not in known:
         raise ValueError(f"No log file {name!r} on node {info.node_id.hex()}; files there: "
-                         f"{', '.join(known)}.") from None
+                         f"{', '.join(known)}.")
+    return info, name
 
 
 def _actor_worker(address, actor_id: str, timeout) -> bytes:
