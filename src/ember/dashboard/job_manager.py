@@ -32,11 +32,15 @@ import logging
 import os
 import time
 
+import ember
+
 from .. import runtime_env as runtime_env_mod
 from ..job_submission.models import (BadRequest, DriverInfo, JobDetails, JobInfo, JobStatus,
                                      JobSubmitRequest, new_submission_id)
 from ..protocol import gcs as gcs_msg
 from ..rpc.reconnecting import ReconnectingClient
+from ..scheduling_strategies import NodeAffinitySchedulingStrategy
+from ..util.state import api as state_api
 from .job_store import JobStore
 from .job_supervisor import JobSupervisor, log_file_name
 
@@ -63,7 +67,7 @@ class JobManager:
         self._gcs = ReconnectingClient(gcs_address, {}, name="gcs")
         self.store = JobStore(self._gcs.call)
         self._ember = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ember")
-        self._ember_module = None  # ember, once this process is a driver
+        self._is_driver = False  # whether this process called ember.init(); ember thread
         #: submission id -> (supervisor handle, ObjectRef of its run()); ember thread only.
         self._running: dict[str, tuple] = {}
         #: Supervisors killed on purpose (a stop while PENDING); ember thread only.
@@ -193,8 +197,6 @@ class JobManager:
 
     async def remote_log(self, job: JobDetails) -> bytes:
         """The whole log of a job whose entrypoint ran on another node (via its raylet)."""
-        from ..util.state import api as state_api
-
         def read() -> bytes:
             lines = state_api.get_log(address=self._gcs_address, node_id=job.driver_node_id,
                                       filename=log_file_name(job.submission_id),
@@ -241,17 +243,16 @@ class JobManager:
         return await self._loop.run_in_executor(self._ember, fn, *args)
 
     def _driver(self):
-        if self._ember_module is None:
-            import ember
+        """ember, with this process its driver (connected at the first call)."""
+        if not self._is_driver:
             ember.init(address=self._gcs_address, namespace=SUPERVISOR_NAMESPACE,
                        log_to_driver=False, configure_logging=False)
-            self._ember_module = ember
-        return self._ember_module
+            self._is_driver = True
+        return ember
 
     def _start_supervisor(self, submission_id: str, request: JobSubmitRequest,
                           runtime_env: dict) -> None:
         ember = self._driver()
-        from ..scheduling_strategies import NodeAffinitySchedulingStrategy
         wants_resources = any((request.entrypoint_num_cpus, request.entrypoint_num_gpus,
                                request.entrypoint_memory, request.entrypoint_resources))
         options = dict(
@@ -309,7 +310,6 @@ class JobManager:
             self._watching = False
 
     def _settle_ended_supervisors(self) -> None:
-        ember = self._ember_module
         refs = {ref: sid for sid, (_, ref) in self._running.items()}
         ready, _ = ember.wait(list(refs), num_returns=len(refs), timeout=0.2)
         for ref in ready:
@@ -361,8 +361,8 @@ class JobManager:
         return True
 
     def debug_state(self) -> dict:
-        return {"supervisors_watched": len(self._running), "driver": self._ember_module
-                is not None, "gcs": self._gcs.debug_state()}
+        return {"supervisors_watched": len(self._running), "driver": self._is_driver,
+                "gcs": self._gcs.debug_state()}
 
 
 def _with_driver(job: JobDetails, drivers: dict) -> JobDetails:

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .. import dashboard, node
 from .. import runtime_env as runtime_env_mod
 from ..rpc import auth
 from .models import JobDetails, JobStatus
@@ -52,7 +53,6 @@ def resolve_address(address: str | None) -> str:
 
 def _local_dashboard() -> str | None:
     """The dashboard of the cluster ``ember start`` recorded on this machine, if any."""
-    from .. import dashboard, node
     session_dir = node.read_current_session_dir()
     return dashboard.read_url(session_dir) if session_dir else None
 
