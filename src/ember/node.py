@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import json
 import logging
 import os
@@ -211,8 +212,10 @@ def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources:
 
 def dashboard_available() -> bool:
     """Whether the dashboard can run here: it needs aiohttp (``pip install ember[dashboard]``)."""
-    import importlib.util
-    return importlib.util.find_spec("aiohttp") is not None
+    try:
+        return importlib.util.find_spec("aiohttp") is not None
+    except ValueError:  # sys.modules["aiohttp"] is None: imports of it are blocked
+        return False
 
 
 def listen_for_dashboard(host: str, port: int) -> socket.socket:
@@ -241,19 +244,20 @@ def listen_for_dashboard(host: str, port: int) -> socket.socket:
 
 
 def start_dashboard(*, session_dir: str, gcs_address: str, node_ip: str, host: str,
-                    port: int, detached: bool) -> tuple[subprocess.Popen, str]:
-    """Start the dashboard process; return it and its URL as Ray reports it ("ip:port").
+                    sock: socket.socket, detached: bool) -> tuple[subprocess.Popen, str]:
+    """Start the dashboard process on ``sock``; return it and its URL as Ray reports
+    it ("ip:port").
 
-    The port is bound here (:func:`listen_for_dashboard`), so the URL is known,
-    and good, before the process runs; the URL (with its scheme) goes to
-    ``<session_dir>/dashboard_url``.
+    The socket is bound before (:func:`listen_for_dashboard`), so the URL is
+    known, and good, before the process runs; the URL (with its scheme) goes to
+    ``<session_dir>/dashboard_url``. ``sock`` is closed here: the process has it.
 
     Why at nice 10: its start-up (Python, ember, aiohttp: about half a CPU
     second) would otherwise compete with the GCS's and the raylet's on a small
     machine and delay ``ember.init()``; the dashboard is an observer, so it
     yields the CPU to the processes that run the cluster.
     """
-    with listen_for_dashboard(host, port) as sock:
+    with sock:
         port = sock.getsockname()[1]
         proc = _spawn(["ember.dashboard", "--gcs-address", gcs_address, "--session-dir",
                        session_dir, "--node-ip", node_ip, "--host", host, "--port", str(port),
@@ -283,6 +287,20 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
     """
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=True)
+    if include_dashboard and not dashboard_available():  # before any process starts
+        raise ValueError("include_dashboard=True needs aiohttp: "
+                         "pip install 'ember[dashboard]'.")
+    if include_dashboard is None:
+        include_dashboard = dashboard_available()
+        if not include_dashboard:
+            logging.getLogger("ember").info(
+                "Not starting the dashboard: it needs aiohttp "
+                "(pip install 'ember[dashboard]').")
+    dashboard_host = dashboard_host or "127.0.0.1"
+    # Bound first: a port that cannot be had fails the start before any process runs.
+    dashboard_socket = listen_for_dashboard(
+        dashboard_host, dashboard.DEFAULT_PORT if dashboard_port is None else dashboard_port
+    ) if include_dashboard else None
     session_dir = new_session_dir()
     token = token or auth.new_token()
     auth.write_token_file(session_dir, token)
@@ -297,18 +315,10 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
         labels=labels, object_store_memory=store, is_head=True, detached=detached)
     processes = [raylet_proc, gcs_proc]
     dashboard_url = None
-    if include_dashboard is None and not dashboard_available():
-        logging.getLogger("ember").info(
-            "Not starting the dashboard: it needs aiohttp (pip install 'ember[dashboard]').")
-    elif include_dashboard is not False:
-        if not dashboard_available():
-            raise ValueError("include_dashboard=True needs aiohttp: "
-                             "pip install 'ember[dashboard]'.")
+    if dashboard_socket is not None:
         dashboard_proc, dashboard_url = start_dashboard(
             session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip,
-            host=dashboard_host or "127.0.0.1",
-            port=dashboard.DEFAULT_PORT if dashboard_port is None else dashboard_port,
-            detached=detached)
+            host=dashboard_host, sock=dashboard_socket, detached=detached)
         processes.insert(0, dashboard_proc)
     # Raylet before the GCS in the list: it is stopped first, so it can stop its workers.
     return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip,

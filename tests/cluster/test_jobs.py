@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -477,3 +478,26 @@ def test_ember_start_serves_jobs_and_ember_stop_leaves_nothing(cluster, temp_roo
     wait_for_condition(lambda: not job.is_running() or job.status() == psutil.STATUS_ZOMBIE,
                        timeout=30, message="the job's process to end")
     assert "No dashboard found" in ember_cli("dashboard").stderr
+
+
+def test_without_aiohttp_a_head_starts_no_dashboard(cluster, monkeypatch, caplog):
+    cluster.stop()  # one cluster at a time
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if it were not installed
+    with pytest.raises(ValueError, match=r"include_dashboard=True needs aiohttp: pip install "
+                                         r"'ember\[dashboard\]'"):
+        ember.init(num_cpus=1, include_dashboard=True)
+    ember_logger = logging.getLogger("ember")  # it does not propagate to caplog's root
+    ember_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="ember"):
+            ctx = ember.init(num_cpus=1)
+    finally:
+        ember_logger.removeHandler(caplog.handler)
+    try:
+        assert ctx.dashboard_url is None
+        assert dashboard.read_url(ctx["session_dir"]) is None
+        assert "Not starting the dashboard: it needs aiohttp" in caplog.text
+        assert not [p for p in ember.worker._local_node.processes
+                    if "ember.dashboard" in p.args]
+    finally:
+        ember.shutdown()
