@@ -27,6 +27,7 @@ from ember import dashboard
 from ember.cli import main as cli
 from ember.job_submission import JobStatus, JobSubmissionClient
 from ember.node import free_port
+from ember.util.state import list_nodes
 from helpers import wait_for_condition
 
 pytestmark = pytest.mark.timeout(120)
@@ -447,27 +448,46 @@ def test_job_waiting_for_resources_stays_pending_and_can_be_stopped(client):
     assert client.get_job_logs(submission_id) == ""
 
 
+def ember_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ember.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
 @pytest.mark.timeout(180)
 def test_ember_start_serves_jobs_and_ember_stop_leaves_nothing(cluster, temp_root, tmp_path):
-    """`ember start --head` prints the URL, `ember dashboard` finds it, and `ember stop`
-    ends the dashboard and a running job's processes with the rest."""
+    """`ember start --head` prints the URL, `ember dashboard` finds it, a job that asks
+    for a resource runs on the node that has it, and `ember stop` ends the dashboard
+    and a running job's processes with the rest."""
     from helpers import wait_no_ember_processes
     cluster.stop()  # one cluster at a time
-
-    def ember_cli(*args):
-        return subprocess.run([sys.executable, "-m", "ember.cli", *args], capture_output=True,
-                              text=True, timeout=60)
     port = free_port()
-    started = ember_cli("start", "--head", "--port", "0", "--dashboard-port", str(port))
+    started = ember_cli("start", "--head", "--port", str(free_port()), "--num-cpus", "1",
+                        "--dashboard-port", str(port))
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"View the dashboard at http://127.0.0.1:{port}\n" in started.stdout
         assert ember_cli("dashboard").stdout == f"http://127.0.0.1:{port}\n"
-        pid_file = tmp_path / "pid"
+        gcs_address = started.stdout.split("head node at ")[1].split(".\n")[0]
+        joined = ember_cli("start", "--address", gcs_address, "--num-cpus", "1",
+                           "--resources", '{"only_on_the_second_node": 1}')
+        assert joined.returncode == 0, joined.stdout + joined.stderr
         client = JobSubmissionClient()  # finds this machine's cluster's dashboard
         assert client.address == f"http://127.0.0.1:{port}"
-        submission_id = client.submit_job(entrypoint=f"echo $$ > {pid_file}; sleep 300")
-        wait_for_status(client, submission_id, JobStatus.RUNNING)
+
+        there = client.submit_job(entrypoint="echo on the second node",
+                                  entrypoint_resources={"only_on_the_second_node": 1})
+        info = wait_for_status(client, there, JobStatus.SUCCEEDED)
+        second = [n for n in list_nodes(address=gcs_address)
+                  if not n.is_head_node]
+        assert info.driver_node_id == second[0].node_id
+        # Its log is in the second node's session directory, served all the same.
+        head_logs = os.path.join(ember.node.read_current_session_dir(), "logs")
+        assert not os.path.exists(os.path.join(head_logs, f"job-driver-{there}.log"))
+        assert client.get_job_logs(there) == "on the second node\n"
+
+        pid_file = tmp_path / "pid"
+        running = client.submit_job(entrypoint=f"echo $$ > {pid_file}; sleep 300")
+        wait_for_status(client, running, JobStatus.RUNNING)
         wait_for_condition(lambda: pid_file.exists() and pid_file.read_text().strip(),
                            message="the job to start")
         job = psutil.Process(int(pid_file.read_text()))
