@@ -46,7 +46,10 @@ class DashboardCluster:
             ctx = ember.init(num_cpus=2, include_dashboard=True)
             self.url = "http://" + ctx.dashboard_url
             assert dashboard.read_url(ctx["session_dir"]) == self.url
+            # The process starts at the first connection; that one waits and is served.
+            assert ember.worker._local_node.dashboard.process is None
             wait_until_serving(self.url, os.path.basename(ctx["session_dir"]))
+            assert ember.worker._local_node.dashboard.process.poll() is None
         return self.url
 
     def stop(self) -> None:
@@ -375,8 +378,7 @@ def test_a_restarted_dashboard_takes_up_running_jobs(cluster, tmp_path):
     """Kill the dashboard while a job runs: the job goes on, and a new dashboard
     records its end, stops it, or notices its supervisor die."""
     cluster.ensure()
-    head_dashboard = next(p for p in ember.worker._local_node.processes
-                          if "ember.dashboard" in p.args)
+    head_dashboard = ember.worker._local_node.dashboard.process
     client = JobSubmissionClient(cluster.url)
     release = tmp_path / "release"
     finishing = client.submit_job(entrypoint=f"while [ ! -e {release} ]; do sleep 0.05; done")
@@ -517,7 +519,6 @@ def test_without_aiohttp_a_head_starts_no_dashboard(cluster, monkeypatch, caplog
         assert ctx.dashboard_url is None
         assert dashboard.read_url(ctx["session_dir"]) is None
         assert "Not starting the dashboard: it needs aiohttp" in caplog.text
-        assert not [p for p in ember.worker._local_node.processes
-                    if "ember.dashboard" in p.args]
+        assert ember.worker._local_node.dashboard is None
     finally:
         ember.shutdown()
