@@ -115,9 +115,9 @@ def token_middleware(token: bytes):
 
 async def _version(request: web.Request) -> web.Response:
     ctx: DashboardContext = request.app["ctx"]
+    # Exactly Ray's four fields: Ray's client builds its VersionResponse from them.
     return web.json_response({"version": API_VERSION, "ray_version": __version__,
-                              "ember_version": __version__, "ray_commit": "",
-                              "session_name": ctx.session_name})
+                              "ray_commit": "", "session_name": ctx.session_name})
 
 
 async def serve(ctx: DashboardContext, listening_fd: int | None = None) -> None:
