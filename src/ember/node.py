@@ -186,7 +186,8 @@ def _spawn(args: list[str], session_dir: str, name: str, detached: bool,
     nice = ["nice", "-n", str(niceness)] if niceness and shutil.which("nice") else []
     try:
         return subprocess.Popen(
-            nice + [sys.executable, "-m", *args, "--log-file", _log_path(session_dir, name + ".log")]
+            nice + [sys.executable, "-m", *args, "--log-file",
+                    _log_path(session_dir, name + ".log")]
             + ([] if detached else ["--die-with-parent"]),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=detached, close_fds=True, pass_fds=pass_fds,

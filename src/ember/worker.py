@@ -74,9 +74,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
 
     ``include_dashboard``: a new local cluster serves the dashboard (the Jobs
     API, ``ember.dashboard``; its process starts at the first connection)
-    unless False; None serves it if aiohttp is installed. ``dashboard_host`` / ``dashboard_port`` (127.0.0.1, 8265 or the
-    next free port) say where; the returned context's ``dashboard_url`` says
-    where it went.
+    unless False; None serves it if aiohttp is installed. ``dashboard_host``
+    and ``dashboard_port`` (127.0.0.1, 8265 or the next free port) say where;
+    the returned context's ``dashboard_url`` says where it went.
     """
     global _local_node
     if is_initialized():

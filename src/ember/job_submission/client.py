@@ -34,7 +34,8 @@ TIMEOUT_S = 120.0
 
 def resolve_address(address: str | None) -> str:
     """The dashboard URL: ``address``, else ``EMBER_ADDRESS`` / ``RAY_ADDRESS`` if
-    they are http(s) URLs, else this machine's cluster's dashboard, else :data:`DEFAULT_ADDRESS`."""
+    they are http(s) URLs, else this machine's cluster's dashboard, else
+    :data:`DEFAULT_ADDRESS`."""
     if not address:
         for name in ("EMBER_ADDRESS", "RAY_ADDRESS"):
             value = os.environ.get(name, "")
