@@ -127,7 +127,11 @@ class JobSubmissionClient:
 
     async def tail_job_logs(self, job_id: str) -> typing.AsyncIterator[str]:
         """The job's log from its start, chunk by chunk as it is written, until it ends."""
-        import aiohttp
+        try:
+            import aiohttp  # only here: the other calls need no more than urllib
+        except ImportError:
+            raise RuntimeError("Following a job's log needs aiohttp: pip install "
+                               "'ember[dashboard]' (or use get_job_logs).") from None
         self.get_job_info(job_id)  # a clear error for an unknown job, before the upgrade
         url = self._address.replace("http", "ws", 1) + f"/api/jobs/{_quote(job_id)}/logs/tail"
         async with aiohttp.ClientSession(headers=self._headers) as session:
