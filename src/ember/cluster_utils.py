@@ -195,8 +195,8 @@ class Cluster:
 
         ``node_args``: num_cpus, num_gpus, resources, memory, object_store_memory,
         labels, node_ip_address; for the head, include_dashboard (default False:
-        test clusters start many heads), dashboard_host, dashboard_port. With ``wait``, return once the GCS lists the
-        node as alive.
+        test clusters start many heads), dashboard_host, dashboard_port. With
+        ``wait``, return once the GCS lists the node as alive.
         """
         unknown = set(node_args) - _NODE_ARGS - _DASHBOARD_ARGS - _IGNORED_ARGS
         if unknown:

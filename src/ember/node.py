@@ -13,13 +13,16 @@ given it. A head started by ``init()`` listens on 127.0.0.1 only.
 Why the GCS and the raylet start in parallel: each takes ~50 ms of Python
 start-up. The GCS port is chosen up front so the raylet can be told it, and
 the raylet retries its connection until the GCS listens. The head's
-dashboard (``ember.dashboard``) starts in parallel too, its port chosen up
-front (8265, else the next free one), so nothing waits for it to listen.
+dashboard (``ember.dashboard``) has its port bound up front (8265, else the
+next free one); ``ember start`` starts it in parallel, ``init()`` at the
+first connection to it (``dashboard/on_demand.py``), so nothing waits for it.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
+import importlib.util
 import json
 import logging
 import os
@@ -34,6 +37,7 @@ import uvloop
 
 from . import dashboard, rpc
 from .config import config
+from .dashboard.on_demand import DashboardOnDemand
 from .object_store import spill
 from .protocol import gcs as gcs_msg
 from .rpc import auth
@@ -57,6 +61,8 @@ class NodeProcesses:
 
     #: The head's dashboard, e.g. "127.0.0.1:8265" (as Ray reports it), or None.
     dashboard_url: str | None = None
+    #: A head started by init(): its dashboard, started at the first connection.
+    dashboard: DashboardOnDemand | None = None
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the dashboard and the raylet first (it stops its workers), then the GCS.
@@ -64,6 +70,8 @@ class NodeProcesses:
         A raylet removes its spill files as it stops; one that had to be
         killed cannot, so the session's owner sweeps the spill directory last.
         """
+        if self.dashboard is not None:
+            self.dashboard.stop(timeout)
         for proc in self.processes:
             if proc.poll() is None:
                 try:
@@ -178,7 +186,8 @@ def _spawn(args: list[str], session_dir: str, name: str, detached: bool,
     nice = ["nice", "-n", str(niceness)] if niceness and shutil.which("nice") else []
     try:
         return subprocess.Popen(
-            nice + [sys.executable, "-m", *args, "--log-file", _log_path(session_dir, name + ".log")]
+            nice + [sys.executable, "-m", *args, "--log-file",
+                    _log_path(session_dir, name + ".log")]
             + ([] if detached else ["--die-with-parent"]),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=detached, close_fds=True, pass_fds=pass_fds,
@@ -211,8 +220,10 @@ def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources:
 
 def dashboard_available() -> bool:
     """Whether the dashboard can run here: it needs aiohttp (``pip install ember[dashboard]``)."""
-    import importlib.util
-    return importlib.util.find_spec("aiohttp") is not None
+    try:
+        return importlib.util.find_spec("aiohttp") is not None
+    except ValueError:  # sys.modules["aiohttp"] is None: imports of it are blocked
+        return False
 
 
 def listen_for_dashboard(host: str, port: int) -> socket.socket:
@@ -240,30 +251,27 @@ def listen_for_dashboard(host: str, port: int) -> socket.socket:
     raise OSError(f"No free port for the dashboard on {host} from {port} to {port + 99}.")
 
 
-def start_dashboard(*, session_dir: str, gcs_address: str, node_ip: str, host: str,
-                    port: int, detached: bool) -> tuple[subprocess.Popen, str]:
-    """Start the dashboard process; return it and its URL as Ray reports it ("ip:port").
-
-    The port is bound here (:func:`listen_for_dashboard`), so the URL is known,
-    and good, before the process runs; the URL (with its scheme) goes to
-    ``<session_dir>/dashboard_url``.
+def spawn_dashboard(sock: socket.socket, *, session_dir: str, gcs_address: str,
+                    node_ip: str, host: str, detached: bool) -> subprocess.Popen:
+    """Start the dashboard process, serving on ``sock`` (:func:`listen_for_dashboard`).
 
     Why at nice 10: its start-up (Python, ember, aiohttp: about half a CPU
-    second) would otherwise compete with the GCS's and the raylet's on a small
-    machine and delay ``ember.init()``; the dashboard is an observer, so it
-    yields the CPU to the processes that run the cluster.
+    second) would otherwise compete with the cluster's own processes on a
+    small machine; the dashboard is an observer, so it yields the CPU to them.
     """
-    with listen_for_dashboard(host, port) as sock:
-        port = sock.getsockname()[1]
-        proc = _spawn(["ember.dashboard", "--gcs-address", gcs_address, "--session-dir",
-                       session_dir, "--node-ip", node_ip, "--host", host, "--port", str(port),
-                       "--fd", str(sock.fileno())],
-                      session_dir, "dashboard", detached, niceness=10,
-                      pass_fds=(sock.fileno(),))
-    url = f"{node_ip if host in ('0.0.0.0', '::') else host}:{port}"
+    return _spawn(["ember.dashboard", "--gcs-address", gcs_address, "--session-dir",
+                   session_dir, "--node-ip", node_ip, "--host", host,
+                   "--port", str(sock.getsockname()[1]), "--fd", str(sock.fileno())],
+                  session_dir, "dashboard", detached, niceness=10, pass_fds=(sock.fileno(),))
+
+
+def _dashboard_url(sock: socket.socket, host: str, node_ip: str, session_dir: str) -> str:
+    """The dashboard's URL as Ray reports it ("ip:port"); with its scheme, it goes to
+    ``<session_dir>/dashboard_url`` for ``ember dashboard`` and job clients."""
+    url = f"{node_ip if host in ('0.0.0.0', '::') else host}:{sock.getsockname()[1]}"
     with open(os.path.join(session_dir, dashboard.URL_FILE), "w") as f:
         f.write(f"http://{url}\n")
-    return proc, url
+    return url
 
 
 def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
@@ -283,6 +291,20 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
     """
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=True)
+    if include_dashboard and not dashboard_available():  # before any process starts
+        raise ValueError("include_dashboard=True needs aiohttp: "
+                         "pip install 'ember[dashboard]'.")
+    if include_dashboard is None:
+        include_dashboard = dashboard_available()
+        if not include_dashboard:
+            logging.getLogger("ember").info(
+                "Not starting the dashboard: it needs aiohttp "
+                "(pip install 'ember[dashboard]').")
+    dashboard_host = dashboard_host or "127.0.0.1"
+    # Bound first: a port that cannot be had fails the start before any process runs.
+    dashboard_socket = listen_for_dashboard(
+        dashboard_host, dashboard.DEFAULT_PORT if dashboard_port is None else dashboard_port
+    ) if include_dashboard else None
     session_dir = new_session_dir()
     token = token or auth.new_token()
     auth.write_token_file(session_dir, token)
@@ -296,23 +318,20 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
         labels=labels, object_store_memory=store, is_head=True, detached=detached)
     processes = [raylet_proc, gcs_proc]
-    dashboard_url = None
-    if include_dashboard is None and not dashboard_available():
-        logging.getLogger("ember").info(
-            "Not starting the dashboard: it needs aiohttp (pip install 'ember[dashboard]').")
-    elif include_dashboard is not False:
-        if not dashboard_available():
-            raise ValueError("include_dashboard=True needs aiohttp: "
-                             "pip install 'ember[dashboard]'.")
-        dashboard_proc, dashboard_url = start_dashboard(
-            session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip,
-            host=dashboard_host or "127.0.0.1",
-            port=dashboard.DEFAULT_PORT if dashboard_port is None else dashboard_port,
-            detached=detached)
-        processes.insert(0, dashboard_proc)
+    dashboard_url, on_demand = None, None
+    if dashboard_socket is not None:
+        dashboard_url = _dashboard_url(dashboard_socket, dashboard_host, node_ip, session_dir)
+        spawn = functools.partial(spawn_dashboard, session_dir=session_dir,
+                                  gcs_address=gcs_address, node_ip=node_ip,
+                                  host=dashboard_host, detached=detached)
+        if detached:  # `ember start` exits: nothing would be left to watch the socket
+            with dashboard_socket:
+                processes.insert(0, spawn(dashboard_socket))
+        else:
+            on_demand = DashboardOnDemand(dashboard_socket, spawn)
     # Raylet before the GCS in the list: it is stopped first, so it can stop its workers.
     return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip,
-                         processes, dashboard_url=dashboard_url)
+                         processes, dashboard_url=dashboard_url, dashboard=on_demand)
 
 
 def start_monitor(session_dir: str, gcs_address: str, config_path: str,

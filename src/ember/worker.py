@@ -73,11 +73,11 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     "auto" connects to the cluster started by ``ember start`` on this machine;
     "host:port" connects to the GCS at that address.
 
-    ``include_dashboard``: a new local cluster starts the dashboard (the Jobs
-    API, ``ember.dashboard``) unless False; None starts it if aiohttp is
-    installed. ``dashboard_host`` / ``dashboard_port`` (127.0.0.1, 8265 or the
-    next free port) say where; the returned context's ``dashboard_url`` says
-    where it went.
+    ``include_dashboard``: a new local cluster serves the dashboard (the Jobs
+    API, ``ember.dashboard``; its process starts at the first connection)
+    unless False; None serves it if aiohttp is installed. ``dashboard_host``
+    and ``dashboard_port`` (127.0.0.1, 8265 or the next free port) say where;
+    the returned context's ``dashboard_url`` says where it went.
     """
     global _local_node
     if is_initialized():

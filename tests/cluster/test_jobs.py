@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from ember import dashboard
 from ember.cli import main as cli
 from ember.job_submission import JobStatus, JobSubmissionClient
 from ember.node import free_port
+from ember.util.state import list_nodes
 from helpers import wait_for_condition
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,7 +46,10 @@ class DashboardCluster:
             ctx = ember.init(num_cpus=2, include_dashboard=True)
             self.url = "http://" + ctx.dashboard_url
             assert dashboard.read_url(ctx["session_dir"]) == self.url
+            # The process starts at the first connection; that one waits and is served.
+            assert ember.worker._local_node.dashboard.process is None
             wait_until_serving(self.url, os.path.basename(ctx["session_dir"]))
+            assert ember.worker._local_node.dashboard.process.poll() is None
         return self.url
 
     def stop(self) -> None:
@@ -373,8 +378,7 @@ def test_a_restarted_dashboard_takes_up_running_jobs(cluster, tmp_path):
     """Kill the dashboard while a job runs: the job goes on, and a new dashboard
     records its end, stops it, or notices its supervisor die."""
     cluster.ensure()
-    head_dashboard = next(p for p in ember.worker._local_node.processes
-                          if "ember.dashboard" in p.args)
+    head_dashboard = ember.worker._local_node.dashboard.process
     client = JobSubmissionClient(cluster.url)
     release = tmp_path / "release"
     finishing = client.submit_job(entrypoint=f"while [ ! -e {release} ]; do sleep 0.05; done")
@@ -446,27 +450,46 @@ def test_job_waiting_for_resources_stays_pending_and_can_be_stopped(client):
     assert client.get_job_logs(submission_id) == ""
 
 
+def ember_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ember.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
 @pytest.mark.timeout(180)
 def test_ember_start_serves_jobs_and_ember_stop_leaves_nothing(cluster, temp_root, tmp_path):
-    """`ember start --head` prints the URL, `ember dashboard` finds it, and `ember stop`
-    ends the dashboard and a running job's processes with the rest."""
+    """`ember start --head` prints the URL, `ember dashboard` finds it, a job that asks
+    for a resource runs on the node that has it, and `ember stop` ends the dashboard
+    and a running job's processes with the rest."""
     from helpers import wait_no_ember_processes
     cluster.stop()  # one cluster at a time
-
-    def ember_cli(*args):
-        return subprocess.run([sys.executable, "-m", "ember.cli", *args], capture_output=True,
-                              text=True, timeout=60)
     port = free_port()
-    started = ember_cli("start", "--head", "--port", "0", "--dashboard-port", str(port))
+    started = ember_cli("start", "--head", "--port", str(free_port()), "--num-cpus", "1",
+                        "--dashboard-port", str(port))
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"View the dashboard at http://127.0.0.1:{port}\n" in started.stdout
         assert ember_cli("dashboard").stdout == f"http://127.0.0.1:{port}\n"
-        pid_file = tmp_path / "pid"
+        gcs_address = started.stdout.split("head node at ")[1].split(".\n")[0]
+        joined = ember_cli("start", "--address", gcs_address, "--num-cpus", "1",
+                           "--resources", '{"only_on_the_second_node": 1}')
+        assert joined.returncode == 0, joined.stdout + joined.stderr
         client = JobSubmissionClient()  # finds this machine's cluster's dashboard
         assert client.address == f"http://127.0.0.1:{port}"
-        submission_id = client.submit_job(entrypoint=f"echo $$ > {pid_file}; sleep 300")
-        wait_for_status(client, submission_id, JobStatus.RUNNING)
+
+        there = client.submit_job(entrypoint="echo on the second node",
+                                  entrypoint_resources={"only_on_the_second_node": 1})
+        info = wait_for_status(client, there, JobStatus.SUCCEEDED)
+        second = [n for n in list_nodes(address=gcs_address)
+                  if not n.is_head_node]
+        assert info.driver_node_id == second[0].node_id
+        # Its log is in the second node's session directory, served all the same.
+        head_logs = os.path.join(ember.node.read_current_session_dir(), "logs")
+        assert not os.path.exists(os.path.join(head_logs, f"job-driver-{there}.log"))
+        assert client.get_job_logs(there) == "on the second node\n"
+
+        pid_file = tmp_path / "pid"
+        running = client.submit_job(entrypoint=f"echo $$ > {pid_file}; sleep 300")
+        wait_for_status(client, running, JobStatus.RUNNING)
         wait_for_condition(lambda: pid_file.exists() and pid_file.read_text().strip(),
                            message="the job to start")
         job = psutil.Process(int(pid_file.read_text()))
@@ -477,3 +500,25 @@ def test_ember_start_serves_jobs_and_ember_stop_leaves_nothing(cluster, temp_roo
     wait_for_condition(lambda: not job.is_running() or job.status() == psutil.STATUS_ZOMBIE,
                        timeout=30, message="the job's process to end")
     assert "No dashboard found" in ember_cli("dashboard").stderr
+
+
+def test_without_aiohttp_a_head_starts_no_dashboard(cluster, monkeypatch, caplog):
+    cluster.stop()  # one cluster at a time
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if it were not installed
+    with pytest.raises(ValueError, match=r"include_dashboard=True needs aiohttp: pip install "
+                                         r"'ember\[dashboard\]'"):
+        ember.init(num_cpus=1, include_dashboard=True)
+    ember_logger = logging.getLogger("ember")  # it does not propagate to caplog's root
+    ember_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="ember"):
+            ctx = ember.init(num_cpus=1)
+    finally:
+        ember_logger.removeHandler(caplog.handler)
+    try:
+        assert ctx.dashboard_url is None
+        assert dashboard.read_url(ctx["session_dir"]) is None
+        assert "Not starting the dashboard: it needs aiohttp" in caplog.text
+        assert ember.worker._local_node.dashboard is None
+    finally:
+        ember.shutdown()

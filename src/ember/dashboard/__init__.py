@@ -7,14 +7,17 @@ bookkeeping must not delay them, and a crash here must not take them down.
 The dashboard is a client of the GCS like any driver (``ember.rpc``), so it
 survives a GCS restart with Redis storage the way a driver does.
 
-Who starts it: the head (``ember.node.start_dashboard``), unless
-``include_dashboard=False``. The head chooses the port up front (8265, else
+Who starts it: the head (``ember.node.start_head``), unless
+``include_dashboard=False``. The head binds the port up front (8265, else
 the next free one) and writes the URL to ``<session_dir>/dashboard_url``, so
-``ember.init()`` returns without waiting for the dashboard to listen.
+``ember.init()`` returns without waiting for the dashboard. ``ember start
+--head`` starts the process at once; ``init()`` at the first connection to
+the port (``on_demand.py``), since most local clusters never open it.
 
 Layout:
 
 - ``server.py``: :func:`~.server.make_app`, the auth middleware, ``/api/version``;
+- ``on_demand.py``: starting the process at the first connection;
 - ``__main__.py``: ``python -m ember.dashboard``;
 - ``jobs_routes.py``, ``job_manager.py``, ``job_supervisor.py``: the Jobs API;
 - ``state_routes.py``, ``ui.py``, ``static/``: the state API over HTTP and the UI.

@@ -27,16 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import json
 import logging
 import os
 import time
+
+import ember
 
 from .. import runtime_env as runtime_env_mod
 from ..job_submission.models import (BadRequest, DriverInfo, JobDetails, JobInfo, JobStatus,
                                      JobSubmitRequest, new_submission_id)
 from ..protocol import gcs as gcs_msg
 from ..rpc.reconnecting import ReconnectingClient
+from ..scheduling_strategies import NodeAffinitySchedulingStrategy
+from ..util.state import api as state_api
 from .job_store import JobStore
 from .job_supervisor import JobSupervisor, log_file_name
 
@@ -46,6 +51,10 @@ logger = logging.getLogger(__name__)
 SUPERVISOR_NAMESPACE = "SUPERVISOR_ACTOR_RAY_NAMESPACE"
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 STOP_GRACE_S = 3.0
+#: Seconds a request to the GCS may wait (a restarting GCS is waited for that long).
+GCS_TIMEOUT_S = 30.0
+#: Seconds a request may wait for the dashboard's first connection to the GCS.
+FIRST_CONNECT_WAIT_S = 10.0
 
 
 class NotFound(LookupError):
@@ -61,25 +70,47 @@ class JobManager:
         self._gcs_address = gcs_address
         self._session_dir = session_dir
         self._gcs = ReconnectingClient(gcs_address, {}, name="gcs")
-        self.store = JobStore(self._gcs.call)
+        self.store = JobStore(self._call_gcs)
         self._ember = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ember")
-        self._ember_module = None  # ember, once this process is a driver
+        self._is_driver = False  # whether this process called ember.init(); ember thread
         #: submission id -> (supervisor handle, ObjectRef of its run()); ember thread only.
         self._running: dict[str, tuple] = {}
         #: Supervisors killed on purpose (a stop while PENDING); ember thread only.
         self._killed: set[str] = set()
         self._watching = False
         self._adoption: asyncio.Future | None = None
+        #: Set once the GCS was reached; until then a request waits FIRST_CONNECT_WAIT_S.
+        self._gcs_reached = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        """Connect to the GCS in the background: the dashboard serves at once (requests
+        wait for the connection, up to GCS_TIMEOUT_S), and serves without a GCS too."""
         self._loop = asyncio.get_running_loop()
-        await self._gcs.start(timeout=30)
-        self._adoption = asyncio.ensure_future(self._adopt_running_jobs())
+        self._adoption = asyncio.ensure_future(self._connect_then_adopt())
 
-    async def _adopt_running_jobs(self) -> None:
-        """Watch the supervisors of jobs that a previous dashboard started and that
-        have not ended (this one restarted while they ran)."""
+    async def _call_gcs(self, request):
+        if not self._gcs_reached.is_set():  # the GCS may be starting with the dashboard
+            try:
+                await asyncio.wait_for(self._gcs_reached.wait(), FIRST_CONNECT_WAIT_S)
+            except asyncio.TimeoutError:
+                raise ConnectionError(f"the dashboard has not reached the GCS at "
+                                      f"{self._gcs_address} yet") from None
+        return await self._gcs.call(request, timeout=GCS_TIMEOUT_S)
+
+    async def _connect_then_adopt(self) -> None:
+        """Connect (again and again, until the GCS answers), then watch the supervisors
+        of the jobs a previous dashboard started that have not ended."""
+        for attempt in itertools.count():
+            try:
+                await self._gcs.start(timeout=5)
+                self._gcs_reached.set()
+                break
+            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                if attempt % 30 == 2:  # the GCS starts alongside: say so only if it lasts
+                    logger.warning("job manager: cannot reach the GCS at %s yet (%s); "
+                                   "retrying", self._gcs_address, exc)
+                await asyncio.sleep(0.2 if attempt < 10 else 1.0)
         try:
             jobs = await self.store.list()
             running = [i for i, info in jobs.items() if not info.status.is_terminal()]
@@ -148,7 +179,7 @@ class JobManager:
 
     async def _drivers(self) -> dict[str, object]:
         """Submission id -> the GCS's record of the last driver that ran for it."""
-        reply = await self._gcs.call(gcs_msg.GetAllJobs())
+        reply = await self._call_gcs(gcs_msg.GetAllJobs())
         drivers = {}
         for driver in sorted(reply.jobs, key=lambda info: info.start_time):
             if driver.submission_id:
@@ -193,8 +224,6 @@ class JobManager:
 
     async def remote_log(self, job: JobDetails) -> bytes:
         """The whole log of a job whose entrypoint ran on another node (via its raylet)."""
-        from ..util.state import api as state_api
-
         def read() -> bytes:
             lines = state_api.get_log(address=self._gcs_address, node_id=job.driver_node_id,
                                       filename=log_file_name(job.submission_id),
@@ -211,12 +240,12 @@ class JobManager:
         if len(data) > runtime_env_mod.MAX_PACKAGE_SIZE:
             raise ValueError(f"The package is over the limit of "
                              f"{runtime_env_mod.MAX_PACKAGE_SIZE // (1 << 20)} MiB.")
-        await self._gcs.call(gcs_msg.KVPut(runtime_env_mod.KV_NAMESPACE,
+        await self._call_gcs(gcs_msg.KVPut(runtime_env_mod.KV_NAMESPACE,
                                            runtime_env_mod.kv_key(uri), data, overwrite=False))
 
     async def package_exists(self, uri: str) -> bool:
         runtime_env_mod.parse_uri(uri)
-        reply = await self._gcs.call(gcs_msg.KVExists(runtime_env_mod.KV_NAMESPACE,
+        reply = await self._call_gcs(gcs_msg.KVExists(runtime_env_mod.KV_NAMESPACE,
                                                       runtime_env_mod.kv_key(uri)))
         return reply.exists
 
@@ -241,17 +270,16 @@ class JobManager:
         return await self._loop.run_in_executor(self._ember, fn, *args)
 
     def _driver(self):
-        if self._ember_module is None:
-            import ember
+        """ember, with this process its driver (connected at the first call)."""
+        if not self._is_driver:
             ember.init(address=self._gcs_address, namespace=SUPERVISOR_NAMESPACE,
                        log_to_driver=False, configure_logging=False)
-            self._ember_module = ember
-        return self._ember_module
+            self._is_driver = True
+        return ember
 
     def _start_supervisor(self, submission_id: str, request: JobSubmitRequest,
                           runtime_env: dict) -> None:
         ember = self._driver()
-        from ..scheduling_strategies import NodeAffinitySchedulingStrategy
         wants_resources = any((request.entrypoint_num_cpus, request.entrypoint_num_gpus,
                                request.entrypoint_memory, request.entrypoint_resources))
         options = dict(
@@ -309,7 +337,6 @@ class JobManager:
             self._watching = False
 
     def _settle_ended_supervisors(self) -> None:
-        ember = self._ember_module
         refs = {ref: sid for sid, (_, ref) in self._running.items()}
         ready, _ = ember.wait(list(refs), num_returns=len(refs), timeout=0.2)
         for ref in ready:
@@ -361,8 +388,8 @@ class JobManager:
         return True
 
     def debug_state(self) -> dict:
-        return {"supervisors_watched": len(self._running), "driver": self._ember_module
-                is not None, "gcs": self._gcs.debug_state()}
+        return {"supervisors_watched": len(self._running), "driver": self._is_driver,
+                "gcs": self._gcs.debug_state()}
 
 
 def _with_driver(job: JobDetails, drivers: dict) -> JobDetails:

@@ -86,6 +86,8 @@ class JobSupervisor:
             if self._stopping:
                 self._record(core, store, JobStatus.STOPPED)
                 return JobStatus.STOPPED.value
+            # Started from run()'s thread, which waits for it below: Linux sends the
+            # launcher's parent-death signal when the thread that started it ends.
             with open(log_path, "ab") as log:
                 self._process = subprocess.Popen(
                     [sys.executable, "-S", _LAUNCHER, str(self._grace_s), self._entrypoint],

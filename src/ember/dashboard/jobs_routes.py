@@ -10,7 +10,8 @@
     PUT    /api/packages/{protocol}/{name}  upload a runtime_env package (body: the zip)
     GET    /api/packages/{protocol}/{name}  200 if it exists, else 404
 
-Errors are Ray's: a status (400 bad input, 404 unknown job, 500 our fault)
+Errors are Ray's: a status (400 bad input, 404 unknown job, 503 the GCS does
+not answer, 500 our fault)
 and a plain-text body that says what was wrong, which Ray's client and ours
 show as they are. No error stops the dashboard: each handler turns every
 failure into a response.
@@ -70,6 +71,10 @@ def _errors(handler):
             return web.Response(status=400, text=str(exc))
         except NotFound as exc:
             return web.Response(status=404, text=str(exc))
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            return web.Response(status=503, text=(
+                f"The cluster's GCS did not answer ({type(exc).__name__}: {exc}); is the "
+                "cluster up? Try again once it is."))
         except web.HTTPException:
             raise
         except Exception as exc:  # noqa: BLE001 - the dashboard must stay up

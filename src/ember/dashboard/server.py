@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import warnings
 
 from aiohttp import web
 
@@ -74,7 +75,9 @@ def make_app(ctx: DashboardContext) -> web.Application:
     middlewares = [] if is_loopback(ctx.host) or not auth.enabled() else [
         token_middleware(auth.current_token())]
     app = web.Application(middlewares=middlewares)
-    app["ctx"] = ctx
+    with warnings.catch_warnings():  # the route modules' contract is this string key
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["ctx"] = ctx
     app.router.add_get("/api/version", _version)
     for name in ROUTE_MODULES:
         try:
@@ -112,9 +115,9 @@ def token_middleware(token: bytes):
 
 async def _version(request: web.Request) -> web.Response:
     ctx: DashboardContext = request.app["ctx"]
+    # Exactly Ray's four fields: Ray's client builds its VersionResponse from them.
     return web.json_response({"version": API_VERSION, "ray_version": __version__,
-                              "ember_version": __version__, "ray_commit": "",
-                              "session_name": ctx.session_name})
+                              "ray_commit": "", "session_name": ctx.session_name})
 
 
 async def serve(ctx: DashboardContext, listening_fd: int | None = None) -> None:

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .. import dashboard, node
 from .. import runtime_env as runtime_env_mod
 from ..rpc import auth
 from .models import JobDetails, JobStatus
@@ -33,7 +34,8 @@ TIMEOUT_S = 120.0
 
 def resolve_address(address: str | None) -> str:
     """The dashboard URL: ``address``, else ``EMBER_ADDRESS`` / ``RAY_ADDRESS`` if
-    they are http(s) URLs, else this machine's cluster's dashboard, else :data:`DEFAULT_ADDRESS`."""
+    they are http(s) URLs, else this machine's cluster's dashboard, else
+    :data:`DEFAULT_ADDRESS`."""
     if not address:
         for name in ("EMBER_ADDRESS", "RAY_ADDRESS"):
             value = os.environ.get(name, "")
@@ -52,7 +54,6 @@ def resolve_address(address: str | None) -> str:
 
 def _local_dashboard() -> str | None:
     """The dashboard of the cluster ``ember start`` recorded on this machine, if any."""
-    from .. import dashboard, node
     session_dir = node.read_current_session_dir()
     return dashboard.read_url(session_dir) if session_dir else None
 
@@ -126,7 +127,11 @@ class JobSubmissionClient:
 
     async def tail_job_logs(self, job_id: str) -> typing.AsyncIterator[str]:
         """The job's log from its start, chunk by chunk as it is written, until it ends."""
-        import aiohttp
+        try:
+            import aiohttp  # only here: the other calls need no more than urllib
+        except ImportError:
+            raise RuntimeError("Following a job's log needs aiohttp: pip install "
+                               "'ember[dashboard]' (or use get_job_logs).") from None
         self.get_job_info(job_id)  # a clear error for an unknown job, before the upgrade
         url = self._address.replace("http", "ws", 1) + f"/api/jobs/{_quote(job_id)}/logs/tail"
         async with aiohttp.ClientSession(headers=self._headers) as session:
