@@ -306,10 +306,12 @@ def setup(app: web.Application) -> None:
     ctx = app["ctx"]
     routes = StateRoutes(ctx.gcs_address)
     history = MetricsHistory(ctx.gcs_address)
-    app["metrics_history"] = history
     app.router.add_get("/api/v0/logs", routes.list_logs)
     app.router.add_get("/api/v0/logs/{media_type:file|stream}", routes.stream_log)
-    app.router.add_get("/api/v0/metrics_history", lambda request: reply(history.as_json()))
+
+    async def metrics_history(request: web.Request) -> web.Response:
+        return reply(history.as_json())
+    app.router.add_get("/api/v0/metrics_history", metrics_history)
     app.router.add_get("/api/v0/{resource:tasks|actors|objects}/summarize", routes.summarize)
     app.router.add_get("/api/v0/{resource}", routes.list_resource)
     app.router.add_get("/api/cluster_status", routes.cluster_status)

@@ -28,10 +28,14 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(os.path.join(STATIC_DIR, "index.html"), headers=_NO_CACHE)
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(os.path.join(STATIC_DIR, "favicon.svg"),
+                            headers={"Content-Type": "image/svg+xml"})
+
+
 def setup(app: web.Application) -> None:
     """Serve ``/`` (the page) and ``/static/...`` (its modules, styles and icon)."""
     app.router.add_get("/", index)
     app.router.add_get("/index.html", index)
-    app.router.add_get("/favicon.ico", lambda request: web.FileResponse(
-        os.path.join(STATIC_DIR, "favicon.svg"), headers={"Content-Type": "image/svg+xml"}))
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
