@@ -30,7 +30,7 @@ from . import actor, job_config, util  # noqa: E402
 from . import autoscaler  # noqa: E402  (ray.autoscaler.sdk.request_resources)
 from .observability.timeline import timeline  # noqa: E402
 
-import cloudpickle  # noqa: E402,F401 - Ray users reach it as ray.cloudpickle
+from . import cloudpickle  # noqa: E402,F401 - Ray users reach it as ray.cloudpickle
 
 ObjectID = ObjectRef  # Ray's old name, kept by Ray as an alias
 
@@ -44,7 +44,7 @@ def remote(*args, **kwargs):
         return _make_remote(args[0], {})
     if len(args) == 1 and not kwargs:
         raise not_remotable(args[0])
-    if args:
+    if args or not kwargs:  # @ember.remote(obj, ...) or @ember.remote()
         raise TypeError(
             "The @ember.remote decorator must be applied either with no arguments and no "
             "parentheses, for example '@ember.remote', or it must be applied using some of "
@@ -61,6 +61,11 @@ def remote(*args, **kwargs):
 def _make_remote(obj, options: dict):
     if inspect.isclass(obj):
         return ActorClass._from_class(obj, options)
+    if inspect.iscoroutinefunction(obj):
+        raise ValueError(
+            f"'async def' functions cannot be remote functions ({obj.__qualname__}): a task "
+            "runs in a worker without an event loop of its own. Make it a plain function, or "
+            "an async method of an actor (an async actor runs its methods on a loop).")
     return RemoteFunction(obj, options)
 
 

@@ -131,9 +131,9 @@ class ActorClass:
             if parent is not None:
                 raise ActorClassInheritanceException(
                     f"Cannot define class {name!r} as a subclass of actor class "
-                    f"{parent._name!r}: inheriting from an actor class is not supported. "
-                    f"Inherit from the plain class and decorate the subclass with "
-                    "@ember.remote instead.")
+                    f"{parent._name!r}. Inheriting from actor classes is not currently "
+                    "supported: inherit from the plain class and decorate the subclass "
+                    "with @ember.remote instead.")
         raise TypeError("ActorClass is made by @ember.remote on a class, not directly.")
 
     def __getattr__(self, name: str):

@@ -61,11 +61,11 @@ class ObjectRefGenerator:
         state = self._state
         index = self._next
         with state.cond:
-            while index not in state.available and (state.total is None or index < state.total):
-                if state.total is not None and index >= state.total:
-                    break
-                if not state.cond.wait(timeout):
-                    raise TimeoutError("no next value yet")
+            if self._must_wait(index):
+                # A task iterating a generator lends its CPU while it waits: the
+                # generator's own task may need it (one CPU, nested generators).
+                with self._core.blocked():
+                    self._wait_for(index, timeout)
             if index in state.available:
                 self._next += 1
                 return state.available.pop(index)
@@ -78,6 +78,16 @@ class ObjectRefGenerator:
                 state.error = None
                 return ref
             return None
+
+    def _wait_for(self, index: int, timeout) -> None:
+        while self._must_wait(index):
+            if not self._state.cond.wait(timeout):
+                raise TimeoutError("no next value yet")
+
+    def _must_wait(self, index: int) -> bool:
+        """Whether value ``index`` may still come but has not (the caller holds cond)."""
+        state = self._state
+        return index not in state.available and (state.total is None or index < state.total)
 
     def __aiter__(self):
         return self

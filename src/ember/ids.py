@@ -89,10 +89,18 @@ class ActorID(BaseID):
     size = ACTOR_ID_SIZE
     __slots__ = ()
 
+    @property
+    def job_id(self) -> JobID:
+        """The job that created the actor (a property, as in Ray)."""
+        return JobID(self.binary()[-JOB_ID_SIZE:])
+
 
 class TaskID(BaseID):
     size = TASK_ID_SIZE
     __slots__ = ()
+
+    def job_id(self) -> JobID:
+        return JobID(self.binary()[-JOB_ID_SIZE:])
 
 
 class ObjectID(BaseID):

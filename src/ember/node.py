@@ -211,7 +211,7 @@ def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources:
     proc = _spawn(["ember.raylet", "--node-id", node_id.hex(), "--gcs-address", gcs_address,
                    "--session-dir", session_dir, "--node-ip", node_ip, "--port", str(port),
                    "--resources", json.dumps(resources), "--labels", json.dumps(labels or {}),
-                   "--object-store-memory", str(object_store_memory)]
+                   "--object-store-memory", str(int(object_store_memory))]
                   + (["--head"] if is_head else []),
                   session_dir, f"raylet-{node_id.hex()[:12]}", detached)
     socket_path = os.path.join(session_dir, "sockets", f"raylet-{node_id.hex()[:12]}")

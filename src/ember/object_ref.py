@@ -67,6 +67,9 @@ class ObjectRef:
     def task_id(self):
         return TaskID(self._id[:24])
 
+    def job_id(self):
+        return self.task_id().job_id()
+
     def owner_address(self):
         return self._owner
 

@@ -30,7 +30,8 @@ class Option:
 def _non_negative(name):
     def check(value):
         if value is not None and value < 0:
-            return f"The resource {name!r} cannot be negative, got {value}."
+            return (f"The resource {name!r} cannot be negative: it only accepts None, 0 or "
+                    f"a positive number, got {value}.")
         return None
     return check
 
@@ -54,7 +55,8 @@ def _resources(value):
         if not isinstance(amount, (int, float)) or isinstance(amount, bool):
             return f"The resource {name!r} must be a number, got {amount!r}."
         if amount < 0:
-            return f"The resource {name!r} cannot be negative, got {amount}."
+            return (f"The resource {name!r} cannot be negative: it only accepts None, 0 or "
+                    f"a positive number, got {amount}.")
     return None
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 
 from . import actor as actor_mod
 from . import worker
 from .core_worker import context
-from .ids import ActorID, JobID, NodeID, TaskID
+from .ids import ActorID, JobID, NodeID, PlacementGroupID, TaskID
 from .placement_group import ungroup_resources
 from .runtime_env import RuntimeEnv, decode
 
@@ -44,9 +45,17 @@ class RuntimeContext:
         return spec.name or _LOCALS.sub("", spec.function_name)
 
     def get_task_function_name(self) -> str | None:
-        """The running task's function (or actor class and method) name, as Ray gives it."""
+        """The running task's function (or actor class and method) name, as Ray gives it:
+        ``module.f`` or ``module.Class.method``."""
         spec = self._spec()
-        return _LOCALS.sub("", spec.function_name) if spec is not None else None
+        if spec is None:
+            return None
+        name = _LOCALS.sub("", spec.function_name)
+        actor = self._core().actor if spec.actor_id else None
+        instance = getattr(actor, "instance", None)
+        if instance is not None:
+            name = f"{type(instance).__module__}.{name}"
+        return name
 
     def get_node_labels(self) -> dict[str, str]:
         """The labels of the node this process runs on."""
@@ -64,19 +73,39 @@ class RuntimeContext:
         return actor_mod.ActorHandle(core.actor_id, actor.class_name,
                                      actor_mod.method_meta(type(actor.instance)), {})
 
-    # Ray's older properties, returning ID objects.
-    job_id = property(lambda self: JobID(self._core().job_id))
-    node_id = property(lambda self: NodeID(self._core().node_id))
+    # Ray's older properties, returning ID objects; deprecated in Ray, with a warning.
 
     @property
-    def task_id(self):
+    def job_id(self) -> JobID:
+        _deprecated("job_id", "get_job_id")
+        return JobID(self._core().job_id)
+
+    @property
+    def node_id(self) -> NodeID:
+        _deprecated("node_id", "get_node_id")
+        return NodeID(self._core().node_id)
+
+    @property
+    def task_id(self) -> TaskID | None:
+        _deprecated("task_id", "get_task_id")
         spec = self._spec()
         return TaskID(spec.task_id) if spec is not None else None
 
     @property
-    def actor_id(self):
+    def actor_id(self) -> ActorID | None:
+        _deprecated("actor_id", "get_actor_id")
         actor_id = self._core().actor_id
         return ActorID(actor_id) if actor_id else None
+
+    @property
+    def current_placement_group_id(self) -> PlacementGroupID | None:
+        _deprecated("current_placement_group_id", "get_placement_group_id")
+        pg_id = self.get_placement_group_id()
+        return PlacementGroupID(bytes.fromhex(pg_id)) if pg_id else None
+
+    def get_dashboard_url(self) -> str:
+        """The dashboard's address ("" without a dashboard), as Ray gives it."""
+        return worker._dashboard_url(self._core().session_dir) or ""
 
     def is_canceled(self) -> bool:
         """Whether ember.cancel() was called on the task or actor call running now.
@@ -125,7 +154,9 @@ class RuntimeContext:
     def gcs_address(self) -> str:
         return self._core().gcs_address
 
+    @property
     def was_current_actor_reconstructed(self) -> bool:
+        """Whether this actor was restarted (a property, as in Ray)."""
         spec = self._spec()
         if spec is not None and spec.is_actor_creation:  # inside __init__
             return spec.attempt > 0
@@ -149,12 +180,15 @@ class RuntimeContext:
 
     def get(self) -> dict:
         """As Ray: job, node and namespace; in a worker, the task and actor too."""
-        out = {"job_id": self.job_id, "node_id": self.node_id, "namespace": self.namespace}
-        if not self._core().is_driver:
-            if self.task_id is not None:
-                out["task_id"] = self.task_id
-            if self.actor_id is not None:
-                out["actor_id"] = self.actor_id
+        core = self._core()
+        out = {"job_id": JobID(core.job_id), "node_id": NodeID(core.node_id),
+               "namespace": self.namespace}
+        if not core.is_driver:
+            spec = self._spec()
+            if spec is not None:
+                out["task_id"] = TaskID(spec.task_id)
+            if core.actor_id:
+                out["actor_id"] = ActorID(core.actor_id)
         return out
 
 
@@ -162,4 +196,12 @@ _context = RuntimeContext()
 
 
 def get_runtime_context() -> RuntimeContext:
+    """The context of this driver, task or actor; connects first if need be, as Ray."""
+    if context.core is None:
+        worker.init()
     return _context
+
+
+def _deprecated(name: str, instead: str) -> None:
+    warnings.warn(f"get_runtime_context().{name} is deprecated. Use {instead}() instead.",
+                  DeprecationWarning, stacklevel=3)

@@ -58,7 +58,9 @@ class EmberContext(dict):
 
 
 def is_initialized() -> bool:
-    return context.core is not None and context.core.is_driver
+    """Whether this process is part of a cluster: a driver after init(), or any task's
+    or actor's worker (as in Ray)."""
+    return context.core is not None
 
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,

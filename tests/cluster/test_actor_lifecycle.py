@@ -182,10 +182,10 @@ def test_restarted_actor_knows_it_was_reconstructed(shared):
     @ray.remote(max_restarts=1)
     class Phoenix:
         def __init__(self):
-            self.in_init = ray.get_runtime_context().was_current_actor_reconstructed()
+            self.in_init = ray.get_runtime_context().was_current_actor_reconstructed
 
         def state(self):
-            return self.in_init, ray.get_runtime_context().was_current_actor_reconstructed()
+            return self.in_init, ray.get_runtime_context().was_current_actor_reconstructed
 
         def crash(self):
             os._exit(1)

@@ -104,6 +104,30 @@ def test_pool_get_next_timeout(doublers, tmp_path):
     assert pool.get_next(timeout=30) == 14
 
 
+def test_pool_timeouts_ignored_give_none(doublers, tmp_path):
+    pool = ActorPool(doublers)
+    pool.submit(lambda a, v: a.slow_double.remote(v, str(tmp_path)), 5)
+    assert pool.get_next_unordered(timeout=0.1, ignore_if_timedout=True) is None
+    assert pool.has_next()  # nothing dropped: it is still there to get
+    assert pool.get_next(timeout=0.1, ignore_if_timedout=True) is None
+    assert not pool.has_next()  # in order, the result that timed out is dropped
+    open_gate(tmp_path, 5)
+
+
+def test_pool_map_submits_at_once_and_forgets_an_earlier_pass(doublers, tmp_path):
+    pool = ActorPool(doublers)
+    pool.submit(lambda a, v: a.slow_double.remote(v, str(tmp_path)), 9)  # never collected
+    submitted = []
+
+    def call(actor, value):
+        submitted.append(value)
+        return actor.double.remote(value)
+    results = pool.map(call, [1, 2, 3])
+    assert submitted[:1] == [1]  # before any result is read
+    open_gate(tmp_path, 9)  # (a sync actor runs the new calls after the old one)
+    assert list(results) == [2, 4, 6]  # the earlier call's result is not mixed in
+
+
 def test_pool_pop_idle_and_push(doublers):
     pool = ActorPool(doublers)
     taken = pool.pop_idle()

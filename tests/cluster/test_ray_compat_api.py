@@ -193,3 +193,79 @@ def test_a_task_sees_its_resources_thread_count_and_name_as_in_ray(shared):
         remove_placement_group(pg)
     env = {"env_vars": {"OMP_NUM_THREADS": "7"}}
     assert ray.get(what_the_task_sees.options(runtime_env=env).remote())[1] == "7"
+
+
+def test_decorating_wrongly_is_refused():
+    with pytest.raises(TypeError, match="no arguments and no parentheses"):
+        @ray.remote()
+        def f():
+            pass
+    with pytest.raises(ValueError, match="async def"):
+        @ray.remote
+        async def g():
+            pass
+
+
+@ray.remote
+class Switch:
+    def __init__(self):
+        self.stop = "an attribute"
+
+    def stop(self):  # noqa: F811 - the attribute set in __init__ must not hide it
+        return "the method"
+
+    def where(self):
+        return ray.get_runtime_context().get_task_function_name()
+
+
+@ray.remote
+def connected() -> bool:
+    return ray.is_initialized()
+
+
+def test_methods_resolve_on_the_class_and_name_themselves_with_the_module(shared):
+    switch = Switch.remote()
+    assert ray.get(switch.stop.remote()) == "the method"
+    assert ray.get(switch.where.remote()) == f"{__name__}.Switch.where"
+    assert ray.get(connected.remote()) is True
+
+
+def test_ids_know_their_job_and_small_modules_import(shared):
+    job = ray.get_runtime_context().get_job_id()
+    ref = ray.put(1)
+    assert ref.job_id().hex() == ref.task_id().job_id().hex() == job
+    assert Switch.remote()._ray_actor_id.job_id.hex() == job
+    from ember.cloudpickle import dumps, loads
+    assert loads(dumps(lambda: 7))() == 7
+    from ember.util.annotations import PublicAPI, RayDeprecationWarning
+
+    @PublicAPI(stability="beta")
+    def api():
+        return 1
+    assert api() == 1 and issubclass(RayDeprecationWarning, DeprecationWarning)
+
+
+def test_runtime_context_connects_and_names_the_dashboard(fresh):
+    assert not ray.is_initialized()
+    ray.get_runtime_context()
+    assert ray.is_initialized()
+    ray.shutdown()
+    fresh(include_dashboard=False)
+    assert ray.get_runtime_context().get_dashboard_url() == ""
+
+
+@ray.remote(num_cpus=1)
+def inner_numbers(n):
+    for i in range(n):
+        yield i
+
+
+@ray.remote(num_cpus=1)
+def outer_sum(n):
+    return sum(ray.get(ref) for ref in inner_numbers.remote(n))
+
+
+@pytest.mark.timeout(60)
+def test_a_task_iterating_a_generator_lends_its_cpu(fresh):
+    fresh(num_cpus=1)  # the inner generator task needs the CPU the outer one holds
+    assert ray.get(outer_sum.remote(4)) == 6

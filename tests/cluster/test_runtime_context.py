@@ -105,8 +105,13 @@ def test_ray_style_names_properties_and_get(shared):
     assert keys == ["job_id", "namespace", "node_id", "task_id"]
     ctx = ray.get_runtime_context()
     assert sorted(ctx.get()) == ["job_id", "namespace", "node_id"]   # no task in a driver
-    assert ctx.job_id.hex() == ctx.get_job_id() and ctx.node_id.hex() == ctx.get_node_id()
-    assert ctx.task_id is None and ctx.actor_id is None
+    # Ray's older properties still answer, and warn that they are deprecated.
+    with pytest.warns(DeprecationWarning, match=r"Use get_node_id\(\) instead"):
+        assert ctx.node_id.hex() == ctx.get_node_id()
+    with pytest.warns(DeprecationWarning, match=r"Use get_job_id\(\) instead"):
+        assert ctx.job_id.hex() == ctx.get_job_id()
+    with pytest.warns(DeprecationWarning):
+        assert ctx.task_id is None and ctx.actor_id is None
     assert ctx.get_node_labels() == {}
 
 

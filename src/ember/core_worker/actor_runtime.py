@@ -63,6 +63,8 @@ class ActorRuntime:
         self.executor = executor
         self.instance = instance
         self.class_name = class_name
+        #: method name -> its descriptor on the class (see method()).
+        self._descriptors: dict = {}
         self.actor_id = options.get("actor_id", b"")
         #: The GPUs granted with the creation lease, held for the actor's life.
         self.gpu_ids: list[int] = options.get("gpu_ids", [])
@@ -92,6 +94,24 @@ class ActorRuntime:
                 for name, n in limits.items()}
         else:
             self.mode = "serial"
+
+    def method(self, name: str):
+        """The actor's method ``name``, bound, looked up on its class as Ray does: an
+        instance attribute of the same name (``self.stop = True``) does not hide it.
+
+        The class lookup (a walk of the MRO) is made once per name; binding is a
+        C-level ``__get__`` per call.
+        """
+        descriptor = self._descriptors.get(name)
+        if descriptor is None:
+            cls = type(self.instance)
+            try:
+                descriptor = inspect.getattr_static(cls, name)
+            except AttributeError:
+                return getattr(self.instance, name)  # __getattr__ or an instance callable
+            self._descriptors[name] = descriptor
+        get = getattr(descriptor, "__get__", None)
+        return get(self.instance, type(self.instance)) if get is not None else descriptor
 
     def group_of(self, spec) -> str:
         return spec.concurrency_group or self.method_groups.get(spec.method_name, DEFAULT_GROUP)

@@ -13,6 +13,7 @@ all RPC handlers run on the I/O thread.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import sys
@@ -487,6 +488,17 @@ class CoreWorker:
         if self.blocked_depth == 1:
             self.io.post(self._loop_notify, rl.NotifyBlocked())
         return True
+
+    @contextlib.contextmanager
+    def blocked(self):
+        """While a task waits on something (not ``get``, which does this itself): its
+        CPU is lent back to the raylet, so that what it waits for can run."""
+        lent = self._notify_blocked()
+        try:
+            yield
+        finally:
+            if lent:
+                self._notify_unblocked()
 
     def _notify_unblocked(self) -> None:
         self.blocked_depth -= 1

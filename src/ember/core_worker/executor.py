@@ -320,7 +320,7 @@ class TaskExecutor:
             if is_method:
                 builtin = BUILTIN_METHODS.get(spec.method_name)
                 target = (functools.partial(builtin, self.actor.instance) if builtin else
-                          getattr(self.actor.instance, spec.method_name))
+                          self.actor.method(spec.method_name))
             else:
                 if isinstance(pickled, Exception):
                     raise pickled

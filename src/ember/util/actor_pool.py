@@ -22,28 +22,35 @@ class ActorPool:
         self._returned = 0
 
     def map(self, fn, values):
-        """Apply ``fn(actor, value)`` to each value; yield results in order."""
-        self._drain()
-        for value in values:
-            self.submit(fn, value)
-        while self.has_next():
-            yield self.get_next()
+        """Apply ``fn(actor, value)`` to each value; the results in order, as a generator.
+
+        Every value is submitted now, not as the results are read (as Ray's).
+        """
+        self._start_pass(fn, values)
+        return self._results(self.get_next)
 
     def map_unordered(self, fn, values):
-        """Like :meth:`map`, yielding results as they finish."""
+        """Like :meth:`map`, the results as they finish."""
+        self._start_pass(fn, values)
+        return self._results(self.get_next_unordered)
+
+    def _start_pass(self, fn, values) -> None:
         self._drain()
         for value in values:
             self.submit(fn, value)
+
+    def _results(self, get):
         while self.has_next():
-            yield self.get_next_unordered()
+            yield get()
 
     def _drain(self) -> None:
-        """Drop results of an earlier pass nobody collected."""
-        while self.has_next():
-            try:
-                self.get_next_unordered(timeout=0, ignore_if_timedout=True)
-            except TimeoutError:
-                pass
+        """Forget the results of an earlier pass nobody collected, without waiting for
+        them: their actors count as free again (as in Ray)."""
+        for key, (index, actor) in list(self._running.items()):
+            del self._running[key]
+            self._by_index.pop(index, None)
+            self._release(actor)
+        self._returned = self._submitted
 
     def submit(self, fn, value) -> None:
         """Schedule ``fn(actor, value)`` on an idle actor, or queue it."""
@@ -61,7 +68,8 @@ class ActorPool:
         return bool(self._running)
 
     def get_next(self, timeout=None, ignore_if_timedout=False):
-        """The next result in submission order."""
+        """The next result in submission order. After ``timeout`` seconds: TimeoutError,
+        or with ``ignore_if_timedout`` None, and that result is dropped."""
         if not self.has_next():
             raise StopIteration("No more results to get")
         if self._returned >= self._submitted or self._returned not in self._by_index:
@@ -79,19 +87,21 @@ class ActorPool:
         self._returned += 1
         _, actor = self._running.pop(tuple(ref) if isinstance(ref, list) else ref)
         self._release(actor)
-        if timed_out:
-            raise TimeoutError(f"Timed out waiting for result; the task {ref} was dropped.")
+        if timed_out:  # dropped: its result is never returned, as Ray does
+            return None
         return worker.get(ref)
 
     def get_next_unordered(self, timeout=None, ignore_if_timedout=False):
-        """Whichever result finishes first."""
+        """Whichever result finishes first. After ``timeout`` seconds: TimeoutError, or
+        None with ``ignore_if_timedout``."""
         if not self.has_next():
             raise StopIteration("No more results to get")
         refs = [k[0] if isinstance(k, tuple) else k for k in self._running]
         ready, _ = worker.wait(refs, num_returns=1, timeout=timeout)
         if not ready:
-            raise TimeoutError("Timed out waiting for result" +
-                               ("; nothing was dropped." if ignore_if_timedout else ""))
+            if ignore_if_timedout:
+                return None  # as Ray; nothing is dropped
+            raise TimeoutError("Timed out waiting for result")
         first = ready[0]
         key = next(k for k in self._running
                    if (k[0] if isinstance(k, tuple) else k) == first)
