@@ -7,23 +7,27 @@ CPU, as Ray's are (the pool is sized by the cluster's CPUs instead), and runs
 items in chunks: one actor call per chunk, so a million tiny items do not
 cost a million round trips.
 
-Items fail as in ``multiprocessing``: ``get()`` raises the exception the
-function raised, not a wrapper. An actor that dies fails its chunks with
+Items fail as in Ray's pool: ``get()`` raises the exception the function
+raised, not a wrapper, while ``imap``/``imap_unordered`` give it as that
+item's value and go on. An actor that dies fails its chunks with
 ``RayActorError``.
 """
 from __future__ import annotations
 
 import collections
+import collections.abc
 import itertools
 import logging
 import multiprocessing
 import os
 import threading
+import warnings
 from typing import Any, Callable, Iterable
 
 from ... import worker
 from ...actor import ActorClass
 from ...exceptions import RayError
+from ..annotations import RayDeprecationWarning
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +65,6 @@ class _PoolProcess:
 
 
 _PoolActor = ActorClass._from_class(_PoolProcess, {"num_cpus": 0})
-
-
-def _values(chunk_results: list) -> list:
-    """A chunk's results; raises the first item's exception, as multiprocessing does."""
-    for result in chunk_results:
-        if isinstance(result, _ItemFailed):
-            raise result.error
-    return chunk_results
 
 
 def _first_error(chunk_results: list) -> BaseException | None:
@@ -150,6 +146,12 @@ class IMapIterator:
     def __init__(self, pool: "Pool", func, iterable: Iterable, chunksize: int, ordered: bool):
         if chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, got {chunksize}.")
+        if not isinstance(iterable, collections.abc.Iterable):
+            warnings.warn(
+                "Passing a non-iterable argument to Pool.imap or imap_unordered is "
+                "deprecated (as in Ray): it is taken as a one-item iterable.",
+                RayDeprecationWarning, stacklevel=3)
+            iterable = [iterable]
         self._pool = pool
         self._func = func
         self._items = iter(iterable)
@@ -193,7 +195,10 @@ class IMapIterator:
                 ref = ready[0]
                 self._in_flight.remove(ref)
             self._submit_next()
-            self._ready.extend(_values(worker.get(ref)))
+            # As Ray's imap: an item that raised gives its exception as its value, so
+            # that one failure does not end the iteration over the others.
+            self._ready.extend(r.error if isinstance(r, _ItemFailed) else r
+                               for r in worker.get(ref))
         return self._ready.popleft()
 
 
