@@ -269,3 +269,19 @@ def outer_sum(n):
 def test_a_task_iterating_a_generator_lends_its_cpu(fresh):
     fresh(num_cpus=1)  # the inner generator task needs the CPU the outer one holds
     assert ray.get(outer_sum.remote(4)) == 6
+
+
+@ray.remote
+def cancel_first(refs) -> bool:
+    ray.cancel(refs[0])  # a ref this task borrows: its owner (the driver) cancels it
+    return True
+
+
+@pytest.mark.timeout(60)
+def test_a_borrower_can_cancel_a_task(shared):
+    from ember.util.testing import SignalActor
+    signal = SignalActor.remote()
+    pending = waits_for.remote(signal)
+    assert ray.get(cancel_first.remote([pending]))
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(pending)

@@ -96,6 +96,7 @@ class CoreWorker:
         #: RPC handlers of this process's server, one table: each component's
         #: handlers are added below, the executor's in worker processes.
         self.handlers: dict = {cw.GeneratorItem: self._handle_generator_item,
+                               cw.CancelOwnedTask: self._handle_cancel_owned,
                                cw.GetCoreWorkerStats: self._handle_stats}
         gcs_handlers: dict = {gcs_msg.LogBatch: log_printer(node_ip),
                               gcs_msg.ErrorInfo: print_error}
@@ -524,6 +525,12 @@ class CoreWorker:
     def cancel(self, ref, force: bool, recursive: bool) -> None:
         """Cancel the task that makes ``ref``: an actor call, or a task (see ember.cancel)."""
         task_id = task_id_of(ref._id)
+        if not self.owns(ref._owner):  # the owner submitted the task: it cancels it
+            async def to_owner() -> None:
+                owner = await self.peers.get(ref._owner, "owner")
+                owner.notify(cw.CancelOwnedTask(task_id, force, recursive))
+            self.io.run(to_owner(), timeout=30)
+            return
 
         async def on_loop() -> str:
             if force and self.actor_submitter.is_pending(task_id):
@@ -540,6 +547,10 @@ class CoreWorker:
         # force does not apply to actor calls
         if not self.actor_submitter.cancel(task_id):
             self.submitter.cancel(task_id, force, recursive)
+
+    def _handle_cancel_owned(self, conn, req: cw.CancelOwnedTask) -> None:
+        if not (req.force and self.actor_submitter.is_pending(req.task_id)):
+            self._cancel_one(req.task_id, req.force, req.recursive)
 
     def cancel_children(self, parent_id: bytes, force: bool) -> None:
         """I/O thread: a task running here was cancelled with ``recursive=True``:

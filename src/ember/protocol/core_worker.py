@@ -96,6 +96,14 @@ class CancelTask(Message):
     recursive: bool = True
 
 
+class CancelOwnedTask(Message):
+    """To a task's owner: cancel it (``ember.cancel`` of a ref borrowed elsewhere)."""
+
+    task_id: bytes
+    force: bool = False
+    recursive: bool = True
+
+
 class CancelTaskReply(Message):
     attempted: bool
 
