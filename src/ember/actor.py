@@ -208,7 +208,7 @@ class ActorClass:
         running, _ = opts.placement(options, what, running)
         is_async = is_async_class(self._class)
         actor_options = {
-            "class_name": self._name, "is_async": is_async,
+            "class_name": self._name, "is_async": is_async, "name": name,
             "max_concurrency": options.get("max_concurrency"),
             "concurrency_groups": options.get("concurrency_groups"),
             "method_groups": {m: meta["concurrency_group"] for m, meta in self._methods.items()

@@ -120,6 +120,11 @@ class RuntimeContext:
                                "inside a task or an actor method, not in the driver.")
         return executor.is_cancelled(spec.task_id)
 
+    def get_actor_name(self) -> str | None:
+        """The name of the actor this code runs in; None if unnamed or not an actor."""
+        actor = self._core().actor
+        return (actor.name or None) if actor is not None else None
+
     def get_actor_id(self) -> str | None:
         actor_id = getattr(self._core(), "actor_id", b"")
         return actor_id.hex() if actor_id else None

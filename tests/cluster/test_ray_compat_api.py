@@ -285,3 +285,15 @@ def test_a_borrower_can_cancel_a_task(shared):
     assert ray.get(cancel_first.remote([pending]))
     with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(pending)
+
+
+@ray.remote
+class Named:
+    def my_name(self):
+        return ray.get_runtime_context().get_actor_name()
+
+
+def test_an_actor_knows_its_name(shared):
+    assert ray.get(Named.options(name="called-so").remote().my_name.remote()) == "called-so"
+    assert ray.get(Named.remote().my_name.remote()) is None
+    assert ray.get_runtime_context().get_actor_name() is None  # the driver is no actor

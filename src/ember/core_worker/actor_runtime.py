@@ -63,6 +63,8 @@ class ActorRuntime:
         self.executor = executor
         self.instance = instance
         self.class_name = class_name
+        #: The actor's name ("" if unnamed).
+        self.name = options.get("name") or ""
         #: method name -> its descriptor on the class (see method()).
         self._descriptors: dict = {}
         self.actor_id = options.get("actor_id", b"")
