@@ -121,9 +121,10 @@ class RuntimeContext:
         return executor.is_cancelled(spec.task_id)
 
     def get_actor_name(self) -> str | None:
-        """The name of the actor this code runs in; None if unnamed or not an actor."""
+        """The name of the actor this code runs in ("" if unnamed); None outside an
+        actor, as in Ray."""
         actor = self._core().actor
-        return (actor.name or None) if actor is not None else None
+        return actor.name if actor is not None else None
 
     def get_actor_id(self) -> str | None:
         actor_id = getattr(self._core(), "actor_id", b"")

@@ -295,5 +295,5 @@ class Named:
 
 def test_an_actor_knows_its_name(shared):
     assert ray.get(Named.options(name="called-so").remote().my_name.remote()) == "called-so"
-    assert ray.get(Named.remote().my_name.remote()) is None
+    assert ray.get(Named.remote().my_name.remote()) == ""
     assert ray.get_runtime_context().get_actor_name() is None  # the driver is no actor
