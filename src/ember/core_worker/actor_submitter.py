@@ -35,7 +35,6 @@ from .. import rpc
 from ..exceptions import ActorDiedError, PendingCallsLimitExceeded, TaskCancelledError
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
-from ..protocol.task_events import SUBMITTED_TO_WORKER
 from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class ActorQueue:
     __slots__ = ("actor_id", "class_name", "state", "conn", "address", "pending", "inflight",
                  "death", "max_task_retries", "connecting", "num_restarts", "subscribed",
                  "next_seq", "max_pending_calls", "unfinished",
-                 "registering", "version")
+                 "registering", "version", "pid")
 
     def __init__(self, actor_id: bytes, class_name: str, max_task_retries: int,
                  max_pending_calls: int = -1):
@@ -57,6 +56,8 @@ class ActorQueue:
         self.version = -1
         self.conn: rpc.Connection | None = None
         self.address = None
+        #: The actor's process id (from the GCS), for its calls' task events.
+        self.pid = 0
         self.pending: collections.deque = collections.deque()
         self.inflight: dict[bytes, object] = {}
         #: The error every call gets once the actor is DEAD.
@@ -227,7 +228,8 @@ class ActorTaskSubmitter:
 
     def _send(self, queue: ActorQueue, task) -> None:
         fut = queue.conn.request(cw.PushTask(task.spec))
-        self.task_events.state(task, SUBMITTED_TO_WORKER)
+        address = queue.address
+        self.task_events.pushed(task, address.node_id, address.worker_id, queue.pid)
         fut.add_done_callback(lambda f, q=queue, t=task: self._on_reply(q, t, f))
 
     async def _connect(self, queue: ActorQueue) -> None:
@@ -251,6 +253,7 @@ class ActorTaskSubmitter:
         exc = fut.exception()
         if exc is None:
             reply = fut.result()
+            task.ran_for = reply.duration
             self._finish(queue, task, reply.returns, reply.num_generator_items)
             return
         # The connection broke: the actor's process is gone. Wait for the GCS's word.
@@ -301,6 +304,7 @@ class ActorTaskSubmitter:
         if info.state == "ALIVE":
             if queue.address != info.address:
                 queue.address = info.address
+                queue.pid = info.pid
                 if queue.conn is not None:
                     queue.conn = None
             if restarted or queue.inflight:

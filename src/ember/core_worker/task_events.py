@@ -88,14 +88,20 @@ class TaskEventBuffer:
         """Owner: ``task``'s current attempt reached ``state``."""
         (task.times or self._unsubmitted(task))[state] = _now()
 
+    def pushed(self, task, node_id: bytes, worker_id: bytes, pid: int) -> None:
+        """Owner: ``task``'s current attempt was sent to that worker to run."""
+        (task.times or self._unsubmitted(task))[te.SUBMITTED_TO_WORKER] = _now()
+        task.where = (node_id, worker_id, pid)
+
     def finished(self, task, returns) -> None:
         """Owner: the task's results (or its error) were stored."""
         state = te.FAILED if returns and returns[0].value.kind == VALUE_ERROR else te.FINISHED
         times = task.times or self._unsubmitted(task)
-        times[state] = _now()
+        times[state] = now = _now()
+        if task.ran_for:  # the executor's measure: when it started running, from here
+            times[te.RUNNING] = now - task.ran_for
         if task.reported:  # else the flush reads the final times from the task itself
-            self._records.append(te.AttemptRecord(task.spec.task_id, task.spec.attempt, state,
-                                                  tuple(times)))
+            self._records.append(_record(task, state))
 
     def _unsubmitted(self, task) -> list:
         """The times of a task that ends (a call on a dead actor, say) without having
@@ -113,9 +119,10 @@ class TaskEventBuffer:
         times[te.FAILED] = now
         if not task.reported:
             self._infos.append((spec, spec.attempt - 1, task.parent))
-        self._records.append(te.AttemptRecord(spec.task_id, spec.attempt - 1, te.FAILED,
-                                              tuple(times)))
+        self._records.append(_record(task, te.FAILED, spec.attempt - 1))
         task.times = [0.0, now, 0.0, 0.0, 0.0, 0.0]
+        task.where = None
+        task.ran_for = 0.0
         task.reported = False
         self._new.append(task)
 
@@ -124,15 +131,23 @@ class TaskEventBuffer:
         self._errors.append((spec.task_id, spec.attempt, err))
 
     def running(self, spec) -> None:
-        """Executor: the task starts running in this process (any thread)."""
+        """Executor: the task starts running in this process (any thread).
+
+        Nothing is sent for it unless it still runs at a flush: its owner reports
+        the attempt, with this worker and (from the reply's duration) when it ran.
+        """
         if spec.is_actor_creation:  # its owner registered it with the GCS, not a submitter
             self._infos.append((spec, spec.attempt, b""))
         self._running[spec.task_id] = (spec.attempt, _now())
 
     def ended(self, spec, reply) -> None:
         """Executor: the task returned (or raised); ``reply`` goes to its owner."""
-        now = _now()
         started = self._running.pop(spec.task_id, None)
+        if not spec.is_actor_creation:
+            return
+        # An actor's creation has no core worker as its owner (the GCS pushed it): the
+        # executor reports it whole.
+        now = _now()
         state = te.FAILED if reply.is_application_error else te.FINISHED
         began = started[1] if started else now
         times = ((0.0, 0.0, 0.0, began, now, 0.0) if state == te.FINISHED
@@ -190,8 +205,7 @@ class TaskEventBuffer:
             spec = task.spec
             times = task.times
             infos.append(describe(spec, spec.attempt, task.parent))
-            records.append(te.AttemptRecord(spec.task_id, spec.attempt, _furthest(times),
-                                            tuple(times)))
+            records.append(_record(task, _furthest(times)))
         for task_id, (attempt, started) in running:  # long tasks show RUNNING meanwhile
             records.append(te.AttemptRecord(task_id, attempt, te.RUNNING,
                                             (0.0, 0.0, 0.0, started, 0.0, 0.0)))
@@ -215,6 +229,16 @@ class TaskEventBuffer:
     def debug_state(self) -> dict:
         return {"buffered": len(self._new) + len(self._records), "running": len(self._running),
                 "flushed": self.flushed, "dropped": self.dropped}
+
+
+def _record(task, state: int, attempt: int | None = None) -> te.AttemptRecord:
+    """What the owner knows of ``task``'s attempt (the current one by default)."""
+    spec = task.spec
+    where = task.where
+    attempt = spec.attempt if attempt is None else attempt
+    if where is None:
+        return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times))
+    return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times), *where)
 
 
 def _furthest(times: list[float]) -> int:
@@ -263,7 +287,7 @@ class DisabledTaskEvents(TaskEventBuffer):
     def _skip(self, *args) -> None:
         pass
 
-    submitted = state = finished = failed = running = ended = retried = _skip
+    submitted = state = pushed = finished = failed = running = ended = retried = _skip
 
     def take(self) -> None:
         return None

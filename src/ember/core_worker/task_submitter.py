@@ -58,7 +58,7 @@ class PendingTask:
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
                  "cancelled", "worker", "generator", "unresolved", "lost", "parent",
-                 "oom_retries_left", "oom_kills", "times", "reported")
+                 "oom_retries_left", "oom_kills", "times", "reported", "where", "ran_for")
 
     def nested_refs(self) -> list:
         """Refs inside the argument values; the receiver must be registered for them."""
@@ -91,6 +91,10 @@ class PendingTask:
         #: GCS has been sent it (core_worker/task_events.py).
         self.times: list[float] | None = None
         self.reported = False
+        #: (node id, worker id, pid) the current attempt was pushed to, and how long
+        #: it ran there (its reply's duration; 0.0 until it replied).
+        self.where: tuple | None = None
+        self.ran_for = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +250,8 @@ class NormalTaskSubmitter:
         w.inflight += 1
         task.worker = w
         task.state = TaskState.RUNNING
-        self.task_events.state(task, te.SUBMITTED_TO_WORKER)
+        address = w.address
+        self.task_events.pushed(task, address.node_id, address.worker_id, w.worker_pid)
         nested = task.nested_refs()
         if nested and self._ownership.register_local(w.address, nested):
             # Refs owned by third processes: their owners must know the worker first.
@@ -276,6 +281,7 @@ class NormalTaskSubmitter:
             self._system_failure(task, w, exc)
         else:
             reply: cw.PushTaskReply = fut.result()
+            task.ran_for = reply.duration
             if state is not None:
                 avg = state.avg_duration
                 state.avg_duration = (reply.duration if avg is None

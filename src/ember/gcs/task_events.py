@@ -110,7 +110,9 @@ class TaskEventManager:
                     if state in _TERMINAL and rec.state not in _TERMINAL:
                         finished.append(key)
                     rec.state = state
-            if r.times[te.RUNNING]:  # only the executor sees its attempt run
+            if r.worker_id:  # its owner says where it ran
+                rec.node_id, rec.worker_id, rec.worker_pid = r.node_id, r.worker_id, r.pid
+            elif r.times[te.RUNNING] and not rec.worker_id:  # the executor's own report
                 rec.node_id = batch.node_id
                 rec.worker_id = batch.worker_id
                 rec.worker_pid = batch.pid

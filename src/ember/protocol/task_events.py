@@ -39,7 +39,7 @@ StateTimes = tuple[float, float, float, float, float, float]
 assert len(StateTimes.__args__) == len(STATE_NAMES)
 
 
-class AttemptRecord(msgspec.Struct, array_like=True, gc=False):
+class AttemptRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     """What one process saw of one task attempt, as of its flush.
 
     A struct, not a tuple: msgspec decodes a batch of untracked structs several
@@ -51,6 +51,11 @@ class AttemptRecord(msgspec.Struct, array_like=True, gc=False):
     #: The furthest state reached.
     state: int
     times: StateTimes
+    #: Where it ran, when its owner reports it (the owner knows the worker it pushed
+    #: to); else the batch's sender is where it ran, if it saw it RUNNING.
+    node_id: bytes = b""
+    worker_id: bytes = b""
+    pid: int = 0
 
 
 class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):

@@ -181,32 +181,42 @@ class _Task:
         self.parent = parent
         self.times = None
         self.reported = False
+        self.where = None
+        self.ran_for = 0.0
 
 
 def _attempts(sent) -> list[tuple[int, str]]:
     return [(r.attempt, te.STATE_NAMES[r.state]) for r in sent.records]
 
 
-def test_buffer_sends_an_owned_attempt_once_with_its_times_and_describes_it():
+def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_description():
     buf = TaskEventBuffer(b"node", b"worker")
     task = _Task(spec(1), parent=task_id(0))
     buf.submitted(task)
     buf.state(task, te.PENDING_NODE_ASSIGNMENT)
-    buf.state(task, te.SUBMITTED_TO_WORKER)
+    buf.pushed(task, b"N" * 28, b"W" * 28, 4321)
+    task.ran_for = 0.001  # the reply's duration: the owner places RUNNING from it
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
     (rec,) = sent.records
     assert (rec.task_id, rec.attempt, rec.state) == (task_id(1), 0, te.FINISHED)
+    assert (rec.node_id, rec.worker_id, rec.pid) == (b"N" * 28, b"W" * 28, 4321)
     ts = rec.times
     assert all(ts[s] > 0 for s in (te.PENDING_ARGS_AVAIL, te.PENDING_NODE_ASSIGNMENT,
-                                   te.SUBMITTED_TO_WORKER, te.FINISHED))
-    assert ts[te.RUNNING] == ts[te.FAILED] == 0.0
+                                   te.SUBMITTED_TO_WORKER, te.RUNNING, te.FINISHED))
+    assert ts[te.RUNNING] < ts[te.FINISHED] and ts[te.FAILED] == 0.0
     (desc,) = sent.infos
     assert (desc.func_or_class_name, desc.name, desc.type) == ("func", "func", te.NORMAL_TASK)
     assert desc.parent_task_id == task_id(0) and desc.required_resources == {"CPU": 1.0}
     assert buf.take() is None  # emptied
     # The batch survives the wire.
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents) == sent
+    # The store takes where it ran from the record, not from the owner's batch.
+    store = TaskEventManager(max_tasks=10)
+    store.add_events(None, sent)
+    (stored,) = query(store).tasks
+    assert (stored.node_id, stored.worker_id, stored.worker_pid) == (b"N" * 28, b"W" * 28,
+                                                                     4321)
 
 
 def test_buffer_sends_an_attempt_unfinished_at_a_flush_again_when_it_ends():
@@ -227,10 +237,19 @@ def test_buffer_shows_a_running_task_until_it_ends_on_the_executor():
     assert _attempts(buf.take()) == [(0, "RUNNING")]
     assert _attempts(buf.take()) == [(0, "RUNNING")]  # still running: still shown
     buf.ended(s, PushTaskReply([], is_application_error=False))
-    (rec,) = buf.take().records
-    ts = rec.times
-    assert 0 < ts[te.RUNNING] <= ts[te.FINISHED]
-    assert buf.take() is None
+    assert buf.take() is None  # its owner reports how it ended
+
+
+def test_buffer_reports_an_actor_creation_whole_on_the_executor():
+    """The GCS, not a core worker, pushes an actor's creation: nobody else reports it."""
+    buf = TaskEventBuffer(b"node", b"worker")
+    s = spec(1, is_actor_creation=True, actor_id=b"A" * 16)
+    buf.running(s)
+    buf.ended(s, PushTaskReply([], is_application_error=False))
+    sent = buf.take()
+    (rec,) = sent.records
+    assert rec.state == te.FINISHED and 0 < rec.times[te.RUNNING] <= rec.times[te.FINISHED]
+    assert [i.type for i in sent.infos] == [te.ACTOR_CREATION_TASK]
 
 
 def test_buffer_error_outcomes_and_retries():
@@ -240,10 +259,9 @@ def test_buffer_error_outcomes_and_retries():
     buf.failed(task.spec, ValueError("bad"))
     task.spec.attempt = 1
     buf.retried(task)  # before any flush: attempt 0 must still be described and sent
-    buf.ended(task.spec, PushTaskReply([], is_application_error=True))
+    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
     sent = buf.take()
-    assert sorted(_attempts(sent)) == [(0, "FAILED"), (1, "FAILED"),
-                                       (1, "PENDING_NODE_ASSIGNMENT")]
+    assert sorted(_attempts(sent)) == [(0, "FAILED"), (1, "FAILED")]
     assert sent.errors == [(task_id(1), 0, "TASK_EXECUTION_EXCEPTION", "bad")]
     assert sorted(i.attempt for i in sent.infos) == [0, 1]
 
@@ -261,7 +279,7 @@ def test_buffer_loses_nothing_to_a_racing_flush():
     """Executor records from another thread while flushes take batches: each arrives once."""
     buf = TaskEventBuffer()
     n = 20000
-    specs = [spec(i) for i in range(n)]
+    specs = [spec(i, is_actor_creation=True, actor_id=b"A" * 16) for i in range(n)]
     reply = PushTaskReply([], is_application_error=False)
     got = []
 
