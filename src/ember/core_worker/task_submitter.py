@@ -174,6 +174,8 @@ class NormalTaskSubmitter:
     # --- submission -------------------------------------------------------------
 
     def submit(self, task: PendingTask) -> None:
+        # A task run again to rebuild a lost result (lineage) was FINISHED before.
+        task.state = TaskState.WAITING_FOR_DEPENDENCIES
         self.tasks[task.spec.task_id] = task
         self.task_events.submitted(task)
         self._dependencies.resolve(task, self._dependencies_ready)
