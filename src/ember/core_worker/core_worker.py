@@ -131,6 +131,7 @@ class CoreWorker:
                                              self.references, self.dependencies,
                                              self.ownership, self.objects, self.lineage)
         self.lineage.resubmit = self.submitter.submit
+        self.lineage.node_died = self.submitter.node_died
         self.actor_submitter = ActorTaskSubmitter(self.io, info, self.gcs, self.peers,
                                                   self.references, self.dependencies,
                                                   self.ownership, self.submitter.store_returns)

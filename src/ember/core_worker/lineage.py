@@ -51,6 +51,9 @@ class Lineage:
         self._dead_nodes = dead_nodes
         #: Submits a task again (the normal task submitter's submit), wired after.
         self.resubmit = None
+        #: Called with a dead node's id before its results are made again: the
+        #: submitter lets go of the workers it leased there (set by the core worker).
+        self.node_died = None
         self._lock = threading.Lock()
         #: task id -> the finished task, kept while a result of it in a store is referenced.
         self._tasks: dict = {}
@@ -96,6 +99,8 @@ class Lineage:
         nodes = {v.node_id for v in markers.values()
                  if v is not None and v.kind == VALUE_IN_STORE}
         dead = await self._dead_nodes(nodes)
+        for node_id in dead:
+            self.node_died(node_id)
         outcome = {}
         for oid, value in markers.items():
             task_id = task_id_of(oid)

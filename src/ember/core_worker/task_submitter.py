@@ -406,6 +406,15 @@ class NormalTaskSubmitter:
             if not raylet.closed:
                 raylet.notify(rl.CancelWorkerLease(lease_id))
 
+    def node_died(self, node_id: bytes) -> None:
+        """Let go of the idle workers leased on a node known dead, before anything is
+        pushed to them: their connections may not have noticed yet, and a push there
+        would spend a retry of the task for nothing."""
+        for state in self._keys.values():
+            for w in list(state.workers):
+                if w.address.node_id == node_id and w.inflight == 0:
+                    self._worker_lost(state, w)
+
     def _idle_expired(self, state: KeyState, w: LeasedWorker) -> None:
         w.idle_timer = None
         if w.inflight == 0 and not w.dead and not state.queue:
