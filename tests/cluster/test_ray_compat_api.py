@@ -279,9 +279,8 @@ def cancel_first(refs) -> bool:
 
 @pytest.mark.timeout(60)
 def test_a_borrower_can_cancel_a_task(shared):
-    from ember.util.testing import SignalActor
-    signal = SignalActor.remote()
-    pending = waits_for.remote(signal)
+    # Asks for a resource no node has: it stays queued at its owner until cancelled.
+    pending = echo.options(resources={"no-such-resource": 1}).remote(1)
     assert ray.get(cancel_first.remote([pending]))
     with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(pending)
