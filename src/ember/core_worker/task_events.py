@@ -6,15 +6,15 @@ formatting per event, and one record per attempt and side for the GCS to
 merge, not one per state change (the GCS's merge, in Python, was most of the
 cost). The owner writes the times its task reaches each state (submitted,
 arguments ready, pushed to a worker, finished or failed) into the task
-object; the executor keeps when each running task started and records the
-attempt once, when it ends (it ran on this batch's node, worker and pid).
-About once a second (``task_events_report_interval_ms``) a timer on the I/O
-thread sends, as one :class:`~ember.protocol.task_events.AddTaskEvents` to
-the GCS's task-event store (``ember/gcs/task_events.py``), every attempt
-recorded or advanced since: ended ones, owned ones as far as they got, and
-tasks still running here as RUNNING, so a long task shows while it runs. The
-store merges the two sides of each attempt. The state API, the CLI and the
-timeline read only that store.
+object, with the worker it pushed to, and places RUNNING from the reply's
+duration: it reports the whole attempt. The executor reports only what its
+owner cannot: tasks still running at a flush (as RUNNING, so a long task
+shows while it runs) and actor creations (pushed by the GCS, which keeps no
+buffer). About once a second (``task_events_report_interval_ms``) a timer on
+the I/O thread sends every attempt recorded or advanced since, as one
+:class:`~ember.protocol.task_events.AddTaskEvents`, to the GCS's task-event
+store (``ember/gcs/task_events.py``), which merges the reports of an attempt.
+The state API, the CLI and the timeline read only that store.
 
 Threads. The owner side records on the I/O thread, as the flush runs, so
 it may write into live task objects. The executor records on the main

@@ -19,6 +19,7 @@ from .. import rpc
 from ..core_worker import context
 from ..protocol import gcs as gcs_msg
 from ..rpc import auth
+from .errors import RayStateApiException
 
 
 def resolve_address(address: str | None) -> str:
@@ -80,19 +81,33 @@ async def ask_raylets(address: str, request, timeout: float):
 
     async def one(info):
         try:
-            raylet = await rpc.connect(f"{info.raylet.ip}:{info.raylet.port}",
-                                       name="raylet", timeout=min(timeout, 2.0))
-        except (ConnectionError, OSError, asyncio.TimeoutError):
+            return await ask_raylet(info, request, timeout, connect_timeout=2.0)
+        except (RayStateApiException, rpc.RemoteError):
             return None
-        try:
-            return await raylet.call(request, timeout=timeout)
-        except (ConnectionError, OSError, asyncio.TimeoutError, rpc.RemoteError):
-            return None
-        finally:
-            raylet.close()
     alive = [info for info in table.nodes if info.alive]
     replies = await asyncio.gather(*(one(info) for info in alive))
     return table, {info.node_id: reply for info, reply in zip(alive, replies)}
+
+
+async def ask_raylet(node_info, request, timeout: float, connect_timeout: float = 5.0):
+    """``request``'s reply from one node's raylet; RayStateApiException naming the node
+    if it cannot be reached or does not answer."""
+    where = f"{node_info.raylet.ip}:{node_info.raylet.port}"
+    try:
+        raylet = await rpc.connect(where, name="raylet",
+                                   timeout=min(timeout, connect_timeout))
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise RayStateApiException(
+            f"Could not reach the raylet of node {node_info.node_id.hex()} at {where}: "
+            f"{exc or type(exc).__name__}.") from None
+    try:
+        return await raylet.call(request, timeout=timeout)
+    except (ConnectionError, asyncio.TimeoutError) as exc:
+        raise RayStateApiException(
+            f"The raylet of node {node_info.node_id.hex()} at {where} did not answer: "
+            f"{exc or type(exc).__name__}.") from None
+    finally:
+        raylet.close()
 
 
 def query_gcs(address: str | None, requests: list, timeout: float) -> list:

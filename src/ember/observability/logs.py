@@ -9,31 +9,11 @@ disk: a node on another machine keeps them there.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 
-from .. import rpc
 from ..protocol import raylet as rl
-from .cluster import run
+from .cluster import ask_raylet, run
 from .errors import RayStateApiException
-
-
-async def _ask(node_info, request, timeout: float):
-    where = f"{node_info.raylet.ip}:{node_info.raylet.port}"
-    try:
-        raylet = await rpc.connect(where, name="raylet", timeout=min(timeout, 5.0))
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise RayStateApiException(
-            f"Could not reach the raylet of node {node_info.node_id.hex()} at {where} to read "
-            f"its logs: {exc or type(exc).__name__}.") from None
-    try:
-        return await raylet.call(request, timeout=timeout)
-    except (ConnectionError, asyncio.TimeoutError) as exc:
-        raise RayStateApiException(
-            f"The raylet of node {node_info.node_id.hex()} at {where} did not answer: "
-            f"{exc or type(exc).__name__}.") from None
-    finally:
-        raylet.close()
 
 
 def category(name: str) -> str:
@@ -48,7 +28,7 @@ def category(name: str) -> str:
 
 
 def list_files(node_info, glob_filter: str = "*", timeout: float = 30) -> dict[str, list[str]]:
-    reply = run(_ask, node_info, rl.ListLogFiles(glob_filter), timeout)
+    reply = run(ask_raylet, node_info, rl.ListLogFiles(glob_filter), timeout)
     found: dict[str, list[str]] = {}
     for name in reply.names:
         found.setdefault(category(name), []).append(name)
@@ -104,7 +84,7 @@ def remote_reader(node_info, name: str, timeout: float = 30):
     """The ``read`` of a :class:`LogFollower` of file ``name`` on the node, through its
     raylet. Blocking: call it off an event loop (``asyncio.to_thread``)."""
     def read(offset: int, tail: int):
-        return run(_ask, node_info, rl.ReadLogFile(name, offset, tail), timeout)
+        return run(ask_raylet, node_info, rl.ReadLogFile(name, offset, tail), timeout)
     return read
 
 

@@ -2,10 +2,11 @@
 
 A batch is shaped for a cheap sender and receiver: each attempt a process saw
 is one :class:`AttemptRecord` that msgspec encodes and decodes in C, with
-``times`` the unix time of each state it reached (0.0 where not); the sender's
-node, worker id and pid travel once per batch (the GCS stamps them on the
-attempts the batch saw RUNNING: only executors see that), and the description
-of a task (:class:`TaskInfo`) travels once, with its first record.
+``times`` the unix time of each state it reached (0.0 where not) and, from
+an owner, the worker it ran on; the sender's node, worker id and pid travel
+once per batch (the GCS stamps them on an executor's RUNNING reports), and
+the description of a task (:class:`TaskInfo`) travels once, with its first
+record.
 """
 from __future__ import annotations
 
