@@ -13,7 +13,6 @@ import time
 
 from ..protocol import raylet as rl
 from .cluster import ask_raylet, run
-from .errors import RayStateApiException
 
 
 def category(name: str) -> str:
