@@ -23,8 +23,9 @@ each atomic, so the flush takes the first ``n`` entries and deletes exactly
 those: an append racing with it lands after them and goes out with the next
 flush. Nothing is lost, nothing is locked.
 
-What a task is (its :class:`TaskInfo`: names, job, resources, parent) is
-built at flush time from the references kept here, off the hot path. A
+What a task is (its :class:`TaskInfo`: names, job, resources) is shared by
+the calls of one function with the same options, and travels once per flush;
+each attempt's first record points at it and names the attempt's parent. A
 process that dies between flushes loses at most its last second of events;
 the GCS shows such attempts in their last state seen.
 """
@@ -51,15 +52,23 @@ class TaskEventBuffer:
     def __init__(self, node_id: bytes = b"", worker_id: bytes = b""):
         self.node_id = node_id
         self.worker_id = worker_id
-        #: Owner: tasks whose current attempt the GCS has not been told of yet. A
-        #: task may appear twice (retried before a flush); ``task.reported`` tells.
-        self._new: list = []
-        #: Either side: the AttemptRecord of each attempt that ended.
+        #: Owner: task_id -> task whose current attempt the GCS has not been told of
+        #: yet. A task leaves it when it ends (its record is made then) or at a flush
+        #: (reported as it stands): nothing here keeps a finished task alive.
+        self._unreported: dict = {}
+        #: Either side: the AttemptRecord of each attempt that ended; a record's
+        #: ``desc`` indexes ``_descs``.
         self._records: list = []
-        #: (spec, attempt, parent task id) of attempts described at flush time
-        #: without a live task to read (retried before a flush; actor creations).
-        self._infos: list = []
-        #: Executor: task_id -> (attempt, unix time it started running).
+        #: This flush's task descriptions, each once, and their index by what
+        #: tells them apart (see :meth:`_describe`).
+        self._descs: list = []
+        self._desc_index: dict = {}
+        #: Executor: (spec, record) of actor creations that ended, described at
+        #: the flush (they are recorded on the main thread; descriptions on the I/O
+        #: thread).
+        self._created: list = []
+        #: Executor: task_id -> (attempt, unix time it started running, spec if it is
+        #: an actor creation).
         self._running: dict = {}
         #: (task_id, attempt, exception)
         self._errors: list = []
@@ -74,15 +83,15 @@ class TaskEventBuffer:
     # --- recording (hot path: a time stamp, at most one append) ----------------------
     #
     # The owner side runs on the I/O thread, as the flush does: it writes the times
-    # of a task's current attempt into ``task.times`` (indexed by state), and the
-    # flush sends each attempt once, with whatever times it has by then. An attempt
-    # still unfinished at a flush is sent again when it ends.
+    # of a task's current attempt into ``task.times`` (indexed by state). An attempt
+    # is sent once when it ends, or at a flush if it has not ended by then (and
+    # again when it ends).
 
     def submitted(self, task) -> None:
         """Owner: a task or actor call was submitted; its arguments may be pending."""
         task.times = [_now(), 0.0, 0.0, 0.0, 0.0, 0.0]
         task.reported = False
-        self._new.append(task)
+        self._unreported[task.spec.task_id] = task
 
     def state(self, task, state: int) -> None:
         """Owner: ``task``'s current attempt reached ``state``."""
@@ -100,31 +109,57 @@ class TaskEventBuffer:
         times[state] = now = _now()
         if task.ran_for:  # the executor's measure: when it started running, from here
             times[te.RUNNING] = now - task.ran_for
-        if task.reported:  # else the flush reads the final times from the task itself
-            self._records.append(_record(task, state))
+        self._records.append(self._record(task, state, task.spec.attempt))
+        if not task.reported:
+            self._unreported.pop(task.spec.task_id, None)
+            task.reported = True
 
     def _unsubmitted(self, task) -> list:
         """The times of a task that ends (a call on a dead actor, say) without having
         been submitted: it is still recorded."""
         task.times = [0.0] * len(te.STATE_NAMES)
         task.reported = False
-        self._new.append(task)
+        self._unreported[task.spec.task_id] = task
         return task.times
 
     def retried(self, task) -> None:
         """Owner: the previous attempt failed and ``task`` (its attempt raised) is queued."""
-        spec = task.spec
         now = _now()
         times = task.times or self._unsubmitted(task)
         times[te.FAILED] = now
-        if not task.reported:
-            self._infos.append((spec, spec.attempt - 1, task.parent))
-        self._records.append(_record(task, te.FAILED, spec.attempt - 1))
+        self._records.append(self._record(task, te.FAILED, task.spec.attempt - 1))
         task.times = [0.0, now, 0.0, 0.0, 0.0, 0.0]
         task.where = None
         task.ran_for = 0.0
         task.reported = False
-        self._new.append(task)
+        self._unreported[task.spec.task_id] = task
+
+    def _record(self, task, state: int, attempt: int) -> te.AttemptRecord:
+        """What the owner knows of one attempt of ``task``; described if not sent before."""
+        spec = task.spec
+        where = task.where or _NOWHERE
+        if task.reported:
+            return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times), *where)
+        return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times), *where,
+                                self._describe(spec), task.parent or b"")
+
+    def _describe(self, spec) -> int:
+        """The index of ``spec``'s description in this flush's table.
+
+        Calls of one function (or method of one actor) with the same options share
+        one description, sent once per flush: describing each task was half of
+        what task events cost the owner. The key holds a non-empty resource dict
+        by identity (calls with the same options share theirs), which is safe: the
+        table keeps that dict alive until the flush.
+        """
+        resources = spec.resources
+        key = (spec.function_name, spec.name, spec.actor_id, spec.placement_group_id,
+               spec.job_id, spec.is_actor_creation, id(resources) if resources else 0)
+        index = self._desc_index.get(key)
+        if index is None:
+            index = self._desc_index[key] = len(self._descs)
+            self._descs.append(describe(spec))
+        return index
 
     def failed(self, spec, err: BaseException) -> None:
         """Either side: why ``spec``'s attempt failed (the error's type and message)."""
@@ -136,9 +171,8 @@ class TaskEventBuffer:
         Nothing is sent for it unless it still runs at a flush: its owner reports
         the attempt, with this worker and (from the reply's duration) when it ran.
         """
-        if spec.is_actor_creation:  # its owner registered it with the GCS, not a submitter
-            self._infos.append((spec, spec.attempt, b""))
-        self._running[spec.task_id] = (spec.attempt, _now())
+        self._running[spec.task_id] = (spec.attempt, _now(),
+                                       spec if spec.is_actor_creation else None)
 
     def ended(self, spec, reply) -> None:
         """Executor: the task returned (or raised); ``reply`` goes to its owner."""
@@ -152,7 +186,7 @@ class TaskEventBuffer:
         began = started[1] if started else now
         times = ((0.0, 0.0, 0.0, began, now, 0.0) if state == te.FINISHED
                  else (0.0, 0.0, 0.0, began, 0.0, now))
-        self._records.append(te.AttemptRecord(spec.task_id, spec.attempt, state, times))
+        self._created.append((spec, te.AttemptRecord(spec.task_id, spec.attempt, state, times)))
 
     # --- flushing (I/O thread) --------------------------------------------------------
 
@@ -185,36 +219,34 @@ class TaskEventBuffer:
         ``n`` entries and deleted as exactly those (each step atomic under the
         GIL): an append racing with it goes out with the next flush.
         """
-        k, n, i, m = len(self._new), len(self._records), len(self._infos), len(self._errors)
+        n, c, m = len(self._records), len(self._created), len(self._errors)
         running = list(self._running.items())
-        if not (k or n or i or m or running or self.dropped):
+        if not (n or c or m or self._unreported or running or self.dropped):
             return None
-        new = self._new[:k]
-        del self._new[:k]
         records = self._records[:n]
         del self._records[:n]
-        described = self._infos[:i]
-        del self._infos[:i]
+        created = self._created[:c]
+        del self._created[:c]
         errors = self._errors[:m]
         del self._errors[:m]
-        infos = [describe(spec, attempt, parent) for spec, attempt, parent in described]
-        for task in new:
-            if task.reported:
-                continue
+        unreported, self._unreported = self._unreported, {}
+        for task in unreported.values():  # not ended yet: sent as it stands
+            records.append(self._record(task, _furthest(task.times), task.spec.attempt))
             task.reported = True
-            spec = task.spec
-            times = task.times
-            infos.append(describe(spec, spec.attempt, task.parent))
-            records.append(_record(task, _furthest(times)))
-        for task_id, (attempt, started) in running:  # long tasks show RUNNING meanwhile
-            records.append(te.AttemptRecord(task_id, attempt, te.RUNNING,
-                                            (0.0, 0.0, 0.0, started, 0.0, 0.0)))
+        for spec, record in created:
+            record.desc = self._describe(spec)
+            records.append(record)
+        for task_id, (attempt, started, spec) in running:  # long tasks show RUNNING meanwhile
+            records.append(te.AttemptRecord(
+                task_id, attempt, te.RUNNING, (0.0, 0.0, 0.0, started, 0.0, 0.0),
+                desc=-1 if spec is None else self._describe(spec)))
+        descs, self._descs, self._desc_index = self._descs, [], {}
         if len(records) > self._max:  # the GCS could not keep up, or we could not send
             self.dropped += len(records) - self._max
             records = records[-self._max:]
         dropped, self.dropped = self.dropped, 0
         return te.AddTaskEvents(
-            records=records, infos=infos,
+            records=records, descs=descs,
             errors=[(task_id, attempt, error_type(err), error_message(err))
                     for task_id, attempt, err in errors],
             node_id=self.node_id, worker_id=self.worker_id, pid=os.getpid(), dropped=dropped)
@@ -227,18 +259,13 @@ class TaskEventBuffer:
         self.flushed += len(batch.records)
 
     def debug_state(self) -> dict:
-        return {"buffered": len(self._new) + len(self._records), "running": len(self._running),
-                "flushed": self.flushed, "dropped": self.dropped}
+        return {"buffered": len(self._unreported) + len(self._records),
+                "running": len(self._running), "flushed": self.flushed,
+                "dropped": self.dropped}
 
 
-def _record(task, state: int, attempt: int | None = None) -> te.AttemptRecord:
-    """What the owner knows of ``task``'s attempt (the current one by default)."""
-    spec = task.spec
-    where = task.where
-    attempt = spec.attempt if attempt is None else attempt
-    if where is None:
-        return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times))
-    return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times), *where)
+#: ``task.where`` of an attempt not pushed to a worker yet.
+_NOWHERE = (b"", b"", 0)
 
 
 def _furthest(times: list[float]) -> int:
@@ -249,8 +276,8 @@ def _furthest(times: list[float]) -> int:
     return te.PENDING_ARGS_AVAIL
 
 
-def describe(spec, attempt: int, parent: bytes | None) -> te.TaskInfo:
-    """The :class:`TaskInfo` of one attempt of ``spec``."""
+def describe(spec) -> te.TaskInfo:
+    """What calls like ``spec`` are: name, kind, job, actor, resources."""
     if spec.is_actor_creation:
         kind = te.ACTOR_CREATION_TASK
     elif spec.actor_id:
@@ -260,9 +287,8 @@ def describe(spec, attempt: int, parent: bytes | None) -> te.TaskInfo:
     # As Ray: a function by its own name, a method (or __init__) as Class.method.
     func = spec.function_name if spec.actor_id else spec.function_name.rsplit(".", 1)[-1]
     return te.TaskInfo(
-        task_id=spec.task_id, attempt=attempt, job_id=spec.job_id, func_or_class_name=func,
-        name=spec.name or func, type=kind, actor_id=spec.actor_id,
-        parent_task_id=parent or b"", placement_group_id=spec.placement_group_id,
+        job_id=spec.job_id, func_or_class_name=func, name=spec.name or func, type=kind,
+        actor_id=spec.actor_id, placement_group_id=spec.placement_group_id,
         required_resources=spec.resources)
 
 

@@ -91,6 +91,7 @@ class TaskEventManager:
         self.dropped_at_workers += batch.dropped
         tasks = self.tasks
         finished = self._finished
+        descs = batch.descs
         for r in batch.records:
             key = (r.task_id, r.attempt)
             rec = tasks.get(key)
@@ -98,8 +99,9 @@ class TaskEventManager:
             if rec is None:  # the common case: the first side of an attempt to arrive
                 if len(tasks) >= self.max_tasks:
                     self._evict()
-                rec = tasks[key] = te.TaskEventRecord(r.task_id, r.attempt, None, state,
-                                                      r.times)
+                rec = tasks[key] = te.TaskEventRecord(
+                    r.task_id, r.attempt, descs[r.desc] if r.desc >= 0 else None, state,
+                    r.times, parent_task_id=r.parent)
                 if state in _TERMINAL:
                     finished.append(key)
             else:
@@ -110,6 +112,9 @@ class TaskEventManager:
                     if state in _TERMINAL and rec.state not in _TERMINAL:
                         finished.append(key)
                     rec.state = state
+                if r.desc >= 0 and rec.info is None:
+                    rec.info = descs[r.desc]
+                    rec.parent_task_id = r.parent
             if r.worker_id:  # its owner says where it ran
                 rec.node_id, rec.worker_id, rec.worker_pid = r.node_id, r.worker_id, r.pid
             elif r.times[te.RUNNING] and not rec.worker_id:  # the executor's own report
@@ -117,10 +122,6 @@ class TaskEventManager:
                 rec.worker_id = batch.worker_id
                 rec.worker_pid = batch.pid
         record = self._record
-        for info in batch.infos:
-            rec = record(info.task_id, info.attempt)
-            if rec.info is None:
-                rec.info = info
         for task_id, attempt, error_type, message in batch.errors:
             rec = record(task_id, attempt)
             if not rec.error_type:

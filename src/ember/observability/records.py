@@ -111,17 +111,17 @@ def task(rec: te.TaskEventRecord, detail: bool = True) -> TaskState:
     state = te.STATE_NAMES[rec.state] if rec.state >= 0 else "NIL"
     if info is None:  # only its executor's events arrived so far
         name = func = ""
-        kind, actor_id, parent, pg, resources = te.NORMAL_TASK, b"", b"", b"", {}
+        kind, actor_id, pg, resources = te.NORMAL_TASK, b"", b"", {}
     else:
         name, func, kind = info.name, info.func_or_class_name, info.type
-        actor_id, parent, pg = info.actor_id, info.parent_task_id, info.placement_group_id
+        actor_id, pg = info.actor_id, info.placement_group_id
         resources = info.required_resources
     created = next((t for t in ts if t), 0.0)
     end = ts[te.FAILED] or ts[te.FINISHED] if rec.state in (te.FINISHED, te.FAILED) else 0.0
     record = TaskState(
         task_id=rec.task_id.hex(), attempt_number=rec.attempt, name=name, state=state,
         job_id=rec.task_id[-4:].hex(), actor_id=_hex(actor_id), type=te.TYPE_NAMES[kind],
-        func_or_class_name=func, parent_task_id=parent.hex() if parent else "",
+        func_or_class_name=func, parent_task_id=rec.parent_task_id.hex(),
         node_id=_hex(rec.node_id), worker_id=_hex(rec.worker_id),
         worker_pid=rec.worker_pid or None, error_type=rec.error_type or None)
     if detail:
@@ -160,7 +160,7 @@ TASK_COLUMNS = {
     "actor_id": _info("actor_id", b"", _hex),
     "type": _info("type", te.NORMAL_TASK, te.TYPE_NAMES.__getitem__),
     "func_or_class_name": _info("func_or_class_name", ""),
-    "parent_task_id": _info("parent_task_id", b"", bytes.hex),
+    "parent_task_id": lambda r: r.parent_task_id.hex(),
     "node_id": lambda r: _hex(r.node_id),
     "worker_id": lambda r: _hex(r.worker_id),
     "worker_pid": lambda r: r.worker_pid or None,

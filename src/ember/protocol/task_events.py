@@ -5,8 +5,9 @@ is one :class:`AttemptRecord` that msgspec encodes and decodes in C, with
 ``times`` the unix time of each state it reached (0.0 where not) and, from
 an owner, the worker it ran on; the sender's node, worker id and pid travel
 once per batch (the GCS stamps them on an executor's RUNNING reports), and
-the description of a task (:class:`TaskInfo`) travels once, with its first
-record.
+what a task is (:class:`TaskInfo`) travels once per batch for all the calls
+of one function with the same options: the first record of an attempt
+points at it by index.
 """
 from __future__ import annotations
 
@@ -57,13 +58,15 @@ class AttemptRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=Tru
     node_id: bytes = b""
     worker_id: bytes = b""
     pid: int = 0
+    #: In the first record of an attempt: its description's index in the batch's
+    #: ``descs``, and the task that submitted it.
+    desc: int = -1
+    parent: bytes = b""
 
 
 class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
-    """What a task is; sent once per attempt by whoever records it first."""
+    """What a task is: shared by the calls of one function with the same options."""
 
-    task_id: bytes
-    attempt: int
     job_id: bytes
     #: The function's or method's qualified name.
     func_or_class_name: str
@@ -71,7 +74,6 @@ class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     name: str
     type: int = NORMAL_TASK
     actor_id: bytes = b""
-    parent_task_id: bytes = b""
     placement_group_id: bytes = b""
     required_resources: dict[str, float] = {}
 
@@ -80,7 +82,7 @@ class AddTaskEvents(Message):
     """One process's task events since its last flush (a notification)."""
 
     records: list[AttemptRecord]
-    infos: list[TaskInfo] = []
+    descs: list[TaskInfo] = []
     #: (task_id, attempt, error_type, error_message) for failed attempts.
     errors: list[tuple[bytes, int, str, str]] = []
     node_id: bytes = b""
@@ -113,7 +115,7 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
     task_id: bytes
     attempt: int
     #: None until the attempt's description arrived (its owner's batch may come
-    #: after its executor's).
+    #: after its executor's); shared with the other calls described alike.
     info: TaskInfo | None
     state: int
     #: Unix time per state reached, 0.0 where not (indexed by state).
@@ -123,6 +125,7 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
     worker_pid: int = 0
     error_type: str = ""
     error_message: str = ""
+    parent_task_id: bytes = b""
 
 
 class GetTaskEventsReply(Message):

@@ -26,7 +26,7 @@ def task_id(n: int, job: bytes = JOB) -> bytes:
 
 
 def info(n: int, job: bytes = JOB, **kw) -> te.TaskInfo:
-    return te.TaskInfo(task_id(n, job), 0, job, f"f{n}", f"f{n}", **kw)
+    return te.TaskInfo(job, f"f{n}", f"f{n}", **kw)
 
 
 def times(**at: float) -> tuple[float, ...]:
@@ -37,16 +37,18 @@ def times(**at: float) -> tuple[float, ...]:
     return tuple(out)
 
 
-def record(tid: bytes, attempt: int, state: int, ts) -> te.AttemptRecord:
-    return te.AttemptRecord(tid, attempt, state, ts)
+def record(tid: bytes, attempt: int, state: int, ts, desc: int = -1) -> te.AttemptRecord:
+    return te.AttemptRecord(tid, attempt, state, ts, desc=desc)
 
 
-def batch(events, infos=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
+def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
     """A batch of one record per (task_id, attempt, state, time) event, each as a
-    separate report of its attempt: the store must merge them as it merges sides."""
-    records = [record(tid, attempt, state, times(**{te.STATE_NAMES[state]: ts}))
-               for tid, attempt, state, ts in events]
-    return te.AddTaskEvents(records=records, infos=list(infos), errors=list(errors),
+    separate report of its attempt: the store must merge them as it merges sides.
+    With ``descs``, the k-th event's record points at the k-th description."""
+    records = [record(tid, attempt, state, times(**{te.STATE_NAMES[state]: ts}),
+                      k if k < len(descs) else -1)
+               for k, (tid, attempt, state, ts) in enumerate(events)]
+    return te.AddTaskEvents(records=records, descs=list(descs), errors=list(errors),
                             node_id=node, worker_id=worker, pid=pid, dropped=dropped)
 
 
@@ -63,8 +65,8 @@ def test_owner_and_executor_halves_merge_in_any_order():
         node_id=b"node", worker_id=b"wkr", pid=42))
     store.add_events(None, te.AddTaskEvents(
         records=[record(tid, 0, te.FINISHED, times(PENDING_ARGS_AVAIL=9.0, SUBMITTED_TO_WORKER=9.5,
-                                             FINISHED=11.2))],
-        infos=[info(1)], node_id=b"owner-node", worker_id=b"owner", pid=1))
+                                             FINISHED=11.2), desc=0)],
+        descs=[info(1)], node_id=b"owner-node", worker_id=b"owner", pid=1))
     (rec,) = query(store).tasks
     assert te.STATE_NAMES[rec.state] == "FINISHED"
     assert (rec.node_id, rec.worker_id, rec.worker_pid) == (b"node", b"wkr", 42)
@@ -133,7 +135,7 @@ def test_queries_filter_by_job_task_and_actor_newest_first_with_limit():
     store.add_events(None, batch(
         [(task_id(i), 0, te.PENDING_ARGS_AVAIL, float(i)) for i in range(5)]
         + [(task_id(9, other), 0, te.PENDING_ARGS_AVAIL, 9.0)],
-        infos=[info(i, actor_id=b"A" * 16 if i == 3 else b"") for i in range(5)]))
+        descs=[info(i, actor_id=b"A" * 16 if i == 3 else b"") for i in range(5)]))
     assert [r.task_id for r in query(store, job_id=JOB, limit=2).tasks] == [task_id(4),
                                                                             task_id(3)]
     assert query(store, job_id=JOB, limit=2).num_filtered == 3
@@ -170,9 +172,10 @@ def test_worker_drops_are_reported():
 # --- the buffer -------------------------------------------------------------------------
 
 def spec(n: int, **kw) -> TaskSpec:
+    kw.setdefault("resources", {"CPU": 1.0})
     return TaskSpec(task_id=task_id(n), job_id=JOB, function_id=b"fn",
                     function_name="mod.func", args=[], kwarg_names=[], num_returns=1,
-                    owner=Address(b"", "", 0), resources={"CPU": 1.0}, **kw)
+                    owner=Address(b"", "", 0), **kw)
 
 
 class _Task:
@@ -205,9 +208,10 @@ def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_descriptio
     assert all(ts[s] > 0 for s in (te.PENDING_ARGS_AVAIL, te.PENDING_NODE_ASSIGNMENT,
                                    te.SUBMITTED_TO_WORKER, te.RUNNING, te.FINISHED))
     assert ts[te.RUNNING] < ts[te.FINISHED] and ts[te.FAILED] == 0.0
-    (desc,) = sent.infos
+    (desc,) = sent.descs
     assert (desc.func_or_class_name, desc.name, desc.type) == ("func", "func", te.NORMAL_TASK)
-    assert desc.parent_task_id == task_id(0) and desc.required_resources == {"CPU": 1.0}
+    assert desc.required_resources == {"CPU": 1.0}
+    assert rec.desc == 0 and rec.parent == task_id(0)
     assert buf.take() is None  # emptied
     # The batch survives the wire.
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents) == sent
@@ -227,7 +231,8 @@ def test_buffer_sends_an_attempt_unfinished_at_a_flush_again_when_it_ends():
     assert _attempts(buf.take()) == [(0, "SUBMITTED_TO_WORKER")]
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
     sent = buf.take()
-    assert _attempts(sent) == [(0, "FAILED")] and sent.infos == []  # described once
+    assert _attempts(sent) == [(0, "FAILED")]
+    assert sent.descs == [] and sent.records[0].desc == -1  # described once
 
 
 def test_buffer_shows_a_running_task_until_it_ends_on_the_executor():
@@ -249,7 +254,7 @@ def test_buffer_reports_an_actor_creation_whole_on_the_executor():
     sent = buf.take()
     (rec,) = sent.records
     assert rec.state == te.FINISHED and 0 < rec.times[te.RUNNING] <= rec.times[te.FINISHED]
-    assert [i.type for i in sent.infos] == [te.ACTOR_CREATION_TASK]
+    assert [i.type for i in sent.descs] == [te.ACTOR_CREATION_TASK] and rec.desc == 0
 
 
 def test_buffer_error_outcomes_and_retries():
@@ -263,7 +268,8 @@ def test_buffer_error_outcomes_and_retries():
     sent = buf.take()
     assert sorted(_attempts(sent)) == [(0, "FAILED"), (1, "FAILED")]
     assert sent.errors == [(task_id(1), 0, "TASK_EXECUTION_EXCEPTION", "bad")]
-    assert sorted(i.attempt for i in sent.infos) == [0, 1]
+    # Both attempts are described, by the one description they share.
+    assert len(sent.descs) == 1 and [r.desc for r in sent.records] == [0, 0]
 
 
 def test_buffer_full_drops_and_counts():
@@ -313,7 +319,7 @@ def test_store_applies_column_filters_and_summarizes():
     store = TaskEventManager(max_tasks=100)
     store.add_events(None, batch(
         [(task_id(i), 0, te.FINISHED if i % 2 else te.RUNNING, float(i)) for i in range(6)],
-        infos=[info(i) for i in range(6)]))
+        descs=[info(i) for i in range(6)]))
     reply = query(store, filters=[("state", "=", "finished")], limit=2)
     assert [r.task_id for r in reply.tasks] == [task_id(5), task_id(3)]
     assert reply.num_filtered == 1
@@ -331,4 +337,38 @@ def test_buffer_records_a_task_that_ends_without_being_submitted():
     task = _Task(spec(1))
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
     sent = buf.take()
-    assert _attempts(sent) == [(0, "FAILED")] and len(sent.infos) == 1
+    assert _attempts(sent) == [(0, "FAILED")] and len(sent.descs) == 1
+
+
+def test_calls_of_one_function_share_one_description_per_flush():
+    buf = TaskEventBuffer()
+    options = {"CPU": 1.0}  # the calls of one option set share their resource dict
+    tasks = [_Task(spec(n, resources=options)) for n in range(3)]
+    other = _Task(spec(9, name="custom", resources=options))  # described apart
+    for task in tasks + [other]:
+        buf.submitted(task)
+    buf.finished(tasks[0], [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
+    sent = buf.take()
+    assert sorted(d.name for d in sent.descs) == ["custom", "func"]
+    by_task = {r.task_id: sent.descs[r.desc].name for r in sent.records}
+    assert by_task == {task_id(0): "func", task_id(1): "func", task_id(2): "func",
+                       task_id(9): "custom"}
+    store = TaskEventManager(max_tasks=10)
+    store.add_events(None, msgspec.msgpack.decode(msgspec.msgpack.encode(sent),
+                                                  type=te.AddTaskEvents))
+    assert sorted(r.info.name for r in query(store).tasks) == ["custom", "func", "func",
+                                                              "func"]
+
+
+def test_the_buffer_does_not_keep_a_finished_task_alive():
+    """An owner may finish tens of thousands of tasks a second: holding each until the
+    next flush would keep them from being freed at once."""
+    import weakref
+    buf = TaskEventBuffer()
+    task = _Task(spec(1))
+    buf.submitted(task)
+    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
+    gone = weakref.ref(task)
+    del task
+    assert gone() is None
+    assert _attempts(buf.take()) == [(0, "FINISHED")]
