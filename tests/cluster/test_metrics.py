@@ -129,3 +129,60 @@ def test_grafana_dashboard_charts_exported_metrics(metrics_cluster):
                        timeout=10, message="the head's task and actor counts")
     exported = {re.sub(r"_(bucket|count|sum)$", "", name) for name in scrape(metrics_cluster)}
     assert used and used <= exported, used - exported
+
+
+@ray.remote(num_cpus=1)
+def placed_task():
+    return True
+
+
+@ray.remote(num_cpus=0)
+class Placed:
+    def ping(self):
+        return True
+
+
+def test_each_node_exports_its_own_tasks_and_actors(monkeypatch):
+    """Summed over nodes, ``ember_tasks`` counts each attempt once (the head also
+    counts what is on no node yet), as Ray's per-node ``ray_tasks`` does."""
+    from ember.cluster_utils import Cluster
+    from ember.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    import helpers
+
+    monkeypatch.setenv("EMBER_METRICS_EXPORT_PORT", "0")
+    ray.shutdown()
+    cluster = Cluster()
+    try:
+        head = cluster.add_node(num_cpus=1)
+        other = cluster.add_node(num_cpus=1)
+        helpers.drive(cluster)
+        session = ray.get_runtime_context()._core().session_dir
+
+        def address(node):
+            paths = glob.glob(os.path.join(session, f"metrics_export_address_{node.node_id[:12]}"))
+            if paths:
+                with open(paths[0]) as f:
+                    return f.read().strip()
+        wait_for_condition(lambda: address(head) and address(other),
+                           message="both nodes' metrics address files")
+        on_other = NodeAffinitySchedulingStrategy(other.node_id, soft=False)
+        ray.get([placed_task.options(scheduling_strategy=on_other).remote() for _ in range(3)])
+        actor = Placed.options(scheduling_strategy=on_other).remote()
+        ray.get(actor.ping.remote())
+        infeasible = placed_task.options(num_cpus=64).remote()  # on no node: the head's
+
+        def counts(node, metric, name):
+            return {labels["State"]: v for labels, v in scrape(address(node)).get(metric, [])
+                    if labels["Name"] == name}
+        wait_for_condition(lambda: counts(other, "ember_tasks", "placed_task").get(
+            "FINISHED") == 3, timeout=15, message="the other node's finished tasks")
+        wait_for_condition(lambda: counts(other, "ember_actors", "Placed") == {"ALIVE": 1},
+                           timeout=15, message="the other node's actor")
+        wait_for_condition(lambda: counts(head, "ember_tasks", "placed_task").get(
+            "PENDING_NODE_ASSIGNMENT") == 1, timeout=15, message="the head's unplaced task")
+        assert "FINISHED" not in counts(head, "ember_tasks", "placed_task")
+        assert counts(head, "ember_actors", "Placed") == {}
+        ray.cancel(infeasible)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 
 from ..config import config
 from ..observability import records
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _TERMINAL = (te.FINISHED, te.FAILED)
 _NOT_REACHED = (0.0,) * len(te.STATE_NAMES)
+_NODE_COUNTS_TTL_S = 1.0
 
 
 class TaskEventManager:
@@ -50,6 +52,10 @@ class TaskEventManager:
         self.dropped_at_workers = 0
         self.events_received = 0
         self._timers: list[asyncio.TimerHandle] = []
+        #: (monotonic time, {node_id: Counter((name, state))}): every node's exporter
+        #: asks for its counts at each scrape; one pass over the store serves them
+        #: all for ``_NODE_COUNTS_TTL_S``.
+        self._node_counts: tuple[float, dict] = (-1e9, {})
 
     def handlers(self):
         return {te.AddTaskEvents: self.add_events, te.GetTaskEvents: self.get_events}
@@ -147,6 +153,13 @@ class TaskEventManager:
             counts = collections.Counter(rec.state for rec in self.tasks.values())
             return te.GetTaskEventsReply([], state_counts={
                 te.STATE_NAMES[s]: n for s, n in counts.items() if s >= 0})
+        if req.node_counts_for:
+            by_node = self._counts_by_node()
+            rows = by_node.get(req.node_counts_for, collections.Counter())
+            if req.unassigned:
+                rows = rows + by_node.get(b"", collections.Counter())
+            return te.GetTaskEventsReply([], node_counts=[
+                (name, te.STATE_NAMES[state], n) for (name, state), n in rows.items()])
         if req.task_id:
             found = [r for k, r in self.tasks.items() if k[0] == req.task_id]
             found.sort(key=lambda r: -r.attempt)
@@ -167,6 +180,25 @@ class TaskEventManager:
             found, num_filtered=total - len(found),
             num_status_task_events_dropped=sum(self.dropped_by_job.values()),
             num_profile_events_dropped=self.dropped_at_workers)
+
+    def _counts_by_node(self) -> dict:
+        """``{node_id: Counter((func_or_class_name, state))}`` over the stored attempts,
+        at most ``_NODE_COUNTS_TTL_S`` old (b"": not on a node yet)."""
+        at, by_node = self._node_counts
+        now = time.monotonic()
+        if now - at < _NODE_COUNTS_TTL_S:
+            return by_node
+        by_node = {}
+        for rec in self.tasks.values():
+            if rec.state < 0:
+                continue
+            counts = by_node.get(rec.node_id)
+            if counts is None:
+                counts = by_node[rec.node_id] = collections.Counter()
+            info = rec.info
+            counts[(info.func_or_class_name if info is not None else "", rec.state)] += 1
+        self._node_counts = (now, by_node)
+        return by_node
 
     def debug_state(self) -> dict:
         return {"tasks": len(self.tasks), "max_tasks": self.max_tasks,

@@ -13,9 +13,10 @@ Nothing is computed while nobody scrapes, which keeps an idle node idle.
 
 What is exported, with Ray's meaning under an ``ember_`` prefix: node CPU and
 memory use, resources used and available, object store memory used and
-spilled, workers by state, queued lease requests; and on the head node, task
-attempts by state (from the GCS task-event store), actors by state, and the
-latency of those GCS requests. User metrics (``ember.util.metrics``) arrive
+spilled, workers by state, queued lease requests, the task attempts and actors
+on the node by name and state (from the GCS: the head also counts those not
+on a node yet, so a sum over nodes counts each once, as Ray's per-node
+``ray_tasks`` does), and the latency of those GCS requests. User metrics (``ember.util.metrics``) arrive
 from each process on the node as cumulative values; the latest per process
 is kept and the processes are added up (gauges: the latest value set).
 """
@@ -56,8 +57,10 @@ class NodeMetrics:
         self._leases = leases
         self._store = store
         self._resources = resources
-        #: The GCS client, on the head node only: cluster-wide task and actor counts.
+        #: The GCS client: the node's task and actor counts.
         self.gcs = gcs
+        #: The head also counts tasks and actors not placed on any node.
+        self.is_head = False
         #: (worker id, metric name, tags) -> MetricSample; written on the loop, read on
         #: the HTTP thread under the lock.
         self._samples: dict[tuple, pm.MetricSample] = {}
@@ -82,9 +85,9 @@ class NodeMetrics:
 
     # --- serving --------------------------------------------------------------------------
 
-    def start(self, port: int, gcs=None) -> int | None:
+    def start(self, port: int, gcs=None, is_head: bool = False) -> int | None:
         """Serve ``/metrics`` on ``node_ip:port`` (0: a free port; < 0: none); returns the
-        port. ``gcs``: the head node's GCS client, for the cluster-wide counts."""
+        port. ``gcs``: the GCS client, for the node's task and actor counts."""
         if port < 0:
             return None
         try:
@@ -95,6 +98,7 @@ class NodeMetrics:
                          "pip install 'ember[observability]'")
             return None
         self.gcs = gcs
+        self.is_head = is_head
         self._loop = asyncio.get_running_loop()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self))
@@ -120,17 +124,17 @@ class NodeMetrics:
     # --- collecting (the loop) -----------------------------------------------------------------
 
     async def system_metrics(self, conn, req: pm.GetSystemMetrics) -> pm.GetSystemMetricsReply:
-        """The node's own system metrics (not the head's cluster-wide counts: the
+        """The node's own system metrics (not its task and actor counts: the
         dashboard asks the GCS for those itself)."""
-        snapshot = await self.snapshot(cluster_counts=False)
+        snapshot = await self.snapshot(task_counts=False)
         return pm.GetSystemMetricsReply([
             pm.MetricSample(name, tuple(sorted((k, str(v)) for k, v in labels.items())),
                             float(value))
             for name, (_, _, rows) in snapshot.items() for labels, value in rows])
 
-    async def snapshot(self, cluster_counts: bool = True) -> dict:
+    async def snapshot(self, task_counts: bool = True) -> dict:
         """System metric values now, as ``{name: (kind, description, [(labels, value)])}``;
-        on the head with ``cluster_counts``, also tasks and actors by state."""
+        with ``task_counts``, also the node's tasks and actors by name and state."""
         vm = psutil.virtual_memory()
         store = self._store.debug_state()
         stats = store.get("stats", store)
@@ -163,14 +167,16 @@ class NodeMetrics:
                 for state, value in (("AVAILABLE", available.get(name, 0.0)),
                                      ("USED", total[name] - available.get(name, 0.0)))]),
         }
-        if cluster_counts and self.gcs is not None and self.gcs.connected:
-            out.update(await self._cluster_counts())
+        if task_counts and self.gcs is not None and self.gcs.connected:
+            out.update(await self._task_counts(node))
         return out
 
-    async def _cluster_counts(self) -> dict:
+    async def _task_counts(self, node: dict) -> dict:
+        """The task attempts and actors of this node (and, on the head, of none yet)."""
         try:
             started = time.perf_counter()
-            tasks = await self.gcs.call(te.GetTaskEvents(counts_only=True), timeout=5)
+            tasks = await self.gcs.call(te.GetTaskEvents(
+                node_counts_for=self.node_id, unassigned=self.is_head), timeout=5)
             self._observe_latency(time.perf_counter() - started)
             started = time.perf_counter()
             actors = await self.gcs.call(gcs_msg.ListActors(), timeout=5)
@@ -178,14 +184,19 @@ class NodeMetrics:
         except Exception:  # noqa: BLE001 - a scrape must not fail for the GCS
             logger.debug("metrics: the GCS did not answer", exc_info=True)
             return {}
-        actor_counts: dict[str, int] = {}
+        actor_counts: dict[tuple[str, str], int] = {}
         for a in actors.actors:
-            actor_counts[a.state] = actor_counts.get(a.state, 0) + 1
+            if a.node_id == self.node_id or (self.is_head and not a.node_id):
+                key = (a.class_name, a.state)
+                actor_counts[key] = actor_counts.get(key, 0) + 1
         return {
-            "ember_tasks": ("gauge", "Task attempts in the GCS task-event store by state",
-                            [({"State": s}, n) for s, n in tasks.state_counts.items()]),
-            "ember_actors": ("gauge", "Actors by state",
-                             [({"State": s}, n) for s, n in actor_counts.items()]),
+            "ember_tasks": ("gauge", "Task attempts of the node by name and state (the GCS's "
+                            "recent history)",
+                            [({**node, "Name": name, "State": state}, n)
+                             for name, state, n in tasks.node_counts]),
+            "ember_actors": ("gauge", "Actors of the node by class and state",
+                             [({**node, "Name": name, "State": state}, n)
+                              for (name, state), n in actor_counts.items()]),
         }
 
     def _observe_latency(self, seconds: float) -> None:

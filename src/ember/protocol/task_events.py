@@ -107,6 +107,10 @@ class GetTaskEvents(Message):
     filters: list[tuple[str, str, str]] = []
     #: Only count attempts per (function, type, state) (``summary``); no records.
     summary: bool = False
+    #: Only count the attempts that ran (or run) on this node, per (function,
+    #: state) (``node_counts``); with ``unassigned``, also those not on a node yet.
+    node_counts_for: bytes = b""
+    unassigned: bool = False
 
 
 class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
@@ -137,5 +141,7 @@ class GetTaskEventsReply(Message):
     num_profile_events_dropped: int = 0
     #: counts_only: state name -> stored attempts in that state.
     state_counts: dict[str, int] = {}
+    #: node_counts_for: (func_or_class_name, state name, attempts) rows.
+    node_counts: list[tuple[str, str, int]] = []
     #: summary: (func_or_class_name, type, state, attempts) rows.
     summary: list[tuple[str, int, int, int]] = []

@@ -139,7 +139,7 @@ class Raylet:
                                       on_connected=self._register_with_gcs,
                                       on_give_up=self._gcs_lost)
         await self.gcs.start()
-        self.metrics.start(config.metrics_export_port, self.gcs if self.is_head else None)
+        self.metrics.start(config.metrics_export_port, self.gcs, self.is_head)
         self.registered.set()
         self.pool.start_reaper()
         self.log_monitor.start()
