@@ -11,12 +11,18 @@ the kernel takes a worker, whose task can be retried, before the GCS or a
 raylet, whose loss ends the cluster or the node; those two lower theirs. A
 process may always raise its own score, but lowering it needs
 CAP_SYS_RESOURCE: without it they keep the score they inherited.
+
+``raise_open_file_limit``: a GCS holds a connection per node and driver, a
+raylet one per worker, a driver one per actor it calls; a soft limit of 1024
+open files (common) would end a cluster at about a thousand actors with
+"Too many open files". Every process raises its soft limit to the hard one.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import resource
 import signal
 import sys
 import uvloop
@@ -48,8 +54,23 @@ def set_oom_score_adj(value: int, path: str = "/proc/self/oom_score_adj") -> boo
         return False
 
 
+def raise_open_file_limit(ceiling: int = 1 << 20) -> int:
+    """Raise this process's soft limit of open files to its hard limit (at most
+    ``ceiling``); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            return wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def setup(component: str, log_file: str | None, die_with_parent: bool) -> None:
     from .config import config
+    raise_open_file_limit()
     if die_with_parent:
         set_parent_death_signal()
     set_oom_score_adj(config.worker_oom_score_adj if component == "worker"

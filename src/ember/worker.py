@@ -16,6 +16,7 @@ import time
 from . import dashboard
 from . import node as node_mod
 from . import options as opts
+from . import process_setup
 from . import runtime_env as runtime_env_mod
 from ._version import __version__
 from .job_config import JobConfig
@@ -146,6 +147,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         session_dir, node_id = _local_node.session_dir, _local_node.node_id
         raylet_socket, gcs_address = _local_node.raylet_socket, _local_node.gcs_address
 
+    process_setup.raise_open_file_limit()  # a connection per actor called
     core = CoreWorker(is_driver=True, node_id=node_id, node_ip=node_ip,
                       raylet_socket=raylet_socket, gcs_address=gcs_address,
                       session_dir=session_dir, make_ref=ObjectRef)
