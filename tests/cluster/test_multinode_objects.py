@@ -248,3 +248,30 @@ def test_node_removed_with_only_copy_raises_object_lost(temp_root):
     finally:
         ember.shutdown()
         cluster.shutdown()
+
+
+def test_objects_larger_than_the_stores_cross_nodes(temp_root):
+    """Values larger than every node's store live in files of their own (Ray's fallback
+    allocation), and still cross nodes both ways: over the socket, into a file."""
+    ember.shutdown()
+    cluster = Cluster()
+    try:
+        head = cluster.add_node(num_cpus=1, object_store_memory=64 * MB)
+        other = cluster.add_node(num_cpus=1, object_store_memory=64 * MB)
+        ember.init(address=cluster.address)
+        made_there = make_range.options(**on(other)).remote(96 * MB)
+        array = ember.get(made_there)
+        assert equals_range(array) and store(head)["on_disk_bytes"] >= 96 * MB
+        put_here = ember.put(np.arange(96 * MB // 8, dtype=np.int64))
+        assert ember.get(checksum.options(**on(other)).remote(put_here)) == zlib.crc32(array)
+        assert store(other)["created_on_disk"] == 2  # its result, and the copy of ours
+        del array, made_there, put_here
+        gc.collect()
+        spill = os.path.join(context.core.session_dir, "spill")
+        wait_for_condition(lambda: stores_empty(head, other) and all(
+            store(n)["on_disk_bytes"] == 0 for n in (head, other))
+            and (not os.path.isdir(spill) or os.listdir(spill) == []),
+            message="both nodes' on-disk objects and their files freed")
+    finally:
+        ember.shutdown()
+        cluster.shutdown()

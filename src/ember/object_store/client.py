@@ -39,6 +39,8 @@ the event loop's own thread.
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import threading
 import typing
 import weakref
@@ -98,16 +100,25 @@ class StoreClient:
             if reply.error_type == ObjectExistsError.__name__:
                 return total
             raise _error(reply.error_type, reply.error_message)
-        dest = self._mapping.rw[reply.offset:reply.offset + total]
+        disk = None
         try:
-            if reply.fresh:
-                self._populate(object_id, reply.offset, total)
-            layout.write(dest, main, views)
+            if reply.path:  # larger than the store: its own file (see ObjectStore)
+                disk = _map_file(reply.path, total, writable=True)
+                dest = memoryview(disk)
+            else:
+                dest = self._mapping.rw[reply.offset:reply.offset + total]
+            try:
+                if reply.fresh:
+                    self._populate(object_id, reply.offset, total)
+                layout.write(dest, main, views)
+            finally:
+                dest.release()
         except BaseException:
             self._notify(msg.AbortObject(object_id))
             raise
         finally:
-            dest.release()
+            if disk is not None:
+                disk.close()
         self._notify(msg.SealObject(object_id))
         return total
 
@@ -163,8 +174,12 @@ class StoreClient:
         return results
 
     def _new_exporter(self, object_id: bytes, entry: msg.ObjectEntry):
-        exporter = self._mapping.new_exporter()
-        exporter.extent = (entry.offset, entry.size)
+        if entry.path:  # an object larger than the store, in its own file
+            exporter = _map_file(entry.path, entry.size, writable=False)
+            exporter.extent = (0, entry.size)
+        else:
+            exporter = self._mapping.new_exporter()
+            exporter.extent = (entry.offset, entry.size)
         with self._lock:
             self._mapping.live_regions += 1
         finalizer = weakref.finalize(exporter, self._released, object_id)
@@ -221,6 +236,27 @@ class StoreClient:
         self._flush_releases()
         self.closed = True
         self._mapping.close()
+
+
+class _FileMapping(mmap.mmap):
+    """The mapping of an on-disk object's file: an exporter like the arena's
+    (:meth:`ClientMapping.new_exporter`), whose views keep it mapped."""
+
+    __slots__ = ("extent", "parts")
+
+
+def _map_file(path: str, size: int, writable: bool) -> _FileMapping:
+    try:
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    except FileNotFoundError:
+        raise ObjectLostError("", message=(
+            f"The file {path} of an object larger than the object store is gone: "
+            "the object was freed, or its node stopped.")) from None
+    try:
+        return _FileMapping(fd, size, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable
+                                                            else 0))
+    finally:
+        os.close(fd)
 
 
 def _views(exporter, parse: bool = False) -> tuple[memoryview, list[memoryview]]:

@@ -201,7 +201,10 @@ class ObjectManager:
                 raise ObjectStoreFullError(
                     f"Cannot copy object {object_id.hex()} ({start.size} bytes) from node "
                     f"{source.node_id.hex()[:12]} to this node: {exc}") from None
-            peer = self._peer(source, start.arena) if start.arena is not None else None
+            # Objects larger than a store live in files: they travel over the socket.
+            peer = (self._peer(source, start.arena)
+                    if start.arena is not None and start.offset >= 0 and offset >= 0
+                    else None)
             try:
                 if peer is not None:
                     await self._copy_same_host(peer, start.offset, offset, start.size,
@@ -224,12 +227,17 @@ class ObjectManager:
                                "path": "shared memory" if peer is not None else "tcp"}
 
     async def _receive(self, link, object_id: bytes, offset: int, size: int) -> None:
-        """Fetch the object's bytes into ``[offset, offset + size)`` of the arena."""
+        """Fetch the object's bytes into ``[offset, offset + size)`` of the arena (or,
+        with ``offset`` -1, into the file of an object larger than the store)."""
         chunk = max(config.object_transfer_chunk_size, 1)
         window = max(config.object_transfer_chunks_in_flight, 1)
         loop = asyncio.get_running_loop()
         populated = None
-        if self.store.is_fresh(offset):
+        if offset < 0:
+            target, offset = self.store.contents(self.store.entry(object_id)), 0
+        else:
+            target = self.arena.view
+        if target is self.arena.view and self.store.is_fresh(offset):
             # Queue the pre-faulting of every chunk now; the thread runs ahead of the data.
             populated = [loop.run_in_executor(self._memory_thread, self.arena.populate,
                                               offset + start, min(chunk, size - start))
@@ -242,7 +250,7 @@ class ObjectManager:
                     n = min(chunk, size - position)
                     if populated is not None:
                         await self._populated(populated[position // chunk], object_id, size)
-                    dest = self.arena.view[offset + position:offset + position + n]
+                    dest = target[offset + position:offset + position + n]
                     in_flight.append((link.request(
                         msg.GetObjectChunk(object_id, position, n), into=[dest]), dest))
                     position += n
@@ -358,11 +366,11 @@ class ObjectManager:
         serving = self._serving.setdefault(conn, {})
         record = serving.get(object_id)
         if record is None:
-            serving[object_id] = [entry.offset, entry.size, 1]
+            serving[object_id] = [self.store.contents(entry), entry.size, 1]
         else:
             record[2] += 1
         self._stats["transfers_served"] += 1
-        if req.host_id and req.host_id == self._host_id:
+        if req.host_id and req.host_id == self._host_id and entry.offset >= 0:
             return msg.StartObjectTransferReply(entry.size, arena=self._shared,
                                                 offset=entry.offset)
         return msg.StartObjectTransferReply(entry.size)
@@ -373,17 +381,17 @@ class ObjectManager:
             return msg.ObjectChunkReply(ValueError.__name__, (
                 f"object {req.object_id.hex()} is not pinned for a transfer on this "
                 "connection; send StartObjectTransfer first"))
-        offset, size, _ = record
+        contents, size, _ = record
         if req.offset < 0 or req.length < 0 or req.offset + req.length > size:
             return msg.ObjectChunkReply(ValueError.__name__, (
                 f"chunk [{req.offset}, {req.offset + req.length}) is outside object "
                 f"{req.object_id.hex()} of {size} bytes"))
         self._stats["chunks_sent"] += 1
         self._stats["bytes_sent"] += req.length
-        start = offset + req.offset
-        # A slice of the arena mapping: the transport writes it out without a copy,
-        # and the transfer's pin keeps the bytes in place until it has.
-        return msg.ObjectChunkReply(), [self.arena.view[start:start + req.length]]
+        # A slice of the arena mapping (or of an on-disk object's file): the transport
+        # writes it out without a copy, and the transfer's pin keeps the bytes in
+        # place until it has.
+        return msg.ObjectChunkReply(), [contents[req.offset:req.offset + req.length]]
 
     def handle_end_transfer(self, conn, req: msg.EndObjectTransfer) -> None:
         serving = self._serving.get(conn)
@@ -413,6 +421,7 @@ class ObjectManager:
             self._links.close(f"{raylet.ip}:{raylet.port}")
 
     def close(self) -> None:
+        self._serving.clear()  # its views of the arena go before the arena is unmapped
         for task in list(self._pulls.values()):
             task.cancel()
         self._links.close_all()

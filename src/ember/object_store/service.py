@@ -60,8 +60,13 @@ class StoreService:
         except _REPLY_ERRORS as exc:
             return msg.CreateObjectReply(-1, type(exc).__name__, str(exc))
         if offset is not None:
-            return msg.CreateObjectReply(offset, fresh=self.store.is_fresh(offset))
+            return self._created(req.object_id, offset)
         return self._track(conn, self._create_slow(conn, req))
+
+    def _created(self, object_id: bytes, offset: int) -> msg.CreateObjectReply:
+        if offset < 0:  # larger than the store: in a file of its own
+            return msg.CreateObjectReply(-1, path=self.store.path_of(object_id))
+        return msg.CreateObjectReply(offset, fresh=self.store.is_fresh(offset))
 
     async def _create_slow(self, conn, req: msg.CreateObject) -> msg.CreateObjectReply:
         try:
@@ -69,7 +74,7 @@ class StoreService:
                                              req.is_primary, conn)
         except _REPLY_ERRORS as exc:
             return msg.CreateObjectReply(-1, type(exc).__name__, str(exc))
-        return msg.CreateObjectReply(offset, fresh=self.store.is_fresh(offset))
+        return self._created(req.object_id, offset)
 
     def seal(self, conn, req: msg.SealObject) -> None:
         self.store.seal(req.object_id)
@@ -136,5 +141,5 @@ class StoreService:
 
 def _get_reply(entries) -> msg.GetObjectsReply:
     return msg.GetObjectsReply([None if e is None else msg.ObjectEntry(e.object_id, e.offset,
-                                                                       e.size)
+                                                                       e.size, e.path)
                                 for e in entries])

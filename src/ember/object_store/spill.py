@@ -30,7 +30,10 @@ the GIL for large buffers, so the raylet's loop keeps running meanwhile.
 """
 from __future__ import annotations
 
+import errno
+import mmap
 import os
+import shutil
 import struct
 import zlib
 
@@ -132,6 +135,23 @@ def read_into(path: str, object_id: bytes, out: memoryview) -> None:
                           f"says {crc:#010x})")
     except OSError as exc:
         raise corrupt(f"unreadable ({exc})") from exc
+    finally:
+        os.close(fd)
+
+
+def create_sparse(path: str, size: int):
+    """A new file of ``size`` bytes (no blocks yet), mapped read-write; the file is
+    removed if that fails. Raises OSError, ENOSPC when the disk has no room for it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if shutil.disk_usage(os.path.dirname(path)).free < size:
+        raise OSError(errno.ENOSPC, f"{size} bytes do not fit in the free space on its disk")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        return mmap.mmap(fd, size) if size else None
+    except BaseException:
+        remove(path)
+        raise
     finally:
         os.close(fd)
 

@@ -18,6 +18,12 @@ Policy, as in Ray's plasma store and local object manager:
   (c) fail with ObjectStoreFullError, which says what is pinned and what to do.
   It does not wait for pins to go away: a create that waits on readers who
   wait on that create would deadlock.
+- An object larger than the whole store is not refused: it is created in a
+  file of its own in the spill directory (Ray's "fallback allocation"), which
+  the creator writes and readers map, so its pages are the kernel's page cache,
+  written back to disk under memory pressure. Such an *on-disk* object has no
+  arena space; it is never evicted, spilled or restored, and its file goes when
+  it is freed. Only a full disk refuses it.
 - Reading a spilled object restores it transparently (its file is kept, so
   spilling it again is free). Restores and creates that need room queue on
   one lock, so two of them never spill for each other's space.
@@ -92,7 +98,8 @@ class Entry:
     """One object of the store (or one deleted but still pinned)."""
 
     __slots__ = ("object_id", "size", "offset", "state", "is_primary", "owner", "creator",
-                 "pins", "last_access", "spill_path", "io", "deleted", "waiters")
+                 "pins", "last_access", "spill_path", "io", "deleted", "waiters", "path",
+                 "disk")
 
     def __init__(self, object_id: bytes, size: int, offset: int, owner, is_primary: bool,
                  creator, now: float):
@@ -118,6 +125,10 @@ class Entry:
         self.deleted = False
         #: (get request, index) pairs waiting for this object to be SEALED.
         self.waiters: list = []
+        #: An on-disk object (larger than the store): its file, and the store's own
+        #: mapping of it (for transfers to other nodes); "" and None otherwise.
+        self.path = ""
+        self.disk = None
 
     @property
     def busy(self) -> bool:
@@ -173,7 +184,7 @@ class ObjectStore:
         self._spill_prefix = os.urandom(4).hex()
         self._spill_sequence = itertools.count()
         self._counters = dict.fromkeys(
-            ("created", "sealed", "evicted", "evicted_bytes", "spilled", "spilled_bytes_total",
+            ("created", "created_on_disk", "sealed", "evicted", "evicted_bytes", "spilled", "spilled_bytes_total",
              "restored", "restored_bytes", "deleted", "aborted", "trimmed_bytes"), 0)
 
     # --- creating -----------------------------------------------------------------
@@ -186,6 +197,9 @@ class ObjectStore:
         above the capacity, ObjectExistsError if the id is taken.
         """
         self._check_create(object_id, size)
+        if self._allocator.block_size(size) > self._allocator.capacity:
+            self._create_on_disk(object_id, size, owner, is_primary, client_id)
+            return -1
         if self._room_lock.locked():
             return None  # others are waiting for room: do not overtake them
         offset = self._allocator.allocate(size)
@@ -215,15 +229,43 @@ class ObjectStore:
         if size < 0:
             raise ValueError(f"Cannot create object {object_id.hex()} with a negative size "
                              f"({size} bytes).")
-        if self._allocator.block_size(size) > self._allocator.capacity:
-            raise ObjectStoreFullError(
-                f"Object {object_id.hex()} needs {_bytes(size)}, more than the whole "
-                f"object store of this node ({_bytes(self.capacity)}). Start the node with "
-                "a larger object_store_memory (ember.init(object_store_memory=...) or "
-                "`ember start --object-store-memory`), or split the value into smaller ones.")
         if object_id in self._objects:
             raise ObjectExistsError(f"Object {object_id.hex()} is already in the object "
                                     "store of this node.")
+
+    def _create_on_disk(self, object_id: bytes, size: int, owner, is_primary: bool,
+                        client_id) -> Entry:
+        """An object larger than the whole store: a file of its own (module doc)."""
+        path = spill.spill_path(self.spill_dir, self._spill_prefix, object_id,
+                                next(self._spill_sequence)) + ".object"
+        try:
+            disk = spill.create_sparse(path, size)
+        except OSError as exc:
+            raise ObjectStoreFullError(
+                f"Object {object_id.hex()} needs {_bytes(size)}, more than the whole object "
+                f"store of this node ({_bytes(self.capacity)}), and its file {path} could "
+                f"not be made ({exc}). Free disk space there, start the node with a larger "
+                "object_store_memory (ember.init(object_store_memory=...) or `ember start "
+                "--object-store-memory`), or split the value into smaller ones.") from None
+        entry = self._add(object_id, size, -1, owner, is_primary, client_id)
+        entry.path, entry.disk = path, disk
+        self._counters["created_on_disk"] += 1
+        return entry
+
+    def contents(self, entry: Entry) -> memoryview:
+        """A writable view of ``entry``'s bytes, in the arena or in its file."""
+        if entry.disk is not None:
+            return memoryview(entry.disk)[:entry.size]
+        return self.arena.view[entry.offset:entry.offset + entry.size]
+
+    def entry(self, object_id: bytes) -> Entry | None:
+        """The stored (or being created) object ``object_id``, if here."""
+        return self._objects.get(object_id)
+
+    def path_of(self, object_id: bytes) -> str:
+        """The file of an on-disk object being created or stored; "" for others."""
+        entry = self._objects.get(object_id)
+        return entry.path if entry is not None else ""
 
     def _add(self, object_id, size, offset, owner, is_primary, client_id) -> Entry:
         entry = Entry(object_id, size, offset, owner, is_primary, client_id, self._clock())
@@ -260,8 +302,7 @@ class ObjectStore:
         else:
             self._drop_zombie(entry)
         entry.deleted = True
-        self._allocator.free(entry.offset)
-        entry.offset = -1
+        self._release_resources(entry)
         entry.creator = None
         self._counters["aborted"] += 1
         self._wake(entry)
@@ -453,12 +494,16 @@ class ObjectStore:
         if entry.offset >= 0:
             self._allocator.free(entry.offset)
             entry.offset = -1
-        if entry.spill_path:
+        # Readers' mappings of an on-disk object's file keep its pages until unmapped.
+        entry.disk = None
+        for path in (entry.path, entry.spill_path):
+            if not path:
+                continue
             if self._closed:
-                spill.remove(entry.spill_path)
+                spill.remove(path)
             else:
-                self._io.submit(spill.remove, entry.spill_path)
-            entry.spill_path = ""
+                self._io.submit(spill.remove, path)
+        entry.path = entry.spill_path = ""
 
     # --- making room ----------------------------------------------------------------
 
@@ -466,7 +511,7 @@ class ObjectStore:
         """Evict, then spill, until ``size`` fits; the new block's offset. Lock held."""
         secondaries = sorted((e for e in self._objects.values()
                               if not e.is_primary and e.state is ObjectState.SEALED
-                              and not e.busy), key=lambda e: e.last_access)
+                              and not e.busy and e.offset >= 0), key=lambda e: e.last_access)
         for entry in secondaries:
             self._evict(entry)
             offset = self._allocator.allocate(size)
@@ -496,7 +541,7 @@ class ObjectStore:
         """Least recently used spillable primaries freeing at least the shortfall."""
         candidates = sorted((e for e in self._objects.values()
                              if e.is_primary and e.state is ObjectState.SEALED
-                             and not e.busy and e not in tried),
+                             and not e.busy and e.offset >= 0 and e not in tried),
                             key=lambda e: (not e.spill_path, e.last_access))
         shortfall = self._allocator.block_size(size) - self._allocator.free_bytes
         batch, freed = [], 0
@@ -641,6 +686,10 @@ class ObjectStore:
             if entry.spill_path:
                 spill.remove(entry.spill_path)
                 entry.spill_path = ""
+            if entry.path:
+                entry.disk = None
+                spill.remove(entry.path)
+                entry.path = ""
         # Removals of deleted objects' files queued on the I/O thread were just
         # cancelled, and a spill cut short may have left a file no entry names:
         # every file with this store's prefix goes.
@@ -677,6 +726,7 @@ class ObjectStore:
             "num_in_memory": sum(1 for e in self._objects.values() if e.offset >= 0),
             "num_spilled": len(spilled),
             "spilled_bytes": sum(e.size for e in spilled),
+            "on_disk_bytes": sum(e.size for e in self._objects.values() if e.path),
             "num_deleted_pinned": sum(len(v) for v in self._zombies.values()),
             **self._counters,
         }

@@ -33,7 +33,7 @@ class CreateObject(Message):
 
 
 class CreateObjectReply(Message):
-    #: Offset of the object in the arena; -1 on error.
+    #: Offset of the object in the arena; -1 on error, or when it is on disk.
     offset: int = -1
     #: "" on success, else the exception's class name.
     error_type: str = ""
@@ -42,6 +42,9 @@ class CreateObjectReply(Message):
     #: The range has no memory pages yet: pre-fault it before writing
     #: (MADV_POPULATE_WRITE), several times faster than page-by-page faults.
     fresh: bool = False
+    #: An object larger than the whole store is written to this file instead
+    #: (Ray's fallback allocation); "" for arena objects.
+    path: str = ""
 
 
 class SealObject(Message):
@@ -58,15 +61,17 @@ class AbortObject(Message):
     object_id: bytes
 
 
-class ObjectEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+class ObjectEntry(msgspec.Struct, array_like=True, frozen=True, gc=False, omit_defaults=True):
     """Where a sealed object lies in the arena."""
 
     #: The object.
     object_id: bytes
-    #: Offset of its first byte in the arena.
+    #: Offset of its first byte in the arena (-1: in the file ``path``).
     offset: int
     #: Its size in bytes.
     size: int
+    #: The file of an object larger than the store (see CreateObjectReply.path).
+    path: str = ""
 
 
 class GetObjects(Message):
