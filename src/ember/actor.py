@@ -32,7 +32,7 @@ from .ids import actor_handle_id, object_id_for_return
 from .object_ref import ObjectRef
 from .protocol import gcs as gcs_msg
 from .protocol.core_worker import TaskSpec
-from .remote_function import _task_arg
+from .remote_function import NO_ITEMS, _task_arg
 from . import rpc
 from .ids import ActorID
 from .signature import ArgumentCheck, call_signature
@@ -357,14 +357,18 @@ class ActorHandle:
             submitter.reserve_pending_call(queue)
         # An unfinished call keeps the actor alive, even if its handle is gone.
         keep_alive = [] if self._handle_ref is None else [self._handle_ref]
-        task_args = [_task_arg(v, keep_alive) for v in args]
-        task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+        if args or kwargs:
+            task_args = [_task_arg(v, keep_alive) for v in args]
+            task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+        else:
+            task_args = NO_ITEMS
         task_id = core.ids.task_id()
         retries = self._meta.get("max_task_retries", 0) if max_task_retries is None \
             else max_task_retries
         spec = TaskSpec(task_id=task_id, job_id=core.job_id, function_id=b"",
                         function_name=f"{self._class_name}.{method_name}", args=task_args,
-                        kwarg_names=list(kwargs), num_returns=num_returns, owner=core.address,
+                        kwarg_names=list(kwargs) if kwargs else NO_ITEMS,
+                        num_returns=num_returns, owner=core.address,
                         resources={}, max_retries=retries, actor_id=self._actor_id,
                         method_name=method_name, concurrency_group=concurrency_group,
                         name=name)

@@ -138,13 +138,15 @@ class RemoteFunction:
         if core is None:
             context.require_core(f"{self._qualname}.remote()")
         core.functions.export(self._function_id, self._pickled)
-        task_args = []
-        keep_alive = []
-        for value in args:
-            task_args.append(_task_arg(value, keep_alive))
-        kwarg_names = list(kwargs)
-        for value in kwargs.values():
-            task_args.append(_task_arg(value, keep_alive))
+        if args or kwargs:
+            task_args, keep_alive = [], []
+            for value in args:
+                task_args.append(_task_arg(value, keep_alive))
+            kwarg_names = list(kwargs) if kwargs else NO_ITEMS
+            for value in kwargs.values():
+                task_args.append(_task_arg(value, keep_alive))
+        else:  # a million queued calls hold no empty lists
+            task_args = kwarg_names = keep_alive = NO_ITEMS
         task_id = core.ids.task_id()
         spec = TaskSpec(task_id=task_id, job_id=core.job_id, function_id=self._function_id,
                         function_name=self._qualname, args=task_args, kwarg_names=kwarg_names,
@@ -226,6 +228,11 @@ def _cached_prepare(holder, function: "RemoteFunction", options: dict) -> _Prepa
         # Read the key again: _prepare may have started the cluster (auto-init).
         holder._prepared_key = _prepared_key(context.core)
     return holder._prepared
+
+
+#: The args, kwarg names and kept-alive refs of a call that has none: one shared
+#: immutable empty sequence (msgspec encodes it as the empty list it stands for).
+NO_ITEMS: tuple = ()
 
 
 def _task_arg(value, keep_alive: list) -> TaskArg:
