@@ -222,7 +222,8 @@ def run(impl: str, dim: str) -> dict:
         out = subprocess.run([python, __file__, "--probe", impl, dim], capture_output=True,
                              text=True, timeout=limit)
     except subprocess.TimeoutExpired:
-        subprocess.run(["ray", "stop", "--force"] if impl == "ray" else ["ember", "stop"],
+        cli = os.path.join(os.path.dirname(python), impl)  # what the probe left running
+        subprocess.run([cli, "stop", "--force"] if impl == "ray" else [cli, "stop"],
                        capture_output=True)
         return {"impl": impl, "dim": dim, "error": f"did not finish in {limit:.0f} s"}
     for line in out.stdout.splitlines():
