@@ -32,8 +32,10 @@ GiB = 2**30
 #: Both clusters get the same object store, smaller than the largest object,
 #: so that object is spilled (ember) or fallback-allocated on disk (Ray).
 STORE_BYTES = 4 * GiB
-#: Stop creating actors while less than this much memory is available.
+#: Stop creating actors while less than this much memory is available, or after
+#: this long (the row then says how many were reached).
 KEEP_FREE = 3 * GiB
+ACTORS_FOR_S = 240
 
 
 def n(count: int) -> int:
@@ -154,7 +156,7 @@ def actors(ray, tiny):
             return os.getpid()
 
     target, live, reason = n(2_000), [], "target reached"
-    deadline = time.monotonic() + 600 * max(SCALE, 0.1)
+    deadline = time.monotonic() + ACTORS_FOR_S * max(SCALE, 0.1)
     while len(live) < target:
         if psutil.virtual_memory().available < KEEP_FREE:
             reason = "memory nearly full"
@@ -200,13 +202,13 @@ def big_objects(ray, tiny):
 
 #: name -> (what it is, workload, time limit per implementation in seconds)
 DIMENSIONS = {
-    "tasks": ("1,000,000 tiny tasks queued, then fetched", million_tasks, 600),
+    "tasks": ("1,000,000 tiny tasks queued, then fetched", million_tasks, 300),
     "returns": ("one task returning 10,000 objects", many_returns, 300),
     "get": ("one get of 10,000 store objects (128 KiB)", get_many, 300),
     "args": ("one task with 10,000 ObjectRef arguments", many_args, 300),
     "pgs": ("1,000 placement groups created, ready, removed", placement_groups, 300),
-    "actors": ("live actors (target 2,000)", actors, 900),
-    "objects": ("100 MB, 1 GiB, 10 GiB objects put and read", big_objects, 600),
+    "actors": ("live actors (target 2,000)", actors, ACTORS_FOR_S + 180),
+    "objects": ("100 MB, 1 GiB, 10 GiB objects put and read", big_objects, 300),
 }
 
 
