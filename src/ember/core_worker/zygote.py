@@ -22,6 +22,7 @@ with it.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -42,6 +43,11 @@ def main() -> None:
     from .core_worker import CoreWorker  # noqa: F401
     from .executor import TaskExecutor  # noqa: F401
     import ember  # noqa: F401
+    # What was imported stays shared with every worker only while nobody writes to
+    # its pages; the garbage collector writes into the header of each object it
+    # scans. Frozen objects are never scanned, in the zygote or in its workers.
+    gc.collect()
+    gc.freeze()
 
     buffer = b""
     while True:
