@@ -165,12 +165,18 @@ def actors(ray, tiny):
             reason = "time limit"
             break
         batch = [Idle.remote() for _ in range(min(100, target - len(live)))]
+        pings = {a.ping.remote(): a for a in batch}
         try:
-            ray.get([a.ping.remote() for a in batch], timeout=300)
+            ready, _ = ray.wait(list(pings), num_returns=len(pings),
+                                timeout=max(1.0, deadline - time.monotonic()))
+            ray.get(ready)
         except Exception as exc:  # noqa: BLE001 - the envelope's edge: report it
             reason = f"{type(exc).__name__}: {str(exc)[:120]}"
             break
-        live += batch
+        live += [pings[ref] for ref in ready]
+        if len(ready) < len(pings):
+            reason = "time limit"
+            break
     pids = ray.get([a.ping.remote() for a in live]) if live else []
     pss = 0
     for pid in set(pids):
