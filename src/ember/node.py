@@ -218,6 +218,7 @@ def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources:
     proc = _spawn(["ember.raylet", "--node-id", node_id.hex(), "--gcs-address", gcs_address,
                    "--session-dir", session_dir, "--node-ip", node_ip,
                    "--port", str(ports.node_manager), "--worker-ports", ports.workers.spec,
+                   "--worker-ports-source", ports.workers.source,
                    "--dashboard-port", str(dashboard_port),
                    "--resources", json.dumps(resources), "--labels", json.dumps(labels or {}),
                    "--object-store-memory", str(int(object_store_memory))]

@@ -104,7 +104,7 @@ class WorkerPorts:
             ports = tuple(range(low, high + 1))
         else:
             ports = tuple(int(p) for p in spec.split(","))
-        return cls(ports, source or f"the worker ports {spec}")
+        return cls(ports, source or spec)
 
 
 def worker_ports(min_port=DEFAULT_MIN_WORKER_PORT, max_port=DEFAULT_MAX_WORKER_PORT,

@@ -17,6 +17,8 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0, help="node (and object) manager port")
     p.add_argument("--worker-ports", default="",
                    help="the ports workers listen on: '' any, 'LOW-HIGH' or 'P1,P2,...'")
+    p.add_argument("--worker-ports-source", default="",
+                   help="how the user gave them, for errors")
     p.add_argument("--metrics-export-port", type=int, default=None)
     p.add_argument("--dashboard-port", type=int, default=0, help="the head's, to report")
     p.add_argument("--resources", default="{}", help="JSON dict of total resources")
@@ -37,7 +39,8 @@ async def _run(args) -> None:
     os.makedirs(os.path.join(args.session_dir, "logs"), exist_ok=True)
     raylet = Raylet(node_id=bytes.fromhex(args.node_id), gcs_address=args.gcs_address,
                     session_dir=args.session_dir, node_ip=args.node_ip, port=args.port,
-                    worker_ports=WorkerPorts.from_spec(args.worker_ports),
+                    worker_ports=WorkerPorts.from_spec(args.worker_ports,
+                                                      args.worker_ports_source),
                     metrics_export_port=args.metrics_export_port,
                     dashboard_port=args.dashboard_port,
                     resources=json.loads(args.resources), labels=json.loads(args.labels),
