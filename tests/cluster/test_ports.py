@@ -175,3 +175,29 @@ def test_ember_start_names_the_option_of_a_bad_value(temp_root, args, message):
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert not ember_processes(temp_root)
+
+
+@pytest.mark.timeout(120)
+def test_cluster_add_node_takes_rays_port_arguments():
+    from ember.cluster_utils import Cluster
+    head_nm, node_nm, *workers = free_ports(4)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_manager_port": head_nm, "min_worker_port": 0,
+        "max_worker_port": 0})
+    try:
+        node = cluster.add_node(num_cpus=1, resources={"second": 1},
+                                object_manager_port=node_nm,
+                                worker_port_list=workers)
+        ember.init(address=cluster.address)
+        by_id = {n["NodeID"]: n for n in ember.nodes()}
+        assert by_id[cluster.head_node.node_id]["NodeManagerPort"] == head_nm
+        assert by_id[cluster.head_node.node_id]["WorkerPorts"] == ""
+        assert by_id[node.node_id]["ObjectManagerPort"] == node_nm
+        assert by_id[node.node_id]["WorkerPorts"] == ",".join(map(str, workers))
+        assert ember.get(my_port.options(resources={"second": 1}).remote(),
+                         timeout=60) in workers
+        with pytest.raises(ValueError, match=r"min_worker_port \(9\) is above max_worker_port"):
+            cluster.add_node(min_worker_port=9, max_worker_port=8)
+    finally:
+        ember.shutdown()
+        cluster.shutdown()
