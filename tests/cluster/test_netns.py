@@ -8,9 +8,15 @@ the raylets would copy objects through it (see object_manager); the test
 turns that off (``EMBER_OBJECT_TRANSFER_SAME_HOST=0``), as on two machines,
 and checks that the bytes went through the link. Needs root (``ip netns``); skipped, with the reason,
 where namespaces cannot be created.
+
+Behind a firewall: the same two nodes started with fixed ports and worker
+port ranges, and nftables in each namespace dropping every TCP connection
+from the other except to the ports README's "Ports and firewalls" lists. The
+cluster must work with exactly those open (needs ``nft``: Debian's nftables).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -72,17 +78,13 @@ def two_hosts():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
-def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
-    head_ns, worker_ns, temp_dir = two_hosts
-    env = dict(os.environ, EMBER_TEMP_DIR=temp_dir, EMBER_OBJECT_TRANSFER_SAME_HOST="0")
-    if use_tls:
-        env.update(make_tls_files(tmp_path, ips=(HEAD_IP, WORKER_IP)))
-    port = 26379
+def _start_head_and_node(head_ns, worker_ns, env, temp_dir, port, far, head_flags=(),
+                         node_flags=()):
+    """``ember start`` a 1-CPU head in ``head_ns`` and a 1-CPU node with ``far`` units of
+    resource "far" in ``worker_ns``, each with its extra flags."""
     started = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli", "start",
                    "--head", "--port", str(port), "--num-cpus", "1",
-                   "--node-ip-address", HEAD_IP, env=env, timeout=60)
+                   "--node-ip-address", HEAD_IP, *head_flags, env=env, timeout=60)
     assert "head node" in started.stdout
     token = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli",
                  "get-auth-token", env=env, timeout=60).stdout.strip()
@@ -91,9 +93,20 @@ def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
     joiner_env = dict(env, EMBER_TEMP_DIR=os.path.join(temp_dir, "j"))
     joined = _run("ip", "netns", "exec", worker_ns, sys.executable, "-m", "ember.cli", "start",
                   "--address", f"{HEAD_IP}:{port}", "--num-cpus", "1", "--token", token,
-                  "--resources", '{"far": 1}', "--node-ip-address", WORKER_IP,
-                  env=joiner_env, timeout=60)
+                  "--resources", json.dumps({"far": far}), "--node-ip-address", WORKER_IP,
+                  *node_flags, env=joiner_env, timeout=60)
     assert "joined" in joined.stdout, joined.stdout + joined.stderr
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
+def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
+    head_ns, worker_ns, temp_dir = two_hosts
+    env = dict(os.environ, EMBER_TEMP_DIR=temp_dir, EMBER_OBJECT_TRANSFER_SAME_HOST="0")
+    if use_tls:
+        env.update(make_tls_files(tmp_path, ips=(HEAD_IP, WORKER_IP)))
+    port = 26379
+    _start_head_and_node(head_ns, worker_ns, env, temp_dir, port, far=1)
 
     driver = textwrap.dedent(f"""
         import numpy as np
@@ -194,19 +207,9 @@ def test_a_cluster_works_with_only_the_documented_ports_open(two_hosts):
     env = dict(os.environ, EMBER_TEMP_DIR=temp_dir, EMBER_OBJECT_TRANSFER_SAME_HOST="0")
     flags = {role: [str(a) for item in ports.items() for a in item]
              for role, ports in FIREWALL_PORTS.items()}
-    started = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli", "start",
-                   "--head", "--port", str(GCS_PORT), "--num-cpus", "1",
-                   "--include-dashboard", "false", "--node-ip-address", HEAD_IP,
-                   *flags["head"], env=env, timeout=60)
-    assert "head node" in started.stdout
-    token = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli",
-                 "get-auth-token", env=env, timeout=60).stdout.strip()
-    joiner_env = dict(env, EMBER_TEMP_DIR=os.path.join(temp_dir, "j"))
-    joined = _run("ip", "netns", "exec", worker_ns, sys.executable, "-m", "ember.cli", "start",
-                  "--address", f"{HEAD_IP}:{GCS_PORT}", "--num-cpus", "1", "--token", token,
-                  "--resources", '{"far": 4}', "--node-ip-address", WORKER_IP,
-                  *flags["worker"], env=joiner_env, timeout=60)
-    assert "joined" in joined.stdout, joined.stdout + joined.stderr
+    _start_head_and_node(head_ns, worker_ns, env, temp_dir, GCS_PORT, far=4,
+                         head_flags=["--include-dashboard", "false", *flags["head"]],
+                         node_flags=flags["worker"])
     status = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli", "status",
                   env=env, timeout=60).stdout
     assert (f"ports: node manager 26381, object manager 26381, metrics 26391, "
