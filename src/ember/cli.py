@@ -160,7 +160,8 @@ def start(head, address, port, node_manager_port, object_manager_port, min_worke
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:
-        registered = node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30)
+        registered = node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30,
+                                                    processes=procs.processes)
     except auth.AuthenticationError as exc:
         procs.stop()
         raise click.ClickException(str(exc)) from None

@@ -509,15 +509,20 @@ def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
     return uvloop.run(poll())
 
 
-def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0) -> bool:
-    """Block until the GCS lists ``node_id`` as alive.
+def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0,
+                          processes=()) -> bool:
+    """Block until the GCS lists ``node_id`` as alive; False at ``timeout``, or as soon as
+    one of ``processes`` (the node's) exits.
 
     Raises AuthenticationError when the GCS refuses this process's token.
     """
     def registered(reply) -> bool:
         return any(n.node_id == node_id and n.alive for n in reply.nodes)
+
+    def settled(reply) -> bool:
+        return registered(reply) or any(p.poll() is not None for p in processes)
     try:
-        return registered(query_nodes(gcs_address, timeout, until=registered))
+        return registered(query_nodes(gcs_address, timeout, until=settled))
     except auth.AuthenticationError:
         raise
     except ConnectionError:
@@ -525,12 +530,18 @@ def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.
 
 
 def gcs_startup_error(session_dir: str) -> str:
-    """What a GCS that failed to start said (e.g. Redis unreachable), or ""."""
+    """What a GCS or raylet that failed to start said (Redis unreachable, a port taken),
+    or ""."""
+    said = []
     try:
-        with open(_log_path(session_dir, "gcs.out"), errors="replace") as f:
-            said = [line.strip() for line in f if line.startswith("ember GCS:")]
+        names = sorted(os.listdir(os.path.join(session_dir, "logs")))
     except FileNotFoundError:
         return ""
+    for name in names:
+        if name == "gcs.out" or (name.startswith("raylet-") and name.endswith(".out")):
+            with open(_log_path(session_dir, name), errors="replace") as f:
+                said += [line.strip() for line in f
+                         if line.startswith(("ember GCS:", "ember raylet:"))]
     return ("\n" + "\n".join(said)) if said else ""
 
 

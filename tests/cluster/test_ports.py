@@ -201,3 +201,22 @@ def test_cluster_add_node_takes_rays_port_arguments():
     finally:
         ember.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_a_port_taken_after_the_check_is_reported_by_the_raylet(monkeypatch, temp_root):
+    """A race the check cannot see (the port taken between check and bind): the start
+    ends at once, with the raylet's one line, instead of waiting for a registration."""
+    import ember.node
+    monkeypatch.setattr(ember.port_check, "is_free", lambda host, port: True)
+    with port_held() as port:
+        procs = ember.node.start_head(num_cpus=1, ports=ember.ports.node_ports(
+            node_manager_port=port))
+        try:
+            assert not ember.node.wait_for_registration(procs.gcs_address, procs.node_id,
+                                                        timeout=50, processes=procs.processes)
+            said = ember.node.gcs_startup_error(procs.session_dir)
+        finally:
+            procs.stop()
+    assert said == (f"\nember raylet: could not start: port {port} (--node-manager-port) is "
+                    "already in use on 127.0.0.1")

@@ -50,9 +50,14 @@ async def _run(args) -> None:
         loop.add_signal_handler(sig, lambda: loop.create_task(raylet.stop("signal")))
     try:
         await raylet.start()
-    except (ConnectionError, OSError) as exc:
+    except (ConnectionError, OSError) as exc:  # e.g. its port taken after the starter checked
         import logging
+        import sys
         logging.getLogger(__name__).error("raylet could not start: %s", exc)
+        import errno
+        why = (f"port {args.port} (--node-manager-port) is already in use on {args.node_ip}"
+               if exc.errno == errno.EADDRINUSE else f"{exc}")
+        print(f"ember raylet: could not start: {why}", file=sys.stderr, flush=True)
         await raylet.stop("start failed")
         raise SystemExit(1)
     await raylet.stopped.wait()
