@@ -2,6 +2,8 @@
 
     ember start --head [--port 6379] [--node-ip-address IP | --bind-all] [--num-cpus N] ...
     ember start --address HEAD_IP:PORT --token TOKEN    # add this machine as a node
+    ember start ... --node-manager-port P --min-worker-port A --max-worker-port B
+                                             # fixed ports, for firewalls (see ember.ports)
     ember get-auth-token                     # print the local cluster's token
     ember status [--address ...]
     ember stop [--force]
