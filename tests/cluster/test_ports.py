@@ -13,6 +13,7 @@ The cross-machine firewall test is in test_netns.py.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import sys
@@ -20,25 +21,22 @@ import sys
 import pytest
 
 import ember
+from ember import port_check
 from ember.core_worker import context
 from helpers import ember_processes, wait_no_ember_processes
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free now (outside Ray's default worker range)."""
-    socks = []
-    try:
-        while len(socks) < count:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            if 10002 <= sock.getsockname()[1] <= 19999:
-                sock.close()
-                continue
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """``count`` distinct ports free now, from 20000-29999: outside Ray's default worker
+    range, and below the kernel's ephemeral range (32768 up), so that no outgoing
+    connection of another program takes one before the test binds it."""
+    chosen: list[int] = []
+    for port in random.sample(range(20000, 30000), 500):
+        if port_check.is_free("127.0.0.1", port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise RuntimeError(f"fewer than {count} free ports in 20000-29999")
 
 
 @contextlib.contextmanager
@@ -126,7 +124,10 @@ def test_init_names_the_argument_of_a_bad_value(fresh, temp_root, kwargs, messag
 
 @pytest.mark.timeout(180)
 def test_ember_start_uses_and_shows_the_ports(temp_root):
-    gcs, node_manager, metrics, low = free_ports(4)
+    gcs, node_manager, metrics = free_ports(3)
+    low = next(p for p in range(30000 - 4, 20000, -4)
+               if all(port_check.is_free("127.0.0.1", q) and q not in (gcs, node_manager, metrics)
+                      for q in range(p, p + 4)))
     started = ember_cli("start", "--head", "--port", str(gcs), "--num-cpus", "1",
                         "--node-manager-port", str(node_manager),
                         "--metrics-export-port", str(metrics), "--include-dashboard", "false",
