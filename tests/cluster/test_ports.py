@@ -91,6 +91,21 @@ def test_a_used_up_worker_range_fails_the_waiting_task_naming_it(fresh):
         ember.get(my_port.remote(), timeout=60)
     assert (f"no port is free for a new worker in the worker port range {low}, {high} "
             "(worker_port_list): this node's workers hold 1 of its 2 port(s)") in str(caught.value)
+    # An actor too: its creation fails, and says why.
+    with pytest.raises(ember.exceptions.ActorDiedError, match=(
+            rf"it cannot be scheduled: .*no port is free for a new worker in the worker port "
+            rf"range {low}, {high} \(worker_port_list\)")):
+        ember.get(Holder.remote().port.remote(), timeout=60)
+
+
+@pytest.mark.timeout(120)
+def test_workers_pass_over_ports_other_programs_hold(fresh):
+    with port_held() as held:
+        ports = free_ports(3)
+        fresh(num_cpus=2, worker_port_list=[held, *ports], include_dashboard=False)
+        got = set(ember.get([my_port.remote() for _ in range(4)], timeout=60))
+        got.add(context.core.address.port)
+        assert held not in got and got <= set(ports), (held, got, ports)
 
 
 @pytest.mark.timeout(60)
