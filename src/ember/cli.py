@@ -2,6 +2,8 @@
 
     ember start --head [--port 6379] [--node-ip-address IP | --bind-all] [--num-cpus N] ...
     ember start --address HEAD_IP:PORT --token TOKEN    # add this machine as a node
+    ember start ... --node-manager-port P --min-worker-port A --max-worker-port B
+                                             # fixed ports, for firewalls (see ember.ports)
     ember get-auth-token                     # print the local cluster's token
     ember status [--address ...]
     ember stop [--force]
@@ -21,6 +23,8 @@ import time
 import click
 
 from . import node as node_mod
+from . import port_check
+from . import ports as ports_mod
 from .cli_options import parse_json_object
 from .dashboard import job_cli
 from .observability import commands as observability_commands
@@ -60,8 +64,21 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
 @main.command()
 @click.option("--head", is_flag=True, help="Start the head node (GCS and raylet).")
 @click.option("--address", default=None, help="HEAD_IP:PORT of the cluster to join.")
-@click.option("--port", type=int, default=6379, show_default=True,
-              help="GCS port, for --head.")
+@click.option("--port", type=int, default=None,
+              help="For --head: the GCS port (default 6379; 0: a free port).")
+@click.option("--node-manager-port", type=int, default=0, show_default=True,
+              help="The raylet's port (0: a free port). It serves the object manager too.")
+@click.option("--object-manager-port", type=int, default=0, show_default=True,
+              help="The object manager's port: ember serves it on the node manager's port, "
+                   "so this sets that port (0: as --node-manager-port).")
+@click.option("--min-worker-port", type=int, default=ports_mod.DEFAULT_MIN_WORKER_PORT,
+              show_default=True,
+              help="The lowest port workers and drivers listen on (0 with "
+                   "--max-worker-port 0: any port).")
+@click.option("--max-worker-port", type=int, default=ports_mod.DEFAULT_MAX_WORKER_PORT,
+              show_default=True, help="The highest port workers and drivers listen on.")
+@click.option("--worker-port-list", default=None,
+              help="Comma-separated ports for workers and drivers, instead of the range.")
 @click.option("--num-cpus", type=float, default=None)
 @click.option("--num-gpus", type=float, default=None)
 @click.option("--memory", type=int, default=None, help="Bytes of memory to advertise.")
@@ -88,36 +105,48 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
 @click.option("--dashboard-host", default="127.0.0.1", show_default=True,
               help="For --head: the dashboard's address; any but loopback requires the "
                    "cluster token in every request.")
-@click.option("--dashboard-port", type=int, default=8265, show_default=True,
-              help="For --head: the dashboard's port (the next free one if taken).")
+@click.option("--dashboard-port", type=int, default=None,
+              help="For --head: the dashboard's port (default 8265, else the next free one).")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 @click.option("--autoscaling-config", default=None, type=click.Path(),
               help="Cluster YAML, for --head: run the autoscaler on this head.")
-def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
+def start(head, address, port, node_manager_port, object_manager_port, min_worker_port,
+          max_worker_port, worker_port_list, num_cpus, num_gpus, memory, resources, labels,
           object_store_memory, node_ip_address, bind_all, token, storage, metrics_export_port,
           include_dashboard, dashboard_host, dashboard_port, block, autoscaling_config):
     """Start ember's processes on this machine."""
-    if metrics_export_port is not None:  # the raylet reads it (EMBER_<NAME> config)
-        os.environ["EMBER_METRICS_EXPORT_PORT"] = str(metrics_export_port)
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
     if bind_all and not head:
         raise click.UsageError("--bind-all is for --head; a joining node listens on "
                                "--node-ip-address (default: the default-route IP).")
+    for option, value in (("--port", port), ("--dashboard-port", dashboard_port)):
+        if value is not None and not head:
+            raise click.UsageError(f"{option} is for --head: a joining node runs no "
+                                   f"{'GCS' if option == '--port' else 'dashboard'}.")
     autoscaler_config = _autoscaling_config(autoscaling_config, head)
     resources = parse_json_object(resources, "--resources")
     labels = parse_json_object(labels, "--labels")
+    try:
+        ports = ports_mod.node_ports(
+            port=ports_mod.DEFAULT_GCS_PORT if port is None and head else port,
+            node_manager_port=node_manager_port, object_manager_port=object_manager_port,
+            min_worker_port=min_worker_port, max_worker_port=max_worker_port,
+            worker_port_list=worker_port_list, metrics_export_port=metrics_export_port,
+            dashboard_port=dashboard_port)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     try:
         if head:
             node_ip = node_ip_address or (node_mod.default_node_ip() if bind_all
                                           else "127.0.0.1")
             procs = node_mod.start_head(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
-                object_store_memory=object_store_memory, labels=labels, port=port,
+                object_store_memory=object_store_memory, labels=labels,
                 node_ip=node_ip, detached=True, storage=storage,
                 gcs_host="0.0.0.0" if bind_all else None, token=token,
                 include_dashboard=include_dashboard, dashboard_host=dashboard_host,
-                dashboard_port=dashboard_port)
+                ports=ports)
             gcs_address = procs.gcs_address
         else:
             gcs_address = address
@@ -127,11 +156,14 @@ def start(head, address, port, num_cpus, num_gpus, memory, resources, labels,
             procs = node_mod.start_worker_node(
                 gcs_address=gcs_address, num_cpus=num_cpus, num_gpus=num_gpus,
                 resources=resources, memory=memory, object_store_memory=object_store_memory,
-                labels=labels, node_ip=node_ip, detached=True, token=token)
+                labels=labels, node_ip=node_ip, detached=True, token=token, ports=ports)
+    except port_check.PortInUseError as exc:
+        raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:
-        registered = node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30)
+        registered = node_mod.wait_for_registration(gcs_address, procs.node_id, timeout=30,
+                                                    processes=procs.processes)
     except auth.AuthenticationError as exc:
         procs.stop()
         raise click.ClickException(str(exc)) from None

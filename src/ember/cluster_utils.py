@@ -38,6 +38,7 @@ import subprocess
 from . import node as node_mod
 import uvloop
 
+from . import ports as ports_mod
 from . import rpc, worker
 from .autoscaler.config import validate_config
 from .autoscaler.launcher import start_with_autoscaler
@@ -52,8 +53,12 @@ _NODE_ARGS = {"num_cpus", "num_gpus", "resources", "memory", "_memory",
 #: Arguments of the head's ``add_node`` for its dashboard (off unless include_dashboard=True).
 _DASHBOARD_ARGS = {"include_dashboard", "dashboard_host", "dashboard_port"}
 #: Ray-only knobs that ``add_node`` accepts and ignores, so Ray test code runs unchanged.
-_IGNORED_ARGS = {"_system_config", "node_name", "min_worker_port", "max_worker_port", "redis_port",
+_IGNORED_ARGS = {"_system_config", "node_name", "redis_port",
                  "dashboard_agent_listen_port", "enable_object_reconstruction"}
+#: Ray's port arguments of ``add_node`` (see ember.ports); errors name them so.
+_PORT_ARGS = {"node_manager_port", "object_manager_port", "min_worker_port",
+              "max_worker_port", "worker_port_list", "metrics_export_port"}
+_PORT_NAMES = {**ports_mod.INIT, "metrics_export": "metrics_export_port"}
 
 
 class ClusterNode:
@@ -194,11 +199,13 @@ class Cluster:
         """Start a node: the head (GCS and raylet) if there is none, else a raylet joining it.
 
         ``node_args``: num_cpus, num_gpus, resources, memory, object_store_memory,
-        labels, node_ip_address; for the head, include_dashboard (default False:
+        labels, node_ip_address, Ray's port arguments (node_manager_port,
+        object_manager_port, min_worker_port, max_worker_port, worker_port_list,
+        metrics_export_port); for the head, include_dashboard (default False:
         test clusters start many heads), dashboard_host, dashboard_port. With
         ``wait``, return once the GCS lists the node as alive.
         """
-        unknown = set(node_args) - _NODE_ARGS - _DASHBOARD_ARGS - _IGNORED_ARGS
+        unknown = set(node_args) - _NODE_ARGS - _DASHBOARD_ARGS - _IGNORED_ARGS - _PORT_ARGS
         if unknown:
             raise TypeError(f"add_node() got unsupported argument(s) {sorted(unknown)}; "
                             f"ember supports {sorted(_NODE_ARGS)}.")
@@ -210,12 +217,14 @@ class Cluster:
                         memory=node_args.get("memory", node_args.get("_memory")),
                         object_store_memory=node_args.get("object_store_memory"),
                         labels=node_args.get("labels"),
-                        node_ip=node_args.get("node_ip_address") or "127.0.0.1")
+                        node_ip=node_args.get("node_ip_address") or "127.0.0.1",
+                        ports=ports_mod.node_ports(
+                            names=_PORT_NAMES, dashboard_port=node_args.get("dashboard_port"),
+                            **{k: node_args.get(k) for k in _PORT_ARGS}))
         if self.head_node is None:
             processes = node_mod.start_head(
                 detached=False, include_dashboard=bool(node_args.get("include_dashboard")),
-                dashboard_host=node_args.get("dashboard_host") or "127.0.0.1",
-                dashboard_port=node_args.get("dashboard_port"), **settings)
+                dashboard_host=node_args.get("dashboard_host") or "127.0.0.1", **settings)
             node = ClusterNode(processes, True, node_args)
             self.head_node = node
         else:

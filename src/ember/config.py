@@ -135,7 +135,8 @@ class Config:
     task_events_finished_job_ttl_s: float = 600.0
     #: Port of each node's Prometheus ``/metrics`` endpoint, on the node's IP:
     #: -1 serves none, 0 a free port (written to the session directory).
-    #: ``ember start --metrics-export-port`` sets it.
+    #: ``ember start --metrics-export-port`` (and ``init(_metrics_export_port=)``)
+    #: override it for the node they start.
     metrics_export_port: int = -1
     #: How often a process reports its user metrics to its raylet.
     metrics_report_interval_ms: int = 1000

@@ -35,10 +35,11 @@ import time
 
 import uvloop
 
-from . import dashboard, rpc
+from . import dashboard, port_check, rpc
 from .config import config
 from .dashboard.on_demand import DashboardOnDemand
 from .object_store import spill
+from .ports import NodePorts
 from .protocol import gcs as gcs_msg
 from .rpc import auth
 
@@ -206,16 +207,33 @@ def start_gcs(session_dir: str, port: int, detached: bool, host: str = "127.0.0.
 
 def start_raylet(*, session_dir: str, gcs_address: str, node_ip: str, resources: dict,
                  labels: dict | None, object_store_memory: int, is_head: bool,
-                 detached: bool, port: int = 0, node_id: bytes | None = None):
+                 detached: bool, ports: NodePorts | None = None,
+                 dashboard_port: int = 0, node_id: bytes | None = None):
+    """Start a raylet on ``ports.node_manager`` whose workers listen on ``ports.workers``;
+    ``dashboard_port`` (a head's) is only reported to the GCS."""
+    ports = ports or NodePorts()
     node_id = node_id or os.urandom(28)
+    metrics = ([] if ports.metrics_export is None
+               else ["--metrics-export-port", str(ports.metrics_export)])
     proc = _spawn(["ember.raylet", "--node-id", node_id.hex(), "--gcs-address", gcs_address,
-                   "--session-dir", session_dir, "--node-ip", node_ip, "--port", str(port),
+                   "--session-dir", session_dir, "--node-ip", node_ip,
+                   "--port", str(ports.node_manager), "--worker-ports", ports.workers.spec,
+                   "--worker-ports-source", ports.workers.source,
+                   "--dashboard-port", str(dashboard_port),
                    "--resources", json.dumps(resources), "--labels", json.dumps(labels or {}),
                    "--object-store-memory", str(int(object_store_memory))]
-                  + (["--head"] if is_head else []),
+                  + metrics + (["--head"] if is_head else []),
                   session_dir, f"raylet-{node_id.hex()[:12]}", detached)
     socket_path = os.path.join(session_dir, "sockets", f"raylet-{node_id.hex()[:12]}")
     return proc, node_id, socket_path
+
+
+def ensure_ports_free(ports: NodePorts, node_ip: str, gcs_host: str = "") -> None:
+    """A :class:`~ember.port_check.PortInUseError` if a port ``ports`` fixes is taken
+    (the dashboard's is checked as it is bound)."""
+    port_check.ensure_free(gcs_host or node_ip, ports.gcs, ports.names["gcs"])
+    port_check.ensure_free(node_ip, ports.node_manager, ports.names["node_manager"])
+    port_check.ensure_free(node_ip, ports.metrics_export or 0, ports.names["metrics_export"])
 
 
 def dashboard_available() -> bool:
@@ -226,9 +244,11 @@ def dashboard_available() -> bool:
         return False
 
 
-def listen_for_dashboard(host: str, port: int) -> socket.socket:
-    """A socket listening on ``port`` at ``host``, else on the next free port (as Ray
-    does); 0 means any free port.
+def listen_for_dashboard(host: str, port: int | None,
+                         option: str = "--dashboard-port") -> socket.socket:
+    """A socket listening on ``port`` at ``host``; with ``port`` None, on 8265 or else
+    the next free port (as Ray does); 0 means any free port. A port the user gave
+    that is taken is a :class:`~ember.port_check.PortInUseError` naming ``option``.
 
     Bound by the head and handed to the dashboard process (``--fd``): the port
     is taken from the moment it is chosen, so two heads starting at once
@@ -238,6 +258,10 @@ def listen_for_dashboard(host: str, port: int) -> socket.socket:
     connections are in TIME_WAIT is free.
     """
     bind_host = "" if host in ("0.0.0.0", "::") else host
+    if port is not None:
+        port_check.ensure_free(host, port, option)
+    else:
+        port = dashboard.DEFAULT_PORT
     for candidate in ([0] if port == 0 else range(port, min(port + 100, 65536))):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -280,8 +304,14 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
                storage: str | None = None, gcs_host: str | None = None,
                token: str | None = None, include_dashboard: bool | None = False,
                dashboard_host: str = "127.0.0.1",
-               dashboard_port: int | None = None) -> NodeProcesses:
+               dashboard_port: int | None = None,
+               ports: NodePorts | None = None) -> NodeProcesses:
     """Start a GCS and a raylet; they listen on ``node_ip`` (the GCS on ``gcs_host``).
+
+    ``ports`` (checked by :func:`ember.ports.node_ports`) fixes the ports;
+    ``port`` and ``dashboard_port`` are the GCS's and the dashboard's when
+    ``ports`` is not given. A fixed port that is taken is a ValueError naming
+    its option, before any process starts.
 
     The cluster token is ``token``, else ``EMBER_AUTH_TOKEN``, else a new
     random one; it is stored in the session directory and this process uses it.
@@ -301,22 +331,25 @@ def start_head(*, num_cpus=None, num_gpus=None, resources=None, memory=None,
                 "Not starting the dashboard: it needs aiohttp "
                 "(pip install 'ember[dashboard]').")
     dashboard_host = dashboard_host or "127.0.0.1"
-    # Bound first: a port that cannot be had fails the start before any process runs.
+    ports = ports or NodePorts(gcs=port, dashboard=dashboard_port)
+    # Checked first: a port that cannot be had fails the start before any process runs.
+    ensure_ports_free(ports, node_ip, gcs_host or node_ip)
     dashboard_socket = listen_for_dashboard(
-        dashboard_host, dashboard.DEFAULT_PORT if dashboard_port is None else dashboard_port
+        dashboard_host, ports.dashboard, ports.names["dashboard"]
     ) if include_dashboard else None
     session_dir = new_session_dir()
     token = token or auth.new_token()
     auth.write_token_file(session_dir, token)
     auth.set_token(token)
-    gcs_proc, gcs_port = start_gcs(session_dir, port, detached, host=gcs_host or node_ip,
-                                   storage=storage)
+    gcs_proc, gcs_port = start_gcs(session_dir, ports.gcs, detached,
+                                   host=gcs_host or node_ip, storage=storage)
     gcs_address = f"{node_ip}:{gcs_port}"
     with open(os.path.join(session_dir, GCS_ADDRESS_FILE), "w") as f:
         f.write(gcs_address)
     raylet_proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
-        labels=labels, object_store_memory=store, is_head=True, detached=detached)
+        labels=labels, object_store_memory=store, is_head=True, detached=detached,
+        ports=ports, dashboard_port=dashboard_socket.getsockname()[1] if dashboard_socket else 0)
     processes = [raylet_proc, gcs_proc]
     dashboard_url, on_demand = None, None
     if dashboard_socket is not None:
@@ -421,8 +454,8 @@ def wait_for_socket(path: str, timeout: float = 10.0) -> bool:
 def start_worker_node(*, gcs_address: str, num_cpus=None, num_gpus=None, resources=None,
                       memory=None, object_store_memory=None, labels=None,
                       node_ip: str = "127.0.0.1", detached: bool = True,
-                      session_dir: str | None = None,
-                      token: str | None = None) -> NodeProcesses:
+                      session_dir: str | None = None, token: str | None = None,
+                      ports: NodePorts | None = None) -> NodeProcesses:
     """Start a raylet that joins the cluster whose GCS is at ``gcs_address``.
 
     With ``session_dir`` (a node on the head's machine, as in
@@ -431,6 +464,8 @@ def start_worker_node(*, gcs_address: str, num_cpus=None, num_gpus=None, resourc
     """
     total, store = node_resources(num_cpus, num_gpus, resources, memory,
                                   object_store_memory, node_ip, is_head=False)
+    ports = ports or NodePorts()
+    ensure_ports_free(ports, node_ip)
     owns_session = session_dir is None
     if session_dir is None:
         token = token or find_token(gcs_address)
@@ -443,7 +478,8 @@ def start_worker_node(*, gcs_address: str, num_cpus=None, num_gpus=None, resourc
         auth.set_token(token)
     proc, node_id, socket_path = start_raylet(
         session_dir=session_dir, gcs_address=gcs_address, node_ip=node_ip, resources=total,
-        labels=labels, object_store_memory=store, is_head=False, detached=detached)
+        labels=labels, object_store_memory=store, is_head=False, detached=detached,
+        ports=ports)
     return NodeProcesses(session_dir, gcs_address, node_id, socket_path, node_ip, [proc],
                          owns_session=owns_session)
 
@@ -473,15 +509,20 @@ def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
     return uvloop.run(poll())
 
 
-def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0) -> bool:
-    """Block until the GCS lists ``node_id`` as alive.
+def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.0,
+                          processes=()) -> bool:
+    """Block until the GCS lists ``node_id`` as alive; False at ``timeout``, or as soon as
+    one of ``processes`` (the node's) exits.
 
     Raises AuthenticationError when the GCS refuses this process's token.
     """
     def registered(reply) -> bool:
         return any(n.node_id == node_id and n.alive for n in reply.nodes)
+
+    def settled(reply) -> bool:
+        return registered(reply) or any(p.poll() is not None for p in processes)
     try:
-        return registered(query_nodes(gcs_address, timeout, until=registered))
+        return registered(query_nodes(gcs_address, timeout, until=settled))
     except auth.AuthenticationError:
         raise
     except ConnectionError:
@@ -489,12 +530,18 @@ def wait_for_registration(gcs_address: str, node_id: bytes, timeout: float = 30.
 
 
 def gcs_startup_error(session_dir: str) -> str:
-    """What a GCS that failed to start said (e.g. Redis unreachable), or ""."""
+    """What a GCS or raylet that failed to start said (Redis unreachable, a port taken),
+    or ""."""
+    said = []
     try:
-        with open(_log_path(session_dir, "gcs.out"), errors="replace") as f:
-            said = [line.strip() for line in f if line.startswith("ember GCS:")]
+        names = sorted(os.listdir(os.path.join(session_dir, "logs")))
     except FileNotFoundError:
         return ""
+    for name in names:
+        if name == "gcs.out" or (name.startswith("raylet-") and name.endswith(".out")):
+            with open(_log_path(session_dir, name), errors="replace") as f:
+                said += [line.strip() for line in f
+                         if line.startswith(("ember GCS:", "ember raylet:"))]
     return ("\n" + "\n".join(said)) if said else ""
 
 

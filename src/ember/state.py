@@ -51,6 +51,7 @@ def format_status(gcs_address: str) -> str:
     for n in alive:
         role = " (head)" if n.is_head else ""
         lines.append(f" node_{n.node_id.hex()[:12]} {n.ip}{role}")
+        lines.append(f"  ports: {format_ports(n)}")
     if not alive:
         lines.append(" (no active nodes)")
     lines.append("Dead:")
@@ -94,6 +95,16 @@ def format_status(gcs_address: str) -> str:
     lines += demands or [" (no resource demands)"]
     lines += [""] + format_autoscaler(*fetch_autoscaler(gcs_address))
     return "\n".join(lines)
+
+
+def format_ports(node) -> str:
+    """A node's ports as ``ember status`` shows them: what a firewall must let through."""
+    parts = [("gcs", node.gcs_port), ("node manager", node.raylet.port),
+             ("object manager", node.raylet.port), ("metrics", node.metrics_export_port),
+             ("dashboard", node.dashboard_port)]
+    shown = [f"{name} {port}" for name, port in parts if port]
+    shown.append(f"workers {node.worker_ports or 'any'}")
+    return ", ".join(shown)
 
 
 def fetch_autoscaler(gcs_address: str):

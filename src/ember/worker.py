@@ -16,6 +16,7 @@ import time
 from . import dashboard
 from . import node as node_mod
 from . import options as opts
+from . import ports as ports_mod
 from . import process_setup
 from . import runtime_env as runtime_env_mod
 from ._version import __version__
@@ -25,6 +26,7 @@ from .rpc import auth
 from .exceptions import GetTimeoutError
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
+from .ports import WorkerPorts
 from .actor import ActorHandle
 from .config import config
 from .core_worker.core_worker import CoreWorker
@@ -94,7 +96,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     unknown = set(kwargs) - {"dashboard_host", "dashboard_port", "job_config",
                              "_system_config", "_enable_object_reconstruction",
                              "_plasma_directory", "_redis_password", "storage",
-                             "_metrics_export_port", "enable_resource_isolation"}
+                             "_metrics_export_port", "enable_resource_isolation",
+                             *_PORT_ARGS}
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
     job_config = kwargs.get("job_config")
@@ -129,6 +132,13 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
                 "object_store_memory must not be provided: they are set where each node "
                 "is started (`ember start --num-cpus ...`).")
+        given_ports = sorted(k for k in _PORT_ARGS
+                             if k != "dashboard_port" and kwargs.get(k) is not None)
+        if given_ports:
+            raise ValueError(
+                f"When connecting to an existing cluster, {', '.join(given_ports)} must not "
+                "be provided: each node's ports are set where it is started "
+                "(`ember start --node-manager-port ...`).")
         gcs_address = _resolve_address(address)
         token = node_mod.find_token(gcs_address)
         if token:
@@ -136,21 +146,27 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         node_info = _find_local_node(gcs_address)
         session_dir, node_id = node_info.session_dir, node_info.node_id
         raylet_socket, node_ip = node_info.raylet.unix, node_info.ip
+        # Its node's worker port range, as the GCS has it: a firewall lets only it through.
+        worker_ports = WorkerPorts.from_spec(node_info.worker_ports)
     else:
         node_ip = _node_ip_address or "127.0.0.1"
+        node_ports = ports_mod.node_ports(
+            names=ports_mod.INIT, metrics_export_port=kwargs.get("_metrics_export_port"),
+            dashboard_port=kwargs.get("dashboard_port"),
+            **{k: kwargs.get(k) for k in _PORT_ARGS if k != "dashboard_port"})
         _local_node = node_mod.start_head(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=_memory,
             object_store_memory=object_store_memory, labels=labels, node_ip=node_ip,
             include_dashboard=include_dashboard,
-            dashboard_host=kwargs.get("dashboard_host") or "127.0.0.1",
-            dashboard_port=kwargs.get("dashboard_port"))
+            dashboard_host=kwargs.get("dashboard_host") or "127.0.0.1", ports=node_ports)
         session_dir, node_id = _local_node.session_dir, _local_node.node_id
         raylet_socket, gcs_address = _local_node.raylet_socket, _local_node.gcs_address
+        worker_ports = node_ports.workers
 
     process_setup.raise_open_file_limit()  # a connection per actor called
     core = CoreWorker(is_driver=True, node_id=node_id, node_ip=node_ip,
                       raylet_socket=raylet_socket, gcs_address=gcs_address,
-                      session_dir=session_dir, make_ref=ObjectRef)
+                      session_dir=session_dir, make_ref=ObjectRef, ports=worker_ports)
     try:
         core.connect({"namespace": namespace or _anonymous_namespace(),
                       "code_search_path": _code_search_path(job_config),
@@ -166,6 +182,13 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         raise
     atexit.register(shutdown)
     return EmberContext(_address_info(core))
+
+
+#: ``init()``'s port arguments for a new local cluster: Ray's (``dashboard_port``,
+#: ``_metrics_export_port``), and the node options of ``ember start`` under the names
+#: of Ray's ``cluster_utils.Cluster.add_node`` (see ember.ports).
+_PORT_ARGS = ("node_manager_port", "object_manager_port", "min_worker_port",
+              "max_worker_port", "worker_port_list", "dashboard_port")
 
 
 def _dashboard_url(session_dir: str) -> str | None:
@@ -393,7 +416,11 @@ def nodes() -> list[dict]:
             "NodeManagerAddress": info.ip,
             "NodeManagerHostname": info.hostname,
             "NodeManagerPort": info.raylet.port,
+            # ember's object manager is served on the node manager's port.
             "ObjectManagerPort": info.raylet.port,
+            "MetricsExportPort": info.metrics_export_port,
+            # ember's, not Ray's: where this node's workers and drivers listen.
+            "WorkerPorts": info.worker_ports,
             "ObjectStoreSocketName": info.raylet.unix,
             "RayletSocketName": info.raylet.unix,
             "NodeName": info.ip,

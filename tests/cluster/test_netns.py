@@ -8,9 +8,15 @@ the raylets would copy objects through it (see object_manager); the test
 turns that off (``EMBER_OBJECT_TRANSFER_SAME_HOST=0``), as on two machines,
 and checks that the bytes went through the link. Needs root (``ip netns``); skipped, with the reason,
 where namespaces cannot be created.
+
+Behind a firewall: the same two nodes started with fixed ports and worker
+port ranges, and nftables in each namespace dropping every TCP connection
+from the other except to the ports README's "Ports and firewalls" lists. The
+cluster must work with exactly those open (needs ``nft``: Debian's nftables).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -72,17 +78,13 @@ def two_hosts():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
-def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
-    head_ns, worker_ns, temp_dir = two_hosts
-    env = dict(os.environ, EMBER_TEMP_DIR=temp_dir, EMBER_OBJECT_TRANSFER_SAME_HOST="0")
-    if use_tls:
-        env.update(make_tls_files(tmp_path, ips=(HEAD_IP, WORKER_IP)))
-    port = 26379
+def _start_head_and_node(head_ns, worker_ns, env, temp_dir, port, far, head_flags=(),
+                         node_flags=()):
+    """``ember start`` a 1-CPU head in ``head_ns`` and a 1-CPU node with ``far`` units of
+    resource "far" in ``worker_ns``, each with its extra flags."""
     started = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli", "start",
                    "--head", "--port", str(port), "--num-cpus", "1",
-                   "--node-ip-address", HEAD_IP, env=env, timeout=60)
+                   "--node-ip-address", HEAD_IP, *head_flags, env=env, timeout=60)
     assert "head node" in started.stdout
     token = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli",
                  "get-auth-token", env=env, timeout=60).stdout.strip()
@@ -91,9 +93,20 @@ def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
     joiner_env = dict(env, EMBER_TEMP_DIR=os.path.join(temp_dir, "j"))
     joined = _run("ip", "netns", "exec", worker_ns, sys.executable, "-m", "ember.cli", "start",
                   "--address", f"{HEAD_IP}:{port}", "--num-cpus", "1", "--token", token,
-                  "--resources", '{"far": 1}', "--node-ip-address", WORKER_IP,
-                  env=joiner_env, timeout=60)
+                  "--resources", json.dumps({"far": far}), "--node-ip-address", WORKER_IP,
+                  *node_flags, env=joiner_env, timeout=60)
     assert "joined" in joined.stdout, joined.stdout + joined.stderr
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
+def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
+    head_ns, worker_ns, temp_dir = two_hosts
+    env = dict(os.environ, EMBER_TEMP_DIR=temp_dir, EMBER_OBJECT_TRANSFER_SAME_HOST="0")
+    if use_tls:
+        env.update(make_tls_files(tmp_path, ips=(HEAD_IP, WORKER_IP)))
+    port = 26379
+    _start_head_and_node(head_ns, worker_ns, env, temp_dir, port, far=1)
 
     driver = textwrap.dedent(f"""
         import numpy as np
@@ -129,3 +142,126 @@ def test_tasks_and_objects_cross_a_real_network(two_hosts, tmp_path, use_tls):
                   check=False, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "CROSSED" in result.stdout
+
+
+# --- behind a firewall: only the documented ports open ------------------------------------
+
+#: The ports each node is started with; the firewall opens exactly these (README, "Ports").
+GCS_PORT = 26379
+FIREWALL_PORTS = {
+    "head": {"--node-manager-port": 26380, "--metrics-export-port": 26390,
+             "--min-worker-port": 27000, "--max-worker-port": 27019},
+    "worker": {"--node-manager-port": 26381, "--metrics-export-port": 26391,
+               "--min-worker-port": 27100, "--max-worker-port": 27119},
+}
+
+
+def _open_ports(role: str) -> str:
+    """The TCP ports a node of ``role`` must accept connections on, as nft's set syntax."""
+    ports = FIREWALL_PORTS[role]
+    opened = [str(ports["--node-manager-port"]), str(ports["--metrics-export-port"]),
+              f"{ports['--min-worker-port']}-{ports['--max-worker-port']}"]
+    return ", ".join(([str(GCS_PORT)] if role == "head" else []) + opened)
+
+
+def _firewall(ns: str, open_ports: str) -> None:
+    """Drop every TCP connection into ``ns`` from outside except to ``open_ports``
+    (replies to its own connections pass: conntrack)."""
+    rules = textwrap.dedent(f"""
+        table inet ember_firewall {{
+            chain input {{
+                type filter hook input priority 0; policy accept;
+                iifname "lo" accept
+                ct state established,related accept
+                tcp dport {{ {open_ports} }} accept
+                meta l4proto tcp drop
+            }}
+        }}
+    """)
+    _run("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
+
+
+def _blocked(from_ns: str, to_ip: str, port: int) -> bool:
+    """Whether a TCP connection from ``from_ns`` to ``to_ip:port`` gets no answer."""
+    probe = (f"import socket\ntry:\n    socket.create_connection(('{to_ip}', {port}), 2)\n"
+             "except socket.timeout:\n    print('BLOCKED')\nexcept OSError as e:\n"
+             "    print('REFUSED', e)\nelse:\n    print('OPEN')")
+    return _run("ip", "netns", "exec", from_ns, sys.executable, "-c", probe,
+                timeout=30).stdout.strip() == "BLOCKED"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(shutil.which("nft") is None,
+                    reason="the `nft` command (Debian package nftables) is not installed")
+def test_a_cluster_works_with_only_the_documented_ports_open(two_hosts):
+    head_ns, worker_ns, temp_dir = two_hosts
+    _firewall(head_ns, _open_ports("head"))
+    _firewall(worker_ns, _open_ports("worker"))
+    # The firewall works: a port outside the list is dropped, one inside refused
+    # (nothing listens there yet), both ways.
+    assert _blocked(worker_ns, HEAD_IP, 26999)
+    assert not _blocked(worker_ns, HEAD_IP, 27000)
+    assert _blocked(head_ns, WORKER_IP, 27099)
+    assert not _blocked(head_ns, WORKER_IP, 27100)
+
+    env = dict(os.environ, EMBER_TEMP_DIR=temp_dir, EMBER_OBJECT_TRANSFER_SAME_HOST="0")
+    flags = {role: [str(a) for item in ports.items() for a in item]
+             for role, ports in FIREWALL_PORTS.items()}
+    _start_head_and_node(head_ns, worker_ns, env, temp_dir, GCS_PORT, far=4,
+                         head_flags=["--include-dashboard", "false", *flags["head"]],
+                         node_flags=flags["worker"])
+    status = _run("ip", "netns", "exec", head_ns, sys.executable, "-m", "ember.cli", "status",
+                  env=env, timeout=60).stdout
+    assert (f"ports: node manager 26381, object manager 26381, metrics 26391, "
+            "workers 27100-27119") in status, status
+
+    driver = textwrap.dedent(f"""
+        import numpy as np
+        import ember as ray
+        from ember.core_worker import context
+        ray.init(address="{HEAD_IP}:{GCS_PORT}")
+        assert 27000 <= context.core.address.port <= 27019   # the driver, in its range
+        nodes = {{n["NodeManagerAddress"]: n for n in ray.nodes() if n["Alive"]}}
+        assert nodes["{WORKER_IP}"]["NodeManagerPort"] == 26381
+        assert nodes["{WORKER_IP}"]["ObjectManagerPort"] == 26381
+        assert nodes["{HEAD_IP}"]["MetricsExportPort"] == 26390
+
+        @ray.remote(resources={{"far": 1}})
+        def far(n):
+            return ray.get_runtime_context().get_node_id(), np.arange(n, dtype=np.int64)
+
+        @ray.remote(resources={{"far": 1}})
+        def total(arr):
+            return int(arr.sum())
+
+        @ray.remote(resources={{"far": 1}})
+        class Counter:
+            def __init__(self):
+                self.n = 0
+            def add(self, k):
+                self.n += k
+                return self.n
+
+        @ray.remote(resources={{"far": 1}})
+        def make(n):
+            return np.arange(n, dtype=np.int64)
+
+        @ray.remote(resources={{"node:{HEAD_IP}": 0.01}})
+        def near_total(arr):   # on the head: its raylet pulls from the worker node's
+            return int(arr.sum())
+
+        node_id, arr = ray.get(far.remote(1_000_000), timeout=60)    # 8 MB back
+        assert node_id == nodes["{WORKER_IP}"]["NodeID"] and arr[-1] == 999_999
+        big = ray.put(np.ones(2_000_000, dtype=np.int64))              # 16 MB out
+        assert ray.get(total.remote(big), timeout=60) == 2_000_000
+        assert ray.get(near_total.remote(make.remote(1_500_000)),
+                       timeout=60) == sum(range(1_500_000))
+        counter = Counter.remote()
+        assert ray.get([counter.add.remote(1) for _ in range(5)], timeout=60)[-1] == 5
+        print("THROUGH THE FIREWALL")
+        ray.shutdown()
+    """)
+    result = _run("ip", "netns", "exec", head_ns, sys.executable, "-c", driver, env=env,
+                  check=False, timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "THROUGH THE FIREWALL" in result.stdout

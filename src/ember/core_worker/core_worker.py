@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ from ..config import config
 from ..exceptions import GetTimeoutError, ObjectLostError
 from ..ids import (IdFactory, is_actor_handle_id, object_id_for_put, object_id_for_return,
                    task_id_of)
+from ..ports import WorkerPorts, listen_order
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
@@ -77,7 +79,10 @@ class CoreWorker:
 
     def __init__(self, *, is_driver: bool, node_id: bytes, node_ip: str,
                  raylet_socket: str, gcs_address: str, session_dir: str, make_ref,
-                 worker_id: bytes | None = None):
+                 worker_id: bytes | None = None, ports: WorkerPorts = WorkerPorts(),
+                 port: int = 0):
+        """``ports``: the node's worker port range, which this process listens on one
+        of; ``port``: the one its raylet gave it (a worker), first to try."""
         self.info = info = ProcessInfo(worker_id or os.urandom(28), node_id, node_ip,
                                        is_driver, session_dir)
         #: Makes the ObjectRef of (object id, owner address): the public class,
@@ -85,6 +90,8 @@ class CoreWorker:
         self.make_ref = make_ref
         self.raylet_socket = raylet_socket
         self.gcs_address = gcs_address
+        self._listen_ports = listen_order(ports, port)
+        self._port_range = ports
         #: Refs captured by remote functions and actor classes: held for good.
         self._captured: dict[bytes, object] = {}
         #: The TaskExecutor running tasks here (worker processes only; worker_main sets it).
@@ -195,7 +202,7 @@ class CoreWorker:
         handlers = self.handlers
         self._servers.append(await rpc.serve("unix:" + unix_path, lambda: handlers,
                                              name="core-worker"))
-        tcp = await rpc.serve(f"{self.node_ip}:0", lambda: handlers, name="core-worker")
+        tcp = await self._serve_tcp(handlers)
         self._servers.append(tcp)
         self.info.address = Address(self.node_id, self.node_ip,
                                     tcp.sockets[0].getsockname()[1], unix_path, self.worker_id)
@@ -229,6 +236,20 @@ class CoreWorker:
                 reply.raylet_pid, reply.store_fd, reply.store_capacity,
                 call=lambda m: self.io.run(raylet.call(m)),
                 notify=lambda m: self.io.post(self._loop_notify, m), defer=self.io.post)
+
+    async def _serve_tcp(self, handlers):
+        """Listen on the first port of ``_listen_ports`` that no other process holds."""
+        for port in self._listen_ports:
+            try:
+                return await rpc.serve(f"{self.node_ip}:{port}", lambda: handlers,
+                                       name="core-worker")
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise ConnectionError(
+            f"{'driver' if self.is_driver else 'worker'} (pid {os.getpid()}) found no free "
+            f"port on {self.node_ip} in the worker port range {self._port_range.source}: "
+            "every port of it is in use. Widen the node's worker port range.")
 
     async def _gcs_reconnected(self, conn: rpc.Connection) -> None:
         """On a new GCS connection (a restarted GCS): take up the job and subscriptions.

@@ -49,13 +49,16 @@ def main() -> None:
     process_setup.setup("worker", None, False)
     env = os.environ
     from ..object_ref import ObjectRef  # the process's composition root injects it
+    from ..ports import WorkerPorts
     from .core_worker import CoreWorker
     from .executor import Operations, TaskExecutor
     core = CoreWorker(is_driver=False, make_ref=ObjectRef, node_id=bytes.fromhex(env["EMBER_NODE_ID"]),
                       node_ip=env["EMBER_NODE_IP"], raylet_socket=env["EMBER_RAYLET_SOCKET"],
                       gcs_address=env["EMBER_GCS_ADDRESS"],
                       session_dir=env["EMBER_SESSION_DIR"],
-                      worker_id=bytes.fromhex(env["EMBER_WORKER_ID"]))
+                      worker_id=bytes.fromhex(env["EMBER_WORKER_ID"]),
+                      ports=WorkerPorts.from_spec(env.get("EMBER_WORKER_PORTS", "")),
+                      port=int(env.get("EMBER_WORKER_PORT", "0")))
     executor = core.executor = TaskExecutor(
         core.io, core.info, core.ids, core.node, core.gcs, core.functions, core.references,
         core.ownership, core.task_context, core.handlers,

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import os
 
+from ..ports import DEFAULT_DASHBOARD_PORT
+
 #: Ray's default dashboard port.
-DEFAULT_PORT = 8265
+DEFAULT_PORT = DEFAULT_DASHBOARD_PORT
 #: In the head's session directory: the dashboard's URL, e.g. ``http://127.0.0.1:8265``.
 URL_FILE = "dashboard_url"
 

@@ -141,6 +141,11 @@ async def run(host: str, port: int, port_file: str | None, storage: str | None =
         print(f"ember GCS: {exc}", file=sys.stderr, flush=True)
         await server.store.close()
         raise SystemExit(1) from None
+    except OSError as exc:  # the port was taken after the starter checked it
+        print(f"ember GCS: cannot listen on {host}:{port}: {exc.strerror or exc}",
+              file=sys.stderr, flush=True)
+        await server.store.close()
+        raise SystemExit(1) from None
     if port_file:
         tmp = port_file + ".tmp"
         with open(tmp, "w") as f:

@@ -23,6 +23,15 @@ class NodeInfo(msgspec.Struct, array_like=True, gc=False):
     session_dir: str = ""
     #: Marked by the autoscaler before it removes the node: no new work goes there.
     draining: bool = False
+    #: The ports its workers and drivers listen on (``ember.ports.WorkerPorts.spec``):
+    #: "" any, "LOW-HIGH" or "P1,P2,...".
+    worker_ports: str = ""
+    #: Its Prometheus endpoint's port; 0 if it serves none.
+    metrics_export_port: int = 0
+    #: The dashboard's port, on the head when it serves one; else 0.
+    dashboard_port: int = 0
+    #: The GCS's port, on the head; else 0.
+    gcs_port: int = 0
 
 
 class JobInfo(msgspec.Struct, array_like=True, gc=False):

@@ -14,7 +14,13 @@ def main() -> None:
     p.add_argument("--gcs-address", required=True)
     p.add_argument("--session-dir", required=True)
     p.add_argument("--node-ip", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port", type=int, default=0, help="node (and object) manager port")
+    p.add_argument("--worker-ports", default="",
+                   help="the ports workers listen on: '' any, 'LOW-HIGH' or 'P1,P2,...'")
+    p.add_argument("--worker-ports-source", default="",
+                   help="how the user gave them, for errors")
+    p.add_argument("--metrics-export-port", type=int, default=None)
+    p.add_argument("--dashboard-port", type=int, default=0, help="the head's, to report")
     p.add_argument("--resources", default="{}", help="JSON dict of total resources")
     p.add_argument("--labels", default="{}", help="JSON dict of node labels")
     p.add_argument("--object-store-memory", type=int, default=0)
@@ -27,11 +33,16 @@ def main() -> None:
 
 
 async def _run(args) -> None:
+    from ..ports import WorkerPorts
     from .node_manager import Raylet
     os.makedirs(os.path.join(args.session_dir, "sockets"), exist_ok=True)
     os.makedirs(os.path.join(args.session_dir, "logs"), exist_ok=True)
     raylet = Raylet(node_id=bytes.fromhex(args.node_id), gcs_address=args.gcs_address,
                     session_dir=args.session_dir, node_ip=args.node_ip, port=args.port,
+                    worker_ports=WorkerPorts.from_spec(args.worker_ports,
+                                                      args.worker_ports_source),
+                    metrics_export_port=args.metrics_export_port,
+                    dashboard_port=args.dashboard_port,
                     resources=json.loads(args.resources), labels=json.loads(args.labels),
                     object_store_memory=args.object_store_memory, is_head=args.head)
     loop = asyncio.get_running_loop()
@@ -39,9 +50,14 @@ async def _run(args) -> None:
         loop.add_signal_handler(sig, lambda: loop.create_task(raylet.stop("signal")))
     try:
         await raylet.start()
-    except ConnectionError as exc:
+    except (ConnectionError, OSError) as exc:  # e.g. its port taken after the starter checked
         import logging
+        import sys
         logging.getLogger(__name__).error("raylet could not start: %s", exc)
+        import errno
+        why = (f"port {args.port} (--node-manager-port) is already in use on {args.node_ip}"
+               if exc.errno == errno.EADDRINUSE else f"{exc}")
+        print(f"ember raylet: could not start: {why}", file=sys.stderr, flush=True)
         await raylet.stop("start failed")
         raise SystemExit(1)
     await raylet.stopped.wait()

@@ -120,14 +120,22 @@ class LocalLeaseManager:
             if not queue:
                 del self._queues[key]
         if need_workers:
-            self._start_workers(sum(need_workers.values()))
+            self._start_workers(sum(need_workers.values()), set(need_workers))
         if changed:
             self._on_resources_changed()
 
-    def _start_workers(self, wanted: int) -> None:
+    def _start_workers(self, wanted: int, jobs: set[bytes]) -> None:
+        """Start workers for ``jobs``' queued leases. When the worker port range is used
+        up and no worker is on its way, those leases fail (naming the range): waiting
+        would hang them, since a port comes free only when a worker exits."""
         starting = self.pool.num_starting()
         for _ in range(min(wanted, self.max_starting) - starting):
-            self.pool.start_worker()
+            if self.pool.start_worker() is None:
+                if self.pool.num_starting() == 0:
+                    self.fail_where(lambda lease: lease.allocation is not None
+                                    and lease.request.job_id in jobs,
+                                    self.pool.ports_exhausted())
+                return
 
     def _grant(self, lease: Lease, worker: WorkerHandle) -> None:
         worker.lease = lease

@@ -19,7 +19,8 @@ import secrets
 import socket
 import time
 
-from .. import rpc
+from .. import port_check, rpc
+from ..ports import WorkerPortAllocator, WorkerPorts
 from ..rpc.throttle import Throttle
 from ..config import config
 from ..node import default_object_store_memory
@@ -47,12 +48,18 @@ logger = logging.getLogger(__name__)
 class Raylet:
     def __init__(self, *, node_id: bytes, gcs_address: str, session_dir: str,
                  node_ip: str, port: int, resources: dict[str, float],
-                 labels: dict[str, str], object_store_memory: int, is_head: bool):
+                 labels: dict[str, str], object_store_memory: int, is_head: bool,
+                 worker_ports: WorkerPorts = WorkerPorts(),
+                 metrics_export_port: int | None = None, dashboard_port: int = 0):
         self.node_id = node_id
         self.gcs_address = gcs_address
         self.session_dir = session_dir
         self.node_ip = node_ip
         self.port = port
+        self.worker_ports = worker_ports
+        #: None: as config.metrics_export_port says.
+        self.metrics_export_port = metrics_export_port
+        self.dashboard_port = dashboard_port
         self.labels = labels
         self.object_store_memory = object_store_memory
         self.is_head = is_head
@@ -69,6 +76,8 @@ class Raylet:
         soft_limit = config.idle_worker_soft_limit
         self.pool = WorkerPool(node_id, session_dir, env,
                                soft_limit if soft_limit >= 0 else max(num_cpus, 1),
+                               WorkerPortAllocator(worker_ports),
+                               lambda port: port_check.is_free(node_ip, port),
                                on_worker_ready=self._on_worker_ready,
                                on_worker_dead=self._on_worker_dead)
         self.leases = LocalLeaseManager(self.resources, self.pool,
@@ -138,8 +147,10 @@ class Raylet:
         self.gcs = ReconnectingClient(self.gcs_address, self._gcs_handlers(), name="gcs",
                                       on_connected=self._register_with_gcs,
                                       on_give_up=self._gcs_lost)
+        # Before registering: the node table has the metrics port.
+        self.metrics.start(config.metrics_export_port if self.metrics_export_port is None
+                           else self.metrics_export_port, self.gcs, self.is_head)
         await self.gcs.start()
-        self.metrics.start(config.metrics_export_port, self.gcs, self.is_head)
         self.registered.set()
         self.pool.start_reaper()
         self.log_monitor.start()
@@ -191,7 +202,10 @@ class Raylet:
             node_id=self.node_id, ip=self.node_ip, hostname=socket.gethostname(),
             raylet=self.address, resources_total=self.resources.as_floats("total"),
             labels=self.labels, is_head=self.is_head, start_time=self._start_time,
-            object_store_memory=self.object_store_memory, session_dir=self.session_dir)
+            object_store_memory=self.object_store_memory, session_dir=self.session_dir,
+            worker_ports=self.worker_ports.spec, metrics_export_port=self.metrics.port or 0,
+            dashboard_port=self.dashboard_port,
+            gcs_port=int(self.gcs_address.rpartition(":")[2]) if self.is_head else 0)
         reply = await conn.call(gcs_msg.RegisterNode(info))
         for node in reply.nodes:
             self._update_node(node)

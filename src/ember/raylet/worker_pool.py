@@ -19,6 +19,10 @@ A worker's life::
   to the pool and is asked again after another timeout.
 - Each worker's stdout and stderr go to files in the session's ``logs/``; the
   log monitor reads them for the drivers.
+- Each worker listens on a port of the node's worker port range, the next
+  one none of its workers holds and no other process holds either
+  (``ember.ports``). When there is none, no worker starts, and the lease
+  manager fails the leases waiting for one with an error naming the range.
 
 Only the raylet's event loop thread touches the pool.
 """
@@ -34,6 +38,7 @@ import sys
 import time
 
 from ..config import config
+from ..ports import WorkerPortAllocator
 from ..protocol import core_worker as cw
 from .zygote import Zygote
 
@@ -77,6 +82,8 @@ class WorkerHandle:
         self.kill_signal = 0
         #: Set when the memory monitor killed it: (OutOfMemoryError message, retry).
         self.out_of_memory: tuple[str, bool] | None = None
+        #: The TCP port it was given (0: any); the one it listens on once registered.
+        self.port = 0
 
 
     @property
@@ -86,7 +93,8 @@ class WorkerHandle:
 
 class WorkerPool:
     def __init__(self, node_id: bytes, session_dir: str, env: dict[str, str],
-                 soft_limit: int, on_worker_ready, on_worker_dead):
+                 soft_limit: int, ports: WorkerPortAllocator, port_is_free,
+                 on_worker_ready, on_worker_dead):
         self.node_id = node_id
         self.session_dir = session_dir
         self.logs_dir = os.path.join(session_dir, "logs")
@@ -101,30 +109,42 @@ class WorkerPool:
         #: Exit requests to idle workers in flight.
         self._tasks: set[asyncio.Task] = set()
         self.zygote: Zygote | None = None
+        #: Which port each new worker gets; ``port_is_free(port)`` tries to bind it.
+        self.ports = ports
+        self._port_is_free = port_is_free
 
     # --- starting -------------------------------------------------------------
 
-    def start_worker(self) -> WorkerHandle:
+    def start_worker(self) -> WorkerHandle | None:
+        """Start a worker on the next free port of the range; None if none is free
+        (:meth:`ports_exhausted` says why)."""
+        port = self.ports.acquire(self._port_is_free)
+        if port is None:
+            return None
         worker_id = os.urandom(28)
         tag = f"worker-{worker_id.hex()[:12]}"
         out_path = os.path.join(self.logs_dir, tag + ".out")
         err_path = os.path.join(self.logs_dir, tag + ".err")
+        # The range too: a worker whose port was taken meanwhile binds another of it.
+        extra = {"EMBER_WORKER_ID": worker_id.hex(), "EMBER_WORKER_PORT": str(port),
+                 "EMBER_WORKER_PORTS": self.ports.ports.spec}
         zygote = self.zygote
         if zygote is not None and zygote.alive():
-            process = zygote.fork(worker_id.hex(), {"EMBER_WORKER_ID": worker_id.hex()},
-                                  out_path, err_path)
-            handle = WorkerHandle(worker_id, process, (out_path, err_path))
-            self.workers[worker_id] = handle
-            return handle
-        env = dict(self._env, EMBER_WORKER_ID=worker_id.hex())
-        with open(out_path, "ab") as out, open(err_path, "ab") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "ember.core_worker.worker_main"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                close_fds=True)
+            process = zygote.fork(worker_id.hex(), extra, out_path, err_path)
+        else:
+            with open(out_path, "ab") as out, open(err_path, "ab") as err:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "ember.core_worker.worker_main"],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    env=dict(self._env, **extra), close_fds=True)
         handle = WorkerHandle(worker_id, process, (out_path, err_path))
+        handle.port = port
         self.workers[worker_id] = handle
         return handle
+
+    def ports_exhausted(self) -> str:
+        """Why :meth:`start_worker` could not start a worker (the range, for errors)."""
+        return self.ports.exhausted_message()
 
     def start_zygote(self) -> None:
         """Start the process that forks workers (see core_worker/zygote.py)."""
@@ -142,7 +162,8 @@ class WorkerPool:
 
     def prestart(self, count: int) -> None:
         for _ in range(max(0, count - self.num_starting() - len(self._idle))):
-            self.start_worker()
+            if self.start_worker() is None:
+                break
 
     def register(self, worker_id: bytes, pid: int, conn, address) -> WorkerHandle | None:
         handle = self.workers.get(worker_id)
@@ -150,6 +171,10 @@ class WorkerPool:
             return None
         handle.conn = conn
         handle.address = address
+        if address is not None and address.port != handle.port:
+            self.ports.release(handle.port)  # it had to bind another port of the range
+            handle.port = address.port
+            self.ports.hold(handle.port)
         handle.state = WorkerState.IDLE
         handle.idle_since = time.monotonic()
         self._idle.append(handle)
@@ -225,6 +250,7 @@ class WorkerPool:
         if handle in self._idle:
             self._idle.remove(handle)
         handle.state = WorkerState.DEAD
+        self.ports.release(handle.port)
         self.workers.pop(handle.worker_id, None)
         self._dead[handle.worker_id] = handle
         asyncio.get_running_loop().create_task(self._collect_exit(handle))
@@ -319,7 +345,8 @@ class WorkerPool:
         states: dict[str, int] = {}
         for w in self.workers.values():
             states[w.state.value] = states.get(w.state.value, 0) + 1
-        return {"workers": states, "recently_dead": len(self._dead)}
+        return {"workers": states, "recently_dead": len(self._dead),
+                "ports": self.ports.debug_state()}
 
 
 def describe_exit(handle: WorkerHandle, code: int | None) -> str:
