@@ -27,6 +27,7 @@ from .core_worker.function_manager import function_id_of
 from .core_worker.serialization import dumps_definition
 from .core_worker.task_submitter import PendingTask
 from .dag.class_node import ClassMethodNode, ClassNode
+from .experimental.tensor_transport import check_transport
 from .generator import GeneratorState, ObjectRefGenerator
 from .ids import actor_handle_id, object_id_for_return
 from .object_ref import ObjectRef
@@ -38,7 +39,8 @@ from .ids import ActorID
 from .signature import ArgumentCheck, call_signature
 
 _METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
-                   "name", "enable_task_events", "_generator_backpressure_num_objects"}
+                   "name", "enable_task_events", "_generator_backpressure_num_objects",
+                   "tensor_transport"}
 
 
 def method(*args, **kwargs):
@@ -47,6 +49,8 @@ def method(*args, **kwargs):
     if unknown:
         raise ValueError(f"Invalid option(s) {sorted(unknown)} for @ember.method; valid ones "
                          f"are {sorted(_METHOD_OPTIONS)}.")
+    if "tensor_transport" in kwargs:  # accepted; the value goes through the object store
+        check_transport(kwargs["tensor_transport"])
 
     def decorator(fn):
         fn.__ember_method_options__ = kwargs

@@ -107,13 +107,18 @@ def _join_instructions(gcs_address: str, default_ip: str, token_file: str) -> st
                    "cluster token in every request.")
 @click.option("--dashboard-port", type=int, default=None,
               help="For --head: the dashboard's port (default 8265, else the next free one).")
+@click.option("--ray-client-server-port", type=int, default=10001, show_default=True,
+              help="Head only: the port a driver on this machine names the cluster by in a "
+                   "ray:// address (ember has no client server; such a driver connects "
+                   "directly).")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 @click.option("--autoscaling-config", default=None, type=click.Path(),
               help="Cluster YAML, for --head: run the autoscaler on this head.")
 def start(head, address, port, node_manager_port, object_manager_port, min_worker_port,
           max_worker_port, worker_port_list, num_cpus, num_gpus, memory, resources, labels,
           object_store_memory, node_ip_address, bind_all, token, storage, metrics_export_port,
-          include_dashboard, dashboard_host, dashboard_port, block, autoscaling_config):
+          include_dashboard, dashboard_host, dashboard_port, ray_client_server_port, block,
+          autoscaling_config):
     """Start ember's processes on this machine."""
     if head == bool(address):
         raise click.UsageError("Give exactly one of --head or --address.")
@@ -175,7 +180,8 @@ def start(head, address, port, node_manager_port, object_manager_port, min_worke
     if head:
         if autoscaler_config is not None:
             start_monitor(procs, autoscaler_config, detached=True)
-        node_mod.write_current_cluster(gcs_address, procs.session_dir)
+        node_mod.write_current_cluster(gcs_address, procs.session_dir,
+                                       client_port=ray_client_server_port)
         listening = ("The GCS listens on every interface (--bind-all).\n"
                      if bind_all else "")
         dashboard = (f"View the dashboard at http://{procs.dashboard_url}\n"

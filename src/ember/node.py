@@ -378,11 +378,13 @@ def start_monitor(session_dir: str, gcs_address: str, config_path: str,
                   session_dir, "monitor", detached)
 
 
-def write_current_cluster(gcs_address: str, session_dir: str = "") -> None:
-    """Record the cluster ``ember start`` made: its address, then its session directory."""
+def write_current_cluster(gcs_address: str, session_dir: str = "",
+                          client_port: int | None = None) -> None:
+    """Record the cluster ``ember start`` made: its address, its session directory, and
+    the port that ``ray://`` addresses name it by (Ray's client server port)."""
     os.makedirs(config.temp_dir, exist_ok=True)
     with open(os.path.join(config.temp_dir, CURRENT_CLUSTER_FILE), "w") as f:
-        f.write(f"{gcs_address}\n{session_dir}\n")
+        f.write(f"{gcs_address}\n{session_dir}\n{client_port or ''}\n")
 
 
 def _current_cluster_record() -> list[str]:
@@ -402,6 +404,12 @@ def read_current_session_dir() -> str | None:
     """The session directory of the cluster ``ember start`` recorded, if any."""
     record = _current_cluster_record()
     return (record[1] or None) if len(record) > 1 else None
+
+
+def read_current_client_port() -> int | None:
+    """The ``ray://`` port of the cluster ``ember start --head`` recorded, if any."""
+    record = _current_cluster_record()
+    return int(record[2]) if len(record) > 2 and record[2].isdigit() else None
 
 
 def find_token(gcs_address: str) -> str | None:
@@ -646,6 +654,19 @@ def default_node_ip() -> str:
     except OSError:
         return "127.0.0.1"
     return "127.0.0.1" if ip.startswith("127.") else ip
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` (a name or an IPv4 address) is this machine."""
+    import psutil
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError:
+        return False
+    if ip.startswith("127."):
+        return True
+    return any(addr.address == ip for addrs in psutil.net_if_addrs().values()
+               for addr in addrs if addr.family == socket.AF_INET)
 
 
 def _default_route_interface(route_table: str = "/proc/net/route") -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import weakref
 
 from .core_worker import context
 from .core_worker.serialization import record_ref
@@ -105,10 +106,86 @@ class ObjectRef:
         """An asyncio future on the running loop that resolves to the value."""
         return asyncio.wrap_future(self.future())
 
+    # asyncio.wait() on Python 3.11+ no longer wraps awaitables in tasks: it calls
+    # add_done_callback / remove_done_callback / done on what it is given. These
+    # give an ObjectRef that much of an asyncio.Future's interface.
+
+    def add_done_callback(self, fn, *, context=None) -> None:
+        """Call ``fn(self)`` once the value (or its error) exists.
+
+        Called from an asyncio loop, ``fn`` runs on that loop, as a Future's
+        callbacks do; otherwise it runs on whichever thread saw the value arrive.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        state = _completion(self)
+        state.callbacks.append(fn)
+
+        def fire(_fut, fn=fn):
+            if fn not in state.callbacks:
+                return  # removed meanwhile
+            state.callbacks.remove(fn)
+            if loop is None:
+                fn(self)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(fn, self, context=context)
+        state.future.add_done_callback(fire)
+
+    def remove_done_callback(self, fn) -> int:
+        """Forget ``fn`` (every time it was added); returns how many were removed."""
+        state = _COMPLETIONS.get(self)
+        if state is None:
+            return 0
+        removed = state.callbacks.count(fn)
+        state.callbacks[:] = [cb for cb in state.callbacks if cb != fn]
+        return removed
+
+    def done(self) -> bool:
+        """True once the value (or its error) exists; does not wait or fetch it."""
+        state = _COMPLETIONS.get(self)
+        if state is not None:
+            return state.future.done()
+        core = context.require_core("ObjectRef.done()")
+        ready, _ = core.wait_objects([self], 1, 0, False)
+        return bool(ready)
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self, timeout=None):
+        """The value, waiting for it (``ember.get(self, timeout=timeout)``)."""
+        return _completion(self).future.result(timeout)
+
+    def exception(self, timeout=None):
+        """The error the value is (a failed task's), or None."""
+        return _completion(self).future.exception(timeout)
+
     def _on_completed(self, callback):
         fut = self.future()
         fut.add_done_callback(lambda f: callback(f.result() if f.exception() is None
                                                  else f.exception()))
+
+
+class _Completion:
+    """One future per ref for the Future-like methods, and the callbacks added."""
+    __slots__ = ("future", "callbacks")
+
+    def __init__(self, ref: ObjectRef):
+        self.future = ref.future()
+        self.callbacks: list = []
+
+
+#: ref -> its _Completion, for as long as the ref is alive.
+_COMPLETIONS: "weakref.WeakKeyDictionary[ObjectRef, _Completion]" = weakref.WeakKeyDictionary()
+
+
+def _completion(ref: ObjectRef) -> _Completion:
+    state = _COMPLETIONS.get(ref)
+    if state is None:
+        state = _COMPLETIONS[ref] = _Completion(ref)
+    return state
 
 
 def _rebuild(object_id: bytes, owner) -> ObjectRef:

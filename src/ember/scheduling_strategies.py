@@ -13,8 +13,11 @@ class NodeAffinitySchedulingStrategy:
 
     def __init__(self, node_id: str, soft: bool, _spill_on_unavailable: bool = False,
                  _fail_on_unavailable: bool = False):
+        if not isinstance(node_id, str) and callable(getattr(node_id, "hex", None)):
+            node_id = node_id.hex()  # a NodeID (runtime_context.node_id), as Ray accepts
         if not isinstance(node_id, str):
-            raise TypeError(f"node_id must be a hex string, got {type(node_id).__name__}.")
+            raise TypeError(f"node_id must be a hex string or a NodeID, got "
+                            f"{type(node_id).__name__}.")
         try:
             self._node_bytes = bytes.fromhex(node_id)
         except ValueError:

@@ -232,13 +232,36 @@ def _resolve_address(address: str) -> str:
                 "`ember start --head`, or call ember.init() without an address to start a "
                 "local one.")
         return found
-    if address.startswith("ember://") or address.startswith("ray://"):
-        raise ValueError(f"Client-mode addresses ({address!r}) are not supported; "
-                         "use 'host:port' of the head node's GCS.")
+    if address.startswith(("ray://", "ember://")):
+        return _resolve_client_address(address)
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"address {address!r} is not 'auto' or 'host:port'.")
     return address
+
+
+def _resolve_client_address(address: str) -> str:
+    """The GCS address of the cluster a ``ray://host:port`` (Ray Client) address names.
+
+    ember has no client server: a driver always connects directly, and needs a
+    node on its machine. So ``ray://`` works for the cluster that ``ember start
+    --head`` started on this machine, named by its ``--ray-client-server-port``
+    (10001 by default, as Ray's).
+    """
+    host, _, port = address.partition("://")[2].rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"address {address!r} is not 'ray://host:port'.")
+    recorded = node_mod.read_current_cluster()
+    if not node_mod.is_local_host(host):
+        raise ConnectionError(
+            f"Cannot connect to {address}: ember has no Ray Client server, so a driver must "
+            "run on a machine of the cluster. Run this program on a node of it (with "
+            "address='auto'), or submit it as a job (`ember job submit`).")
+    if recorded is None or node_mod.read_current_client_port() != int(port):
+        raise ConnectionError(
+            f"No cluster on this machine is reachable as {address}: start one with "
+            f"`ember start --head --ray-client-server-port {port}`.")
+    return recorded
 
 
 def _find_local_node(gcs_address: str):
@@ -470,9 +493,8 @@ def kill(actor, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"ember.kill() only supports actors; for tasks use ember.cancel(). "
                         f"Got {type(actor).__name__}.")
-    core.io.run(core.gcs.call(gcs_msg.KillActor(
-        actor._actor_id, force=True, no_restart=no_restart,
-        reason="ember.kill() was called on it")), timeout=30)
+    core.kill_actor(actor._actor_id, no_restart=no_restart,
+                    reason="ember.kill() was called on it")
 
 
 def get_actor(name: str, namespace: str | None = None):

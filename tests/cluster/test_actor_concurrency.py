@@ -279,3 +279,51 @@ def test_calls_to_a_threaded_actor_from_many_callers(shared):
 
     assert ray.get([caller.remote(gauge) for _ in range(4)], timeout=WAIT_S) == [True] * 4
     assert ray.get(gauge.stats.remote())[0] == 4
+
+
+@ray.remote
+class AsyncInit:
+    """An ``async def __init__`` that awaits, and starts a task on the actor's loop."""
+
+    async def __init__(self, value):
+        await asyncio.sleep(0)
+        self.value = value
+        self.ticks = 0
+        self.ticker = asyncio.get_event_loop().create_task(self._tick())
+
+    async def _tick(self):
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def get(self):
+        return self.value
+
+    async def ticks_after(self, n):
+        # The task __init__ started keeps running on the loop the calls run on.
+        start = self.ticks
+        while self.ticks < start + n:
+            await asyncio.sleep(0.01)
+        return True
+
+
+def test_async_init_runs_on_the_actors_loop(shared):
+    actor = AsyncInit.remote(7)
+    assert ray.get(actor.get.remote(), timeout=WAIT_S) == 7
+    assert ray.get(actor.ticks_after.remote(3), timeout=WAIT_S)
+
+
+@ray.remote
+class FailingAsyncInit:
+    async def __init__(self):
+        await asyncio.sleep(0)
+        raise ValueError("bad config")
+
+    async def get(self):
+        return 1
+
+
+def test_an_error_in_async_init_fails_the_actor_with_its_cause(shared):
+    actor = FailingAsyncInit.remote()
+    with pytest.raises(ray.exceptions.RayActorError, match="bad config"):
+        ray.get(actor.get.remote(), timeout=WAIT_S)

@@ -220,3 +220,58 @@ def test_bad_input_fails_at_bind_or_execute_with_rays_error_types(shared):
         ray.get(double.bind(fails.bind(3)).execute())
     # The session goes on.
     assert ray.get(whole.execute(2)) == 4
+
+
+@ray.remote
+class Echo:
+    def echo(self, value):
+        return value
+
+
+def test_a_compiled_dag_executes_like_the_dag_each_time(shared):
+    a, b = Echo.remote(), Echo.remote()
+    with InputNode() as inp:
+        dag = MultiOutputNode([a.echo.bind(inp), b.echo.bind(add.bind(inp))])
+    compiled = dag.experimental_compile()
+    for i in range(3):
+        assert ray.get(compiled.execute(i)) == [i, i + 1]
+    compiled.teardown()
+    with pytest.raises(RuntimeError, match="torn down"):
+        compiled.execute(0)
+    assert ray.get(a.echo.remote("alive"))  # teardown() leaves the actors alone
+
+
+def test_a_compiled_dag_with_asyncio(shared):
+    import asyncio
+    actor = Echo.remote()
+    with InputNode() as inp:
+        compiled = actor.echo.bind(inp).experimental_compile(enable_asyncio=True)
+
+    async def run(i):
+        return await (await compiled.execute_async(i))
+    assert asyncio.run(run(42)) == 42
+    with pytest.raises(ValueError, match="execute_async"):
+        compiled.execute(1)
+
+
+def test_compiled_dag_teardown_can_kill_its_actors(shared):
+    actor = Echo.remote()
+    with InputNode() as inp:
+        compiled = actor.echo.bind(inp).experimental_compile()
+    assert ray.get(compiled.execute(1)) == 1
+    compiled.teardown(kill_actors=True)
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.echo.remote(2), timeout=30)
+
+
+def test_compiled_dag_visualize_draws_every_call(shared, tmp_path):
+    graphviz = pytest.importorskip("graphviz")
+    a = Echo.remote()
+    with InputNode() as inp:
+        compiled = MultiOutputNode([a.echo.bind(inp), double.bind(inp)]).experimental_compile()
+    try:
+        path = compiled.visualize(str(tmp_path / "graph"), format="dot")
+    except graphviz.ExecutableNotFound:
+        pytest.skip("Graphviz's dot program is not installed")
+    text = open(path).read()
+    assert "Echo.echo" in text and "double" in text and "MultiOutputNode" in text

@@ -168,6 +168,53 @@ def test_await_does_not_block_the_event_loop(shared, tmp_path):
     assert asyncio.run(main()) == "done"
 
 
+def test_asyncio_wait_accepts_refs(shared, tmp_path):
+    # Python 3.11's asyncio.wait() uses add_done_callback/done on what it is given.
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def fail():
+        raise KeyError("from remote")
+
+    async def main():
+        quick, slow = sleep_then.remote(0, "quick"), wait_for_path.remote(gate, "slow")
+        done, pending = await asyncio.wait([quick, slow], timeout=30,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        assert done == {quick} and pending == {slow}
+        assert quick.done() and not slow.done() and quick.result() == "quick"
+        open(gate, "w").close()
+        done, pending = await asyncio.wait([slow], timeout=30)
+        assert done == {slow} and not pending
+        bad = fail.remote()
+        done, _ = await asyncio.wait([bad], timeout=30, return_when=asyncio.FIRST_EXCEPTION)
+        assert isinstance(bad.exception(), KeyError)
+    asyncio.run(main())
+
+
+def test_a_removed_done_callback_is_not_called(shared, tmp_path):
+    gate = str(tmp_path / "gate")
+    calls = []
+    ref = wait_for_path.remote(gate, 1)
+    ref.add_done_callback(calls.append)
+    assert ref.remove_done_callback(calls.append) == 1
+    ref.add_done_callback(lambda r: calls.append("kept"))
+    open(gate, "w").close()
+    assert ray.get(ref, timeout=30) == 1
+    wait_for_condition(lambda: calls == ["kept"])
+
+
+def test_a_ref_pickled_out_of_band_keeps_its_object_alive(shared):
+    import gc
+    import pickle
+    ref = ray.put({"hello": "world"})
+    by_cloudpickle = ray.cloudpickle.dumps(ref)
+    by_pickle = pickle.dumps(ray.put([1, 2]))  # the only ref is dropped right away
+    del ref
+    gc.collect()
+    assert ray.get(ray.cloudpickle.loads(by_cloudpickle), timeout=30) == {"hello": "world"}
+    assert ray.get(pickle.loads(by_pickle), timeout=30) == [1, 2]
+
+
 def test_ref_future(shared):
     @ray.remote
     def mul(a, b):

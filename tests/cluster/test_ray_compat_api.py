@@ -129,6 +129,31 @@ def test_dynamic_generator_tasks_give_one_ref_to_all_their_values(shared):
 
 
 @ray.remote
+def two_then_fails():
+    yield 0
+    yield 1
+    raise ValueError("third value refused")
+
+
+def test_a_generator_with_num_returns_keeps_the_values_it_yielded_before_failing(shared):
+    first, second, third, fourth = two_then_fails.options(num_returns=4).remote()
+    assert ray.get([first, second]) == [0, 1]
+    for ref in (third, fourth):
+        with pytest.raises(ValueError, match="third value refused"):
+            ray.get(ref)
+    # Failing after all its returns were yielded: the values stand (Ray logs the error).
+    assert ray.get(list(two_then_fails.options(num_returns=2).remote())) == [0, 1]
+
+
+def test_util_submodules_are_attributes_after_import_ember_as_in_ray():
+    import subprocess
+    import sys
+    code = ("import ember; ember.util.scheduling_strategies.NodeAffinitySchedulingStrategy;"
+            " ember.util.accelerators.NVIDIA_TESLA_V100")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@ray.remote
 def waits_for(signal):
     ray.get(signal.wait.remote())
     return "released"

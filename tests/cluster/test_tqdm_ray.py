@@ -57,3 +57,25 @@ def test_a_bar_in_the_driver_updates_the_manager_directly(shared):
         bar.update(2)
         assert [b["x"] for b in _bars()] == [2]
     assert not _bars()
+
+
+def test_a_driver_script_named_tqdm_py_finishes(tmp_path):
+    # Importing "tqdm" from the log-printing thread would run the script again
+    # (its directory is on sys.path) and block that thread: ember imports it once,
+    # when tqdm_ray is imported.
+    import subprocess
+    import sys
+    script = tmp_path / "tqdm.py"
+    script.write_text(
+        "import ember\n"
+        "from ember.experimental.tqdm_ray import tqdm\n\n"
+        "@ember.remote\n"
+        "def count():\n"
+        "    for _ in tqdm(range(3), desc='counting', flush_interval_s=0):\n"
+        "        pass\n\n"
+        "ember.get(count.remote())\n"
+        "print('finished')\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "finished" in done.stdout

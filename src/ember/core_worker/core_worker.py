@@ -470,6 +470,11 @@ class CoreWorker:
             self.submitter.store_result(item.value)
             task.generator.add_item(item.index, ref)
 
+    def kill_actor(self, actor_id: bytes, *, no_restart: bool, reason: str) -> None:
+        """Ask the GCS to kill an actor now (ember.kill), whatever it is doing."""
+        self.io.run(self.gcs.call(gcs_msg.KillActor(
+            actor_id, force=True, no_restart=no_restart, reason=reason)), timeout=30)
+
     def future_for(self, ref) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
 

@@ -43,6 +43,28 @@ logger = logging.getLogger(__name__)
 CANCEL_SIGNAL = signal.SIGUSR1
 
 
+def _has_async_init(cls) -> bool:
+    return inspect.isclass(cls) and inspect.iscoroutinefunction(
+        getattr(cls, "__init__", None))
+
+
+class _PendingInit:
+    """An actor instance whose ``async def __init__`` has not run yet.
+
+    ``cls(...)`` cannot construct such a class (``__init__`` must return None), so
+    the instance is made bare and its ``__init__`` awaited on the actor's loop.
+    """
+
+    def __init__(self, cls, args, kwargs):
+        self.instance = (object.__new__(cls) if cls.__new__ is object.__new__
+                         else cls.__new__(cls, *args, **kwargs))
+        self._args = args
+        self._kwargs = kwargs
+
+    async def run(self) -> None:
+        await self.instance.__init__(*self._args, **self._kwargs)
+
+
 class TaskContext:
     """What the running task may ask about itself (runtime context)."""
 
@@ -261,7 +283,10 @@ class TaskExecutor:
         self._running = spec.task_id
         try:
             try:
-                result = target(*args, **kwargs)
+                if spec.is_actor_creation and _has_async_init(target):
+                    result = _PendingInit(target, args, kwargs)
+                else:
+                    result = target(*args, **kwargs)
                 if inspect.iscoroutine(result):
                     result = self._run_coroutine(result)
                 if spec.task_id in self._cancelled and self.actor is not None:
@@ -395,6 +420,9 @@ class TaskExecutor:
         self._cancelled.discard(spec.task_id)
 
     def _become_actor(self, spec: cw.TaskSpec, instance) -> None:
+        pending = instance if isinstance(instance, _PendingInit) else None
+        if pending is not None:
+            instance = pending.instance
         import pickle
         options = pickle.loads(spec.actor_options) if spec.actor_options else {}
         class_name = spec.function_name.rsplit(".", 2)[-2] if "." in spec.function_name \
@@ -405,6 +433,14 @@ class TaskExecutor:
         options["restarted"] = spec.attempt > 0
         self.actor = ActorRuntime(
             self, instance, options.get("class_name", class_name), options)
+        if pending is not None:
+            # An `async def __init__` runs on the actor's own loop, so that tasks it
+            # starts (asyncio.get_event_loop().create_task(...)) go on running there.
+            try:
+                self.actor.loop.run_until_complete(pending.run())
+            except BaseException:
+                self.actor = None
+                raise
         self._info.actor_id = spec.actor_id
         self._info.actor_placement_group_id = spec.placement_group_id
 
@@ -444,7 +480,14 @@ class TaskExecutor:
         if n == 0:
             return []
         if inspect.isgenerator(result):
-            result = list(result)
+            result, failed = self._drain(spec, result)
+            if failed is not None:
+                # As Ray: the values yielded before the error are the first
+                # returns; the error is each of the others.
+                objects = [result_object(object_id_for_return(tid, i), v)
+                           for i, v in enumerate(result)]
+                return objects + [cw.ReturnObject(object_id_for_return(tid, i), failed)
+                                  for i in range(len(result), n)]
         try:
             values = list(result)
         except TypeError:
@@ -454,6 +497,22 @@ class TaskExecutor:
             raise ValueError(f"Task {spec.function_name} has num_returns={n} but returned "
                              f"{len(values)} values.")
         return [result_object(object_id_for_return(tid, i), v) for i, v in enumerate(values)]
+
+    def _drain(self, spec: cw.TaskSpec, generator) -> tuple[list, object]:
+        """A generator task's values for its ``num_returns`` returns, and its error
+        (serialized) if it raised before yielding them all; an error raised after
+        that is logged, as Ray does."""
+        values = []
+        try:
+            for value in generator:
+                values.append(value)
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+            if len(values) < spec.num_returns:
+                return values, serialize_error(self._wrap(spec, exc))
+            logger.error("Task %s raised %r after yielding its %d return values; the "
+                         "values stand and the error is only logged.", spec.function_name,
+                         exc, spec.num_returns)
+        return values, None
 
     def _stream(self, spec: cw.TaskSpec, result, conn) -> int:
         """Report each yielded value to the owner as it comes; returns the count."""

@@ -11,6 +11,11 @@
 - ObjectRefs found inside a value are recorded while pickling
   (``ObjectRef.__reduce__`` calls :func:`record_ref`), so the owner can learn
   who borrows them.
+- An ObjectRef pickled by the program itself (``pickle``/``ray.cloudpickle``,
+  "out of band") escapes that bookkeeping: nothing tells its owner that the
+  bytes hold a reference. As Ray does, this process then pins the object for
+  the rest of its life, so that a ref loaded back from those bytes still finds
+  its value (a leak rather than a hang).
 
 A value that cannot be pickled raises ``TypeError`` naming the offending
 object, the way Ray's ``inspect_serializability`` would, instead of a bare
@@ -18,6 +23,7 @@ pickle traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import pickle
@@ -29,6 +35,7 @@ from collections import ChainMap
 import cloudpickle
 
 from ..exceptions import RaySystemError, RayTaskError
+from . import context
 from ..protocol.common import (VALUE_ERROR, VALUE_PICKLE, ObjectRefInfo,
                                SerializedValue)
 
@@ -41,6 +48,32 @@ def record_ref(object_id: bytes, owner) -> None:
     refs = getattr(_context, "refs", None)
     if refs is not None:
         refs.append(ObjectRefInfo(object_id, owner))
+    else:
+        _pin_out_of_band(object_id, owner)
+
+
+#: Objects this process pinned because their refs were pickled out of band.
+_pinned_out_of_band: set[bytes] = set()
+
+
+def _pin_out_of_band(object_id: bytes, owner) -> None:
+    core = context.core
+    if core is None or object_id in _pinned_out_of_band:
+        return
+    _pinned_out_of_band.add(object_id)
+    core.references.add_local_ref(object_id, owner)  # never removed: pinned for life
+
+
+@contextlib.contextmanager
+def recording_refs():
+    """Pickle inside this to collect the ObjectRefs pickled (a list) instead of
+    pinning them as refs pickled out of band."""
+    previous = getattr(_context, "refs", None)
+    _context.refs = refs = []
+    try:
+        yield refs
+    finally:
+        _context.refs = previous
 
 
 def _rebuild_code(rebuild, args, filename: str) -> types.CodeType:
@@ -102,11 +135,8 @@ def dumps_definition(obj) -> tuple[bytes, list[ObjectRefInfo]]:
     ones its closure or globals hold; the caller pins them for the job's life,
     as Ray does: the definition may run anywhere, any time, and needs them.
     """
-    _context.refs = refs = []
-    try:
+    with recording_refs() as refs:
         return pickle_by_value(obj), refs
-    finally:
-        _context.refs = None
 
 
 def serialize_parts(value):
@@ -118,12 +148,9 @@ def serialize_parts(value):
     if _is_plain(value):
         data = pickle.dumps(value, 5)
         return data, [], [], len(data)
-    _context.refs = refs = []
     buffers: list[pickle.PickleBuffer] = []
-    try:
+    with recording_refs() as refs:
         data = dumps(value, buffer_callback=buffers.append)
-    finally:
-        _context.refs = None
     size = len(data) + sum(b.raw().nbytes for b in buffers)
     return data, buffers, refs, size
 

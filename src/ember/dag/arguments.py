@@ -22,6 +22,8 @@ import pickle
 
 import cloudpickle
 
+from ..core_worker.serialization import recording_refs
+
 #: Types that cannot hold a node: not scanned.
 _ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
@@ -71,7 +73,8 @@ def _scan(value, node_type: type):
     buffer = io.BytesIO()
     finder = _NodeFinder(buffer, node_type)
     try:
-        finder.dump(value)
+        with recording_refs():  # refs in it are kept alive by _Nested.original
+            finder.dump(value)
     except Exception as exc:
         # Ray fails the same way: a bound argument must pickle (it would be
         # pickled anyway to reach the task).

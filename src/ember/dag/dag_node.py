@@ -29,6 +29,7 @@ import uuid
 from typing import Any, Callable
 
 from .arguments import BoundArguments
+from .compiled_dag import CompiledDAG
 
 
 class DAGNode:
@@ -87,6 +88,10 @@ class DAGNode:
         call, an ActorHandle for an actor, a list of those for a MultiOutputNode.
         """
         return _run(self, args, kwargs)
+
+    def experimental_compile(self, **options) -> "CompiledDAG":
+        """Ray's compiled graph of this DAG; see compiled_dag.py for what ember runs."""
+        return CompiledDAG(self, _run, **options)
 
     def _execute_impl(self, args: list, kwargs: dict, result_of: Callable,
                       dag_input: tuple) -> Any:

@@ -19,6 +19,17 @@ import time
 import uuid
 from typing import Any, Iterable
 
+# The real tqdm draws the bars on the driver. Imported here, on the thread that
+# imports this module, as Ray does; never later from the I/O thread that prints
+# logs, where an import can run a program's own module of that name (a script
+# called tqdm.py) and block the thread that its ember calls need.
+try:
+    import tqdm as _real_tqdm
+except ImportError:
+    _real_tqdm = None
+if not isinstance(getattr(_real_tqdm, "tqdm", None), type):
+    _real_tqdm = None  # a module named tqdm that is not the package
+
 #: Marks a log line that carries a bar's state (the name as Ray spells it).
 RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"
 
@@ -252,12 +263,10 @@ def handle_line(line: str) -> bool:
 
 def _draw(state: dict, row: int):
     """A real tqdm bar at ``row``, or None without tqdm installed (plain lines then)."""
-    try:
-        import tqdm as real_tqdm
-    except ImportError:
+    if _real_tqdm is None:
         _print_line(state)
         return None
-    bar = real_tqdm.tqdm(desc=state["desc"], total=state["total"], unit=state["unit"],
+    bar = _real_tqdm.tqdm(desc=state["desc"], total=state["total"], unit=state["unit"],
                          position=row, leave=False)
     if state["x"]:
         bar.update(state["x"])

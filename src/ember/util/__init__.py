@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..worker import list_named_actors
+from . import accelerators, scheduling_strategies  # noqa: F401 - Ray's ray.util.X attributes
 from .actor_pool import ActorPool
 from .check_serialize import inspect_serializability
 from .placement_group import (get_current_placement_group, get_placement_group,

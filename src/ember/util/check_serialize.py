@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, NamedTuple
 
-from ..core_worker.serialization import pickle_by_value
+from ..core_worker.serialization import pickle_by_value, recording_refs
 
 
 class FailureTuple(NamedTuple):
@@ -41,7 +41,8 @@ def inspect_serializability(base_obj, name: str | None = None, depth: int = 3,
 
 def _pickles(obj) -> bool:
     try:
-        pickle_by_value(obj)
+        with recording_refs():  # a trial: refs in it are not pinned
+            pickle_by_value(obj)
     except Exception:  # noqa: BLE001 - any failure means "not serializable"
         return False
     return True

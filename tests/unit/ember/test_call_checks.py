@@ -79,3 +79,13 @@ def test_selectors_become_policy_constraints():
     with pytest.raises(ValueError, match="cannot be combined with the SPREAD"):
         opts.scheduling_strategy({"label_selector": {"zone": "a"},
                                   "scheduling_strategy": "SPREAD"}, "f")
+
+
+def test_node_affinity_takes_a_node_id_object_as_ray_does():
+    from ember.ids import NodeID
+    from ember.scheduling_strategies import NodeAffinitySchedulingStrategy
+    node_id = NodeID(bytes(range(28)))
+    strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=True)
+    assert strategy.node_id == node_id.hex()
+    with pytest.raises(TypeError, match="hex string or a NodeID"):
+        NodeAffinitySchedulingStrategy(node_id=12, soft=False)

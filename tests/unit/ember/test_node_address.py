@@ -44,3 +44,38 @@ def test_join_instructions_name_a_reachable_address_or_say_how_to_set_one():
     assert "ember start --head --node-ip-address 10.1.2.3" in text
     text = _join_instructions("127.0.0.1:6379", "127.0.0.1", "/s/auth_token")
     assert "--node-ip-address ADDRESS" in text and "no network interface" in text
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch):
+    from ember.config import config
+    monkeypatch.setattr(config, "temp_dir", str(tmp_path))
+    return tmp_path
+
+
+def test_a_ray_client_address_names_the_cluster_started_here_by_its_client_port(temp_dir):
+    from ember.worker import _resolve_address
+    node.write_current_cluster("127.0.0.1:6379", str(temp_dir / "session"), client_port=10001)
+    assert node.read_current_client_port() == 10001
+    assert _resolve_address("ray://localhost:10001") == "127.0.0.1:6379"
+    assert _resolve_address("ray://127.0.0.1:10001") == "127.0.0.1:6379"
+    with pytest.raises(ConnectionError, match="--ray-client-server-port 10002"):
+        _resolve_address("ray://localhost:10002")
+
+
+def test_a_ray_client_address_without_a_cluster_here_says_how_to_start_one(temp_dir):
+    from ember.worker import _resolve_address
+    with pytest.raises(ConnectionError, match="ember start --head"):
+        _resolve_address("ray://localhost:10001")
+    node.write_current_cluster("127.0.0.1:6379", "")  # an old record: no client port
+    with pytest.raises(ConnectionError, match="ember start --head"):
+        _resolve_address("ray://localhost:10001")
+
+
+def test_a_ray_client_address_of_another_machine_is_refused_with_what_to_do(temp_dir):
+    from ember.worker import _resolve_address
+    node.write_current_cluster("127.0.0.1:6379", "", client_port=10001)
+    with pytest.raises(ConnectionError, match="no Ray Client server"):
+        _resolve_address("ray://192.0.2.1:10001")  # TEST-NET-1: never this machine
+    with pytest.raises(ValueError, match="ray://host:port"):
+        _resolve_address("ray://localhost")
