@@ -323,6 +323,20 @@ class PlacementGroupManager:
         by_node: dict[bytes, list[int]] = {}
         for index, node_id in choice.items():
             by_node.setdefault(node_id, []).append(index)
+        # Count the reservation in the view now, before any prepare is awaited,
+        # so that groups placed meanwhile see it and choose other nodes (when it
+        # was counted after the prepare, a thousand groups created at once all
+        # chose the same node, and all but one waited for the retry pass).
+        # Given back on failure, unless a report has replaced the view since.
+        reserved: dict[bytes, tuple[dict[str, float], dict[str, float]]] = {}
+        for node_id, indexes in by_node.items():
+            view = self._nodes.available.get(node_id)
+            if view is not None:
+                need: dict[str, float] = {}
+                for i in indexes:
+                    _take(need, {k: -v for k, v in info.bundles[i].items()})
+                _take(view, need)
+                reserved[node_id] = (view, need)
         prepared: dict[bytes, list[int]] = {}
         ok = True
         for node_id, indexes in by_node.items():
@@ -337,12 +351,6 @@ class PlacementGroupManager:
                 ok, info.message = False, f"preparing bundles failed: {reply.message}"
                 break
             prepared[node_id] = indexes
-            # Until the raylet reports again, count the reservation in our view,
-            # so that groups placed right after this one see it.
-            view = self._nodes.available.get(node_id)
-            if view is not None:
-                for i in indexes:
-                    _take(view, info.bundles[i])
         if ok and group.state is not PlacementGroupState.REMOVED:
             for node_id, indexes in prepared.items():
                 conn = await self._raylet(node_id)
@@ -352,6 +360,9 @@ class PlacementGroupManager:
             info.message = ""
             self._set_state(group, PlacementGroupState.CREATED)
             return
+        for node_id, (view, need) in reserved.items():
+            if self._nodes.available.get(node_id) is view:
+                _take(view, {k: -v for k, v in need.items()})
         for node_id, indexes in prepared.items():  # roll back
             try:
                 conn = await self._raylet(node_id)

@@ -13,6 +13,7 @@ from ember.gcs.pubsub import Publisher
 from ember.gcs.storage import InMemoryStoreClient
 from ember.protocol import framing
 from ember.protocol import gcs as msg
+from ember.protocol import raylet as rl
 from ember.protocol.common import Address
 from ember.rpc.connection import encode_notification
 
@@ -107,4 +108,73 @@ def test_reports_retry_waiting_groups_in_one_throttled_pass():
         await asyncio.sleep(0.01)
         await manager._retry_pass
         assert placements == waiting[1:]  # one pass: each waiting group once, in order
+    asyncio.run(main())
+
+
+class SlowRaylet:
+    """Answers prepares only once released, as a raylet across a busy network does."""
+
+    def __init__(self, ok: bool = True):
+        self.ok = ok
+        self.released = asyncio.Event()
+        self.prepared: list[bytes] = []
+
+    async def call(self, request, timeout=None):
+        await self.released.wait()
+        if self.ok:
+            self.prepared.append(request.placement_group_id)
+        return rl.PrepareBundleResourcesReply(self.ok, "" if self.ok else "does not fit")
+
+    def notify(self, message) -> None:
+        pass
+
+
+def test_groups_placed_at_once_see_each_others_reservations():
+    """Before: the view counted a reservation only once prepared, so every group
+    created in one burst chose the same node, and all but one had to wait."""
+    async def main():
+        nodes = NodeManager(InMemoryStoreClient(), Publisher())
+        raylets = {}
+        for n in (1, 2):
+            info = node(n)
+            nodes.nodes[info.node_id] = info
+            nodes.available[info.node_id] = {"CPU": 2.0}
+            raylets[info.node_id] = SlowRaylet()
+        manager = PlacementGroupManager(nodes, actor_manager=None)
+
+        async def raylet(node_id):
+            return raylets[node_id]
+        manager._raylet = raylet
+        groups = [PlacementGroup(msg.PlacementGroupInfo(
+            bytes([g]) * 18, "", "", [{"CPU": 1.0}, {"CPU": 1.0}], "STRICT_PACK", "PENDING",
+            b"job")) for g in range(2)]
+        placing = [asyncio.ensure_future(manager._try_place(g)) for g in groups]
+        await asyncio.sleep(0)
+        assert all(view == {"CPU": 0.0} for view in nodes.available.values())
+        for r in raylets.values():
+            r.released.set()
+        await asyncio.gather(*placing)
+        assert [g.state.name for g in groups] == ["CREATED", "CREATED"]
+        assert groups[0].info.bundle_nodes[0] != groups[1].info.bundle_nodes[0]
+    asyncio.run(main())
+
+
+def test_a_failed_prepare_gives_its_reservation_back_to_the_view():
+    async def main():
+        nodes = NodeManager(InMemoryStoreClient(), Publisher())
+        info = node(1)
+        nodes.nodes[info.node_id] = info
+        nodes.available[info.node_id] = {"CPU": 2.0}
+        refusing = SlowRaylet(ok=False)
+        refusing.released.set()
+        manager = PlacementGroupManager(nodes, actor_manager=None)
+
+        async def raylet(node_id):
+            return refusing
+        manager._raylet = raylet
+        group = PlacementGroup(msg.PlacementGroupInfo(
+            b"g" * 18, "", "", [{"CPU": 1.0}], "PACK", "PENDING", b"job"))
+        await manager._try_place(group)
+        assert group.state.name == "PENDING"
+        assert nodes.available[info.node_id] == {"CPU": 2.0}
     asyncio.run(main())
