@@ -67,8 +67,13 @@ def test_a_hundred_simulated_nodes(sim_cluster):
     restartable = driver.create_actors(400, nodes, max_restarts=1)
     once = driver.create_actors(100, nodes, max_restarts=0)
     everyone = restartable + once
-    wait_for_condition(lambda: driver.actor_states(everyone) == {"ALIVE": 500}, 60,
-                       message="500 actors ALIVE")
+    try:
+        wait_for_condition(lambda: driver.actor_states(everyone) == {"ALIVE": 500}, 60,
+                           message="500 actors ALIVE")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; heard {driver.actor_states(everyone)}, the GCS has "
+                             f"{driver.gcs_actor_states(everyone)}, the nodes "
+                             f"{[s.command('stats') for s in sims]}") from None
     # Every node not filled by two groups took actors (placing one needs a free CPU).
     full = {n for n, cpus in per_node.items() if cpus == 4}
     hosts = {driver.actors[a].node_id for a in everyone}

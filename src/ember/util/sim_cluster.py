@@ -405,9 +405,11 @@ def start_gcs(log_dir: str, env: dict) -> tuple[subprocess.Popen, str]:
                              os.path.join(log_dir, "gcs.log")],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not os.path.exists(port_file):
         if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
             raise RuntimeError(f"the GCS did not start; see {log_dir}/gcs.out")
         time.sleep(0.05)
     with open(port_file) as f:
@@ -505,6 +507,15 @@ class SimDriver:
             info = self.actors.get(actor_id)
             state = info.state if info else "UNKNOWN"
             states[state] = states.get(state, 0) + 1
+        return states
+
+    def gcs_actor_states(self, ids) -> dict[str, int]:
+        """What the GCS's table says (the notifications above are what an owner hears)."""
+        wanted = set(ids)
+        states: dict[str, int] = {}
+        for info in self.run(self.gcs.call(gcs_msg.ListActors())).actors:
+            if info.actor_id in wanted:
+                states[info.state] = states.get(info.state, 0) + 1
         return states
 
     def close(self) -> None:
