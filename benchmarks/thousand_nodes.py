@@ -145,9 +145,9 @@ def run(n: int, steady_s: float, report_period_s: float, profile: str | None) ->
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| nodes | register (s) | GCS CPU, steady | GCS RSS / USS (MiB) | "
-            "placement groups (s) | actors until ALIVE (s) | N/10 crashed: all dead (s) | "
-            "their actors ALIVE again (s) |")
+    head = ("| nodes | all registered (s) | GCS CPU, all reporting | GCS RSS / USS (MiB) | "
+            "placement groups ready (s) | actors until ALIVE (s) | "
+            "N/10 crashed: all dead (s) | their actors ALIVE again (s) |")
     lines = [head, "|" + "---:|" * 8]
     for r in rows:
         lines.append(
