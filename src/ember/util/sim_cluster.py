@@ -74,10 +74,12 @@ class ClusterView:
     """What the nodes of one process know of the cluster, from the GCS's broadcasts.
 
     Shared by the process's nodes (they all hear the same broadcasts): only
-    the first node feeds it, so a broadcast is applied once per process.
+    one live node, ``feeder``, feeds it, so a broadcast is applied once per
+    process. When the feeder crashes or hangs, another takes over.
     """
 
     def __init__(self):
+        self.feeder: SimNode | None = None
         self.raylets: dict[bytes, Address] = {}
         self.available: dict[bytes, dict[str, float]] = {}
 
@@ -103,7 +105,7 @@ class SimNode:
     """One simulated raylet. Owned by the process's event loop."""
 
     def __init__(self, gcs_address: str, resources: dict[str, float], view: ClusterView,
-                 feeds_view: bool, report_period_s: float | None):
+                 report_period_s: float | None):
         self.node_id = secrets.token_bytes(28)
         self.gcs_address = gcs_address
         self.total = dict(resources)
@@ -113,7 +115,6 @@ class SimNode:
         self._worker_port = 0
         #: Actor creation tasks the fake worker accepted.
         self.creations = 0
-        self._feeds_view = feeds_view
         self._report_period_s = report_period_s
         self.gcs: rpc.Connection | None = None
         self._server = None
@@ -161,7 +162,7 @@ class SimNode:
                                 raylet=self.address, resources_total=dict(self.total),
                                 start_time=time.time())
         reply = await self.gcs.call(gcs_msg.RegisterNode(info))
-        if self._feeds_view:
+        if self._view.feeder is self:
             for node in reply.nodes:
                 self._view.node_changed(node)
         await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
@@ -193,11 +194,11 @@ class SimNode:
         return gcs_msg.CheckAliveReply(self.node_id)
 
     def _node_changed(self, conn, m: gcs_msg.NodeChanged) -> None:
-        if self._feeds_view:
+        if self._view.feeder is self:
             self._view.node_changed(m.info)
 
     def _resources_changed(self, conn, m: gcs_msg.ResourcesChanged) -> None:
-        if self._feeds_view:
+        if self._view.feeder is self:
             self._view.resources_changed(m)
 
     def _changed(self) -> None:
@@ -291,8 +292,10 @@ class SimHost:
         self.nodes: list[SimNode] = []
 
     async def add_nodes(self, count: int, concurrency: int = 50) -> list[SimNode]:
-        new = [SimNode(self.gcs_address, self.resources, self.view, feeds_view=not self.nodes and i == 0,
-                       report_period_s=self.report_period_s) for i in range(count)]
+        new = [SimNode(self.gcs_address, self.resources, self.view,
+                       report_period_s=self.report_period_s) for _ in range(count)]
+        if self.view.feeder is None:
+            self.view.feeder = new[0]
         self.nodes.extend(new)
         gate = asyncio.Semaphore(concurrency)
 
@@ -335,6 +338,8 @@ async def _serve_commands(host: SimHost) -> None:
             victims = host.live()[:int(line[1])]
             for node in victims:
                 node.crash() if line[0] == "crash" else node.hang()
+            if host.view.feeder in victims and host.live():
+                host.view.feeder = host.live()[0]
             say({"node_ids": [n.node_id.hex() for n in victims]})
         elif line[0] == "stats":
             live = host.live()
