@@ -178,6 +178,10 @@ class PlacementGroupManager:
         #: Connections to raylets (shared with the actor manager).
         self._peers = peers or ConnectionPool(timeout=10)
         self._retry_task: asyncio.Task | None = None
+        #: node id -> ids of the groups with bundles committed there (entries of
+        #: groups moved or removed since are skipped when read), so that a
+        #: node's death reads its own groups, not every group.
+        self._by_node: dict[bytes, set[bytes]] = {}
         #: The groups waiting for a placement (PENDING or RESCHEDULING), oldest first.
         self._unplaced: dict[bytes, PlacementGroup] = {}
         self._retry_throttle = Throttle(config.resource_report_period_s, self._start_retry)
@@ -204,6 +208,9 @@ class PlacementGroupManager:
                 self._named[(info.namespace, info.name)] = info.placement_group_id
             if group.state in (PlacementGroupState.PENDING, PlacementGroupState.RESCHEDULING):
                 self._unplaced[info.placement_group_id] = group
+            for node_id in info.bundle_nodes:
+                if node_id:
+                    self._by_node.setdefault(node_id, set()).add(info.placement_group_id)
 
     def _persist(self, group: PlacementGroup) -> None:
         self._store.put_soon(TABLE, group.info.placement_group_id,
@@ -357,6 +364,7 @@ class PlacementGroupManager:
                 conn.notify(rl.CommitBundleResources(info.placement_group_id, indexes))
                 for i in indexes:
                     info.bundle_nodes[i] = node_id
+                self._by_node.setdefault(node_id, set()).add(info.placement_group_id)
             info.message = ""
             self._set_state(group, PlacementGroupState.CREATED)
             return
@@ -401,7 +409,10 @@ class PlacementGroupManager:
     # --- failures ---------------------------------------------------------------------
 
     def node_died(self, node) -> None:
-        for group in self.groups.values():
+        for pg_id in self._by_node.pop(node.node_id, ()):
+            group = self.groups.get(pg_id)
+            if group is None:
+                continue
             lost = [i for i, n in enumerate(group.info.bundle_nodes) if n == node.node_id]
             if lost and group.state is PlacementGroupState.CREATED:
                 for i in lost:

@@ -192,12 +192,17 @@ class Raylet:
             raylet=self.address, resources_total=self.resources.as_floats("total"),
             labels=self.labels, is_head=self.is_head, start_time=self._start_time,
             object_store_memory=self.object_store_memory, session_dir=self.session_dir)
-        reply = await conn.call(gcs_msg.RegisterNode(info))
-        for node in reply.nodes:
-            self._update_node(node)
+        # Subscribe first: a node that registers between our registration's reply
+        # and a later subscription would be in neither, and never known here (at
+        # a hundred nodes starting at once, some always were). Subscribed first,
+        # it is in the reply or in a NodeChanged; the reply, sent after any
+        # NodeChanged published before it, is the newest word on every node.
         await conn.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
                                            gcs_msg.CHANNEL_WORKER,
                                            gcs_msg.CHANNEL_RESOURCES]))
+        reply = await conn.call(gcs_msg.RegisterNode(info))
+        for node in reply.nodes:
+            self._update_node(node)
         if self.registered.is_set():
             # A restarted GCS knows only our totals: tell it what is in use.
             self._resources_changed(totals_changed=True)

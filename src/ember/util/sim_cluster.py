@@ -161,13 +161,13 @@ class SimNode:
         info = gcs_msg.NodeInfo(node_id=self.node_id, ip=HOST, hostname="sim",
                                 raylet=self.address, resources_total=dict(self.total),
                                 start_time=time.time())
-        reply = await self.gcs.call(gcs_msg.RegisterNode(info))
-        if self._view.feeder is self:
-            for node in reply.nodes:
-                self._view.node_changed(node)
+        # Subscribed first, as the raylet does: no node registering meanwhile is missed.
         await self.gcs.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
                                                gcs_msg.CHANNEL_WORKER,
                                                gcs_msg.CHANNEL_RESOURCES]))
+        reply = await self.gcs.call(gcs_msg.RegisterNode(info))
+        for node in reply.nodes:
+            self._node_changed(None, gcs_msg.NodeChanged(node))
         if self._report_period_s:
             self._tasks.append(asyncio.get_running_loop().create_task(self._report_loop()))
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
+from ember.gcs.actor_manager import ActorManager, ActorTableData
 from ember.gcs.node_manager import NodeManager
 from ember.gcs.placement_group_manager import PlacementGroup, PlacementGroupManager
 from ember.gcs.pubsub import Publisher
@@ -177,4 +180,47 @@ def test_a_failed_prepare_gives_its_reservation_back_to_the_view():
         await manager._try_place(group)
         assert group.state.name == "PENDING"
         assert nodes.available[info.node_id] == {"CPU": 2.0}
+    asyncio.run(main())
+
+
+class NoScan(dict):
+    """A table that fails the test if it is scanned whole."""
+
+    def values(self):
+        raise AssertionError("scanned every entry")
+
+    def __iter__(self):
+        raise AssertionError("scanned every entry")
+
+
+def test_a_node_death_reads_the_actors_and_groups_of_that_node_only():
+    async def main():
+        store = InMemoryStoreClient()
+        a, b = node(1), node(2)
+        owner = Address(a.node_id, "127.0.0.1", 1, worker_id=b"w" * 28)
+        for n, where in enumerate((a, a, b)):
+            info = msg.ActorInfo(bytes([n]) * 16, b"job", "A", "ALIVE", owner,
+                                 node_id=where.node_id)
+            await store.put("actor", info.actor_id, msgspec.msgpack.encode(
+                ActorTableData(info, worker_id=bytes([n]) * 28)))
+        for n, where in enumerate((a, b)):
+            group = msg.PlacementGroupInfo(bytes([n]) * 18, "", "", [{"CPU": 1.0}], "PACK",
+                                           "CREATED", b"job", bundle_nodes=[where.node_id])
+            await store.put("placement_group", group.placement_group_id,
+                            msgspec.msgpack.encode(group))
+        actors = ActorManager(Publisher(), None, store)
+        groups = PlacementGroupManager(None, actors, store)
+        await actors.load()
+        await groups.load()
+        actors.actors = NoScan(actors.actors)
+        groups.groups = NoScan(groups.groups)
+        groups._schedule = lambda group: asyncio.sleep(0)
+
+        actors.node_died(msg.NodeInfo(a.node_id, "127.0.0.1", "h", a.raylet, {}, alive=False))
+        groups.node_died(msg.NodeInfo(a.node_id, "127.0.0.1", "h", a.raylet, {}, alive=False))
+        states = {k: v.state.name for k, v in dict.items(actors.actors)}
+        assert states == {bytes([0]) * 16: "DEAD", bytes([1]) * 16: "DEAD",
+                          bytes([2]) * 16: "ALIVE"}
+        assert {k: v.state.name for k, v in dict.items(groups.groups)} == {
+            bytes([0]) * 18: "RESCHEDULING", bytes([1]) * 18: "CREATED"}
     asyncio.run(main())
