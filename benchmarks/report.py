@@ -137,10 +137,10 @@ this project's 2-core machine, shared with other work at the time:
 
 | nodes | all registered (s) | GCS CPU, all reporting | GCS RSS / USS (MiB) | placement groups ready (s) | actors until ALIVE (s) | N/10 crashed: all dead (s) | their actors ALIVE again (s) |
 |---:|---:|---:|---:|---:|---:|---:|---:|
-| 100 | 0.15 | 2.5% | 33 / 20 | 100: 0.10 | 500: 0.79 | 10: 0.08 | 30: 0.08 |
-| 250 | 1.14 | 5.2% | 34 / 21 | 250: 0.41 | 1,250: 1.27 | 25: 0.10 | 133: 0.46 |
-| 500 | 2.25 | 9.1% | 36 / 23 | 500: 0.49 | 2,500: 3.00 | 50: 0.25 | 187: 0.54 |
-| 1,000 | 7.33 | 17.8% | 46 / 32 | 1,000: 3.45 | 5,000: 7.17 | 100: 0.75 | 394: 1.81 |
+| 100 | 0.20 | 2.8% | 33 / 20 | 100: 0.06 | 500: 0.57 | 10: 0.06 | 43: 0.11 |
+| 250 | 0.93 | 6.2% | 34 / 21 | 250: 0.23 | 1,250: 1.59 | 25: 0.10 | 128: 0.30 |
+| 500 | 1.98 | 11.6% | 36 / 23 | 500: 0.55 | 2,500: 1.69 | 50: 0.18 | 211: 0.44 |
+| 1,000 | 5.44 | 21.1% | 45 / 32 | 1,000: 3.53 | 5,000: 8.73 | 100: 1.07 | 452: 1.83 |
 
 N placement groups of two 1-CPU bundles (PACK) and 5 N actors (1 CPU to
 place, none held; max_restarts=1); then N / 10 nodes crash at once (their
@@ -148,26 +148,31 @@ connections close). No lost actor, no hang, no GCS error in any run.
 
 How the GCS's cost grows with N nodes:
 - *Steady state* (every node reporting each second, pinged each second):
-  linear, about 18 milli-cores and 13 KiB of RSS per node (CPU in % of one
-  core). With 5,000 actors and 1,000 groups besides, 129 MiB of RSS.
-- *Actor creation*: linear in actors, about 0.65 ms of GCS CPU each.
+  linear, about 21 milli-cores and 12 KiB of RSS per node (CPU in % of one
+  core). With 5,000 actors and 1,000 groups besides, 131 MiB of RSS.
+- *Actor creation*: linear in actors, about 0.7 ms of GCS CPU each.
 - *Registration*: quadratic in total, by design (as in Ray): each new node is
-  told about every node, and every node about it. 1.5 s of GCS CPU for 1,000.
+  told about every node, and every node about it. 2.3 s of GCS CPU for 1,000.
 - *Placement groups*: each placement scans the nodes, so N groups on N nodes
   cost N x N (2 s of GCS CPU for 1,000 on 1,000).
-- *A node's death* scans the actor and group tables once, so deaths x actors
-  (100 deaths with 5,000 actors: all declared dead in under a second).
+- *A node's death*: linear in what was on that node (an index per node of
+  its actors and groups; it scanned both tables, deaths x actors). 100
+  deaths at once with 5,000 actors: all declared dead in about a second.
 
-Four costs grew faster and were fixed (numbers before / after):
+Costs that grew faster and were fixed (numbers before / after):
 - Every report retried every waiting placement group, each over every node:
   250 groups on 250 nodes took 545 s (100 on 100: 7.3 s). Now one throttled
-  pass over an index of waiting groups: 0.4 s (0.1 s).
+  pass over an index of waiting groups: 0.2 s (0.06 s).
 - Groups created in one burst all chose the same node (the view counted a
   reservation only after its prepare was answered), and all but one waited
   for a retry: 1,000 groups on 1,000 nodes took 304 s; now 3.5 s.
 - The GCS dialled a crashed node's raylet for its 10 s connect timeout before
   placing the actors owned there elsewhere: 31.6 s to restart the 454 actors
   of 100 crashed nodes; now 1.8 s.
+- A raylet registered, then subscribed to node changes: a node registering
+  in between was in neither, and never known to it (at 100 nodes starting at
+  once the simulated nodes missed some, and actors waited for a node their
+  view lacked). Raylets now subscribe first.
 - A published message was encoded once per subscriber: every resource
   broadcast to every node cost nodes x nodes encodes. Encoded once: GCS CPU
   with 1,000 nodes reporting 29.9% / 25.6% → 17.9% / 16.3% (two runs each),
