@@ -120,6 +120,10 @@ class ActorManager:
         self.actors: dict[bytes, Actor] = {}
         self._named: dict[tuple[str, str], bytes] = {}
         self._by_worker: dict[bytes, bytes] = {}
+        #: node id -> ids of the actors placed there (entries of actors that moved or
+        #: died since are skipped when read). A node's death reads its own, not
+        #: every actor: deaths x actors when a hundred nodes die at once.
+        self._by_node: dict[bytes, set[bytes]] = {}
         #: Connections to raylets (shared with the placement group manager).
         self._peers = peers or ConnectionPool(timeout=10)
 
@@ -139,6 +143,8 @@ class ActorManager:
                 self._named[(data.info.namespace, data.info.name)] = data.info.actor_id
             if actor.worker_id:
                 self._by_worker[actor.worker_id] = data.info.actor_id
+            if data.info.node_id:
+                self._by_node.setdefault(data.info.node_id, set()).add(data.info.actor_id)
 
     def start(self) -> None:
         """Resume reloaded actors: reach the raylets of live ones, place pending ones."""
@@ -239,6 +245,7 @@ class ActorManager:
         actor.worker_id = reply.worker.worker_id
         self._by_worker[actor.worker_id] = actor.info.actor_id
         actor.info.node_id = reply.worker.node_id
+        self._by_node.setdefault(actor.info.node_id, set()).add(actor.info.actor_id)
         actor.info.pid = reply.worker_pid
         try:
             worker = await rpc.connect(rpc.address_string(reply.worker), name="actor worker",
@@ -318,8 +325,9 @@ class ActorManager:
                          "its owner (the worker that created it) died")
 
     def node_died(self, info) -> None:
-        for actor in list(self.actors.values()):
-            if actor.info.node_id == info.node_id and actor.state in (
+        for actor_id in self._by_node.pop(info.node_id, ()):
+            actor = self.actors.get(actor_id)
+            if actor is not None and actor.info.node_id == info.node_id and actor.state in (
                     ActorState.ALIVE, ActorState.PENDING_CREATION):
                 self._died(actor, f"the node it ran on ({info.ip}) died: {info.death_reason}",
                            restartable=True)

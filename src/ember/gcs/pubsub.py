@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from ..protocol import gcs as msg
+from ..rpc.connection import encode_notification
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,14 @@ class Publisher:
                 targets.append(conn)
         if key:
             targets.extend(self._keyed.get(channel, {}).get(key, ()))
+        if not targets:
+            return
+        # Encoded once for all (see encode_notification): a broadcast to every
+        # raylet of what every raylet reported would cost nodes x nodes encodes.
+        frame = encode_notification(message)
         for conn in targets:
             try:
-                conn.notify(message)
+                conn.notify_frame(frame)
             except ConnectionError:
                 self.drop(conn)
 

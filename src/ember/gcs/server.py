@@ -55,7 +55,11 @@ class GcsServer:
         self.kv = KVManager(self.store)
         self.nodes = NodeManager(self.store, self.publisher)
         self.jobs = JobManager(self.store, self.publisher)
-        raylets = ConnectionPool(timeout=10)
+        # A raylet registers only once it listens: a refused connection means it
+        # died (fail at once; a node that crashes is declared dead within a moment)
+        # rather than a raylet still starting (retry for the whole timeout). With a
+        # hundred nodes crashing at once, actors owned there waited 10 s for each.
+        raylets = ConnectionPool(timeout=10, already_listening=True)
         self.actors = ActorManager(self.publisher, self.nodes, self.store, raylets)
         self.placement_groups = PlacementGroupManager(self.nodes, self.actors, self.store,
                                                       raylets)

@@ -206,12 +206,17 @@ class Raylet:
             worker_ports=self.worker_ports.spec, metrics_export_port=self.metrics.port or 0,
             dashboard_port=self.dashboard_port,
             gcs_port=int(self.gcs_address.rpartition(":")[2]) if self.is_head else 0)
-        reply = await conn.call(gcs_msg.RegisterNode(info))
-        for node in reply.nodes:
-            self._update_node(node)
+        # Subscribe first: a node that registers between our registration's reply
+        # and a later subscription would be in neither, and never known here (at
+        # a hundred nodes starting at once, some always were). Subscribed first,
+        # it is in the reply or in a NodeChanged; the reply, sent after any
+        # NodeChanged published before it, is the newest word on every node.
         await conn.call(gcs_msg.Subscribe([gcs_msg.CHANNEL_NODE, gcs_msg.CHANNEL_JOB,
                                            gcs_msg.CHANNEL_WORKER,
                                            gcs_msg.CHANNEL_RESOURCES]))
+        reply = await conn.call(gcs_msg.RegisterNode(info))
+        for node in reply.nodes:
+            self._update_node(node)
         if self.registered.is_set():
             # A restarted GCS knows only our totals: tell it what is in use.
             self._resources_changed(totals_changed=True)

@@ -314,6 +314,15 @@ class Connection(asyncio.Protocol):
         """Send a one-way message."""
         self._send(NOTIFY, 0, body, buffers)
 
+    def notify_frame(self, frame: bytes) -> None:
+        """Send a one-way message encoded once by :func:`encode_notification`."""
+        if self.closed:
+            raise ConnectionLost(f"connection to {self.name or 'peer'} is closed")
+        self._wbuf += frame
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
     def request(self, body, buffers=None, into: list | None = None) -> asyncio.Future:
         """Send a request; the future resolves to the reply message.
 
@@ -418,6 +427,23 @@ class Connection(asyncio.Protocol):
         if not self.closed:
             self._send(ERROR, rid, ErrorReply(type(exc).__name__, str(exc)))
 
+
+
+def encode_notification(body) -> bytes:
+    """``body`` as a whole NOTIFY frame, for :meth:`Connection.notify_frame`.
+
+    A message published to many connections (every raylet hears every node's
+    resource changes) is encoded once, not once per connection: per
+    connection, publishing to N nodes what N nodes reported costs N x N.
+    """
+    frame = bytearray(4)
+    _encode_into(Envelope(NOTIFY, 0, body, []), frame, 4)
+    size = len(frame) - 4
+    if size > _MAX_FRAME:
+        raise FrameTooLarge(f"{type(body).__name__} is {size} bytes, over the frame limit "
+                            f"of {_MAX_FRAME} bytes.")
+    _pack_header(frame, 0, size)
+    return bytes(frame)
 
 
 def _log_task_error(task: asyncio.Task) -> None:
