@@ -35,7 +35,7 @@ STORE_BYTES = 4 * GiB
 #: Stop creating actors while less than this much memory is available, or after
 #: this long (the row then says how many were reached).
 KEEP_FREE = 3 * GiB
-ACTORS_FOR_S = 240
+ACTORS_FOR_S = 150
 
 
 def n(count: int) -> int:
@@ -208,7 +208,7 @@ def big_objects(ray, tiny):
 
 #: name -> (what it is, workload, time limit per implementation in seconds)
 DIMENSIONS = {
-    "tasks": ("1,000,000 tiny tasks queued, then fetched", million_tasks, 300),
+    "tasks": ("1,000,000 tiny tasks queued, then fetched", million_tasks, 210),
     "returns": ("one task returning 10,000 objects", many_returns, 300),
     "get": ("one get of 10,000 store objects (128 KiB)", get_many, 300),
     "args": ("one task with 10,000 ObjectRef arguments", many_args, 300),
@@ -262,12 +262,14 @@ def main() -> None:
         "ember", "ray"]
     dims = [d for d in DIMENSIONS if not words or any(w in d for w in words)]
     results = {}
+    began = time.monotonic()
     for dim in dims:
         for impl in impls:
             results[impl, dim] = row = run(impl, dim)
             print(f"{impl:5} {dim:8} {json.dumps(row)}", file=sys.stderr, flush=True)
     print(f"\nScale {SCALE:g}; 2 CPUs; object store {STORE_BYTES // GiB} GiB; memory is "
-          "the peak summed PSS above the idle cluster.\n")
+          "the peak summed PSS above the idle cluster; the whole run took "
+          f"{(time.monotonic() - began) / 60:.1f} min.\n")
     print("| dimension | ember | ember memory | Ray | Ray memory | Ray/ember time |")
     print("|---|---|---|---|---|---|")
     for dim in dims:

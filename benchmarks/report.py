@@ -96,7 +96,7 @@ def render(rows, table: str) -> None:
               "Other figures, each from its own script in this folder (numbers from",
               "the same day and machine, kept in `OTHER_FIGURES` in report.py):", ""]
     lines += [f"- {line}" for line in OTHER_FIGURES] + [""]
-    lines += [THOUSAND_NODES]
+    lines += [ENVELOPE, THOUSAND_NODES]
     (HERE / "README.md").write_text("\n".join(lines))
     (HERE / "last_comparison.txt").write_text(table)
 
@@ -180,6 +180,41 @@ Costs that grew faster and were fixed (numbers before / after):
 
 `tests/cluster/test_sim_nodes.py` runs the same with 100 simulated nodes in
 the suite (10 crashed and 5 hung nodes; about 40 s).
+"""
+
+
+#: The envelope section, as last measured by envelope.py (update when re-run).
+ENVELOPE = """\
+## Ray's scalability envelope on one machine (`envelope.py`)
+
+Each dimension of Ray's published envelope that one 2-core, 24 GiB machine can
+hold, run on ember and on Ray 2.60 in one run (2026-12-03, quiet machine; the
+objects row from a second run of that row alone).
+Each row runs in a fresh process with a fresh local cluster of 2 CPUs and a
+4 GiB object store; memory is the peak summed PSS of the driver and every
+process it started, above the idle cluster. Time limits: 210 s for the
+million tasks, 150 s of actor creation, 300 s for the rest.
+
+| dimension | ember | ember memory | Ray | Ray memory | Ray/ember time |
+|---|---|---|---|---|---|
+| 1,000,000 tiny tasks queued, then fetched | 122.35 s | 1,297 MiB | did not finish in 300 s | - | - |
+| one task returning 10,000 objects | 0.17 s | 8 MiB | 0.36 s | 38 MiB | 2.1x |
+| one get of 10,000 store objects (128 KiB) | 8.09 s | 1,306 MiB | 12.04 s | 1,339 MiB | 1.5x |
+| one task with 10,000 ObjectRef arguments | 0.20 s | 5 MiB | 10.19 s | 212 MiB | 50.9x |
+| 1,000 placement groups created, ready, removed | 1.76 s | 12 MiB | 9.44 s | 93 MiB | 5.4x |
+| live actors (target 2,000) | 2,000 live in 97 s | 15,517 MiB (7.9 MiB per actor process) | 208 live in 246 s (time limit) | 8,781 MiB (40.8 MiB per actor process) | - |
+| 100 MB, 1 GiB, 10 GiB objects put and read | 0.10 s, 1.65 s, 43.7 s | 1,032 MiB | 0.07 s, 0.93 s, 21.6 s | 11,273 MiB | 0.5x |
+
+- ember holds every row; Ray did not finish the million tasks in 300 s.
+- Per queued task, the driver keeps about 1.2 KB (1,365 bytes before the work
+  of issue 17); a live actor costs 7.9 MiB of PSS (Ray: 40.8 MiB), because
+  ember's workers fork from a zygote that has imported ember already.
+- The 10 GiB object is larger than the whole store: ember gives it a file of
+  its own in the spill directory and maps it, so it costs disk, not memory
+  (1 GiB of PSS at the peak); Ray keeps it in memory (11 GiB). Writing it to
+  this VM's disk is why ember is slower on that row.
+- The Ray run of the actors row (and so this table's Ray limits) was made with
+  a 240 s creation limit; the limits above keep a whole run near 15 minutes.
 """
 
 
