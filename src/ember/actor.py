@@ -25,6 +25,7 @@ from .core_worker import context
 from .core_worker.actor_runtime import BUILTIN_METHODS, ActorExitRequest, is_async_class
 from .core_worker.function_manager import function_id_of
 from .core_worker.serialization import dumps_definition
+from .core_worker.task_events import describe
 from .core_worker.task_submitter import PendingTask
 from .dag.class_node import ClassMethodNode, ClassNode
 from .experimental.tensor_transport import check_transport
@@ -296,6 +297,9 @@ class ActorHandle:
         self._queue = None
         #: method name -> ArgumentCheck, made on the method's first call.
         self._arg_checks: dict = {}
+        #: (method name, task name) -> the calls' task-event description, made at the
+        #: first call (core_worker/task_events.py).
+        self._infos: dict = {}
 
     @classmethod
     def _from_info(cls, info: gcs_msg.ActorInfo) -> "ActorHandle":
@@ -379,7 +383,10 @@ class ActorHandle:
         n = max(num_returns, 1)
         return_ids = [object_id_for_return(task_id, i) for i in range(n)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
-        task = PendingTask(spec, return_ids, keep_alive, None, core.current_task_id())
+        info = self._infos.get((method_name, name))
+        if info is None:
+            info = self._infos[method_name, name] = describe(spec)
+        task = PendingTask(spec, return_ids, keep_alive, None, core.current_task_id(), info)
         generator = None
         if num_returns == -1:
             generator = task.generator = GeneratorState(task_id)

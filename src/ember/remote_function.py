@@ -17,6 +17,7 @@ from .core_worker.function_manager import function_id_of
 from .config import config
 from .core_worker.serialization import (dumps_definition, inline_value, pickle_by_value,
                                          serialize_parts)
+from .core_worker.task_events import describe
 from .core_worker.task_submitter import SchedulingKey
 from .dag.function_node import FunctionNode
 from .generator import DynamicObjectRefGenerator, GeneratorState, ObjectRefGenerator
@@ -34,7 +35,7 @@ class _Prepared:
 
     __slots__ = ("resources", "strategy", "num_returns", "dynamic", "max_retries",
                  "retry_exceptions",
-                 "allowlist", "max_calls", "name", "key", "job_id", "runtime_env")
+                 "allowlist", "max_calls", "name", "key", "job_id", "runtime_env", "info")
 
     def __init__(self, remote_function: "RemoteFunction", options: dict, core):
         what = remote_function._what
@@ -66,6 +67,9 @@ class _Prepared:
                                  tuple(sorted(self.resources.items())), self.strategy,
                                  core.job_id, f"task {remote_function._qualname}",
                                  self.runtime_env)
+        #: The calls' task-event description (core_worker/task_events.py), made at
+        #: the first call.
+        self.info = None
 
 
 def _prepared_key(core) -> tuple | None:
@@ -156,17 +160,20 @@ class RemoteFunction:
                         name=p.name, placement_group_id=p.strategy.placement_group_id,
                         capture_child_tasks=p.strategy.capture_child_tasks,
                         runtime_env=p.runtime_env)
+        info = p.info
+        if info is None:  # described once per set of options, not per call
+            info = p.info = describe(spec)
         if p.dynamic:
             ref = core.make_ref(object_id_for_return(task_id, DYNAMIC_RETURN_INDEX),
                                 core.address)
             state = GeneratorState(task_id, functools.partial(_hand_over, core, ref._id))
-            core.submit_task(spec, p.key, keep_alive, state)
+            core.submit_task(spec, p.key, keep_alive, state, info)
             return ref
         if p.num_returns == -1:
             state = GeneratorState(task_id)
-            core.submit_task(spec, p.key, keep_alive, state)
+            core.submit_task(spec, p.key, keep_alive, state, info)
             return ObjectRefGenerator(state, core.address, core)
-        refs = core.submit_task(spec, p.key, keep_alive)
+        refs = core.submit_task(spec, p.key, keep_alive, None, info)
         if p.num_returns == 1:
             return refs[0]
         if p.num_returns == 0:

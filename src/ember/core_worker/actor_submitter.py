@@ -44,7 +44,7 @@ class ActorQueue:
     __slots__ = ("actor_id", "class_name", "state", "conn", "address", "pending", "inflight",
                  "death", "max_task_retries", "connecting", "num_restarts", "subscribed",
                  "next_seq", "max_pending_calls", "unfinished",
-                 "registering", "version", "pid")
+                 "registering", "version", "where")
 
     def __init__(self, actor_id: bytes, class_name: str, max_task_retries: int,
                  max_pending_calls: int = -1):
@@ -56,8 +56,9 @@ class ActorQueue:
         self.version = -1
         self.conn: rpc.Connection | None = None
         self.address = None
-        #: The actor's process id (from the GCS), for its calls' task events.
-        self.pid = 0
+        #: (node id, worker id, pid) of the actor's process (from the GCS), for its
+        #: calls' task events.
+        self.where = (b"", b"", 0)
         self.pending: collections.deque = collections.deque()
         self.inflight: dict[bytes, object] = {}
         #: The error every call gets once the actor is DEAD.
@@ -228,8 +229,7 @@ class ActorTaskSubmitter:
 
     def _send(self, queue: ActorQueue, task) -> None:
         fut = queue.conn.request(cw.PushTask(task.spec))
-        address = queue.address
-        self.task_events.pushed(task, address.node_id, address.worker_id, queue.pid)
+        self.task_events.pushed(task, queue.where)
         fut.add_done_callback(lambda f, q=queue, t=task: self._on_reply(q, t, f))
 
     async def _connect(self, queue: ActorQueue) -> None:
@@ -304,7 +304,7 @@ class ActorTaskSubmitter:
         if info.state == "ALIVE":
             if queue.address != info.address:
                 queue.address = info.address
-                queue.pid = info.pid
+                queue.where = (info.address.node_id, info.address.worker_id, info.pid)
                 if queue.conn is not None:
                     queue.conn = None
             if restarted or queue.inflight:

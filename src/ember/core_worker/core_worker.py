@@ -539,12 +539,14 @@ class CoreWorker:
 
     # --- tasks ----------------------------------------------------------------------
 
-    def submit_task(self, spec: cw.TaskSpec, key, keep_alive, generator=None) -> list:
-        """Hand a built task to the submitter; returns the return ObjectRefs."""
+    def submit_task(self, spec: cw.TaskSpec, key, keep_alive, generator=None,
+                    info=None) -> list:
+        """Hand a built task to the submitter; returns the return ObjectRefs. ``info``:
+        its task-event description, shared by the calls made alike."""
         n = spec.num_returns
         return_ids = [object_id_for_return(spec.task_id, i) for i in range(max(n, 1))]
         refs = [self.make_ref(oid, self.address) for oid in return_ids]
-        task = PendingTask(spec, return_ids, keep_alive, key, self.current_task_id())
+        task = PendingTask(spec, return_ids, keep_alive, key, self.current_task_id(), info)
         task.generator = generator
         self.io.post(self.submitter.submit, task)
         return refs

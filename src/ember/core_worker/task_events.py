@@ -56,7 +56,7 @@ class TaskEventBuffer:
         #: yet. A task leaves it when it ends (its record is made then) or at a flush
         #: (reported as it stands): nothing here keeps a finished task alive.
         self._unreported: dict = {}
-        #: Either side: the AttemptRecord of each attempt that ended; a record's
+        #: Either side: the TaskEventRecord of each attempt that ended; a record's
         #: ``desc`` indexes ``_descs``.
         self._records: list = []
         #: This flush's task descriptions, each once, and their index by what
@@ -97,10 +97,11 @@ class TaskEventBuffer:
         """Owner: ``task``'s current attempt reached ``state``."""
         (task.times or self._unsubmitted(task))[state] = _now()
 
-    def pushed(self, task, node_id: bytes, worker_id: bytes, pid: int) -> None:
-        """Owner: ``task``'s current attempt was sent to that worker to run."""
+    def pushed(self, task, where: tuple[bytes, bytes, int]) -> None:
+        """Owner: ``task``'s current attempt was sent to the worker ``where`` names
+        (node id, worker id, pid: one tuple per leased worker, not per task)."""
         (task.times or self._unsubmitted(task))[te.SUBMITTED_TO_WORKER] = _now()
-        task.where = (node_id, worker_id, pid)
+        task.where = where
 
     def finished(self, task, returns) -> None:
         """Owner: the task's results (or its error) were stored."""
@@ -109,7 +110,9 @@ class TaskEventBuffer:
         times[state] = now = _now()
         if task.ran_for:  # the executor's measure: when it started running, from here
             times[te.RUNNING] = now - task.ran_for
-        self._records.append(self._record(task, state, task.spec.attempt))
+        # The list itself: this attempt's times change no more (a retry starts a new
+        # list), so it is sent as it is.
+        self._records.append(self._record(task, state, task.spec.attempt, times))
         if not task.reported:
             self._unreported.pop(task.spec.task_id, None)
             task.reported = True
@@ -127,39 +130,45 @@ class TaskEventBuffer:
         now = _now()
         times = task.times or self._unsubmitted(task)
         times[te.FAILED] = now
-        self._records.append(self._record(task, te.FAILED, task.spec.attempt - 1))
+        self._records.append(self._record(task, te.FAILED, task.spec.attempt - 1, times))
         task.times = [0.0, now, 0.0, 0.0, 0.0, 0.0]
         task.where = None
         task.ran_for = 0.0
         task.reported = False
         self._unreported[task.spec.task_id] = task
 
-    def _record(self, task, state: int, attempt: int) -> te.AttemptRecord:
+    def _record(self, task, state: int, attempt: int, times) -> te.TaskEventRecord:
         """What the owner knows of one attempt of ``task``; described if not sent before."""
-        spec = task.spec
-        where = task.where or _NOWHERE
+        node_id, worker_id, pid = task.where or _NOWHERE
         if task.reported:
-            return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times), *where)
-        return te.AttemptRecord(spec.task_id, attempt, state, tuple(task.times), *where,
-                                self._describe(spec), task.parent or b"")
+            return te.TaskEventRecord(task.spec.task_id, attempt, state, times, node_id,
+                                      worker_id, pid)
+        return te.TaskEventRecord(task.spec.task_id, attempt, state, times, node_id,
+                                  worker_id, pid, self._describe(task), task.parent or b"")
 
-    def _describe(self, spec) -> int:
-        """The index of ``spec``'s description in this flush's table.
+    def _describe(self, task) -> int:
+        """The index of ``task``'s description in this flush's table.
 
         Calls of one function (or method of one actor) with the same options share
-        one description, sent once per flush: describing each task was half of
-        what task events cost the owner. The key holds a non-empty resource dict
-        by identity (calls with the same options share theirs), which is safe: the
-        table keeps that dict alive until the flush.
+        one description, made once where the calls are made (``task.info``, see
+        remote_function.py and actor.py) and sent once per flush: describing each
+        task was half of what task events cost the owner. The table is keyed by
+        the description's identity, which is safe: the table keeps it alive until
+        the flush, when both are emptied.
         """
-        resources = spec.resources
-        key = (spec.function_name, spec.name, spec.actor_id, spec.placement_group_id,
-               spec.job_id, spec.is_actor_creation, id(resources) if resources else 0)
-        index = self._desc_index.get(key)
+        info = task.info
+        if info is None:  # a task made elsewhere (tests, lineage): described alone
+            info = task.info = describe(task.spec)
+        index = self._desc_index.get(id(info))
         if index is None:
-            index = self._desc_index[key] = len(self._descs)
-            self._descs.append(describe(spec))
+            index = self._desc_index[id(info)] = len(self._descs)
+            self._descs.append(info)
         return index
+
+    def _describe_spec(self, spec) -> int:
+        """The index of an actor creation's description (the executor reports it)."""
+        self._descs.append(describe(spec))
+        return len(self._descs) - 1
 
     def failed(self, spec, err: BaseException) -> None:
         """Either side: why ``spec``'s attempt failed (the error's type and message)."""
@@ -186,7 +195,7 @@ class TaskEventBuffer:
         began = started[1] if started else now
         times = ((0.0, 0.0, 0.0, began, now, 0.0) if state == te.FINISHED
                  else (0.0, 0.0, 0.0, began, 0.0, now))
-        self._created.append((spec, te.AttemptRecord(spec.task_id, spec.attempt, state, times)))
+        self._created.append((spec, te.TaskEventRecord(spec.task_id, spec.attempt, state, times)))
 
     # --- flushing (I/O thread) --------------------------------------------------------
 
@@ -231,15 +240,16 @@ class TaskEventBuffer:
         del self._errors[:m]
         unreported, self._unreported = self._unreported, {}
         for task in unreported.values():  # not ended yet: sent as it stands
-            records.append(self._record(task, _furthest(task.times), task.spec.attempt))
+            times = tuple(task.times)  # as it stands: the list changes on
+            records.append(self._record(task, _furthest(times), task.spec.attempt, times))
             task.reported = True
         for spec, record in created:
-            record.desc = self._describe(spec)
+            record.desc = self._describe_spec(spec)
             records.append(record)
         for task_id, (attempt, started, spec) in running:  # long tasks show RUNNING meanwhile
-            records.append(te.AttemptRecord(
+            records.append(te.TaskEventRecord(
                 task_id, attempt, te.RUNNING, (0.0, 0.0, 0.0, started, 0.0, 0.0),
-                desc=-1 if spec is None else self._describe(spec)))
+                desc=-1 if spec is None else self._describe_spec(spec)))
         descs, self._descs, self._desc_index = self._descs, [], {}
         if len(records) > self._max:  # the GCS could not keep up, or we could not send
             self.dropped += len(records) - self._max

@@ -58,7 +58,8 @@ class PendingTask:
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
                  "cancelled", "worker", "generator", "unresolved", "lost", "parent",
-                 "oom_retries_left", "oom_kills", "times", "reported", "where", "ran_for")
+                 "oom_retries_left", "oom_kills", "times", "reported", "where", "ran_for",
+                 "info")
 
     def nested_refs(self) -> list:
         """Refs inside the argument values; the receiver must be registered for them."""
@@ -66,7 +67,7 @@ class PendingTask:
                 for info in arg.value.nested_refs]
 
     def __init__(self, spec: cw.TaskSpec, return_ids: list[bytes], keep_alive, key,
-                 parent: bytes | None = None):
+                 parent: bytes | None = None, info=None):
         self.spec = spec
         #: The task this process was running when it submitted this one, if any:
         #: a recursive cancel of that task cancels this one too.
@@ -95,6 +96,9 @@ class PendingTask:
         #: it ran there (its reply's duration; 0.0 until it replied).
         self.where: tuple | None = None
         self.ran_for = 0.0
+        #: What the task is, for task events: one TaskInfo shared by the calls made
+        #: alike (core_worker/task_events.py), or None to describe it from its spec.
+        self.info = info
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +128,7 @@ class SchedulingKey:
 
 class LeasedWorker:
     __slots__ = ("conn", "address", "lease_id", "grant", "worker_pid", "raylet", "gpu_ids",
-                 "inflight", "idle_timer", "dead")
+                 "inflight", "idle_timer", "dead", "where")
 
     def __init__(self, conn, reply: rl.WorkerLeaseReply, raylet):
         self.conn = conn
@@ -137,6 +141,8 @@ class LeasedWorker:
         self.inflight = 0
         self.idle_timer: asyncio.TimerHandle | None = None
         self.dead = False
+        #: (node id, worker id, pid), for the task events of the tasks pushed here.
+        self.where = (self.address.node_id, self.address.worker_id, self.worker_pid)
 
 
 class KeyState:
@@ -253,7 +259,7 @@ class NormalTaskSubmitter:
         task.worker = w
         task.state = TaskState.RUNNING
         address = w.address
-        self.task_events.pushed(task, address.node_id, address.worker_id, w.worker_pid)
+        self.task_events.pushed(task, w.where)
         nested = task.nested_refs()
         if nested and self._ownership.register_local(w.address, nested):
             # Refs owned by third processes: their owners must know the worker first.

@@ -7,8 +7,9 @@ owner and the executor of an attempt report different halves of its life, in
 batches that arrive in any order (an unfinished one more than once), so an
 attempt's state is the furthest state seen (FAILED beyond FINISHED), and each
 state keeps its earliest time (the executor's FINISHED, a little before its
-owner's, ends the timeline span). The first record of an attempt is kept as
-it came: the merge runs only for the second side.
+owner's, ends the timeline span). The first record of an attempt is stored as
+it came, the very struct msgspec decoded: the merge runs only for the second
+side.
 
 Bounded, as Ray's ``task_events_max_num_task_in_gcs``: past
 ``task_events_max_num_task_in_gcs`` attempts, the oldest finished attempt is
@@ -17,14 +18,16 @@ counted (per job, and events that workers dropped from full buffers), and
 reported with every query, so a user sees that the view is partial. A finished
 job's attempts are dropped ``task_events_finished_job_ttl_s`` after it ended.
 
-The records are kept as the wire structs themselves, so a query encodes them
-in C without building anything per task. Held in memory only: task events are
-a view of recent history, not state a restarted GCS must recover (as in Ray).
+The records are kept as the wire structs themselves, so neither a batch nor a
+query builds anything per task: msgspec decodes and encodes them in C. Held
+in memory only: task events are a view of recent history, not state a
+restarted GCS must recover (as in Ray).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import time
 
@@ -34,7 +37,8 @@ from ..protocol import task_events as te
 
 logger = logging.getLogger(__name__)
 
-_TERMINAL = (te.FINISHED, te.FAILED)
+FINISHED = te.FINISHED  # and FAILED, the only state beyond it: a finished attempt
+RUNNING = te.RUNNING
 _NOT_REACHED = (0.0,) * len(te.STATE_NAMES)
 _NODE_COUNTS_TTL_S = 1.0
 
@@ -73,66 +77,81 @@ class TaskEventManager:
         key = (task_id, attempt)
         rec = self.tasks.get(key)
         if rec is None:
-            if len(self.tasks) >= self.max_tasks:
-                self._evict()
-            rec = self.tasks[key] = te.TaskEventRecord(task_id, attempt, None, -1,
-                                                       _NOT_REACHED)
+            rec = self.tasks[key] = te.TaskEventRecord(task_id, attempt, -1, _NOT_REACHED)
         return rec
 
-    def _evict(self) -> None:
-        tasks = self.tasks
-        finished = self._finished
-        while finished:
-            key = finished.popleft()
-            rec = tasks.get(key)
-            if rec is not None and rec.state in _TERMINAL:
-                break
-        else:
-            key = next(iter(tasks))
-        del tasks[key]
-        self.dropped_by_job[key[0][-4:]] += 1
-
     def add_events(self, conn, batch: te.AddTaskEvents) -> None:
-        self.events_received += len(batch.records)
+        """Store a batch: each record as it came if its attempt is new (the common
+        case, with nothing built per record), else merged into the stored one."""
+        records = batch.records
+        self.events_received += len(records)
         self.dropped_at_workers += batch.dropped
         tasks = self.tasks
         finished = self._finished
         descs = batch.descs
-        for r in batch.records:
+        for r in records:
             key = (r.task_id, r.attempt)
             rec = tasks.get(key)
-            state = r.state
-            if rec is None:  # the common case: the first side of an attempt to arrive
-                if len(tasks) >= self.max_tasks:
-                    self._evict()
-                rec = tasks[key] = te.TaskEventRecord(
-                    r.task_id, r.attempt, descs[r.desc] if r.desc >= 0 else None, state,
-                    r.times, parent_task_id=r.parent)
-                if state in _TERMINAL:
+            if rec is None:  # the first report of an attempt: kept as it came
+                if r.desc >= 0:
+                    r.info = descs[r.desc]
+                if not r.worker_id and r.state_ts[RUNNING]:  # the executor's own report
+                    r.node_id, r.worker_id, r.worker_pid = (batch.node_id, batch.worker_id,
+                                                            batch.pid)
+                tasks[key] = r
+                if r.state >= FINISHED:
                     finished.append(key)
             else:
-                # Each state keeps its earliest report (0.0: not reached).
-                rec.state_ts = tuple([b if b and (not a or b < a) else a
-                                      for a, b in zip(rec.state_ts, r.times)])
-                if state > rec.state:
-                    if state in _TERMINAL and rec.state not in _TERMINAL:
-                        finished.append(key)
-                    rec.state = state
-                if r.desc >= 0 and rec.info is None:
-                    rec.info = descs[r.desc]
-                    rec.parent_task_id = r.parent
-            if r.worker_id:  # its owner says where it ran
-                rec.node_id, rec.worker_id, rec.worker_pid = r.node_id, r.worker_id, r.pid
-            elif r.times[te.RUNNING] and not rec.worker_id:  # the executor's own report
-                rec.node_id = batch.node_id
-                rec.worker_id = batch.worker_id
-                rec.worker_pid = batch.pid
-        record = self._record
+                self._merge(key, rec, r, batch)
         for task_id, attempt, error_type, message in batch.errors:
-            rec = record(task_id, attempt)
+            rec = self._record(task_id, attempt)
             if not rec.error_type:
                 rec.error_type = error_type
                 rec.error_message = message
+        if len(tasks) > self.max_tasks:
+            self._evict(len(tasks) - self.max_tasks)
+
+    def _merge(self, key, rec: te.TaskEventRecord, r: te.TaskEventRecord, batch) -> None:
+        """A later report of a stored attempt: each state keeps its earliest time
+        (0.0: not reached), the state is the furthest seen."""
+        rec.state_ts = tuple([b if b and (not a or b < a) else a
+                              for a, b in zip(rec.state_ts, r.state_ts)])
+        if r.state > rec.state:
+            if r.state >= FINISHED > rec.state:
+                self._finished.append(key)
+            rec.state = r.state
+        if r.desc >= 0 and rec.info is None:
+            rec.info = batch.descs[r.desc]
+            rec.parent_task_id = r.parent_task_id
+        if r.worker_id:  # its owner says where it ran
+            rec.node_id, rec.worker_id, rec.worker_pid = r.node_id, r.worker_id, r.worker_pid
+        elif r.state_ts[RUNNING] and not rec.worker_id:  # the executor's own report
+            rec.node_id, rec.worker_id, rec.worker_pid = (batch.node_id, batch.worker_id,
+                                                          batch.pid)
+
+    def _evict(self, excess: int) -> None:
+        """Drop ``excess`` attempts: the oldest finished first, then the oldest of all.
+
+        Once per batch, not per record: the store may hold one batch more than
+        its bound for that long. Taking the oldest of all is one pass from the
+        front of the (insertion-ordered) dict per batch; a pass per record would
+        walk the slots of every attempt dropped before it, each time.
+        """
+        tasks = self.tasks
+        finished = self._finished
+        gone = []
+        while excess and finished:
+            key = finished.popleft()
+            rec = tasks.get(key)
+            if rec is not None and rec.state >= FINISHED:
+                del tasks[key]
+                gone.append(key[0][-4:])
+                excess -= 1
+        if excess:  # nothing finished is left
+            for key in list(itertools.islice(tasks, excess)):
+                del tasks[key]
+                gone.append(key[0][-4:])
+        self.dropped_by_job.update(gone)
 
     def job_finished(self, job_id: bytes) -> None:
         """Drop the job's attempts once ``task_events_finished_job_ttl_s`` has passed."""

@@ -1,8 +1,8 @@
 """Messages of the GCS task-event service: batches of task attempts in, views out.
 
 A batch is shaped for a cheap sender and receiver: each attempt a process saw
-is one :class:`AttemptRecord` that msgspec encodes and decodes in C, with
-``times`` the unix time of each state it reached (0.0 where not) and, from
+is one :class:`TaskEventRecord` that msgspec encodes and decodes in C, with
+``state_ts`` the unix time of each state it reached (0.0 where not) and, from
 an owner, the worker it ran on; the sender's node, worker id and pid travel
 once per batch (the GCS stamps them on an executor's RUNNING reports), and
 what a task is (:class:`TaskInfo`) travels once per batch for all the calls
@@ -41,29 +41,6 @@ StateTimes = tuple[float, float, float, float, float, float]
 assert len(StateTimes.__args__) == len(STATE_NAMES)
 
 
-class AttemptRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
-    """What one process saw of one task attempt, as of its flush.
-
-    A struct, not a tuple: msgspec decodes a batch of untracked structs several
-    times faster than one of tuples, which the garbage collector must scan.
-    """
-
-    task_id: bytes
-    attempt: int
-    #: The furthest state reached.
-    state: int
-    times: StateTimes
-    #: Where it ran, when its owner reports it (the owner knows the worker it pushed
-    #: to); else the batch's sender is where it ran, if it saw it RUNNING.
-    node_id: bytes = b""
-    worker_id: bytes = b""
-    pid: int = 0
-    #: In the first record of an attempt: its description's index in the batch's
-    #: ``descs``, and the task that submitted it.
-    desc: int = -1
-    parent: bytes = b""
-
-
 class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     """What a task is: shared by the calls of one function with the same options."""
 
@@ -81,7 +58,7 @@ class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
 class AddTaskEvents(Message):
     """One process's task events since its last flush (a notification)."""
 
-    records: list[AttemptRecord]
+    records: list[TaskEventRecord]
     descs: list[TaskInfo] = []
     #: (task_id, attempt, error_type, error_message) for failed attempts.
     errors: list[tuple[bytes, int, str, str]] = []
@@ -113,23 +90,38 @@ class GetTaskEvents(Message):
     unassigned: bool = False
 
 
-class TaskEventRecord(msgspec.Struct, array_like=True, gc=False):
-    """One task attempt as the GCS holds it (and sends it: no copy per query)."""
+class TaskEventRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
+    """One task attempt: as one process saw it (in a batch), and as the GCS holds it.
+
+    One struct for both, so the GCS stores the record it decoded and builds
+    nothing per task: the first report of an attempt is kept as it came, with
+    its description filled in; a later report of the same attempt (the other
+    side's, or a finished one after an unfinished one) is merged into it. A
+    struct, not a tuple: msgspec decodes a batch of untracked structs several
+    times faster than one of tuples, which the garbage collector must scan.
+    """
 
     task_id: bytes
     attempt: int
-    #: None until the attempt's description arrived (its owner's batch may come
-    #: after its executor's); shared with the other calls described alike.
-    info: TaskInfo | None
+    #: The furthest state reached (-1: none yet, for an attempt known only by its
+    #: error).
     state: int
     #: Unix time per state reached, 0.0 where not (indexed by state).
     state_ts: StateTimes
+    #: Where it ran, when its owner reports it (the owner knows the worker it pushed
+    #: to); else the batch's sender is where it ran, if it saw it RUNNING.
     node_id: bytes = b""
     worker_id: bytes = b""
     worker_pid: int = 0
+    #: In a batch, in the first record of an attempt: its description's index in
+    #: the batch's ``descs`` (stale once stored), and the task that submitted it.
+    desc: int = -1
+    parent_task_id: bytes = b""
+    #: Set by the GCS: the description (shared with the calls described alike; None
+    #: until the owner's report arrived), and why the attempt failed.
+    info: TaskInfo | None = None
     error_type: str = ""
     error_message: str = ""
-    parent_task_id: bytes = b""
 
 
 class GetTaskEventsReply(Message):

@@ -11,7 +11,7 @@ import threading
 import msgspec
 import pytest
 
-from ember.core_worker.task_events import TaskEventBuffer
+from ember.core_worker.task_events import TaskEventBuffer, describe
 from ember.gcs.task_events import TaskEventManager
 from ember.protocol import task_events as te
 from ember.protocol.common import VALUE_ERROR, VALUE_PICKLE, SerializedValue
@@ -37,8 +37,8 @@ def times(**at: float) -> tuple[float, ...]:
     return tuple(out)
 
 
-def record(tid: bytes, attempt: int, state: int, ts, desc: int = -1) -> te.AttemptRecord:
-    return te.AttemptRecord(tid, attempt, state, ts, desc=desc)
+def record(tid: bytes, attempt: int, state: int, ts, desc: int = -1) -> te.TaskEventRecord:
+    return te.TaskEventRecord(tid, attempt, state, ts, desc=desc)
 
 
 def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
@@ -179,12 +179,13 @@ def spec(n: int, **kw) -> TaskSpec:
 
 
 class _Task:
-    def __init__(self, s, parent=None):
+    def __init__(self, s, parent=None, info=None):
         self.spec = s
         self.parent = parent
         self.times = None
         self.reported = False
         self.where = None
+        self.info = info
         self.ran_for = 0.0
 
 
@@ -197,24 +198,25 @@ def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_descriptio
     task = _Task(spec(1), parent=task_id(0))
     buf.submitted(task)
     buf.state(task, te.PENDING_NODE_ASSIGNMENT)
-    buf.pushed(task, b"N" * 28, b"W" * 28, 4321)
+    buf.pushed(task, (b"N" * 28, b"W" * 28, 4321))
     task.ran_for = 0.001  # the reply's duration: the owner places RUNNING from it
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
     (rec,) = sent.records
     assert (rec.task_id, rec.attempt, rec.state) == (task_id(1), 0, te.FINISHED)
-    assert (rec.node_id, rec.worker_id, rec.pid) == (b"N" * 28, b"W" * 28, 4321)
-    ts = rec.times
+    assert (rec.node_id, rec.worker_id, rec.worker_pid) == (b"N" * 28, b"W" * 28, 4321)
+    ts = rec.state_ts
     assert all(ts[s] > 0 for s in (te.PENDING_ARGS_AVAIL, te.PENDING_NODE_ASSIGNMENT,
                                    te.SUBMITTED_TO_WORKER, te.RUNNING, te.FINISHED))
     assert ts[te.RUNNING] < ts[te.FINISHED] and ts[te.FAILED] == 0.0
     (desc,) = sent.descs
     assert (desc.func_or_class_name, desc.name, desc.type) == ("func", "func", te.NORMAL_TASK)
     assert desc.required_resources == {"CPU": 1.0}
-    assert rec.desc == 0 and rec.parent == task_id(0)
+    assert rec.desc == 0 and rec.parent_task_id == task_id(0)
     assert buf.take() is None  # emptied
     # The batch survives the wire.
-    assert msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents) == sent
+    wire = msgspec.msgpack.encode(sent)
+    assert msgspec.msgpack.encode(msgspec.msgpack.decode(wire, type=te.AddTaskEvents)) == wire
     # The store takes where it ran from the record, not from the owner's batch.
     store = TaskEventManager(max_tasks=10)
     store.add_events(None, sent)
@@ -253,7 +255,7 @@ def test_buffer_reports_an_actor_creation_whole_on_the_executor():
     buf.ended(s, PushTaskReply([], is_application_error=False))
     sent = buf.take()
     (rec,) = sent.records
-    assert rec.state == te.FINISHED and 0 < rec.times[te.RUNNING] <= rec.times[te.FINISHED]
+    assert rec.state == te.FINISHED and 0 < rec.state_ts[te.RUNNING] <= rec.state_ts[te.FINISHED]
     assert [i.type for i in sent.descs] == [te.ACTOR_CREATION_TASK] and rec.desc == 0
 
 
@@ -340,11 +342,13 @@ def test_buffer_records_a_task_that_ends_without_being_submitted():
     assert _attempts(sent) == [(0, "FAILED")] and len(sent.descs) == 1
 
 
-def test_calls_of_one_function_share_one_description_per_flush():
+def test_calls_made_alike_share_one_description_per_flush():
+    """remote_function.py and actor.py describe the calls of one option set once and
+    hand the description with each call; a task without one is described alone."""
     buf = TaskEventBuffer()
-    options = {"CPU": 1.0}  # the calls of one option set share their resource dict
-    tasks = [_Task(spec(n, resources=options)) for n in range(3)]
-    other = _Task(spec(9, name="custom", resources=options))  # described apart
+    shared = describe(spec(0))
+    tasks = [_Task(spec(n), info=shared) for n in range(3)]
+    other = _Task(spec(9, name="custom"))
     for task in tasks + [other]:
         buf.submitted(task)
     buf.finished(tasks[0], [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
