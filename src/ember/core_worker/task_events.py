@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 
 from ..config import config
@@ -147,28 +148,27 @@ class TaskEventBuffer:
                                   worker_id, pid, self._describe(task), task.parent or b"")
 
     def _describe(self, task) -> int:
-        """The index of ``task``'s description in this flush's table.
+        """The ``desc_id`` of ``task``'s description, put in this flush's table.
 
         Calls of one function (or method of one actor) with the same options share
         one description, made once where the calls are made (``task.info``, see
         remote_function.py and actor.py) and sent once per flush: describing each
         task was half of what task events cost the owner. The table is keyed by
-        the description's identity, which is safe: the table keeps it alive until
-        the flush, when both are emptied.
+        the description's identity, which is safe: it keeps the description alive
+        until the flush, when it is emptied.
         """
         info = task.info
         if info is None:  # a task made elsewhere (tests, lineage): described alone
             info = task.info = describe(task.spec)
-        index = self._desc_index.get(id(info))
-        if index is None:
-            index = self._desc_index[id(info)] = len(self._descs)
-            self._descs.append(info)
-        return index
+        return self._add_desc(info)
 
-    def _describe_spec(self, spec) -> int:
-        """The index of an actor creation's description (the executor reports it)."""
-        self._descs.append(describe(spec))
-        return len(self._descs) - 1
+    def _add_desc(self, info: te.TaskInfo) -> int:
+        if id(info) not in self._desc_index:
+            if not info.desc_id:
+                info.desc_id = random.getrandbits(62) | 1
+            self._desc_index[id(info)] = info
+            self._descs.append(info)
+        return info.desc_id
 
     def failed(self, spec, err: BaseException) -> None:
         """Either side: why ``spec``'s attempt failed (the error's type and message)."""
@@ -195,7 +195,12 @@ class TaskEventBuffer:
         began = started[1] if started else now
         times = ((0.0, 0.0, 0.0, began, now, 0.0) if state == te.FINISHED
                  else (0.0, 0.0, 0.0, began, 0.0, now))
-        self._created.append((spec, te.TaskEventRecord(spec.task_id, spec.attempt, state, times)))
+        self._created.append((spec, te.TaskEventRecord(spec.task_id, spec.attempt, state, times,
+                                                       *self._here())))
+
+    def _here(self) -> tuple[bytes, bytes, int]:
+        """Executor: where its tasks run (this process), for the records it makes."""
+        return self.node_id, self.worker_id, os.getpid()
 
     # --- flushing (I/O thread) --------------------------------------------------------
 
@@ -244,12 +249,12 @@ class TaskEventBuffer:
             records.append(self._record(task, _furthest(times), task.spec.attempt, times))
             task.reported = True
         for spec, record in created:
-            record.desc = self._describe_spec(spec)
+            record.desc = self._add_desc(describe(spec))
             records.append(record)
         for task_id, (attempt, started, spec) in running:  # long tasks show RUNNING meanwhile
             records.append(te.TaskEventRecord(
-                task_id, attempt, te.RUNNING, (0.0, 0.0, 0.0, started, 0.0, 0.0),
-                desc=-1 if spec is None else self._describe_spec(spec)))
+                task_id, attempt, te.RUNNING, (0.0, 0.0, 0.0, started, 0.0, 0.0), *self._here(),
+                desc=0 if spec is None else self._add_desc(describe(spec))))
         descs, self._descs, self._desc_index = self._descs, [], {}
         if len(records) > self._max:  # the GCS could not keep up, or we could not send
             self.dropped += len(records) - self._max

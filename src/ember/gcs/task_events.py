@@ -29,6 +29,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import operator
 import time
 
 from ..config import config
@@ -38,7 +39,15 @@ from ..protocol import task_events as te
 logger = logging.getLogger(__name__)
 
 FINISHED = te.FINISHED  # and FAILED, the only state beyond it: a finished attempt
-RUNNING = te.RUNNING
+_KEY = operator.attrgetter("task_id", "attempt")
+_STATE = operator.attrgetter("state")
+_ENDED = FINISHED.__le__
+_TASK_ID = operator.itemgetter(0)
+_JOB = operator.itemgetter(slice(-4, None))  # a task id ends with its job's id
+#: Descriptions kept for records not read yet; past this many, the records are
+#: given theirs at once (descriptions are shared by the calls made alike, so this
+#: takes many distinct ones: a task name per call, say).
+_MAX_DESCS = 10_000
 _NOT_REACHED = (0.0,) * len(te.STATE_NAMES)
 _NODE_COUNTS_TTL_S = 1.0
 
@@ -55,6 +64,9 @@ class TaskEventManager:
         #: Events workers dropped before sending (their buffers were full).
         self.dropped_at_workers = 0
         self.events_received = 0
+        #: desc_id -> TaskInfo, from the batches' ``descs``, until the records that
+        #: point at them are given them (see _resolve).
+        self._descs: dict[int, te.TaskInfo] = {}
         self._timers: list[asyncio.TimerHandle] = []
         #: (monotonic time, {node_id: Counter((name, state))}): every node's exporter
         #: asks for its counts at each scrape; one pass over the store serves them
@@ -81,28 +93,30 @@ class TaskEventManager:
         return rec
 
     def add_events(self, conn, batch: te.AddTaskEvents) -> None:
-        """Store a batch: each record as it came if its attempt is new (the common
-        case, with nothing built per record), else merged into the stored one."""
+        """Store a batch: its records as they came, in bulk, when every attempt in it is
+        new (the common case: a record per finished task, from its owner); else
+        record by record, merging a later report of an attempt into the stored one."""
         records = batch.records
         self.events_received += len(records)
         self.dropped_at_workers += batch.dropped
+        descs = self._descs
+        for info in batch.descs:
+            descs[info.desc_id] = info
         tasks = self.tasks
-        finished = self._finished
-        descs = batch.descs
-        for r in records:
-            key = (r.task_id, r.attempt)
-            rec = tasks.get(key)
-            if rec is None:  # the first report of an attempt: kept as it came
-                if r.desc >= 0:
-                    r.info = descs[r.desc]
-                if not r.worker_id and r.state_ts[RUNNING]:  # the executor's own report
-                    r.node_id, r.worker_id, r.worker_pid = (batch.node_id, batch.worker_id,
-                                                            batch.pid)
-                tasks[key] = r
-                if r.state >= FINISHED:
-                    finished.append(key)
-            else:
-                self._merge(key, rec, r, batch)
+        keys = list(map(_KEY, records))
+        fresh = dict(zip(keys, records))
+        if len(fresh) == len(keys) and tasks.keys().isdisjoint(keys):
+            tasks.update(fresh)  # all in C: nothing built or looked at per record
+            self._finished.extend(itertools.compress(keys, map(_ENDED, map(_STATE, records))))
+        else:
+            for key, r in zip(keys, records):
+                rec = tasks.get(key)
+                if rec is None:
+                    tasks[key] = r
+                    if r.state >= FINISHED:
+                        self._finished.append(key)
+                else:
+                    self._merge(key, rec, r)
         for task_id, attempt, error_type, message in batch.errors:
             rec = self._record(task_id, attempt)
             if not rec.error_type:
@@ -110,8 +124,10 @@ class TaskEventManager:
                 rec.error_message = message
         if len(tasks) > self.max_tasks:
             self._evict(len(tasks) - self.max_tasks)
+        if len(descs) > _MAX_DESCS:
+            self._resolve()
 
-    def _merge(self, key, rec: te.TaskEventRecord, r: te.TaskEventRecord, batch) -> None:
+    def _merge(self, key, rec: te.TaskEventRecord, r: te.TaskEventRecord) -> None:
         """A later report of a stored attempt: each state keeps its earliest time
         (0.0: not reached), the state is the furthest seen."""
         rec.state_ts = tuple([b if b and (not a or b < a) else a
@@ -120,14 +136,26 @@ class TaskEventManager:
             if r.state >= FINISHED > rec.state:
                 self._finished.append(key)
             rec.state = r.state
-        if r.desc >= 0 and rec.info is None:
-            rec.info = batch.descs[r.desc]
+        if r.desc and not rec.desc:
+            rec.desc = r.desc
             rec.parent_task_id = r.parent_task_id
-        if r.worker_id:  # its owner says where it ran
+        if r.worker_id:
             rec.node_id, rec.worker_id, rec.worker_pid = r.node_id, r.worker_id, r.worker_pid
-        elif r.state_ts[RUNNING] and not rec.worker_id:  # the executor's own report
-            rec.node_id, rec.worker_id, rec.worker_pid = (batch.node_id, batch.worker_id,
-                                                          batch.pid)
+
+    def _resolve(self) -> None:
+        """Give each stored record its description, before the store is read.
+
+        Done when read, not when written: a batch is stored without touching its
+        records one by one (see add_events), and reads are rare. Then the table
+        is emptied: each batch brings the descriptions its records point at.
+        """
+        descs = self._descs
+        if not descs:
+            return
+        for rec in self.tasks.values():
+            if rec.info is None and rec.desc:
+                rec.info = descs.get(rec.desc)
+        descs.clear()
 
     def _evict(self, excess: int) -> None:
         """Drop ``excess`` attempts: the oldest finished first, then the oldest of all.
@@ -142,16 +170,19 @@ class TaskEventManager:
         gone = []
         while excess and finished:
             key = finished.popleft()
-            rec = tasks.get(key)
-            if rec is not None and rec.state >= FINISHED:
-                del tasks[key]
-                gone.append(key[0][-4:])
-                excess -= 1
+            rec = tasks.pop(key, None)
+            if rec is None:  # dropped already
+                continue
+            if rec.state < FINISHED:  # dropped, then reported again unfinished: kept
+                tasks[key] = rec
+                continue
+            gone.append(key)
+            excess -= 1
         if excess:  # nothing finished is left
-            for key in list(itertools.islice(tasks, excess)):
+            gone += itertools.islice(tasks, excess)
+            for key in gone[-excess:]:
                 del tasks[key]
-                gone.append(key[0][-4:])
-        self.dropped_by_job.update(gone)
+        self.dropped_by_job.update(map(_JOB, map(_TASK_ID, gone)))
 
     def job_finished(self, job_id: bytes) -> None:
         """Drop the job's attempts once ``task_events_finished_job_ttl_s`` has passed."""
@@ -172,6 +203,7 @@ class TaskEventManager:
             counts = collections.Counter(rec.state for rec in self.tasks.values())
             return te.GetTaskEventsReply([], state_counts={
                 te.STATE_NAMES[s]: n for s, n in counts.items() if s >= 0})
+        self._resolve()
         if req.node_counts_for:
             by_node = self._counts_by_node()
             rows = by_node.get(req.node_counts_for, collections.Counter())

@@ -2,12 +2,11 @@
 
 A batch is shaped for a cheap sender and receiver: each attempt a process saw
 is one :class:`TaskEventRecord` that msgspec encodes and decodes in C, with
-``state_ts`` the unix time of each state it reached (0.0 where not) and, from
-an owner, the worker it ran on; the sender's node, worker id and pid travel
-once per batch (the GCS stamps them on an executor's RUNNING reports), and
-what a task is (:class:`TaskInfo`) travels once per batch for all the calls
+``state_ts`` the unix time of each state it reached (0.0 where not) and the
+worker it ran on (its owner knows the worker it pushed to; an executor
+names itself), and what a task is (:class:`TaskInfo`) travels once per batch for all the calls
 of one function with the same options: the first record of an attempt
-points at it by index.
+points at it by its ``desc_id``.
 """
 from __future__ import annotations
 
@@ -53,6 +52,10 @@ class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     actor_id: bytes = b""
     placement_group_id: bytes = b""
     required_resources: dict[str, float] = {}
+    #: Names this description for the GCS, which keeps it by this id until the
+    #: records that point at it are read: random (so ids of different processes
+    #: do not meet), drawn once per description.
+    desc_id: int = 0
 
 
 class AddTaskEvents(Message):
@@ -108,18 +111,18 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=T
     state: int
     #: Unix time per state reached, 0.0 where not (indexed by state).
     state_ts: StateTimes
-    #: Where it ran, when its owner reports it (the owner knows the worker it pushed
-    #: to); else the batch's sender is where it ran, if it saw it RUNNING.
+    #: Where it ran, once it was pushed to a worker.
     node_id: bytes = b""
     worker_id: bytes = b""
     worker_pid: int = 0
-    #: In a batch, in the first record of an attempt: its description's index in
-    #: the batch's ``descs`` (stale once stored), and the task that submitted it.
-    desc: int = -1
+    #: In the first record of an attempt: its description's ``desc_id`` (0: none),
+    #: which the batch's ``descs`` hold, and the task that submitted it.
+    desc: int = 0
     parent_task_id: bytes = b""
-    #: Set by the GCS: the description (shared with the calls described alike; None
-    #: until the owner's report arrived), and why the attempt failed.
+    #: Set by the GCS when it is read: the description (shared with the calls
+    #: described alike; None until the owner's report arrived).
     info: TaskInfo | None = None
+    #: Set by the GCS: why the attempt failed.
     error_type: str = ""
     error_message: str = ""
 

@@ -26,6 +26,7 @@ def task_id(n: int, job: bytes = JOB) -> bytes:
 
 
 def info(n: int, job: bytes = JOB, **kw) -> te.TaskInfo:
+    kw.setdefault("desc_id", 1000 + n)
     return te.TaskInfo(job, f"f{n}", f"f{n}", **kw)
 
 
@@ -37,8 +38,9 @@ def times(**at: float) -> tuple[float, ...]:
     return tuple(out)
 
 
-def record(tid: bytes, attempt: int, state: int, ts, desc: int = -1) -> te.TaskEventRecord:
-    return te.TaskEventRecord(tid, attempt, state, ts, desc=desc)
+def record(tid: bytes, attempt: int, state: int, ts, desc: int = 0,
+           where=(b"", b"", 0)) -> te.TaskEventRecord:
+    return te.TaskEventRecord(tid, attempt, state, ts, *where, desc=desc)
 
 
 def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
@@ -46,7 +48,7 @@ def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0)
     separate report of its attempt: the store must merge them as it merges sides.
     With ``descs``, the k-th event's record points at the k-th description."""
     records = [record(tid, attempt, state, times(**{te.STATE_NAMES[state]: ts}),
-                      k if k < len(descs) else -1)
+                      descs[k].desc_id if k < len(descs) else 0, (node, worker, pid))
                for k, (tid, attempt, state, ts) in enumerate(events)]
     return te.AddTaskEvents(records=records, descs=list(descs), errors=list(errors),
                             node_id=node, worker_id=worker, pid=pid, dropped=dropped)
@@ -61,11 +63,12 @@ def test_owner_and_executor_halves_merge_in_any_order():
     tid = task_id(1)
     # The executor's record arrives before the owner's.
     store.add_events(None, te.AddTaskEvents(
-        records=[record(tid, 0, te.FINISHED, times(RUNNING=10.0, FINISHED=11.0))],
+        records=[record(tid, 0, te.FINISHED, times(RUNNING=10.0, FINISHED=11.0),
+                        where=(b"node", b"wkr", 42))],
         node_id=b"node", worker_id=b"wkr", pid=42))
     store.add_events(None, te.AddTaskEvents(
         records=[record(tid, 0, te.FINISHED, times(PENDING_ARGS_AVAIL=9.0, SUBMITTED_TO_WORKER=9.5,
-                                             FINISHED=11.2), desc=0)],
+                                             FINISHED=11.2), desc=info(1).desc_id)],
         descs=[info(1)], node_id=b"owner-node", worker_id=b"owner", pid=1))
     (rec,) = query(store).tasks
     assert te.STATE_NAMES[rec.state] == "FINISHED"
@@ -212,7 +215,7 @@ def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_descriptio
     (desc,) = sent.descs
     assert (desc.func_or_class_name, desc.name, desc.type) == ("func", "func", te.NORMAL_TASK)
     assert desc.required_resources == {"CPU": 1.0}
-    assert rec.desc == 0 and rec.parent_task_id == task_id(0)
+    assert rec.desc == desc.desc_id != 0 and rec.parent_task_id == task_id(0)
     assert buf.take() is None  # emptied
     # The batch survives the wire.
     wire = msgspec.msgpack.encode(sent)
@@ -234,7 +237,7 @@ def test_buffer_sends_an_attempt_unfinished_at_a_flush_again_when_it_ends():
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
     sent = buf.take()
     assert _attempts(sent) == [(0, "FAILED")]
-    assert sent.descs == [] and sent.records[0].desc == -1  # described once
+    assert sent.descs == [] and sent.records[0].desc == 0  # described once
 
 
 def test_buffer_shows_a_running_task_until_it_ends_on_the_executor():
@@ -256,7 +259,8 @@ def test_buffer_reports_an_actor_creation_whole_on_the_executor():
     sent = buf.take()
     (rec,) = sent.records
     assert rec.state == te.FINISHED and 0 < rec.state_ts[te.RUNNING] <= rec.state_ts[te.FINISHED]
-    assert [i.type for i in sent.descs] == [te.ACTOR_CREATION_TASK] and rec.desc == 0
+    assert [i.type for i in sent.descs] == [te.ACTOR_CREATION_TASK]
+    assert rec.desc == sent.descs[0].desc_id and rec.worker_id == b"worker"
 
 
 def test_buffer_error_outcomes_and_retries():
@@ -271,7 +275,7 @@ def test_buffer_error_outcomes_and_retries():
     assert sorted(_attempts(sent)) == [(0, "FAILED"), (1, "FAILED")]
     assert sent.errors == [(task_id(1), 0, "TASK_EXECUTION_EXCEPTION", "bad")]
     # Both attempts are described, by the one description they share.
-    assert len(sent.descs) == 1 and [r.desc for r in sent.records] == [0, 0]
+    assert len(sent.descs) == 1 and [r.desc for r in sent.records] == [sent.descs[0].desc_id] * 2
 
 
 def test_buffer_full_drops_and_counts():
@@ -354,7 +358,8 @@ def test_calls_made_alike_share_one_description_per_flush():
     buf.finished(tasks[0], [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
     assert sorted(d.name for d in sent.descs) == ["custom", "func"]
-    by_task = {r.task_id: sent.descs[r.desc].name for r in sent.records}
+    names = {d.desc_id: d.name for d in sent.descs}
+    by_task = {r.task_id: names[r.desc] for r in sent.records}
     assert by_task == {task_id(0): "func", task_id(1): "func", task_id(2): "func",
                        task_id(9): "custom"}
     store = TaskEventManager(max_tasks=10)
@@ -376,3 +381,17 @@ def test_the_buffer_does_not_keep_a_finished_task_alive():
     del task
     assert gone() is None
     assert _attempts(buf.take()) == [(0, "FINISHED")]
+
+
+def test_records_keep_their_descriptions_when_the_table_of_descriptions_is_emptied(
+        monkeypatch):
+    """The store gives records their descriptions when read, or when too many distinct
+    descriptions wait (a name per call, say): then, at once."""
+    from ember.gcs import task_events as store_module
+    monkeypatch.setattr(store_module, "_MAX_DESCS", 3)
+    store = TaskEventManager(max_tasks=100)
+    for n in range(10):  # a description of its own per task
+        store.add_events(None, batch([(task_id(n), 0, te.FINISHED, 1.0 + n)], descs=[info(n)]))
+    assert len(store._descs) <= 3
+    got = {r.task_id: r.info.name for r in query(store).tasks}
+    assert got == {task_id(n): f"f{n}" for n in range(10)}
