@@ -133,6 +133,9 @@ class Config:
     task_events_max_num_task_in_gcs: int = 100_000
     #: Seconds after a job finishes that its task events are dropped.
     task_events_finished_job_ttl_s: float = 600.0
+    #: Dead workers the GCS's worker table keeps (the oldest dropped first), for
+    #: ``list_workers`` to show how they ended.
+    maximum_gcs_dead_worker_cached_count: int = 1000
     #: Port of each node's Prometheus ``/metrics`` endpoint, on the node's IP:
     #: -1 serves none, 0 a free port (written to the session directory).
     #: ``ember start --metrics-export-port`` (and ``init(_metrics_export_port=)``)

@@ -13,6 +13,7 @@ The cross-machine firewall test is in test_netns.py.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import subprocess
@@ -78,6 +79,18 @@ def test_init_puts_every_process_on_its_ports(fresh):
     ports = {ember.get(holder.port.remote(), timeout=60),
              *ember.get([my_port.remote() for _ in range(4)], timeout=60)}
     assert ports <= set(worker_list), (ports, worker_list)
+    # The GCS's worker table knows every process's port: none has to be guessed.
+    from ember.util import state
+    table = {w.pid: w for w in state.list_workers(limit=0) if w.is_alive}
+    driver = table[os.getpid()]
+    assert driver.worker_type == "DRIVER"
+    listed = {(w.worker_id, w.pid) for w in table.values()}
+    from ember.observability.cluster import query_gcs
+    from ember.protocol import gcs as gcs_msg
+    (reply,) = query_gcs(None, [gcs_msg.GetAllWorkerInfo()], 10)
+    rows = {w.worker_id.hex(): w for w in reply.workers if w.is_alive}
+    assert {(k, w.pid) for k, w in rows.items()} == listed
+    assert {w.port for w in rows.values()} >= ports | {context.core.address.port}
 
 
 @pytest.mark.timeout(120)

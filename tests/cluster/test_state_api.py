@@ -9,6 +9,8 @@ choices.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -123,7 +125,6 @@ def test_nodes_jobs_workers_objects_placement_groups(shared):
     jobs = state.list_jobs(filters=[("status", "=", "RUNNING")])
     assert ray.get_runtime_context().get_job_id() in [j.job_id for j in jobs]
     workers = state.list_workers()
-    import os
     driver = [w for w in workers if w.worker_type == "DRIVER" and w.pid == os.getpid()]
     assert driver and state.get_worker(driver[0].worker_id).pid == os.getpid()
     held = ray.put(b"x" * 1000)
@@ -255,7 +256,6 @@ def test_runtime_envs_set_up_by_workers_are_listed(shared):
 
 @ray.remote
 def read_env():
-    import os
     return os.environ.get("STATE_API_ENV")
 
 
@@ -278,3 +278,31 @@ def test_a_task_of_a_driver_that_exits_at_once_keeps_its_executor_side(shared, t
         found = tasks_named("brief_last_words", detail=True)
         return found and found[0].state == "FINISHED" and found[0].worker_pid
     wait_for_condition(ran, timeout=10, message="the task with its worker's pid")
+
+
+@ray.remote
+class Leaver:
+    def pid(self):
+        return os.getpid()
+
+    def leave(self):
+        ray.actor.exit_actor()
+
+
+def test_workers_that_ended_stay_listed_with_how_they_ended(shared):
+    """The GCS's worker table keeps dead workers, with Ray's exit types."""
+    leaver, victim = Leaver.remote(), Leaver.remote()
+    leaver_pid, victim_pid = ray.get([leaver.pid.remote(), victim.pid.remote()])
+    leaver.leave.remote()
+    os.kill(victim_pid, signal.SIGKILL)
+
+    def ended():
+        rows = {w.pid: w for w in state.list_workers(limit=0, detail=True)}
+        return all(pid in rows and not rows[pid].is_alive for pid in (leaver_pid, victim_pid))
+    wait_for_condition(ended, timeout=30)
+    rows = {w.pid: w for w in state.list_workers(limit=0, detail=True)}
+    assert rows[leaver_pid].exit_type == "INTENDED_USER_EXIT"
+    assert rows[victim_pid].exit_type == "SYSTEM_ERROR"
+    assert "SIGKILL" in rows[victim_pid].exit_detail
+    assert rows[victim_pid].end_time_ms >= rows[victim_pid].start_time_ms > 0
+    assert state.get_worker(rows[victim_pid].worker_id).is_alive is False

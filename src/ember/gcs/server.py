@@ -25,6 +25,7 @@ from .kv_manager import KVManager
 from .node_manager import NodeManager
 from .pubsub import Publisher
 from .task_events import TaskEventManager
+from .worker_manager import WorkerManager
 from .storage import (REDIS_SCHEMES, InMemoryStoreClient, StorageConfigError,
                       StorageUnavailableError, StoreClient)
 
@@ -71,9 +72,12 @@ class GcsServer:
         self.autoscaler = AutoscalerStateManager(self.nodes, self.placement_groups, self.kv)
         self.task_events = TaskEventManager()
         self.jobs.on_job_finished.append(self.task_events.job_finished)
+        self.workers = WorkerManager()
+        self.nodes.on_node_dead.append(self.workers.node_died)
+        self.jobs.on_job_finished.append(self.workers.job_finished)
         self._handlers = {}
         for manager in (self.kv, self.nodes, self.jobs, self.actors, self.placement_groups,
-                        self.publisher, self.autoscaler, self.task_events):
+                        self.publisher, self.autoscaler, self.task_events, self.workers):
             self._handlers.update(manager.handlers())
         self._handlers[GetNodeState] = self.debug_state
         self._handlers[msg.PublishLogs] = self._publish_logs
@@ -111,6 +115,7 @@ class GcsServer:
 
     def _worker_failed(self, conn, req: msg.ReportWorkerFailure) -> None:
         self.actors.worker_failed(conn, req)
+        self.workers.worker_failed(req)
         self.publisher.publish(msg.CHANNEL_WORKER, req)
 
     def debug_state(self, conn, req) -> GetNodeStateReply:
@@ -121,6 +126,7 @@ class GcsServer:
             "placement_groups": self.placement_groups.debug_state(),
             "autoscaler": self.autoscaler.debug_state(),
             "task_events": self.task_events.debug_state(),
+            "workers": self.workers.debug_state(),
             "servers": rpc.servers_debug_state(),
         })
 

@@ -65,12 +65,13 @@ def placement_group(info) -> PlacementGroupState:
         stats={"scheduling_state": info.state, "message": info.message, "strategy": info.strategy})
 
 
-def workers(node_info, reply) -> list[WorkerState]:
-    """The live drivers and workers of one node, from its GetMemoryInfo reply."""
-    return [WorkerState(worker_id=w.worker_id.hex(), is_alive=True,
-                        worker_type="DRIVER" if w.is_driver else "WORKER", exit_type=None,
-                        node_id=node_info.node_id.hex(), ip=node_info.ip, pid=w.pid)
-            for w in reply.workers]
+def worker(w) -> WorkerState:
+    """A row of the GCS's worker table."""
+    return WorkerState(
+        worker_id=w.worker_id.hex(), is_alive=w.is_alive, worker_type=w.worker_type,
+        exit_type=w.exit_type or None, node_id=w.node_id.hex(), ip=w.ip, pid=w.pid,
+        exit_detail=w.exit_detail or None, start_time_ms=_ms(w.start_time),
+        end_time_ms=_ms(w.end_time))
 
 
 def runtime_envs(node_info, reply) -> list[RuntimeEnvState]:

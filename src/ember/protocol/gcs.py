@@ -404,6 +404,49 @@ class ReportWorkerFailure(Message):
     cause: str
     #: The worker exited on purpose (exit_actor, max_calls), not by a crash.
     intentional: bool = False
+    #: Ray's exit type: SYSTEM_ERROR, INTENDED_SYSTEM_EXIT, USER_ERROR,
+    #: INTENDED_USER_EXIT or NODE_OUT_OF_MEMORY ("" from older senders).
+    exit_type: str = ""
+
+
+# --- workers ------------------------------------------------------------------
+
+class WorkerTableData(msgspec.Struct, array_like=True, gc=False):
+    """One worker or driver process, as the GCS's worker table holds it."""
+
+    worker_id: bytes
+    node_id: bytes
+    #: Where its core worker listens: every worker's port is known here, so an
+    #: operator (or a firewall rule) never has to guess one.
+    ip: str
+    port: int
+    pid: int
+    #: "WORKER" or "DRIVER"
+    worker_type: str
+    job_id: bytes = b""
+    is_alive: bool = True
+    exit_type: str = ""
+    exit_detail: str = ""
+    #: Unix times, seconds.
+    start_time: float = 0.0
+    end_time: float = 0.0
+
+
+class AddWorkerInfo(Message):
+    """A raylet registers a worker or driver that connected to it (a notification)."""
+
+    info: WorkerTableData
+
+
+class GetAllWorkerInfo(Message):
+    #: 0: no limit.
+    limit: int = 0
+
+
+class GetAllWorkerInfoReply(Message):
+    workers: list[WorkerTableData]
+    #: Workers in the table, beyond ``limit`` too.
+    total: int = 0
 
 
 CHANNEL_ACTOR = "actor"

@@ -274,6 +274,9 @@ class Raylet:
                                         store_fd=self.object_store.arena.fd,
                                         store_capacity=self.object_store.arena.capacity,
                                         raylet_pid=os.getpid())
+        self._publish(gcs_msg.AddWorkerInfo(gcs_msg.WorkerTableData(
+            req.worker_id, self.node_id, req.address.ip, req.address.port, req.pid,
+            "DRIVER" if req.is_driver else "WORKER", req.job_id)))
         if req.is_driver:
             conn.peer = ("driver", req.worker_id)
             self._drivers[req.worker_id] = conn
@@ -385,7 +388,8 @@ class Raylet:
         if handle.address is not None:
             self._publish(gcs_msg.ReportWorkerFailure(
                 handle.worker_id, self.node_id, handle.death_cause,
-                intentional=handle.exiting and handle.exit_code == 0))
+                intentional=handle.exiting and handle.exit_code == 0,
+                exit_type=exit_type(handle)))
 
     def _update_node(self, info: gcs_msg.NodeInfo) -> None:
         if info.node_id == self.node_id:
@@ -436,3 +440,16 @@ class Raylet:
             "memory_monitor": self.memory_monitor.debug_state(),
             "servers": rpc.servers_debug_state(),
         }
+
+
+def exit_type(handle: WorkerHandle) -> str:
+    """Ray's exit type for a worker that ended, from how the raylet saw it end."""
+    code = handle.exit_code
+    if handle.out_of_memory is not None:
+        return "NODE_OUT_OF_MEMORY"
+    if code == 0:  # it said it was exiting (exit_actor(), max_calls), or sys.exit(0)
+        return "INTENDED_USER_EXIT"
+    if handle.kill_reason and (code is None or code == -handle.kill_signal):
+        return "INTENDED_SYSTEM_EXIT"  # the raylet ended it: its actor or job ended...
+    return "SYSTEM_ERROR"
+

@@ -126,9 +126,11 @@ def list_nodes(address=None, filters=None, limit: int = DEFAULT_LIMIT,
 def list_workers(address=None, filters=None, limit: int = DEFAULT_LIMIT,
                  timeout: int = DEFAULT_RPC_TIMEOUT, detail: bool = False,
                  raise_on_missing_output: bool = True, _explain: bool = False) -> list[WorkerState]:
+    """Workers and drivers, alive and recently dead, from the GCS's worker table."""
     records.check_filters("workers", WorkerState, filters)
-    rows = _per_node(address, timeout, raise_on_missing_output, records.workers)
-    return _listing("workers", WorkerState, rows, filters, limit, detail)
+    (reply,) = _gcs(address, [gcs_msg.GetAllWorkerInfo()], timeout)
+    return _listing("workers", WorkerState, [records.worker(w) for w in reply.workers],
+                    filters, limit, detail)
 
 
 def list_jobs(address=None, filters=None, limit: int = DEFAULT_LIMIT,
@@ -158,7 +160,7 @@ def list_runtime_envs(address=None, filters=None, limit: int = DEFAULT_LIMIT,
     """The runtime envs workers have set up, one record per env and node.
 
     Workers set envs up themselves (there is no per-node agent), so each node's
-    raylet gathers them from its workers, as it does for list_workers.
+    raylet gathers them from its workers.
     """
     records.check_filters("runtime-envs", RuntimeEnvState, filters)
     rows = _per_node(address, timeout, raise_on_missing_output, records.runtime_envs)
@@ -304,11 +306,11 @@ def find_log_file(address=None, node_id: str | None = None, node_ip: str | None 
                              "is unknown, or has not started yet).")
         worker_id, node_id = bytes.fromhex(ran[0].worker_id), ran[0].node_id
     elif pid:
-        found = list_workers(address, [("pid", "=", pid)], limit=1, timeout=timeout,
-                             raise_on_missing_output=False)
+        found = list_workers(address, [("pid", "=", pid)], limit=0, timeout=timeout)
         if not found:
-            raise ValueError(f"No live worker with pid {pid} in the cluster.")
-        worker_id, node_id = bytes.fromhex(found[0].worker_id), found[0].node_id
+            raise ValueError(f"No worker with pid {pid} has run in the cluster.")
+        newest = found[-1]  # a pid may have been used again: the latest process
+        worker_id, node_id = bytes.fromhex(newest.worker_id), newest.node_id
     info, _ = _node_info(address, node_id, node_ip, timeout)
     name = filename or logfiles.worker_log_name(worker_id, suffix)
     known = sorted(n for names in logfiles.list_files(info, timeout=timeout).values()
