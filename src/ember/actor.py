@@ -210,6 +210,7 @@ class ActorClass:
         if not names_resources:
             placement["CPU"] = 1.0
         placement, strategy = opts.placement(options, what, placement)
+        placement_group_id, capture_child_tasks = opts.placement_group_of(strategy)
         running, _ = opts.placement(options, what, running)
         is_async = is_async_class(self._class)
         actor_options = {
@@ -248,8 +249,8 @@ class ActorClass:
                         args=task_args, kwarg_names=list(kwargs), num_returns=0,
                         owner=core.address, resources=running, actor_id=actor_id,
                         is_actor_creation=True, actor_options=pickle.dumps(actor_options),
-                        placement_group_id=strategy.placement_group_id,
-                        capture_child_tasks=strategy.capture_child_tasks,
+                        placement_group_id=placement_group_id,
+                        capture_child_tasks=capture_child_tasks,
                         runtime_env=env)
         create = gcs_msg.CreateActor(actor_id=actor_id, creation_spec=b"",
                                      placement_resources=placement, resources=running,

@@ -3,9 +3,9 @@
 A selector maps a node label to what its value must be: ``"v"`` (equal),
 ``"!v"`` (not equal, or absent), ``"in(a, b)"`` and ``"!in(a, b)"``. Keys
 and values follow Kubernetes' label syntax, as in Ray. A selector becomes the
-hard constraints of the NODE_LABEL policy (``raylet/scheduler.py``); each
-``fallback_strategy`` entry's selector is tried, in order, when no node could
-ever satisfy the ones before it.
+hard constraints of the NODE_LABEL policy (``raylet/policies/node_label.py``);
+each ``fallback_strategy`` entry's selector is tried, in order, when no node
+could ever satisfy the ones before it.
 """
 from __future__ import annotations
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-import msgspec
-
-from .protocol.common import SchedulingStrategy
+from .protocol.common import (DefaultScheduling, NodeLabelScheduling, PlacementGroupScheduling,
+                              SchedulingStrategy, SpreadScheduling)
 from . import label_selector, runtime_env
 from .core_worker import context
 from .placement_group import group_resources
@@ -96,7 +95,7 @@ COMMON_OPTIONS = {
     "memory": Option(_number, _non_negative("memory")),
     "accelerator_type": Option((str, type(None))),
     "name": Option((str, type(None))),
-    "scheduling_strategy": Option((str, SchedulingStrategy, object, type(None))),
+    "scheduling_strategy": Option((str, object, type(None))),
     "runtime_env": Option((dict, type(None)), _runtime_env),
     "label_selector": Option((dict, type(None)), label_selector.selector_problem),
     "fallback_strategy": Option((list, type(None)), label_selector.fallback_problem),
@@ -190,7 +189,7 @@ def placement(options: dict, what: str, resources: dict[str, float]):
     parent's group.
     """
     strategy = scheduling_strategy(options, what)
-    if strategy.kind != "PLACEMENT_GROUP":
+    if not isinstance(strategy, PlacementGroupScheduling):
         return resources, strategy
     return group_resources(resources, strategy.placement_group_id,
                            strategy.bundle_index), strategy
@@ -204,11 +203,17 @@ def captured_placement_group(core) -> bytes:
     return b""
 
 
-def _inherited_strategy() -> SchedulingStrategy | None:
+def placement_group_of(strategy: SchedulingStrategy) -> tuple[bytes, bool]:
+    """(group id, whether it captures child tasks) for a task spec; (b"", False) if none."""
+    if isinstance(strategy, PlacementGroupScheduling):
+        return strategy.placement_group_id, strategy.capture_child_tasks
+    return b"", False
+
+
+def _inherited_strategy() -> PlacementGroupScheduling | None:
     pg_id = captured_placement_group(context.core)
     if pg_id:
-        return SchedulingStrategy(kind="PLACEMENT_GROUP", placement_group_id=pg_id,
-                                  capture_child_tasks=True)
+        return PlacementGroupScheduling(pg_id, capture_child_tasks=True)
     return None
 
 
@@ -225,9 +230,9 @@ def scheduling_strategy(options: dict, what: str) -> SchedulingStrategy:
         if value is not None:
             return value
     if value is None or value == "DEFAULT":
-        strategy = SchedulingStrategy()
+        strategy = DefaultScheduling()
     elif value == "SPREAD":
-        strategy = SchedulingStrategy(kind="SPREAD")
+        strategy = SpreadScheduling()
     elif isinstance(value, str):
         raise ValueError(
             f"{what}: scheduling_strategy {value!r} is not valid; use 'DEFAULT', 'SPREAD', "
@@ -248,11 +253,11 @@ def _with_label_selector(strategy: SchedulingStrategy, options: dict,
     fallbacks = options.get("fallback_strategy") or []
     if not selector and not fallbacks:
         return strategy
-    if strategy.kind not in ("DEFAULT", "NODE_LABEL"):
+    if not isinstance(strategy, (DefaultScheduling, NodeLabelScheduling)):
         raise ValueError(
             f"{what}: label_selector and fallback_strategy cannot be combined with the "
-            f"{strategy.kind} scheduling strategy in ember; use one or the other.")
-    hard = dict(strategy.hard_labels, **label_selector.constraints(selector))
-    return msgspec.structs.replace(
-        strategy, kind="NODE_LABEL", hard_labels=hard,
-        fallback_labels=[label_selector.constraints(f["label_selector"]) for f in fallbacks])
+            f"{strategy.name} scheduling strategy in ember; use one or the other.")
+    own = strategy if isinstance(strategy, NodeLabelScheduling) else NodeLabelScheduling()
+    return NodeLabelScheduling(
+        dict(own.hard_labels, **label_selector.constraints(selector)), own.soft_labels,
+        [label_selector.constraints(f["label_selector"]) for f in fallbacks])

@@ -34,13 +34,15 @@ class _Prepared:
     """What ``.remote()`` needs for one set of options, computed once."""
 
     __slots__ = ("resources", "strategy", "num_returns", "dynamic", "max_retries",
-                 "retry_exceptions",
+                 "retry_exceptions", "placement_group_id", "capture_child_tasks",
                  "allowlist", "max_calls", "name", "key", "job_id", "runtime_env", "info")
 
     def __init__(self, remote_function: "RemoteFunction", options: dict, core):
         what = remote_function._what
         self.resources, self.strategy = opts.placement(
             options, what, opts.resource_request(options, default_cpus=1.0))
+        self.placement_group_id, self.capture_child_tasks = opts.placement_group_of(
+            self.strategy)
         num_returns = options.get("num_returns")
         if num_returns is None:
             num_returns = "streaming" if remote_function._is_generator else 1
@@ -157,8 +159,8 @@ class RemoteFunction:
                         num_returns=p.num_returns, owner=core.address, resources=p.resources,
                         max_retries=p.max_retries, retry_exceptions=p.retry_exceptions,
                         retry_exception_allowlist=p.allowlist, max_calls=p.max_calls,
-                        name=p.name, placement_group_id=p.strategy.placement_group_id,
-                        capture_child_tasks=p.strategy.capture_child_tasks,
+                        name=p.name, placement_group_id=p.placement_group_id,
+                        capture_child_tasks=p.capture_child_tasks,
                         runtime_env=p.runtime_env)
         info = p.info
         if info is None:  # described once per set of options, not per call

@@ -1,7 +1,8 @@
 """Scheduling strategy objects, as in ``ray.util.scheduling_strategies``."""
 from __future__ import annotations
 
-from .protocol.common import SchedulingStrategy
+from .protocol.common import (NodeAffinityScheduling, NodeLabelScheduling,
+                              PlacementGroupScheduling)
 from .placement_group import PlacementGroup
 
 DEFAULT = "DEFAULT"
@@ -25,9 +26,8 @@ class NodeAffinitySchedulingStrategy:
         self.node_id = node_id
         self.soft = soft
 
-    def to_wire(self) -> SchedulingStrategy:
-        return SchedulingStrategy(kind="NODE_AFFINITY", node_id=self._node_bytes,
-                                  soft=self.soft)
+    def to_wire(self) -> NodeAffinityScheduling:
+        return NodeAffinityScheduling(self._node_bytes, soft=bool(self.soft))
 
 
 class In:
@@ -61,11 +61,10 @@ class NodeLabelSchedulingStrategy:
         self.hard = hard
         self.soft = soft or {}
 
-    def to_wire(self) -> SchedulingStrategy:
+    def to_wire(self) -> NodeLabelScheduling:
         def conv(d):
             return {k: (v.op, v.values) for k, v in d.items()}
-        return SchedulingStrategy(kind="NODE_LABEL", hard_labels=conv(self.hard),
-                                  soft_labels=conv(self.soft))
+        return NodeLabelScheduling(conv(self.hard), conv(self.soft))
 
 
 class PlacementGroupSchedulingStrategy:
@@ -89,8 +88,7 @@ class PlacementGroupSchedulingStrategy:
         self.placement_group_bundle_index = placement_group_bundle_index
         self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
 
-    def to_wire(self) -> SchedulingStrategy:
-        return SchedulingStrategy(
-            kind="PLACEMENT_GROUP", placement_group_id=self.placement_group.id.binary(),
-            bundle_index=self.placement_group_bundle_index,
-            capture_child_tasks=bool(self.placement_group_capture_child_tasks))
+    def to_wire(self) -> PlacementGroupScheduling:
+        return PlacementGroupScheduling(
+            self.placement_group.id.binary(), self.placement_group_bundle_index,
+            bool(self.placement_group_capture_child_tasks))

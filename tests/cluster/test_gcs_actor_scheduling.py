@@ -14,8 +14,7 @@ from ember.gcs.actor_manager import Actor, ActorManager, ActorState
 from ember.gcs.pubsub import Publisher
 from ember.protocol import gcs as gcs_msg
 from ember.protocol import raylet as rl
-from ember.protocol.common import Address, SchedulingStrategy
-from ember.protocol.raylet import LeaseStatus
+from ember.protocol.common import Address, DefaultScheduling
 
 
 class Raylet:
@@ -40,21 +39,20 @@ def _actor(max_restarts: int = 0) -> Actor:
     actor.transition(ActorState.PENDING_CREATION)
     actor.create = gcs_msg.CreateActor(actor_id=b"a" * 16, creation_spec=b"",
                                        placement_resources={"CPU": 1.0},
-                                       resources={"CPU": 1.0}, strategy=SchedulingStrategy())
+                                       resources={"CPU": 1.0}, strategy=DefaultScheduling())
     return actor
 
 
 def _request() -> rl.RequestWorkerLease:
     return rl.RequestWorkerLease(lease_id=b"l" * 20, job_id=b"j" * 4, resources={"CPU": 1.0},
-                                 strategy=SchedulingStrategy(), description="actor A",
+                                 strategy=DefaultScheduling(), description="actor A",
                                  owner=Address(b"n" * 28, "127.0.0.1", 1))
 
 
 def test_spillback_target_that_died_costs_the_actor_no_restart():
-    granted = rl.WorkerLeaseReply(
-        "granted", worker=Address(b"m" * 28, "127.0.0.1", 2), lease_id=b"l" * 20)
+    granted = rl.LeaseGranted(b"l" * 20, Address(b"m" * 28, "127.0.0.1", 2), 1)
     gone = Address(b"d" * 28, "127.0.0.1", 3)
-    head = Raylet([rl.WorkerLeaseReply(LeaseStatus.SPILLBACK, retry_at=gone), granted])
+    head = Raylet([rl.LeaseSpillback(gone), granted])
     manager = ActorManager(Publisher(), node_manager=None)
 
     async def raylet_for(actor, req):

@@ -368,7 +368,7 @@ def test_actor_and_placement_group_tables_reload_from_storage():
     from ember.gcs.placement_group_manager import PlacementGroupManager
     from ember.gcs.pubsub import Publisher
     from ember.gcs.storage import InMemoryStoreClient
-    from ember.protocol.common import Address, SchedulingStrategy
+    from ember.protocol.common import Address, DefaultScheduling
 
     store = InMemoryStoreClient()
     owner = Address(b"n" * 28, "127.0.0.1", 1, worker_id=b"w" * 28)
@@ -383,7 +383,7 @@ def test_actor_and_placement_group_tables_reload_from_storage():
         actors.register(None, gcs_msg.RegisterActor(info(b"a" * 16, "alive")))
         actors.register(None, gcs_msg.RegisterActor(info(b"d" * 16, "dead")))
         alive, dead = actors.actors[b"a" * 16], actors.actors[b"d" * 16]
-        alive.create = gcs_msg.CreateActor(b"a" * 16, b"", {}, {}, SchedulingStrategy())
+        alive.create = gcs_msg.CreateActor(b"a" * 16, b"", {}, {}, DefaultScheduling())
         alive.worker_id, alive.lease_id = b"x" * 28, b"l" * 20
         actors._set_state(alive, ActorState.PENDING_CREATION)
         actors._set_state(alive, ActorState.ALIVE)

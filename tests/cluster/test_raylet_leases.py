@@ -16,10 +16,9 @@ import ember as ray
 from ember import rpc
 from ember.core_worker import context
 from ember.protocol import raylet as rl
-from ember.protocol.common import SchedulingStrategy
+from ember.protocol.common import DefaultScheduling
 from ember.protocol.raylet import GetNodeState
 from ember.state import ask_every_raylet
-from ember.protocol.raylet import LeaseStatus
 from helpers import wait_for_condition
 
 
@@ -36,7 +35,7 @@ def test_actor_lease_asked_again_after_its_owner_left_gets_the_same_worker(fresh
     core = context.core
     request = rl.RequestWorkerLease(
         lease_id=b"L" * 20, job_id=core.job_id, resources={"CPU": 1.0},
-        strategy=SchedulingStrategy(), description="actor Probe", owner=core.address,
+        strategy=DefaultScheduling(), description="actor Probe", owner=core.address,
         scheduling_key=b"actor:" + b"A" * 16, actor_id=b"A" * 16)
 
     async def ask_then_leave():
@@ -47,7 +46,7 @@ def test_actor_lease_asked_again_after_its_owner_left_gets_the_same_worker(fresh
             conn.close()  # as a GCS that dies: the actor lease must survive it
 
     first = uvloop.run(ask_then_leave())
-    assert first.status is LeaseStatus.GRANTED
+    assert type(first) is rl.LeaseGranted
     assert _granted_leases() == 1
 
     async def ask_again_then_return():
@@ -62,7 +61,7 @@ def test_actor_lease_asked_again_after_its_owner_left_gets_the_same_worker(fresh
         finally:
             conn.close()
     again = uvloop.run(ask_again_then_return())
-    assert again.status is LeaseStatus.GRANTED
+    assert type(again) is rl.LeaseGranted
     assert (again.worker, again.worker_pid) == (first.worker, first.worker_pid)
     # Returned now: the node's CPU is free again.
     wait_for_condition(lambda: _granted_leases() == 0, timeout=10,

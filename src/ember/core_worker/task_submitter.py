@@ -34,9 +34,9 @@ from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCras
                           LocalRayletDiedError, OutOfMemoryError)
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
-from ..protocol.raylet import LeaseStatus
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
 from ..raylet.lease_client import LeaseAttempt
+from ..raylet.policies import follows_data
 from ..protocol import task_events as te
 from .serialization import serialize_error
 
@@ -130,7 +130,7 @@ class LeasedWorker:
     __slots__ = ("conn", "address", "lease_id", "grant", "worker_pid", "raylet", "gpu_ids",
                  "inflight", "idle_timer", "dead", "where")
 
-    def __init__(self, conn, reply: rl.WorkerLeaseReply, raylet):
+    def __init__(self, conn, reply: rl.LeaseGranted, raylet):
         self.conn = conn
         self.address = reply.worker
         self.lease_id = reply.lease_id
@@ -339,7 +339,7 @@ class NormalTaskSubmitter:
             return
         state.pending_leases.pop(lease_id, None)
         raylet = attempt.raylet
-        if reply.status is LeaseStatus.GRANTED:
+        if type(reply) is rl.LeaseGranted:
             try:
                 conn = await self._peers.get(reply.worker, "worker")
             except ConnectionError:
@@ -347,7 +347,7 @@ class NormalTaskSubmitter:
                 self._pump(state)
                 return
             state.workers.append(LeasedWorker(conn, reply, raylet))
-        elif reply.status is LeaseStatus.FAILED:
+        elif type(reply) is rl.LeaseFailed:
             self._fail_queue(state, TaskUnschedulableError(reply.message))
             return
         # "rejected" (the node spilled to was taken meanwhile) or "canceled": the
@@ -381,10 +381,10 @@ class NormalTaskSubmitter:
         store should run there rather than pull them. Only arguments this
         process owns are considered (their location is known here without a
         round trip); the head of the queue stands for the tasks behind it.
-        Default and SPREAD scheduling only; other strategies name their nodes.
+        Only for strategies that let data decide (ember.raylet.policies).
         """
         local = self._info.node_id, self._node.raylet
-        if not state.queue or state.key.strategy.kind not in ("DEFAULT", "SPREAD"):
+        if not state.queue or not follows_data(state.key.strategy):
             return local
         weights: dict[bytes, int] = {}
         store = self._store

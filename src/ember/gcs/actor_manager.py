@@ -46,9 +46,9 @@ from .. import rpc
 from ..protocol import core_worker as cw
 from ..protocol import gcs as msg
 from ..protocol import raylet as rl
-from ..protocol.raylet import LeaseStatus
-from ..protocol.common import Address
+from ..protocol.common import Address, PlacementGroupScheduling
 from ..raylet.lease_client import LeaseAttempt
+from ..raylet.policies import named_node
 from ..rpc.backoff import Backoff
 from ..rpc.pool import ConnectionPool
 from .pubsub import Publisher
@@ -233,12 +233,12 @@ class ActorManager:
         if reply is None:
             return  # it died while waiting for a lease
         if actor.state is ActorState.DEAD:
-            if reply.status is LeaseStatus.GRANTED:
+            if type(reply) is rl.LeaseGranted:
                 raylet.notify(rl.ReturnWorker(reply.lease_id))
             return
-        if reply.status is not LeaseStatus.GRANTED:
-            self._died(actor, f"it cannot be scheduled: {reply.message or reply.status}",
-                       restartable=False)
+        if type(reply) is not rl.LeaseGranted:
+            why = reply.message if type(reply) is rl.LeaseFailed else "its lease was canceled"
+            self._died(actor, f"it cannot be scheduled: {why}", restartable=False)
             return
         actor.raylet = raylet
         actor.lease_id = reply.lease_id
@@ -283,7 +283,7 @@ class ActorManager:
             try:
                 attempt = LeaseAttempt(request, await self._raylet_for(actor, actor.create))
                 reply = await attempt.run(self._connect_raylet)
-                if reply.status is not LeaseStatus.REJECTED:
+                if type(reply) is not rl.LeaseRejected:
                     return reply, attempt.raylet
                 # The node spilled to was taken meanwhile: ask again at once; the
                 # first raylet now counts that node as busy.
@@ -296,9 +296,7 @@ class ActorManager:
         return None, None
 
     async def _raylet_for(self, actor: Actor, req: msg.CreateActor) -> rpc.Connection:
-        node_id = actor.info.owner.node_id
-        if req.strategy.kind == "NODE_AFFINITY":
-            node_id = req.strategy.node_id
+        node_id = named_node(req.strategy) or actor.info.owner.node_id
         info = self._nodes.nodes.get(node_id)
         if info is None or not info.alive:
             alive = self._nodes.alive_nodes()
@@ -349,7 +347,8 @@ class ActorManager:
         """Actors placed in a removed group die with it, without restarting."""
         for actor in list(self.actors.values()):
             create = actor.create
-            if (create is not None and create.strategy.placement_group_id == pg_id
+            if (create is not None and isinstance(create.strategy, PlacementGroupScheduling)
+                    and create.strategy.placement_group_id == pg_id
                     and actor.state is not ActorState.DEAD):
                 self._kill(actor, f"its placement group {pg_id.hex()} was removed")
 

@@ -8,6 +8,8 @@ the thousands of in-flight task specs a busy owner holds.
 """
 from __future__ import annotations
 
+import typing
+
 import msgspec
 
 
@@ -28,21 +30,66 @@ class Address(msgspec.Struct, array_like=True, frozen=True, gc=False):
     worker_id: bytes = b""
 
 
-class SchedulingStrategy(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """How a task or actor chooses its node. ``kind`` selects which fields matter."""
+class _Strategy(msgspec.Struct, tag=True, array_like=True, frozen=True, gc=False):
+    """Base of the scheduling strategies: tagged by class name, so that a
+    :data:`SchedulingStrategy` decodes to the strategy it was, and each one
+    carries only the fields that matter to it. Frozen and hashable (but for
+    NODE_LABEL's dicts): owners key their lease queues by a strategy's encoding.
+    """
 
-    kind: str = "DEFAULT"  # DEFAULT | SPREAD | NODE_AFFINITY | PLACEMENT_GROUP | NODE_LABEL
-    node_id: bytes = b""
+    #: The strategy's name in Ray's terms, for messages to users only; code
+    #: matches on the type (see ember.raylet.policies).
+    name: typing.ClassVar[str]
+
+
+class DefaultScheduling(_Strategy):
+    """Ray's DEFAULT (hybrid): the local node while it is not busy, else the least loaded."""
+
+    name = "DEFAULT"
+
+
+class SpreadScheduling(_Strategy):
+    """Ray's SPREAD: successive requests rotate over the nodes where they fit."""
+
+    name = "SPREAD"
+
+
+class NodeAffinityScheduling(_Strategy):
+    """Run on one node; if ``soft``, elsewhere when it is dead or full."""
+
+    name = "NODE_AFFINITY"
+    node_id: bytes
     soft: bool = False
-    placement_group_id: bytes = b""
+
+
+class PlacementGroupScheduling(_Strategy):
+    """Run in a placement group's bundle (the request names the group's resources)."""
+
+    name = "PLACEMENT_GROUP"
+    placement_group_id: bytes
+    #: -1: any bundle of the group.
     bundle_index: int = -1
+    #: Tasks the task starts join the group too.
     capture_child_tasks: bool = False
-    #: NODE_LABEL: label -> (operator, values) for hard and soft constraints.
+
+
+class NodeLabelScheduling(_Strategy):
+    """Run on nodes whose labels match; label -> (operator, values) per constraint."""
+
+    name = "NODE_LABEL"
     hard_labels: dict = {}
+    #: Preferred among the nodes ``hard_labels`` allows, when one has room now.
     soft_labels: dict = {}
-    #: NODE_LABEL: hard constraints tried in order when no node could ever meet
+    #: Hard constraints tried in order when no node could ever meet
     #: ``hard_labels`` (Ray's fallback_strategy).
     fallback_labels: list = []
+
+
+#: How a task or actor chooses its node: one struct per strategy, each served by
+#: one policy module in ember.raylet.policies. A new strategy is a struct here,
+#: a member of this union, and its policy module.
+SchedulingStrategy = (DefaultScheduling | SpreadScheduling | NodeAffinityScheduling
+                      | PlacementGroupScheduling | NodeLabelScheduling)
 
 
 class ObjectRefInfo(msgspec.Struct, array_like=True, frozen=True, gc=False):

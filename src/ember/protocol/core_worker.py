@@ -58,7 +58,7 @@ class PushTask(Message):
     gpu_ids: list[int] = []
     #: The lease this push runs under.
     lease_id: bytes = b""
-    #: The raylet's grant of that lease (WorkerLeaseReply.grant). Without a
+    #: The raylet's grant of that lease (LeaseGranted.grant). Without a
     #: valid one a worker refuses the push; actor calls need none.
     grant: bytes = b""
 

@@ -1,8 +1,6 @@
 """Messages of the raylet service: worker registration, leases, node state."""
 from __future__ import annotations
 
-import enum
-
 from .common import Address, Message, SchedulingStrategy
 from .core_worker import CoreWorkerStatsReply
 
@@ -28,7 +26,7 @@ class RegisterWorkerReply(Message):
     store_capacity: int = 0
     raylet_pid: int = 0
     #: The key the raylet signs this worker's lease grants with (see
-    #: ``WorkerLeaseReply.grant``); empty for drivers.
+    #: ``LeaseGranted.grant``); empty for drivers.
     lease_key: bytes = b""
 
 
@@ -56,31 +54,42 @@ class RequestWorkerLease(Message):
     retriable: bool = True
 
 
-class LeaseStatus(enum.Enum):
-    """How a raylet answered a lease request."""
+class LeaseGranted(Message):
+    """The lease is granted: ``worker`` holds the resources until the lease is returned."""
 
-    GRANTED = "granted"
-    #: Ask the raylet at ``retry_at`` instead.
-    SPILLBACK = "spillback"
-    #: A grant-or-reject request that does not fit now: ask your own raylet again.
-    REJECTED = "rejected"
-    CANCELED = "canceled"
-    #: It can never be granted (``message`` says why).
-    FAILED = "failed"
-
-
-class WorkerLeaseReply(Message):
-    status: LeaseStatus
-    worker: Address | None = None
-    worker_pid: int = 0
-    lease_id: bytes = b""
+    lease_id: bytes
+    worker: Address
+    worker_pid: int
+    #: The GPUs the worker may use (its CUDA_VISIBLE_DEVICES).
     gpu_ids: list[int] = []
-    #: For "spillback": the raylet to ask instead.
-    retry_at: Address | None = None
-    message: str = ""
-    #: For "granted": proof for the worker that this lease is real; the owner
-    #: sends it with each PushTask (see ember.rpc.auth.lease_grant).
+    #: Proof for the worker that this lease is real; the owner sends it with
+    #: each PushTask (see ember.rpc.auth.lease_grant).
     grant: bytes = b""
+
+
+class LeaseSpillback(Message):
+    """Ask the raylet at ``retry_at`` instead, as grant-or-reject (ember.raylet.lease_client)."""
+
+    retry_at: Address
+
+
+class LeaseRejected(Message):
+    """A grant-or-reject request that does not fit now: ask your own raylet again."""
+
+
+class LeaseCanceled(Message):
+    """The request was canceled (CancelWorkerLease) before it was granted."""
+
+
+class LeaseFailed(Message):
+    """The request can never be granted; ``message`` says why, for the user."""
+
+    message: str
+
+
+#: How a raylet answers a lease request: the reply's type is its status, and
+#: each kind carries only what matters for it. Readers match on the type.
+WorkerLeaseReply = LeaseGranted | LeaseSpillback | LeaseRejected | LeaseCanceled | LeaseFailed
 
 
 class ReturnWorker(Message):

@@ -1,6 +1,6 @@
 """The cluster lease manager: where each lease request that reaches this raylet runs.
 
-A request is placed, by the policy in :mod:`.scheduler`, in one of three ways:
+A request is placed, by its strategy's policy (:mod:`.policies`), in one of three ways:
 
 - here: into the local lease manager, which grants a worker when resources
   and a worker are free;
@@ -25,12 +25,12 @@ import typing
 from ..config import config
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as msg
-from ..protocol.raylet import LeaseStatus
 from ..protocol.common import Address
 from .lease_manager import Lease, LocalLeaseManager
 from .placement_groups import BundleManager
+from .cluster_view import ClusterView, NodeView
+from .policies import pick_node
 from .resources import NodeResources, fixed_request
-from .scheduler import ClusterView, NodeView, pick_node
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ClusterLeaseManager:
         self.bundles = bundles
         self._publish = publish
         self._demand_changed = demand_changed
-        self.view = ClusterView(node_id)
+        self.view = ClusterView(node_id, spread_threshold=config.scheduler_spread_threshold)
         self.view.nodes[node_id] = NodeView(node_id, resources, labels)
         self._addresses: dict[bytes, Address] = {}
         self._infeasible: dict[bytes, Lease] = {}
@@ -63,24 +63,21 @@ class ClusterLeaseManager:
             return again
         refusal = self.bundles.refusal(req.resources)
         if refusal:
-            return msg.WorkerLeaseReply(LeaseStatus.FAILED, lease_id=req.lease_id,
-                                        message=f"{req.description} cannot run: {refusal}")
+            return msg.LeaseFailed(f"{req.description} cannot run: {refusal}")
         lease = Lease(req, conn)
         if req.grant_or_reject:
             # Sent here by another raylet, which chose this node: run it if it fits
             # now, else the owner asks its own raylet again, rather than wait here
             # while another node may be free.
             if not self.resources.can_allocate(lease.fixed):
-                return msg.WorkerLeaseReply(LeaseStatus.REJECTED, lease_id=req.lease_id)
+                return msg.LeaseRejected()
             self.local.queue(lease)
             return await lease.future
         self.view.expire_promises(time.monotonic(), PROMISE_TTL_S)
-        decision = pick_node(self.view, lease.fixed, req.strategy,
-                             config.scheduler_spread_threshold)
+        decision = pick_node(self.view, lease.fixed, req.strategy)
         if decision.unschedulable:
-            return msg.WorkerLeaseReply(LeaseStatus.FAILED, lease_id=req.lease_id,
-                                        message=f"{req.description} cannot be scheduled: "
-                                                f"{decision.unschedulable}.")
+            return msg.LeaseFailed(f"{req.description} cannot be scheduled: "
+                                   f"{decision.unschedulable}.")
         if decision.infeasible:
             self._infeasible[req.lease_id] = lease
             self.warn_infeasible(lease)
@@ -88,7 +85,7 @@ class ClusterLeaseManager:
         spill = self._spill_or_queue(lease, decision.node_id)
         return spill if spill is not None else await lease.future
 
-    def _spill_or_queue(self, lease: Lease, node_id: bytes) -> msg.WorkerLeaseReply | None:
+    def _spill_or_queue(self, lease: Lease, node_id: bytes) -> msg.LeaseSpillback | None:
         """The spillback reply sending ``lease`` to ``node_id``, counted as taken there in
         our view; or, when that is this node (or one we cannot name), None: queued here."""
         address = self._addresses.get(node_id) if node_id != self.node_id else None
@@ -96,13 +93,12 @@ class ClusterLeaseManager:
             self.local.queue(lease)
             return None
         self.view.promise(node_id, lease.fixed, time.monotonic())
-        return msg.WorkerLeaseReply(LeaseStatus.SPILLBACK, lease_id=lease.lease_id,
-                                    retry_at=address)
+        return msg.LeaseSpillback(address)
 
     def cancel(self, lease_id: bytes) -> bool:
         lease = self._infeasible.pop(lease_id, None)
         if lease is not None:
-            lease.future.set_result(msg.WorkerLeaseReply(LeaseStatus.CANCELED, lease_id=lease_id))
+            lease.future.set_result(msg.LeaseCanceled())
             return True
         return self.local.cancel(lease_id)
 
@@ -118,9 +114,8 @@ class ClusterLeaseManager:
             refusal = self.bundles.refusal(lease.request.resources)
             if refusal:
                 del self._infeasible[lease_id]
-                lease.future.set_result(msg.WorkerLeaseReply(
-                    LeaseStatus.FAILED, lease_id=lease_id,
-                    message=f"{lease.request.description} cannot run: {refusal}"))
+                lease.future.set_result(msg.LeaseFailed(
+                    f"{lease.request.description} cannot run: {refusal}"))
 
     def demand(self) -> list[dict[str, float]]:
         """What no node can hold now: reported to the GCS (and the autoscaler)."""
@@ -207,8 +202,7 @@ class ClusterLeaseManager:
         for lease in self.local.queued():
             if lease.allocation is not None or lease.request.grant_or_reject:
                 continue
-            decision = pick_node(self.view, lease.fixed, lease.request.strategy,
-                                 config.scheduler_spread_threshold)
+            decision = pick_node(self.view, lease.fixed, lease.request.strategy)
             target = self.view.nodes.get(decision.node_id)
             if (target is None or decision.node_id == self.node_id
                     or decision.node_id not in self._addresses
@@ -244,8 +238,7 @@ class ClusterLeaseManager:
     def retry_infeasible(self) -> None:
         pending, self._infeasible = self._infeasible, {}
         for lease in pending.values():
-            decision = pick_node(self.view, lease.fixed, lease.request.strategy,
-                                 config.scheduler_spread_threshold)
+            decision = pick_node(self.view, lease.fixed, lease.request.strategy)
             if decision.infeasible:
                 self._infeasible[lease.lease_id] = lease
                 continue

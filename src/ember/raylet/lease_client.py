@@ -11,7 +11,6 @@ from __future__ import annotations
 import typing
 
 from ..protocol import raylet as rl
-from ..protocol.raylet import LeaseStatus
 from ..protocol.common import Address
 
 
@@ -30,7 +29,7 @@ class LeaseAttempt:
     async def run(self, connect: typing.Callable[[Address], typing.Awaitable],
                   on_spillback: typing.Callable[[Address, object], bool] | None = None
                   ) -> rl.WorkerLeaseReply | None:
-        """The final reply (granted, rejected, canceled or failed).
+        """The final reply: any kind but a spillback.
 
         ``connect(address)`` gives a connection to a raylet. ``on_spillback``
         (target address, its connection) is called before each spilled request
@@ -38,7 +37,7 @@ class LeaseAttempt:
         """
         self.request.grant_or_reject = False
         reply = await self.raylet.call(self.request)
-        while reply.status is LeaseStatus.SPILLBACK:
+        while type(reply) is rl.LeaseSpillback:
             target = reply.retry_at
             self.raylet = None
             self.raylet = await connect(target)

@@ -24,7 +24,6 @@ import logging
 import time
 
 from ..protocol import raylet as msg
-from ..protocol.raylet import LeaseStatus
 from ..rpc.auth import lease_grant
 from .resources import Allocation, NodeResources, fixed_request
 from .worker_pool import WorkerHandle, WorkerPool
@@ -87,7 +86,7 @@ class LocalLeaseManager:
         self._queues[lease.request.scheduling_key].remove(lease)
         self._release(lease)
         if not lease.future.done():
-            lease.future.set_result(msg.WorkerLeaseReply(LeaseStatus.CANCELED, lease_id=lease_id))
+            lease.future.set_result(msg.LeaseCanceled())
         self.schedule_dispatch()
         return True
 
@@ -227,9 +226,8 @@ class LocalLeaseManager:
                 self._queues[lease.request.scheduling_key].remove(lease)
                 self._release(lease)
                 if not lease.future.done():
-                    lease.future.set_result(msg.WorkerLeaseReply(
-                        LeaseStatus.FAILED, lease_id=lease.lease_id,
-                        message=f"{lease.request.description} cannot run: {reason}"))
+                    lease.future.set_result(msg.LeaseFailed(
+                        f"{lease.request.description} cannot run: {reason}"))
 
     def kill_where(self, predicate, reason: str) -> None:
         """Kill the workers of every granted lease matching ``predicate``."""
@@ -287,9 +285,8 @@ class LocalLeaseManager:
         }
 
 
-def _granted_reply(lease: Lease) -> msg.WorkerLeaseReply:
+def _granted_reply(lease: Lease) -> msg.LeaseGranted:
     worker = lease.worker
-    return msg.WorkerLeaseReply(LeaseStatus.GRANTED, worker=worker.address, worker_pid=worker.pid,
-                                lease_id=lease.lease_id,
-                                gpu_ids=lease.allocation.instance_ids("GPU"),
-                                grant=lease_grant(worker.lease_key, lease.lease_id))
+    return msg.LeaseGranted(lease.lease_id, worker.address, worker.pid,
+                            gpu_ids=lease.allocation.instance_ids("GPU"),
+                            grant=lease_grant(worker.lease_key, lease.lease_id))

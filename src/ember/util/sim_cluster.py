@@ -55,7 +55,7 @@ from ..config import config
 from ..protocol import core_worker as cw
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as rl
-from ..protocol.common import Address, SchedulingStrategy
+from ..protocol.common import Address, DefaultScheduling
 from ..rpc.throttle import Throttle
 
 HOST = "127.0.0.1"
@@ -228,13 +228,12 @@ class SimNode:
                 self._workers[worker_id] = req.lease_id
                 self._changed()
                 worker = Address(self.node_id, HOST, self._worker_port, worker_id=worker_id)
-                return rl.WorkerLeaseReply(rl.LeaseStatus.GRANTED, worker, os.getpid(),
-                                           req.lease_id)
+                return rl.LeaseGranted(req.lease_id, worker, os.getpid())
             if req.grant_or_reject:
-                return rl.WorkerLeaseReply(rl.LeaseStatus.REJECTED)
+                return rl.LeaseRejected()
             target = self._view.pick(req.resources, self.node_id)
             if target is not None:
-                return rl.WorkerLeaseReply(rl.LeaseStatus.SPILLBACK, retry_at=target)
+                return rl.LeaseSpillback(target)
             await asyncio.sleep(0.1)  # nothing fits anywhere yet: wait, as a raylet queues
         raise ConnectionError("the node died")
 
@@ -501,7 +500,7 @@ class SimDriver:
                 calls.append(self.gcs.request(gcs_msg.RegisterActor(info)))
                 self.gcs.notify(gcs_msg.CreateActor(
                     actor_id, msgspec.msgpack.encode(spec), {"CPU": 1.0}, {},
-                    SchedulingStrategy()))
+                    DefaultScheduling()))
             await asyncio.gather(*calls)
             return ids
         return self.run(go())

@@ -8,6 +8,7 @@ import pytest
 import ember
 from ember import options as opts
 from ember.label_selector import constraints
+from ember.protocol.common import NodeLabelScheduling
 
 
 @ember.remote
@@ -74,7 +75,7 @@ def test_selectors_become_policy_constraints():
     strategy = opts.scheduling_strategy(
         {"label_selector": {"zone": "a"},
          "fallback_strategy": [{"label_selector": {"zone": "b"}}]}, "f")
-    assert strategy.kind == "NODE_LABEL" and strategy.hard_labels == {"zone": ("in", ["a"])}
+    assert type(strategy) is NodeLabelScheduling and strategy.hard_labels == {"zone": ("in", ["a"])}
     assert strategy.fallback_labels == [{"zone": ("in", ["b"])}]
     with pytest.raises(ValueError, match="cannot be combined with the SPREAD"):
         opts.scheduling_strategy({"label_selector": {"zone": "a"},

@@ -7,12 +7,11 @@ import asyncio
 
 from ember.protocol import gcs as gcs_msg
 from ember.protocol import raylet as msg
-from ember.protocol.common import Address, SchedulingStrategy
+from ember.protocol.common import Address, DefaultScheduling
 from ember.raylet.cluster_lease_manager import ClusterLeaseManager
 from ember.raylet.lease_manager import LocalLeaseManager
 from ember.raylet.placement_groups import BundleManager
 from ember.raylet.resources import NodeResources
-from ember.protocol.raylet import LeaseStatus
 
 from test_local_lease_manager import FakePool
 
@@ -30,7 +29,7 @@ def info(i: int, cpus: float, alive: bool = True) -> gcs_msg.NodeInfo:
 
 
 def request(i: int, cpus: float = 1.0, grant_or_reject=False) -> msg.RequestWorkerLease:
-    return msg.RequestWorkerLease(bytes([i]) * 16, b"job", {"CPU": cpus}, SchedulingStrategy(),
+    return msg.RequestWorkerLease(bytes([i]) * 16, b"job", {"CPU": cpus}, DefaultScheduling(),
                                   f"task {i}", Address(HERE, "127.0.0.1", 1),
                                   grant_or_reject=grant_or_reject)
 
@@ -70,7 +69,7 @@ def test_a_spilled_request_that_does_not_fit_is_rejected_not_queued():
     async def test(manager, local, published):
         assert await answer(manager, request(0)) is None
         reply = await answer(manager, request(1, grant_or_reject=True))
-        assert reply.status is LeaseStatus.REJECTED
+        assert type(reply) is msg.LeaseRejected
         assert local.debug_state()["queued"] == 1
     run(test)
 
@@ -85,7 +84,7 @@ def test_a_waiting_request_moves_to_a_node_that_reports_free_cpus():
         assert not waiting.done()
         manager.resources_reported(gcs_msg.ResourcesChanged({node(1): {"CPU": 1.0}}))
         reply = await asyncio.wait_for(waiting, 1)
-        assert reply.status is LeaseStatus.SPILLBACK and reply.retry_at.node_id == node(1)
+        assert type(reply) is msg.LeaseSpillback and reply.retry_at.node_id == node(1)
     run(test)
 
 
@@ -108,7 +107,7 @@ def test_cancelling_an_infeasible_request_answers_it():
         waiting = asyncio.ensure_future(manager.request(request(1, cpus=4), conn=None))
         await asyncio.sleep(0.01)
         assert manager.cancel(request(1).lease_id)
-        assert (await waiting).status is LeaseStatus.CANCELED
+        assert type(await waiting) is msg.LeaseCanceled
     run(test)
 
 

@@ -4,11 +4,11 @@ import random
 
 import pytest
 
+from ember.protocol import framing
 from ember.protocol import raylet as rl
-from ember.protocol.common import Address, SchedulingStrategy
+from ember.protocol.common import Address, DefaultScheduling
 from ember.raylet.lease_client import LeaseAttempt
 from ember.rpc.backoff import Backoff
-from ember.protocol.raylet import LeaseStatus
 
 
 def address(name: bytes) -> Address:
@@ -27,16 +27,19 @@ class FakeRaylet:
 
 
 def request() -> rl.RequestWorkerLease:
-    return rl.RequestWorkerLease(b"l" * 16, b"job", {"CPU": 1.0}, SchedulingStrategy(), "f",
+    return rl.RequestWorkerLease(b"l" * 16, b"job", {"CPU": 1.0}, DefaultScheduling(), "f",
                                  address(b"o"))
 
 
-def cluster(final_status: LeaseStatus = LeaseStatus.GRANTED):
-    """Raylet a spills to b, which spills to c, which answers ``final_status``."""
+GRANTED = rl.LeaseGranted(b"l" * 16, address(b"w"), 1)
+
+
+def cluster(final: rl.WorkerLeaseReply = GRANTED):
+    """Raylet a spills to b, which spills to c, which answers ``final``."""
     raylets = {
-        b"a": FakeRaylet(b"a", rl.WorkerLeaseReply(LeaseStatus.SPILLBACK, retry_at=address(b"b"))),
-        b"b": FakeRaylet(b"b", rl.WorkerLeaseReply(LeaseStatus.SPILLBACK, retry_at=address(b"c"))),
-        b"c": FakeRaylet(b"c", rl.WorkerLeaseReply(final_status)),
+        b"a": FakeRaylet(b"a", rl.LeaseSpillback(address(b"b"))),
+        b"b": FakeRaylet(b"b", rl.LeaseSpillback(address(b"c"))),
+        b"c": FakeRaylet(b"c", final),
     }
 
     async def connect(addr):
@@ -48,15 +51,23 @@ def test_spillbacks_are_followed_to_the_granting_node_as_grant_or_reject():
     raylets, connect = cluster()
     attempt = LeaseAttempt(request(), raylets[b"a"])
     reply = asyncio.run(attempt.run(connect))
-    assert reply.status is LeaseStatus.GRANTED and attempt.raylet is raylets[b"c"]
+    assert reply is GRANTED and attempt.raylet is raylets[b"c"]
     assert [r.asked for r in raylets.values()] == [[False], [True], [True]]
 
 
-@pytest.mark.parametrize("status", [LeaseStatus.REJECTED, LeaseStatus.FAILED,
-                                    LeaseStatus.CANCELED])
-def test_the_last_nodes_answer_is_returned(status):
-    raylets, connect = cluster(status)
-    assert asyncio.run(LeaseAttempt(request(), raylets[b"a"]).run(connect)).status is status
+@pytest.mark.parametrize("final", [rl.LeaseRejected(), rl.LeaseFailed("never fits"),
+                                   rl.LeaseCanceled()])
+def test_the_last_nodes_answer_is_returned(final):
+    raylets, connect = cluster(final)
+    assert asyncio.run(LeaseAttempt(request(), raylets[b"a"]).run(connect)) is final
+
+
+@pytest.mark.parametrize("reply", [GRANTED, rl.LeaseSpillback(address(b"b")), rl.LeaseRejected(),
+                                   rl.LeaseFailed("never fits"), rl.LeaseCanceled()])
+def test_every_reply_kind_crosses_the_wire_as_its_own_type(reply):
+    """A reply's type is its status, and readers match on it."""
+    envelope = framing.Envelope(framing.REPLY, 7, reply)
+    assert framing.decoder.decode(framing.encoder.encode(envelope)).body == reply
 
 
 def test_the_caller_can_stop_at_a_spillback():

@@ -9,10 +9,9 @@ import asyncio
 import pytest
 
 from ember.protocol import raylet as msg
-from ember.protocol.common import Address, SchedulingStrategy
+from ember.protocol.common import Address, DefaultScheduling
 from ember.raylet.lease_manager import Lease, LocalLeaseManager
 from ember.raylet.resources import NodeResources
-from ember.protocol.raylet import LeaseStatus
 
 OWNER = Address(b"n" * 28, "127.0.0.1", 1)
 
@@ -52,7 +51,7 @@ class FakePool:
 
 
 def request(i: int, cpus: float = 1.0, key: bytes = b"k") -> msg.RequestWorkerLease:
-    return msg.RequestWorkerLease(bytes([i]) * 16, b"job", {"CPU": cpus}, SchedulingStrategy(),
+    return msg.RequestWorkerLease(bytes([i]) * 16, b"job", {"CPU": cpus}, DefaultScheduling(),
                                   f"f{i}", OWNER, scheduling_key=key)
 
 
@@ -77,7 +76,7 @@ def test_requests_are_granted_in_order_as_workers_and_cpus_allow():
         pool.ready = [FakeWorker(1), FakeWorker(2)]
         manager.dispatch()
         assert [lease.future.done() for lease in leases] == [True, True, False]
-        assert leases[0].future.result().status is LeaseStatus.GRANTED
+        assert type(leases[0].future.result()) is msg.LeaseGranted
         manager.return_worker(leases[0].lease_id, worker_failed=False)
         assert leases[2].future.done()      # the returned worker and CPU serve the third
     run(test)
@@ -91,7 +90,7 @@ def test_cancelling_a_request_that_holds_cpus_reports_them_free():
         assert changes[-1] == 1.0
         assert manager.cancel(lease.lease_id)
         assert changes[-1] == 2.0
-        assert lease.future.result().status is LeaseStatus.CANCELED
+        assert type(lease.future.result()) is msg.LeaseCanceled
     run(test)
 
 
@@ -114,7 +113,7 @@ def test_a_returned_worker_frees_its_cpus(failed):
         pool.ready = [FakeWorker(1)]
         lease = Lease(request(1, cpus=2), owner_conn=None)
         manager.queue(lease)
-        assert lease.future.result().status is LeaseStatus.GRANTED and changes[-1] == 0
+        assert type(lease.future.result()) is msg.LeaseGranted and changes[-1] == 0
         manager.return_worker(lease.lease_id, worker_failed=failed)
         assert changes[-1] == 2.0
         assert (pool.ready == [lease.worker]) is not failed
