@@ -112,6 +112,8 @@ class ActorClass:
 
     @classmethod
     def _from_class(cls, klass, options: dict) -> "ActorClass":
+        """Use :func:`actor_class`; a classmethod so that ``__init__`` can refuse
+        ``class Sub(SomeActorClass)``."""
         self = cls.__new__(cls)
         self._class = klass
         self._name = klass.__qualname__
@@ -237,7 +239,7 @@ class ActorClass:
             except rpc.RemoteError as exc:
                 raise ValueError(str(exc).split(": ", 1)[-1]) from None
             if reply.existed:
-                return ActorHandle._from_info(reply.info)
+                return handle_from_info(reply.info)
             register = None
 
         keep_alive = []
@@ -259,7 +261,7 @@ class ActorClass:
         if not name and not detached:
             # Named and detached actors live until killed; others until this is freed.
             handle_ref = ObjectRef(actor_handle_id(spec.task_id), core.address)
-            core.actor_submitter.kill_when_freed(handle_ref._id, actor_id)
+            core.actor_submitter.kill_when_freed(handle_ref.object_id, actor_id)
         core.io.post(core.actor_submitter.create, task, create, register)
         return ActorHandle(actor_id, self._name, self._methods, handle_meta, handle_ref)
 
@@ -453,6 +455,26 @@ class ActorMethod:
             f"Actor methods cannot be called directly. Instead of running "
             f"'{self._handle._class_name}.{self._name}()', try "
             f"'{self._handle._class_name}.{self._name}.remote()'.")
+
+
+# Other modules make and read actor classes and handles through these functions,
+# not through the classes' private names: a public attribute on ActorClass or
+# ActorHandle would hide the user's class attribute or actor method of that name
+# (both classes forward unknown names to the user's class).
+
+def actor_class(klass, options: dict) -> ActorClass:
+    """``@ember.remote(**options)`` applied to the plain class ``klass``."""
+    return ActorClass._from_class(klass, options)
+
+
+def handle_from_info(info: gcs_msg.ActorInfo) -> ActorHandle:
+    """A handle to the actor ``info`` describes (looked up by name: not counted)."""
+    return ActorHandle._from_info(info)
+
+
+def actor_id_of(handle: ActorHandle) -> bytes:
+    """The binary id of the actor ``handle`` calls."""
+    return handle._actor_id
 
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]

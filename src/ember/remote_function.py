@@ -37,13 +37,13 @@ class _Prepared:
                  "retry_exceptions",
                  "allowlist", "max_calls", "name", "key", "job_id", "runtime_env", "info")
 
-    def __init__(self, remote_function: "RemoteFunction", options: dict, core):
-        what = remote_function._what
+    def __init__(self, function_id: bytes, qualname: str, what: str, is_generator: bool,
+                 options: dict, core):
         self.resources, self.strategy = opts.placement(
             options, what, opts.resource_request(options, default_cpus=1.0))
         num_returns = options.get("num_returns")
         if num_returns is None:
-            num_returns = "streaming" if remote_function._is_generator else 1
+            num_returns = "streaming" if is_generator else 1
         #: "dynamic" runs as a streaming generator whose refs are handed over at once,
         #: as one DynamicObjectRefGenerator, when the task ends.
         self.dynamic = num_returns == "dynamic"
@@ -63,9 +63,9 @@ class _Prepared:
         #: Wire form, merged over the env in force here (packages uploaded now).
         self.runtime_env = runtime_env.resolve(core, options.get("runtime_env"),
                                                core.runtime_env, what)
-        self.key = SchedulingKey.make(remote_function._function_id,
+        self.key = SchedulingKey.make(function_id,
                                  tuple(sorted(self.resources.items())), self.strategy,
-                                 core.job_id, f"task {remote_function._qualname}",
+                                 core.job_id, f"task {qualname}",
                                  self.runtime_env)
         #: The calls' task-event description (core_worker/task_events.py), made at
         #: the first call.
@@ -134,7 +134,8 @@ class RemoteFunction:
                 raise TypeError(f"Could not serialize {self._what}: "
                                 + unpicklable_message(self._function, exc)) from exc
             self._function_id = function_id_of(self._pickled)
-        return _Prepared(self, options, core)
+        return _Prepared(self._function_id, self._qualname, self._what, self._is_generator,
+                         options, core)
 
     def _submit(self, p: _Prepared, args, kwargs):
         self._check_args(args, kwargs)
@@ -166,7 +167,7 @@ class RemoteFunction:
         if p.dynamic:
             ref = core.make_ref(object_id_for_return(task_id, DYNAMIC_RETURN_INDEX),
                                 core.address)
-            state = GeneratorState(task_id, functools.partial(_hand_over, core, ref._id))
+            state = GeneratorState(task_id, functools.partial(_hand_over, core, ref.object_id))
             core.submit_task(spec, p.key, keep_alive, state, info)
             return ref
         if p.num_returns == -1:
@@ -247,13 +248,13 @@ def _task_arg(value, keep_alive: list) -> TaskArg:
     object store and passed by ref, as in Ray, so they are copied once."""
     if type(value) is ObjectRef:
         keep_alive.append(value)
-        return TaskArg(object_id=value._id, owner=value._owner)
+        return TaskArg(object_id=value.object_id, owner=value.owner)
     data, buffers, refs, size = serialize_parts(value)
     core = context.core
     if size > config.max_direct_call_object_size and core.object_store is not None:
         ref = core.put_parts(data, buffers, refs, size)
         keep_alive.append(ref)
-        return TaskArg(object_id=ref._id, owner=ref._owner)
+        return TaskArg(object_id=ref.object_id, owner=ref.owner)
     if refs:
         keep_alive.extend(ObjectRef(r.object_id, r.owner) for r in refs)
     return TaskArg(value=inline_value(data, buffers, refs, size))

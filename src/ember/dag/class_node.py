@@ -43,7 +43,7 @@ class ClassNode(DAGNode):
         self._methods = methods
         #: The method call bound last on this node: the next one runs after it.
         self._last_call: ClassMethodNode | None = None
-        if any(node._is_input for node in self._bound.nodes):
+        if any(node.is_input for node in self._bound.nodes):
             raise ValueError(
                 "InputNode handles user dynamic input the DAG, and cannot be used as args, "
                 f"kwargs, or other_args_to_resolve in ClassNode constructor ({class_name}) "
