@@ -34,7 +34,7 @@ from .ids import actor_handle_id, object_id_for_return
 from .object_ref import ObjectRef
 from .protocol import gcs as gcs_msg
 from .protocol.core_worker import TaskSpec
-from .remote_function import NO_ITEMS, _task_arg
+from .remote_function import NO_ITEMS, task_arg
 from . import rpc
 from .ids import ActorID
 from .signature import ArgumentCheck, call_signature
@@ -243,8 +243,8 @@ class ActorClass:
             register = None
 
         keep_alive = []
-        task_args = [_task_arg(v, keep_alive) for v in args]
-        task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+        task_args = [task_arg(v, keep_alive) for v in args]
+        task_args += [task_arg(v, keep_alive) for v in kwargs.values()]
         spec = TaskSpec(task_id=core.ids.task_id(), job_id=core.job_id,
                         function_id=self._class_id, function_name=f"{self._name}.__init__",
                         args=task_args, kwarg_names=list(kwargs), num_returns=0,
@@ -368,8 +368,8 @@ class ActorHandle:
         # An unfinished call keeps the actor alive, even if its handle is gone.
         keep_alive = [] if self._handle_ref is None else [self._handle_ref]
         if args or kwargs:
-            task_args = [_task_arg(v, keep_alive) for v in args]
-            task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+            task_args = [task_arg(v, keep_alive) for v in args]
+            task_args += [task_arg(v, keep_alive) for v in kwargs.values()]
         else:
             task_args = NO_ITEMS
         task_id = core.ids.task_id()

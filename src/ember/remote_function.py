@@ -146,10 +146,10 @@ class RemoteFunction:
         if args or kwargs:
             task_args, keep_alive = [], []
             for value in args:
-                task_args.append(_task_arg(value, keep_alive))
+                task_args.append(task_arg(value, keep_alive))
             kwarg_names = list(kwargs) if kwargs else NO_ITEMS
             for value in kwargs.values():
-                task_args.append(_task_arg(value, keep_alive))
+                task_args.append(task_arg(value, keep_alive))
         else:  # a million queued calls hold no empty lists
             task_args = kwarg_names = keep_alive = NO_ITEMS
         task_id = core.ids.task_id()
@@ -243,7 +243,7 @@ def _cached_prepare(holder, function: "RemoteFunction", options: dict) -> _Prepa
 NO_ITEMS: tuple = ()
 
 
-def _task_arg(value, keep_alive: list) -> TaskArg:
+def task_arg(value, keep_alive: list) -> TaskArg:
     """One argument: a ref, or a small value inline. Large values are put in the
     object store and passed by ref, as in Ray, so they are copied once."""
     if type(value) is ObjectRef:
