@@ -8,7 +8,8 @@ trip). More leases are requested while tasks are queued, and a worker that
 runs dry is kept for ``lease_idle_timeout_s`` before it goes back to the
 raylet, so a tight ``get(f.remote())`` loop leases once, not once per task.
 
-A task's life here::
+A task's life here (:class:`TaskState`; :meth:`PendingTask.transition` allows only
+these edges, and lineage reconstruction takes a FINISHED task back to the start)::
 
     WAITING_FOR_DEPENDENCIES ──► QUEUED ──push──► RUNNING ──reply──► FINISHED
                  │                 ▲               │

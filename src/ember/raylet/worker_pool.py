@@ -1,6 +1,7 @@
 """The raylet's worker pool: start, register, lend, take back and reap workers.
 
-A worker's life::
+A worker's life (:class:`WorkerState`; :meth:`WorkerHandle.transition` allows only
+these edges)::
 
     STARTING ──register──► IDLE ◄──return──┐
        │                    │              │
