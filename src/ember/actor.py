@@ -166,15 +166,19 @@ class ActorClass:
 
     def options(self, **options) -> "_ActorClassWithOptions":
         opts.validate(options, opts.ACTOR_OPTIONS, self._what)
-        return _ActorClassWithOptions(self, dict(self._options, **options))
+        return _ActorClassWithOptions(self, dict(self._options, **options), self._create,
+                                      self._bind)
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._create(args, kwargs, self._options)
 
     def bind(self, *args, **kwargs) -> ClassNode:
         """An actor created when a DAG runs (see ``ember.dag``), once per ``execute()``."""
+        return self._bind(self, args, kwargs, self._options)
+
+    def _bind(self, creator, args, kwargs, options: dict) -> ClassNode:
         self._check_init(args, kwargs)
-        return ClassNode(self, self._name, self._methods, args, kwargs, self._options)
+        return ClassNode(creator, self._name, self._methods, args, kwargs, options)
 
     def _create(self, args, kwargs, options: dict) -> "ActorHandle":
         self._check_init(args, kwargs)
@@ -267,21 +271,22 @@ class ActorClass:
 
 
 class _ActorClassWithOptions:
-    def __init__(self, parent: ActorClass, options: dict):
+    def __init__(self, parent: ActorClass, options: dict, create, bind):
+        """``create``, ``bind``: the parent's own (bound) steps."""
         self._parent = parent
         self._options = options
+        self._create = create
+        self._bind = bind
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
-        return self._parent._create(args, kwargs, self._options)
+        return self._create(args, kwargs, self._options)
 
     def options(self, **options):
         return self._parent.options(**dict(self._options, **options))
 
     def bind(self, *args, **kwargs) -> ClassNode:
         """An actor with these options, created when a DAG runs (see ``ember.dag``)."""
-        parent = self._parent
-        parent._check_init(args, kwargs)
-        return ClassNode(self, parent._name, parent._methods, args, kwargs, self._options)
+        return self._bind(self, args, kwargs, self._options)
 
 
 class ActorHandle:

@@ -105,9 +105,7 @@ class RemoteFunction:
             inspect.isasyncgenfunction(function)
         self._pickled: bytes | None = None
         self._function_id: bytes | None = None
-        self._prepared: _Prepared | None = None
-        #: What ``_prepared`` was computed for (see ``_prepared_key``).
-        self._prepared_key: tuple | None = None
+        self._prepared = _PreparedCache()
         self._check_args = ArgumentCheck(call_signature(function), self._what)
         functools.update_wrapper(self, function)
 
@@ -120,10 +118,11 @@ class RemoteFunction:
         """A copy of this function with some options changed, as in Ray."""
         merged = dict(self._options, **options)
         opts.validate(options, opts.TASK_OPTIONS, self._what)
-        return _RemoteFunctionWithOptions(self, merged)
+        return _RemoteFunctionWithOptions(self, merged, self._prepare, self._submit,
+                                          self._check_args)
 
     def remote(self, *args, **kwargs):
-        return self._submit(_cached_prepare(self, self, self._options), args, kwargs)
+        return self._submit(self._prepared.get(self._prepare, self._options), args, kwargs)
 
     def _prepare(self, options: dict) -> _Prepared:
         core = context.require_core(f"{self._qualname}.remote()", auto_init=True)
@@ -207,35 +206,46 @@ def _hand_over(core, object_id: bytes, state: GeneratorState) -> None:
 class _RemoteFunctionWithOptions:
     """What ``f.options(...)`` returns: ``.remote()`` with the merged options."""
 
-    def __init__(self, parent: RemoteFunction, options: dict):
+    def __init__(self, parent: RemoteFunction, options: dict, prepare, submit, check_args):
+        """``prepare``, ``submit``, ``check_args``: the parent's own (bound) steps."""
         self._parent = parent
         self._options = options
-        self._prepared = None
-        self._prepared_key: tuple | None = None
+        self._prepare = prepare
+        self._submit = submit
+        self._check_args = check_args
+        self._prepared = _PreparedCache()
 
     def remote(self, *args, **kwargs):
-        return self._parent._submit(_cached_prepare(self, self._parent, self._options),
-                                    args, kwargs)
+        return self._submit(self._prepared.get(self._prepare, self._options), args, kwargs)
 
     def options(self, **options):
         return self._parent.options(**dict(self._options, **options))
 
     def bind(self, *args, **kwargs) -> FunctionNode:
         """A call in a DAG with these options (see ``ember.dag``)."""
-        self._parent._check_args(args, kwargs)
+        self._check_args(args, kwargs)
         return FunctionNode(self, args, kwargs, self._options, self._parent.__name__)
 
     def __call__(self, *args, **kwargs):
         return self._parent(*args, **kwargs)
 
 
-def _cached_prepare(holder, function: "RemoteFunction", options: dict) -> _Prepared:
-    """``holder``'s cached _Prepared, rebuilt when the job or captured group changed."""
-    if holder._prepared is None or holder._prepared_key != _prepared_key(context.core):
-        holder._prepared = function._prepare(options)
-        # Read the key again: _prepare may have started the cluster (auto-init).
-        holder._prepared_key = _prepared_key(context.core)
-    return holder._prepared
+class _PreparedCache:
+    """The _Prepared of one set of options, made again when the job or captured
+    placement group changed (see ``_prepared_key``)."""
+
+    __slots__ = ("prepared", "key")
+
+    def __init__(self):
+        self.prepared: _Prepared | None = None
+        self.key: tuple | None = None
+
+    def get(self, prepare, options: dict) -> _Prepared:
+        if self.prepared is None or self.key != _prepared_key(context.core):
+            self.prepared = prepare(options)
+            # Read the key again: prepare may have started the cluster (auto-init).
+            self.key = _prepared_key(context.core)
+        return self.prepared
 
 
 #: The args, kwarg names and kept-alive refs of a call that has none: one shared
