@@ -25,7 +25,7 @@ from .runtime_context import get_runtime_context  # noqa: E402
 from .worker import (available_resources, cancel, cluster_resources, get,  # noqa: E402
                      get_actor, get_gpu_ids, init, is_initialized, kill, nodes, put, shutdown,
                      wait)
-from .actor import ActorClass, method  # noqa: E402
+from .actor import ActorClass, actor_class, method  # noqa: E402
 from . import actor, job_config, util  # noqa: E402
 from . import autoscaler  # noqa: E402  (ray.autoscaler.sdk.request_resources)
 from .observability.timeline import timeline  # noqa: E402
@@ -60,7 +60,7 @@ def remote(*args, **kwargs):
 
 def _make_remote(obj, options: dict):
     if inspect.isclass(obj):
-        return ActorClass._from_class(obj, options)
+        return actor_class(obj, options)
     if inspect.iscoroutinefunction(obj):
         raise ValueError(
             f"'async def' functions cannot be remote functions ({obj.__qualname__}): a task "

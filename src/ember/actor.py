@@ -34,7 +34,7 @@ from .ids import actor_handle_id, object_id_for_return
 from .object_ref import ObjectRef
 from .protocol import gcs as gcs_msg
 from .protocol.core_worker import TaskSpec
-from .remote_function import NO_ITEMS, _task_arg
+from .remote_function import NO_ITEMS, task_arg
 from . import rpc
 from .ids import ActorID
 from .signature import ArgumentCheck, call_signature
@@ -112,6 +112,8 @@ class ActorClass:
 
     @classmethod
     def _from_class(cls, klass, options: dict) -> "ActorClass":
+        """Use :func:`actor_class`; a classmethod so that ``__init__`` can refuse
+        ``class Sub(SomeActorClass)``."""
         self = cls.__new__(cls)
         self._class = klass
         self._name = klass.__qualname__
@@ -164,15 +166,19 @@ class ActorClass:
 
     def options(self, **options) -> "_ActorClassWithOptions":
         opts.validate(options, opts.ACTOR_OPTIONS, self._what)
-        return _ActorClassWithOptions(self, dict(self._options, **options))
+        return _ActorClassWithOptions(self, dict(self._options, **options), self._create,
+                                      self._bind)
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._create(args, kwargs, self._options)
 
     def bind(self, *args, **kwargs) -> ClassNode:
         """An actor created when a DAG runs (see ``ember.dag``), once per ``execute()``."""
+        return self._bind(self, args, kwargs, self._options)
+
+    def _bind(self, creator, args, kwargs, options: dict) -> ClassNode:
         self._check_init(args, kwargs)
-        return ClassNode(self, self._name, self._methods, args, kwargs, self._options)
+        return ClassNode(creator, self._name, self._methods, args, kwargs, options)
 
     def _create(self, args, kwargs, options: dict) -> "ActorHandle":
         self._check_init(args, kwargs)
@@ -238,12 +244,12 @@ class ActorClass:
             except rpc.RemoteError as exc:
                 raise ValueError(str(exc).split(": ", 1)[-1]) from None
             if reply.existed:
-                return ActorHandle._from_info(reply.info)
+                return handle_from_info(reply.info)
             register = None
 
         keep_alive = []
-        task_args = [_task_arg(v, keep_alive) for v in args]
-        task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+        task_args = [task_arg(v, keep_alive) for v in args]
+        task_args += [task_arg(v, keep_alive) for v in kwargs.values()]
         spec = TaskSpec(task_id=core.ids.task_id(), job_id=core.job_id,
                         function_id=self._class_id, function_name=f"{self._name}.__init__",
                         args=task_args, kwarg_names=list(kwargs), num_returns=0,
@@ -260,27 +266,28 @@ class ActorClass:
         if not name and not detached:
             # Named and detached actors live until killed; others until this is freed.
             handle_ref = ObjectRef(actor_handle_id(spec.task_id), core.address)
-            core.actor_submitter.kill_when_freed(handle_ref._id, actor_id)
+            core.actor_submitter.kill_when_freed(handle_ref.object_id, actor_id)
         core.io.post(core.actor_submitter.create, task, create, register)
         return ActorHandle(actor_id, self._name, self._methods, handle_meta, handle_ref)
 
 
 class _ActorClassWithOptions:
-    def __init__(self, parent: ActorClass, options: dict):
+    def __init__(self, parent: ActorClass, options: dict, create, bind):
+        """``create``, ``bind``: the parent's own (bound) steps."""
         self._parent = parent
         self._options = options
+        self._create = create
+        self._bind = bind
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
-        return self._parent._create(args, kwargs, self._options)
+        return self._create(args, kwargs, self._options)
 
     def options(self, **options):
         return self._parent.options(**dict(self._options, **options))
 
     def bind(self, *args, **kwargs) -> ClassNode:
         """An actor with these options, created when a DAG runs (see ``ember.dag``)."""
-        parent = self._parent
-        parent._check_init(args, kwargs)
-        return ClassNode(self, parent._name, parent._methods, args, kwargs, self._options)
+        return self._bind(self, args, kwargs, self._options)
 
 
 class ActorHandle:
@@ -367,8 +374,8 @@ class ActorHandle:
         # An unfinished call keeps the actor alive, even if its handle is gone.
         keep_alive = [] if self._handle_ref is None else [self._handle_ref]
         if args or kwargs:
-            task_args = [_task_arg(v, keep_alive) for v in args]
-            task_args += [_task_arg(v, keep_alive) for v in kwargs.values()]
+            task_args = [task_arg(v, keep_alive) for v in args]
+            task_args += [task_arg(v, keep_alive) for v in kwargs.values()]
         else:
             task_args = NO_ITEMS
         task_id = core.ids.task_id()
@@ -454,6 +461,26 @@ class ActorMethod:
             f"Actor methods cannot be called directly. Instead of running "
             f"'{self._handle._class_name}.{self._name}()', try "
             f"'{self._handle._class_name}.{self._name}.remote()'.")
+
+
+# Other modules make and read actor classes and handles through these functions,
+# not through the classes' private names: a public attribute on ActorClass or
+# ActorHandle would hide the user's class attribute or actor method of that name
+# (both classes forward unknown names to the user's class).
+
+def actor_class(klass, options: dict) -> ActorClass:
+    """``@ember.remote(**options)`` applied to the plain class ``klass``."""
+    return ActorClass._from_class(klass, options)
+
+
+def handle_from_info(info: gcs_msg.ActorInfo) -> ActorHandle:
+    """A handle to the actor ``info`` describes (looked up by name: not counted)."""
+    return ActorHandle._from_info(info)
+
+
+def actor_id_of(handle: ActorHandle) -> bytes:
+    """The binary id of the actor ``handle`` calls."""
+    return handle._actor_id
 
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]

@@ -20,6 +20,7 @@
           ├── ObjectStoreFullError / OutOfDiskError / OutOfMemoryError
           ├── NodeDiedError / LocalRayletDiedError
           ├── RaySystemError ......... ember itself failed; the message says where
+          │    └── IllegalTransition . a state machine took a move its table forbids
           ├── PendingCallsLimitExceeded
           ├── RuntimeEnvSetupError
           └── TaskPlacementGroupRemoved / ActorPlacementGroupRemoved
@@ -50,6 +51,21 @@ class RaySystemError(RayError):
         if self.traceback_str:
             msg += f"\ntraceback: {self.traceback_str}"
         return msg
+
+
+class IllegalTransition(RaySystemError):
+    """A record (task, lease, worker, actor, ...) was moved between states its
+    transition table does not connect: a bug in ember, not in the user's program.
+
+    Every state machine keeps an Enum, a table of allowed next states and one
+    transition method that checks it and raises this, so the message names the
+    record and both states, and one log line leads to the code path.
+    """
+
+    def __init__(self, what: str, old, new):
+        self.what, self.old, self.new = what, old, new
+        super().__init__(f"{what}: illegal state transition {old.name} -> {new.name} "
+                         "(a bug in ember; please report it with this message)")
 
 
 class RayTaskError(RayError):

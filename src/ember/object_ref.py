@@ -18,11 +18,12 @@ from .ids import OBJECT_ID_SIZE, TaskID
 
 
 class ObjectRef:
-    __slots__ = ("_id", "_owner", "_counted", "__weakref__")
+    #: Public slots, not properties: task submission, put and get read them per ref.
+    __slots__ = ("object_id", "owner", "_counted", "__weakref__")
 
     def __init__(self, object_id: bytes, owner=None, *, _add_ref: bool = True):
-        self._id = object_id
-        self._owner = owner
+        self.object_id = object_id
+        self.owner = owner
         core = context.core
         self._counted = _add_ref and core is not None
         if self._counted:
@@ -33,7 +34,7 @@ class ObjectRef:
             core = context.core
             if core is not None:
                 try:
-                    core.references.remove_local_ref(self._id)
+                    core.references.remove_local_ref(self.object_id)
                 except Exception:  # interpreter shutdown
                     pass
 
@@ -57,35 +58,35 @@ class ObjectRef:
         return cls(b"\xff" * OBJECT_ID_SIZE, _add_ref=False)
 
     def is_nil(self) -> bool:
-        return self._id == b"\xff" * OBJECT_ID_SIZE
+        return self.object_id == b"\xff" * OBJECT_ID_SIZE
 
     def binary(self) -> bytes:
-        return self._id
+        return self.object_id
 
     def hex(self) -> str:
-        return self._id.hex()
+        return self.object_id.hex()
 
     def task_id(self):
-        return TaskID(self._id[:24])
+        return TaskID(self.object_id[:24])
 
     def job_id(self):
         return self.task_id().job_id()
 
     def owner_address(self):
-        return self._owner
+        return self.owner
 
     def __hash__(self):
-        return hash(self._id)
+        return hash(self.object_id)
 
     def __eq__(self, other):
-        return isinstance(other, ObjectRef) and other._id == self._id
+        return isinstance(other, ObjectRef) and other.object_id == self.object_id
 
     def __repr__(self):
-        return f"ObjectRef({self._id.hex()})"
+        return f"ObjectRef({self.object_id.hex()})"
 
     def __reduce__(self):
-        record_ref(self._id, self._owner)
-        return _rebuild, (self._id, self._owner)
+        record_ref(self.object_id, self.owner)
+        return _rebuild, (self.object_id, self.owner)
 
     def __copy__(self):
         return self

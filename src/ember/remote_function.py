@@ -37,15 +37,15 @@ class _Prepared:
                  "retry_exceptions", "placement_group_id", "capture_child_tasks",
                  "allowlist", "max_calls", "name", "key", "job_id", "runtime_env", "info")
 
-    def __init__(self, remote_function: "RemoteFunction", options: dict, core):
-        what = remote_function._what
+    def __init__(self, function_id: bytes, qualname: str, what: str, is_generator: bool,
+                 options: dict, core):
         self.resources, self.strategy = opts.placement(
             options, what, opts.resource_request(options, default_cpus=1.0))
         self.placement_group_id, self.capture_child_tasks = opts.placement_group_of(
             self.strategy)
         num_returns = options.get("num_returns")
         if num_returns is None:
-            num_returns = "streaming" if remote_function._is_generator else 1
+            num_returns = "streaming" if is_generator else 1
         #: "dynamic" runs as a streaming generator whose refs are handed over at once,
         #: as one DynamicObjectRefGenerator, when the task ends.
         self.dynamic = num_returns == "dynamic"
@@ -65,9 +65,9 @@ class _Prepared:
         #: Wire form, merged over the env in force here (packages uploaded now).
         self.runtime_env = runtime_env.resolve(core, options.get("runtime_env"),
                                                core.runtime_env, what)
-        self.key = SchedulingKey.make(remote_function._function_id,
+        self.key = SchedulingKey.make(function_id,
                                  tuple(sorted(self.resources.items())), self.strategy,
-                                 core.job_id, f"task {remote_function._qualname}",
+                                 core.job_id, f"task {qualname}",
                                  self.runtime_env)
         #: The calls' task-event description (core_worker/task_events.py), made at
         #: the first call.
@@ -107,9 +107,7 @@ class RemoteFunction:
             inspect.isasyncgenfunction(function)
         self._pickled: bytes | None = None
         self._function_id: bytes | None = None
-        self._prepared: _Prepared | None = None
-        #: What ``_prepared`` was computed for (see ``_prepared_key``).
-        self._prepared_key: tuple | None = None
+        self._prepared = _PreparedCache()
         self._check_args = ArgumentCheck(call_signature(function), self._what)
         functools.update_wrapper(self, function)
 
@@ -122,10 +120,11 @@ class RemoteFunction:
         """A copy of this function with some options changed, as in Ray."""
         merged = dict(self._options, **options)
         opts.validate(options, opts.TASK_OPTIONS, self._what)
-        return _RemoteFunctionWithOptions(self, merged)
+        return _RemoteFunctionWithOptions(self, merged, self._prepare, self._submit,
+                                          self._check_args)
 
     def remote(self, *args, **kwargs):
-        return self._submit(_cached_prepare(self, self, self._options), args, kwargs)
+        return self._submit(self._prepared.get(self._prepare, self._options), args, kwargs)
 
     def _prepare(self, options: dict) -> _Prepared:
         core = context.require_core(f"{self._qualname}.remote()", auto_init=True)
@@ -136,7 +135,8 @@ class RemoteFunction:
                 raise TypeError(f"Could not serialize {self._what}: "
                                 + unpicklable_message(self._function, exc)) from exc
             self._function_id = function_id_of(self._pickled)
-        return _Prepared(self, options, core)
+        return _Prepared(self._function_id, self._qualname, self._what, self._is_generator,
+                         options, core)
 
     def _submit(self, p: _Prepared, args, kwargs):
         self._check_args(args, kwargs)
@@ -147,10 +147,10 @@ class RemoteFunction:
         if args or kwargs:
             task_args, keep_alive = [], []
             for value in args:
-                task_args.append(_task_arg(value, keep_alive))
+                task_args.append(task_arg(value, keep_alive))
             kwarg_names = list(kwargs) if kwargs else NO_ITEMS
             for value in kwargs.values():
-                task_args.append(_task_arg(value, keep_alive))
+                task_args.append(task_arg(value, keep_alive))
         else:  # a million queued calls hold no empty lists
             task_args = kwarg_names = keep_alive = NO_ITEMS
         task_id = core.ids.task_id()
@@ -168,7 +168,7 @@ class RemoteFunction:
         if p.dynamic:
             ref = core.make_ref(object_id_for_return(task_id, DYNAMIC_RETURN_INDEX),
                                 core.address)
-            state = GeneratorState(task_id, functools.partial(_hand_over, core, ref._id))
+            state = GeneratorState(task_id, functools.partial(_hand_over, core, ref.object_id))
             core.submit_task(spec, p.key, keep_alive, state, info)
             return ref
         if p.num_returns == -1:
@@ -208,35 +208,46 @@ def _hand_over(core, object_id: bytes, state: GeneratorState) -> None:
 class _RemoteFunctionWithOptions:
     """What ``f.options(...)`` returns: ``.remote()`` with the merged options."""
 
-    def __init__(self, parent: RemoteFunction, options: dict):
+    def __init__(self, parent: RemoteFunction, options: dict, prepare, submit, check_args):
+        """``prepare``, ``submit``, ``check_args``: the parent's own (bound) steps."""
         self._parent = parent
         self._options = options
-        self._prepared = None
-        self._prepared_key: tuple | None = None
+        self._prepare = prepare
+        self._submit = submit
+        self._check_args = check_args
+        self._prepared = _PreparedCache()
 
     def remote(self, *args, **kwargs):
-        return self._parent._submit(_cached_prepare(self, self._parent, self._options),
-                                    args, kwargs)
+        return self._submit(self._prepared.get(self._prepare, self._options), args, kwargs)
 
     def options(self, **options):
         return self._parent.options(**dict(self._options, **options))
 
     def bind(self, *args, **kwargs) -> FunctionNode:
         """A call in a DAG with these options (see ``ember.dag``)."""
-        self._parent._check_args(args, kwargs)
+        self._check_args(args, kwargs)
         return FunctionNode(self, args, kwargs, self._options, self._parent.__name__)
 
     def __call__(self, *args, **kwargs):
         return self._parent(*args, **kwargs)
 
 
-def _cached_prepare(holder, function: "RemoteFunction", options: dict) -> _Prepared:
-    """``holder``'s cached _Prepared, rebuilt when the job or captured group changed."""
-    if holder._prepared is None or holder._prepared_key != _prepared_key(context.core):
-        holder._prepared = function._prepare(options)
-        # Read the key again: _prepare may have started the cluster (auto-init).
-        holder._prepared_key = _prepared_key(context.core)
-    return holder._prepared
+class _PreparedCache:
+    """The _Prepared of one set of options, made again when the job or captured
+    placement group changed (see ``_prepared_key``)."""
+
+    __slots__ = ("prepared", "key")
+
+    def __init__(self):
+        self.prepared: _Prepared | None = None
+        self.key: tuple | None = None
+
+    def get(self, prepare, options: dict) -> _Prepared:
+        if self.prepared is None or self.key != _prepared_key(context.core):
+            self.prepared = prepare(options)
+            # Read the key again: prepare may have started the cluster (auto-init).
+            self.key = _prepared_key(context.core)
+        return self.prepared
 
 
 #: The args, kwarg names and kept-alive refs of a call that has none: one shared
@@ -244,18 +255,18 @@ def _cached_prepare(holder, function: "RemoteFunction", options: dict) -> _Prepa
 NO_ITEMS: tuple = ()
 
 
-def _task_arg(value, keep_alive: list) -> TaskArg:
+def task_arg(value, keep_alive: list) -> TaskArg:
     """One argument: a ref, or a small value inline. Large values are put in the
     object store and passed by ref, as in Ray, so they are copied once."""
     if type(value) is ObjectRef:
         keep_alive.append(value)
-        return TaskArg(object_id=value._id, owner=value._owner)
+        return TaskArg(object_id=value.object_id, owner=value.owner)
     data, buffers, refs, size = serialize_parts(value)
     core = context.core
     if size > config.max_direct_call_object_size and core.object_store is not None:
         ref = core.put_parts(data, buffers, refs, size)
         keep_alive.append(ref)
-        return TaskArg(object_id=ref._id, owner=ref._owner)
+        return TaskArg(object_id=ref.object_id, owner=ref.owner)
     if refs:
         keep_alive.extend(ObjectRef(r.object_id, r.owner) for r in refs)
     return TaskArg(value=inline_value(data, buffers, refs, size))

@@ -105,7 +105,7 @@ class RuntimeContext:
 
     def get_dashboard_url(self) -> str:
         """The dashboard's address ("" without a dashboard), as Ray gives it."""
-        return worker._dashboard_url(self._core().session_dir) or ""
+        return worker.dashboard_url(self._core().session_dir) or ""
 
     def is_canceled(self) -> bool:
         """Whether ember.cancel() was called on the task or actor call running now.

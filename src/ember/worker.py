@@ -27,7 +27,7 @@ from .exceptions import GetTimeoutError
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef
 from .ports import WorkerPorts
-from .actor import ActorHandle
+from .actor import ActorHandle, actor_id_of, handle_from_info
 from .config import config
 from .core_worker.core_worker import CoreWorker
 from .protocol import gcs as gcs_msg
@@ -191,7 +191,7 @@ _PORT_ARGS = ("node_manager_port", "object_manager_port", "min_worker_port",
               "max_worker_port", "worker_port_list", "dashboard_port")
 
 
-def _dashboard_url(session_dir: str) -> str | None:
+def dashboard_url(session_dir: str) -> str | None:
     """The head's dashboard as Ray reports it ("ip:port"), when this machine runs the head."""
     if _local_node is not None:
         return _local_node.dashboard_url
@@ -286,7 +286,7 @@ def _address_info(core) -> dict:
     return {"node_ip_address": core.node_ip, "gcs_address": core.gcs_address,
             "address": core.gcs_address, "session_dir": core.session_dir,
             "node_id": core.node_id.hex(), "raylet_socket_name": core.raylet_socket,
-            "webui_url": _dashboard_url(core.session_dir)}
+            "webui_url": dashboard_url(core.session_dir)}
 
 
 def shutdown(_exiting_interpreter: bool = False) -> None:
@@ -336,7 +336,7 @@ def get(object_refs, *, timeout: float | None = None):
     if loaded is None:
         raise GetTimeoutError(
             f"ember.get() timed out after {timeout} s: "
-            f"{sum(not core.store.contains(r._id) for r in refs)} of {len(refs)} "
+            f"{sum(not core.store.contains(r.object_id) for r in refs)} of {len(refs)} "
             "object(s) are not ready.")
     return loaded[0] if single else loaded
 
@@ -359,7 +359,7 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects "
                          f"provided to ember.wait ({num_returns} > {len(object_refs)}).")
-    if len({r._id if isinstance(r, ObjectRef) else id(r) for r in object_refs}) != len(
+    if len({r.object_id if isinstance(r, ObjectRef) else id(r) for r in object_refs}) != len(
             object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     _check_timeout(timeout, "wait")
@@ -378,15 +378,15 @@ def _wait_with_generators(core, items: list, num_returns: int, timeout, fetch_lo
     refs = [r for r in items if isinstance(r, ObjectRef)]
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        ready_ids = {r._id for r in refs if core.store.contains(r._id)}
-        ready = [r for r in items if (r._id in ready_ids if isinstance(r, ObjectRef)
+        ready_ids = {r.object_id for r in refs if core.store.contains(r.object_id)}
+        ready = [r for r in items if (r.object_id in ready_ids if isinstance(r, ObjectRef)
                                       else r.next_ready())][:num_returns]
         left = None if deadline is None else deadline - time.monotonic()
         if len(ready) == num_returns or (left is not None and left <= 0):
             chosen = {id(r) for r in ready}
             return ready, [r for r in items if id(r) not in chosen]
         step = _GENERATOR_POLL_S if left is None else min(_GENERATOR_POLL_S, left)
-        unready = [r for r in refs if r._id not in ready_ids]
+        unready = [r for r in refs if r.object_id not in ready_ids]
         if unready:  # sleeps until one is ready or ``step`` passed; fetches borrowed ones
             core.wait_objects(unready, 1, step, fetch_local)
         else:
@@ -493,7 +493,7 @@ def kill(actor, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"ember.kill() only supports actors; for tasks use ember.cancel(). "
                         f"Got {type(actor).__name__}.")
-    core.kill_actor(actor._actor_id, no_restart=no_restart,
+    core.kill_actor(actor_id_of(actor), no_restart=no_restart,
                     reason="ember.kill() was called on it")
 
 
@@ -511,7 +511,7 @@ def get_actor(name: str, namespace: str | None = None):
             f"Failed to look up actor with name {name!r} in namespace {namespace!r}. It was "
             "never created there, it died, or it lives in another namespace (pass "
             "namespace=...).")
-    return ActorHandle._from_info(reply.info)
+    return handle_from_info(reply.info)
 
 
 def list_named_actors(all_namespaces: bool = False):

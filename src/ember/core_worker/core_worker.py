@@ -321,8 +321,8 @@ class CoreWorker:
 
     def _read_store(self, refs: list, markers: list[SerializedValue]):
         """Views of stored values; those of other nodes are pulled here first (blocking)."""
-        object_ids = [ref._id for ref in refs]
-        remote = [(ref._id, m.node_id, ref._owner) for ref, m in zip(refs, markers)
+        object_ids = [ref.object_id for ref in refs]
+        remote = [(ref.object_id, m.node_id, ref.owner) for ref, m in zip(refs, markers)
                   if m.node_id != self.node_id]
         views = None
         for _ in range(2):  # a fresh copy may be evicted before we pin it: pull again
@@ -372,12 +372,12 @@ class CoreWorker:
 
     def _rebuild(self, refs: list, values: list, exc: ObjectLostError) -> bool:
         """After a failed pull: have the lost values made again. False if none can be."""
-        remote = {ref._id: (ref, v) for ref, v in zip(refs, values)
+        remote = {ref.object_id: (ref, v) for ref, v in zip(refs, values)
                   if v.kind == VALUE_IN_STORE and v.node_id != self.node_id}
         if not remote:
             return False
-        owned = [oid for oid, (ref, _) in remote.items() if self.owns(ref._owner)]
-        borrowed = [ref for ref, _ in remote.values() if not self.owns(ref._owner)]
+        owned = [oid for oid, (ref, _) in remote.items() if self.owns(ref.owner)]
+        borrowed = [ref for ref, _ in remote.values() if not self.owns(ref.owner)]
         if owned:
             outcome = self.io.run(self.lineage.loop_recover(owned), timeout=60)
             lost = bytes.fromhex(exc.object_ref_hex or "")
@@ -385,7 +385,7 @@ class CoreWorker:
                 return False  # its node lives: not a loss that running the task mends
             # Otherwise it is being made again, or now holds an error saying why not.
         for ref in borrowed:  # forget where it was; ask the owner again, saying lost
-            self.store.delete(ref._id)
+            self.store.delete(ref.object_id)
         if borrowed:
             self.io.post(self.ownership.loop_fetch, borrowed, True)
         return True
@@ -393,16 +393,16 @@ class CoreWorker:
     def get_serialized(self, refs: list, timeout: float | None) -> list[SerializedValue] | None:
         """Serialized values of ``refs``, or None if ``timeout`` ran out."""
         store = self.store
-        values = [store.get(ref._id) for ref in refs]
+        values = [store.get(ref.object_id) for ref in refs]
         missing = [ref for ref, v in zip(refs, values) if v is None]
         if missing:
             several = len(refs) > 1
             if several:
                 _raise_first_error(values)  # known already: raised without waiting
-            if not self._wait_for(missing, len({r._id for r in missing}), timeout,
+            if not self._wait_for(missing, len({r.object_id for r in missing}), timeout,
                                   fetch=True, fail_fast=several):
                 return None
-            values = [v if v is not None else store.get(ref._id)
+            values = [v if v is not None else store.get(ref.object_id)
                       for ref, v in zip(refs, values)]
             if several:
                 _raise_first_error(values)
@@ -415,7 +415,7 @@ class CoreWorker:
                   fetch: bool, fail_fast: bool = False) -> bool:
         """Block until ``count`` of ``refs`` are in the memory store, or time out; with
         ``fail_fast``, also until one of them is an error."""
-        ids = list({ref._id: None for ref in refs})
+        ids = list({ref.object_id: None for ref in refs})
         waiter = FailFastWaiter(count, self.store) if fail_fast else CountdownWaiter(count)
         absent = self.store.wait_for(ids, waiter)
         waiter.satisfied(len(ids) - absent)
@@ -423,8 +423,8 @@ class CoreWorker:
             self.store.cancel_wait(ids, waiter)
             return True
         if fetch:
-            borrowed = [ref for ref in refs if not self.owns(ref._owner)
-                        and not self.store.contains(ref._id)]
+            borrowed = [ref for ref in refs if not self.owns(ref.owner)
+                        and not self.store.contains(ref.object_id)]
             if borrowed:
                 self.io.post(self.ownership.loop_fetch, borrowed)
         blocked = self._notify_blocked()
@@ -446,17 +446,17 @@ class CoreWorker:
     def wait_objects(self, refs: list, num_returns: int, timeout: float | None,
                      fetch_local: bool):
         """ray.wait: (ready, not_ready), each in the order of ``refs``."""
-        ready_ids = {ref._id for ref in refs if self.store.contains(ref._id)}
+        ready_ids = {ref.object_id for ref in refs if self.store.contains(ref.object_id)}
         if len(ready_ids) < num_returns and (timeout is None or timeout > 0):
             self._wait_for(refs, num_returns, timeout, fetch=True)
         elif timeout == 0 and len(ready_ids) < num_returns:
-            borrowed = [ref for ref in refs if not self.owns(ref._owner)
-                        and ref._id not in ready_ids]
+            borrowed = [ref for ref in refs if not self.owns(ref.owner)
+                        and ref.object_id not in ready_ids]
             if borrowed:
                 self.io.post(self.ownership.loop_fetch, borrowed)
         ready, not_ready = [], []
         for ref in refs:
-            if len(ready) < num_returns and self.store.contains(ref._id):
+            if len(ready) < num_returns and self.store.contains(ref.object_id):
                 ready.append(ref)
             else:
                 not_ready.append(ref)
@@ -494,9 +494,9 @@ class CoreWorker:
                 settle(result)
             except concurrent.futures.InvalidStateError:
                 pass  # cancelled: its awaiter gave up (a timeout, or its loop closed)
-        if self.store.wait_for([ref._id], CallbackWaiter(ready)) == 0:
-            ready(ref._id)
-        elif not self.owns(ref._owner):
+        if self.store.wait_for([ref.object_id], CallbackWaiter(ready)) == 0:
+            ready(ref.object_id)
+        elif not self.owns(ref.owner):
             self.io.post(self.ownership.loop_fetch, [ref])
         return fut
 
@@ -553,10 +553,10 @@ class CoreWorker:
 
     def cancel(self, ref, force: bool, recursive: bool) -> None:
         """Cancel the task that makes ``ref``: an actor call, or a task (see ember.cancel)."""
-        task_id = task_id_of(ref._id)
-        if not self.owns(ref._owner):  # the owner submitted the task: it cancels it
+        task_id = task_id_of(ref.object_id)
+        if not self.owns(ref.owner):  # the owner submitted the task: it cancels it
             async def to_owner() -> None:
-                owner = await self.peers.get(ref._owner, "owner")
+                owner = await self.peers.get(ref.owner, "owner")
                 owner.notify(cw.CancelOwnedTask(task_id, force, recursive))
             self.io.run(to_owner(), timeout=30)
             return

@@ -261,6 +261,7 @@ class TaskExecutor:
         if reply.worker_exiting:
             # A deliberate exit (exit_actor(), max_calls) ends the process as a normal
             # exit would: the program's atexit handlers run, once the reply is sent.
+            # (The standard library has no public way to run them before os._exit.)
             try:
                 atexit._run_exitfuncs()
             except BaseException:  # noqa: BLE001 - its traceback is printed; exit anyway

@@ -62,10 +62,10 @@ class Ownership:
         by_owner: dict[Address, list[bytes]] = collections.defaultdict(list)
         store = self._store
         for ref in refs:
-            oid = ref._id
+            oid = ref.object_id
             if not store.contains(oid) and oid not in self._fetching:
                 self._fetching.add(oid)
-                by_owner[ref._owner].append(oid)
+                by_owner[ref.owner].append(oid)
         for owner, object_ids in by_owner.items():
             self._io.loop.create_task(self._fetch_from(owner, object_ids, lost))
 

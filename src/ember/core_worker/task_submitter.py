@@ -8,7 +8,8 @@ trip). More leases are requested while tasks are queued, and a worker that
 runs dry is kept for ``lease_idle_timeout_s`` before it goes back to the
 raylet, so a tight ``get(f.remote())`` loop leases once, not once per task.
 
-A task's life here::
+A task's life here (:class:`TaskState`; :meth:`PendingTask.transition` allows only
+these edges, and lineage reconstruction takes a FINISHED task back to the start)::
 
     WAITING_FOR_DEPENDENCIES ──► QUEUED ──push──► RUNNING ──reply──► FINISHED
                  │                 ▲               │
@@ -32,6 +33,7 @@ from .. import rpc
 from ..config import config
 from ..exceptions import (TaskCancelledError, TaskUnschedulableError, WorkerCrashedError,
                           LocalRayletDiedError, OutOfMemoryError)
+from ..exceptions import IllegalTransition
 from ..protocol import core_worker as cw
 from ..protocol import raylet as rl
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
@@ -47,10 +49,21 @@ OOM_RETRY_DELAY_MAX_S = 60.0
 
 
 class TaskState(enum.Enum):
-    WAITING_FOR_DEPENDENCIES = "waiting for dependencies"
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINISHED = "finished"
+    WAITING_FOR_DEPENDENCIES = "waiting for dependencies"  # its argument refs resolve
+    QUEUED = "queued"        # in its scheduling key's queue, waiting for a leased worker
+    RUNNING = "running"      # pushed to a worker; the reply is awaited
+    FINISHED = "finished"    # its returns (values or the error) are stored
+
+
+#: The moves of the diagram above: state -> the states it may go to next. A
+#: FINISHED task waits for its dependencies again when lineage reconstruction
+#: runs it again to rebuild a lost result.
+_TASK_EDGES = {
+    TaskState.WAITING_FOR_DEPENDENCIES: frozenset({TaskState.QUEUED, TaskState.FINISHED}),
+    TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.FINISHED}),
+    TaskState.RUNNING: frozenset({TaskState.QUEUED, TaskState.FINISHED}),
+    TaskState.FINISHED: frozenset({TaskState.WAITING_FOR_DEPENDENCIES}),
+}
 
 
 class PendingTask:
@@ -65,6 +78,13 @@ class PendingTask:
         """Refs inside the argument values; the receiver must be registered for them."""
         return [info for arg in self.spec.args if arg.value is not None
                 for info in arg.value.nested_refs]
+
+    def transition(self, new: TaskState) -> None:
+        """The only way ``state`` changes: along an edge of ``_TASK_EDGES``."""
+        if new not in _TASK_EDGES[self.state]:
+            raise IllegalTransition(f"task {self.spec.function_name} "
+                                    f"({self.spec.task_id.hex()})", self.state, new)
+        self.state = new
 
     def __init__(self, spec: cw.TaskSpec, return_ids: list[bytes], keep_alive, key,
                  parent: bytes | None = None, info=None):
@@ -180,8 +200,8 @@ class NormalTaskSubmitter:
     # --- submission -------------------------------------------------------------
 
     def submit(self, task: PendingTask) -> None:
-        # A task run again to rebuild a lost result (lineage) was FINISHED before.
-        task.state = TaskState.WAITING_FOR_DEPENDENCIES
+        if task.state is TaskState.FINISHED:  # run again to rebuild a lost result (lineage)
+            task.transition(TaskState.WAITING_FOR_DEPENDENCIES)
         self.tasks[task.spec.task_id] = task
         self.task_events.submitted(task)
         self._dependencies.resolve(task, self._dependencies_ready)
@@ -196,7 +216,7 @@ class NormalTaskSubmitter:
         if failed is not None:  # an argument is an error: the task fails with it
             self.store_returns(task, failed)
             return
-        task.state = TaskState.QUEUED
+        task.transition(TaskState.QUEUED)
         self.task_events.state(task, te.PENDING_NODE_ASSIGNMENT)
         state = self._keys.get(task.key)
         if state is None:
@@ -257,7 +277,7 @@ class NormalTaskSubmitter:
             w.idle_timer = None
         w.inflight += 1
         task.worker = w
-        task.state = TaskState.RUNNING
+        task.transition(TaskState.RUNNING)
         address = w.address
         self.task_events.pushed(task, w.where)
         nested = task.nested_refs()
@@ -510,7 +530,7 @@ class NormalTaskSubmitter:
             task.retries_left -= 1
         task.spec.attempt += 1
         self.task_events.retried(task)
-        task.state = TaskState.QUEUED
+        task.transition(TaskState.QUEUED)
         state = self._keys.get(task.key)
         if state is None:
             state = self._keys[task.key] = KeyState(task.key)
@@ -537,7 +557,7 @@ class NormalTaskSubmitter:
             self._references.owned_in_store(ret.object_id, value.node_id)
 
     def store_returns(self, task: PendingTask, returns, num_generator_items: int = 0) -> None:
-        task.state = TaskState.FINISHED
+        task.transition(TaskState.FINISHED)
         self.task_events.finished(task, returns)
         self.tasks.pop(task.spec.task_id, None)
         for ret in returns:

@@ -43,7 +43,7 @@ class ClassNode(DAGNode):
         self._methods = methods
         #: The method call bound last on this node: the next one runs after it.
         self._last_call: ClassMethodNode | None = None
-        if any(node._is_input for node in self._bound.nodes):
+        if any(node.is_input for node in self._bound.nodes):
             raise ValueError(
                 "InputNode handles user dynamic input the DAG, and cannot be used as args, "
                 f"kwargs, or other_args_to_resolve in ClassNode constructor ({class_name}) "
@@ -62,7 +62,17 @@ class ClassNode(DAGNode):
         if name not in self._methods:
             raise AttributeError(f"Actor class {self._class_name} has no method {name!r}. "
                                  f"Its methods are {sorted(self._methods)}.")
-        return UnboundClassMethod(self, name, {})
+        return UnboundClassMethod(self._bind_call, self._class_name, name, {})
+
+    def _bind_call(self, method_name: str, args: tuple, kwargs: dict,
+                   options: dict) -> "ClassMethodNode":
+        """``self.<method_name>.bind(*args, **kwargs)``: runs after the call bound before."""
+        meta = self._methods[method_name]
+        ArgumentCheck(meta.get("signature"), f"{self._class_name}.{method_name}")(args, kwargs)
+        call = ClassMethodNode(method_name, args, kwargs, options, parent=self,
+                               class_name=self._class_name, previous_call=self._last_call)
+        self._last_call = call
+        return call
 
     def _execute_impl(self, args, kwargs, result_of, dag_input):
         return self._actor_class.remote(*args, **kwargs)
@@ -74,33 +84,28 @@ class ClassNode(DAGNode):
 class UnboundClassMethod:
     """``class_node.method``: ``.bind(...)`` it, optionally after ``.options(...)``."""
 
-    def __init__(self, class_node: ClassNode, method_name: str, options: dict):
-        self._class_node = class_node
+    def __init__(self, bind_call, class_name: str, method_name: str, options: dict):
+        """``bind_call``: the class node's ``_bind_call``."""
+        self._bind_call = bind_call
+        self._class_name = class_name
         self._method_name = method_name
         self._options = options
 
     def options(self, **options) -> "UnboundClassMethod":
-        return UnboundClassMethod(self._class_node, self._method_name,
+        return UnboundClassMethod(self._bind_call, self._class_name, self._method_name,
                                   dict(self._options, **options))
 
     def bind(self, *args, **kwargs) -> "ClassMethodNode":
-        node = self._class_node
-        meta = node._methods[self._method_name]
-        ArgumentCheck(meta.get("signature"), f"{node._class_name}.{self._method_name}")(
-            args, kwargs)
-        call = ClassMethodNode(self._method_name, args, kwargs, self._options, parent=node,
-                               class_name=node._class_name, previous_call=node._last_call)
-        node._last_call = call
-        return call
+        return self._bind_call(self._method_name, args, kwargs, self._options)
 
     def remote(self, *args, **kwargs):
         raise AttributeError(
             ".remote() cannot be used on ClassMethodNodes. Use .bind() instead to express a "
-            f"symbolic actor call: {self._class_node._class_name}.{self._method_name}.bind().")
+            f"symbolic actor call: {self._class_name}.{self._method_name}.bind().")
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Use "
-                        f"'{self._class_node._class_name}.{self._method_name}.bind()'.")
+                        f"'{self._class_name}.{self._method_name}.bind()'.")
 
 
 class ClassMethodNode(DAGNode):

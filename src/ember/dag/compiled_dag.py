@@ -96,7 +96,7 @@ class CompiledDAG:
             names[id(node)] = str(index)
             dot.node(str(index), f"{index}: {node}")
         for node in _nodes(self._root):
-            for upstream in node._upstream_nodes():
+            for upstream in node.upstream_nodes():
                 if id(upstream) in names:
                     dot.edge(names[id(upstream)], names[id(node)])
         return dot.render(filename, format=format, view=view)
@@ -124,7 +124,7 @@ def _nodes(root: "DAGNode") -> list["DAGNode"]:
             order.append(node)
             continue
         stack.append((node, True))
-        stack.extend((n, False) for n in reversed(node._upstream_nodes()) if id(n) not in seen)
+        stack.extend((n, False) for n in reversed(node.upstream_nodes()) if id(n) not in seen)
     return order
 
 

@@ -41,7 +41,7 @@ class DAGNode:
     """
 
     #: True for InputNode only: the node that stands for execute()'s arguments.
-    _is_input = False
+    is_input = False
 
     def __init__(self, args: tuple, kwargs: dict, options: dict,
                  other_args_to_resolve: dict | None = None):
@@ -71,7 +71,7 @@ class DAGNode:
     def get_stable_uuid(self) -> str:
         return self._stable_uuid
 
-    def _upstream_nodes(self) -> list["DAGNode"]:
+    def upstream_nodes(self) -> list["DAGNode"]:
         """Every node this one needs first, in the order they are to run."""
         nodes = list(self._bound.nodes)
         for node in self._bound_other_args_to_resolve.values():
@@ -138,14 +138,14 @@ def _run(root: DAGNode, args: tuple, kwargs: dict):
         if not ready:
             # No cycle is possible: a node's upstream nodes existed before it.
             stack.append((node, True))
-            stack.extend((n, False) for n in reversed(node._upstream_nodes())
+            stack.extend((n, False) for n in reversed(node.upstream_nodes())
                          if id(n) not in results)
             continue
-        if node._is_input:
+        if node.is_input:
             if input_node is not None and input_node is not node:
                 raise AssertionError("Each DAG should only have one unique InputNode.")
             input_node = node
-        elif not args and not kwargs and any(n._is_input for n in node._bound.nodes):
+        elif not args and not kwargs and any(n.is_input for n in node._bound.nodes):
             # Ray would pass an empty input object on; a missing input is a mistake.
             raise ValueError(f"{node} takes the DAG's input, but execute() was called "
                              "without any: pass it as dag.execute(value).")

@@ -55,7 +55,7 @@ class DAGInputData:
 class InputNode(DAGNode):
     """The DAG's input. Use it as ``with InputNode() as inp:``."""
 
-    _is_input = True
+    is_input = True
 
     def __init__(self, *args, input_type=None, **kwargs):
         if args or kwargs:

@@ -151,6 +151,14 @@ class _Bar:
             self._drawn.refresh()
         self.row = row
 
+    def hide(self) -> None:
+        if self._drawn is not None:
+            self._drawn.clear()
+
+    def show(self) -> None:
+        if self._drawn is not None:
+            self._drawn.refresh()
+
     def close(self, state: dict) -> None:
         """The bar's final ``state`` arrived."""
         if self._drawn is not None:
@@ -215,15 +223,13 @@ class _BarManager:
         if not self._hidden:
             self._hidden = True
             for bar in self._all_bars():
-                if bar._drawn is not None:
-                    bar._drawn.clear()
+                bar.hide()
 
     def unhide_bars(self) -> None:
         if self._hidden:
             self._hidden = False
             for bar in self._all_bars():
-                if bar._drawn is not None:
-                    bar._drawn.refresh()
+                bar.show()
 
     def _all_bars(self):
         return [bar for group in self.bar_groups.values()

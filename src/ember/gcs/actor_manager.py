@@ -43,6 +43,7 @@ import logging
 import msgspec
 
 from .. import rpc
+from ..exceptions import IllegalTransition
 from ..protocol import core_worker as cw
 from ..protocol import gcs as msg
 from ..protocol import raylet as rl
@@ -79,9 +80,12 @@ _EDGES = {
 class Actor:
     """One actor's record and the lease that hosts it."""
 
-    def __init__(self, info: msg.ActorInfo):
+    def __init__(self, info: msg.ActorInfo,
+                 state: ActorState = ActorState.DEPENDENCIES_UNREADY):
+        """``state``: a new actor's first, or a reloaded one's as stored."""
         self.info = info
-        self.state = ActorState.DEPENDENCIES_UNREADY
+        self.state = state
+        info.state = state.name
         self.create: msg.CreateActor | None = None
         self.worker_id = b""
         self.lease_id = b""
@@ -91,8 +95,7 @@ class Actor:
 
     def transition(self, new: ActorState) -> None:
         if new not in _EDGES[self.state]:
-            raise RuntimeError(f"actor {self.info.actor_id.hex()}: illegal transition "
-                               f"{self.state.name} -> {new.name}")
+            raise IllegalTransition(f"actor {self.describe()}", self.state, new)
         self.state = new
         self.info.state = new.name
 
@@ -132,8 +135,7 @@ class ActorManager:
     async def load(self) -> None:
         for raw in (await self._store.get_all(TABLE)).values():
             data = msgspec.msgpack.decode(raw, type=ActorTableData)
-            actor = Actor(data.info)
-            actor.state = ActorState[data.info.state]
+            actor = Actor(data.info, ActorState[data.info.state])
             actor.create = data.create
             actor.worker_id, actor.lease_id = data.worker_id, data.lease_id
             self.actors[data.info.actor_id] = actor
@@ -207,7 +209,6 @@ class ActorManager:
                     f"by actor {existing.describe()}. Choose another name, kill that actor "
                     "first, or pass get_if_exists=True to get a handle to it.")
             self._named[(info.namespace, info.name)] = info.actor_id
-        info.state = ActorState.DEPENDENCIES_UNREADY.name
         actor = self.actors[info.actor_id] = Actor(info)
         self._persist(actor)
         return msg.RegisterActorReply(info)

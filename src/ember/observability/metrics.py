@@ -205,6 +205,15 @@ class NodeMetrics:
         self._gcs_latency[index] += 1
         self._gcs_latency_sum += seconds
 
+    def snapshot_from_thread(self, timeout: float) -> dict:
+        """:meth:`snapshot`, from a thread other than the node's loop (the HTTP server's)."""
+        return asyncio.run_coroutine_threadsafe(self.snapshot(), self._loop).result(timeout)
+
+    def gcs_latency(self) -> tuple[list[int], float]:
+        """The GCS request latency histogram: counts per bucket of _LATENCY_BOUNDS (and
+        one above them), and the sum of the latencies in seconds."""
+        return self._gcs_latency, self._gcs_latency_sum
+
     def user_samples(self):
         """``[(definition, [(labels, value, buckets)])]``: the node's processes added up."""
         with self._lock:
@@ -240,7 +249,7 @@ class _Collector:
                                             HistogramMetricFamily)
         m = self._metrics
         try:
-            snapshot = asyncio.run_coroutine_threadsafe(m.snapshot(), m._loop).result(10)
+            snapshot = m.snapshot_from_thread(10)
         except Exception:  # noqa: BLE001 - serve the user metrics even so
             logger.warning("metrics: no system snapshot", exc_info=True)
             snapshot = {}
@@ -254,11 +263,12 @@ class _Collector:
             family = HistogramMetricFamily(
                 "ember_gcs_request_latency_seconds",
                 "Latency of the exporter's GCS requests, seconds")
+            counts, total = m.gcs_latency()
             cumulative, buckets = 0, []
-            for bound, count in zip(_LATENCY_BOUNDS + (float("inf"),), m._gcs_latency):
+            for bound, count in zip(_LATENCY_BOUNDS + (float("inf"),), counts):
                 cumulative += count
                 buckets.append((_bucket_label(bound), cumulative))
-            family.add_metric([], buckets, m._gcs_latency_sum)
+            family.add_metric([], buckets, total)
             yield family
         for definition, rows in m.user_samples():
             labels = list(definition.tag_keys)

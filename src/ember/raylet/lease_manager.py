@@ -14,19 +14,31 @@ A worker whose task blocks in ``ray.get`` lends its CPUs back (NotifyBlocked)
 so that the tasks it waits on can run; it takes them back when it unblocks,
 even if that briefly oversubscribes the node. Without this, nested tasks
 deadlock a full pool.
+
+A lease's life here (:class:`LeaseState`; :meth:`Lease.transition` allows only
+these edges)::
+
+    PENDING ──queue──► QUEUED ──allocate──► WAITING_FOR_WORKER ──pop──► GRANTED
+       ▲                 │  │                   │                        │
+       └──take_waiting───┘  └─cancel / fail─────┴──► CANCELED / FAILED   │
+                                                                         ▼
+                             returned, worker died, owner gone ──► RETURNED
 """
 from __future__ import annotations
 
 import asyncio
+import enum
 import signal
 import collections
 import logging
 import time
+import typing
 
+from ..exceptions import IllegalTransition
 from ..protocol import raylet as msg
 from ..rpc.auth import lease_grant
 from .resources import Allocation, NodeResources, fixed_request
-from .worker_pool import WorkerHandle, WorkerPool
+from .worker_pool import WorkerHandle
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +46,40 @@ logger = logging.getLogger(__name__)
 FAILED_WORKER_GRACE_S = 1.0
 
 
+class LeaseState(enum.Enum):
+    PENDING = "pending"          # not (or no longer) queued here: the cluster lease
+                                 # manager decides where it goes
+    QUEUED = "queued"            # in its key's queue, waiting for resources
+    WAITING_FOR_WORKER = "waiting for worker"  # holds its resources; a worker starts
+    GRANTED = "granted"          # a worker is lent to the owner
+    RETURNED = "returned"        # the worker came back, died, or its owner went away
+    CANCELED = "canceled"        # the owner cancelled it (or went away) while queued
+    FAILED = "failed"            # it cannot run here (no port for a worker, group gone)
+
+
+#: The moves of the diagram in the module docstring: state -> the states it may go to next.
+_LEASE_EDGES = {
+    LeaseState.PENDING: frozenset({LeaseState.QUEUED}),
+    LeaseState.QUEUED: frozenset({LeaseState.WAITING_FOR_WORKER, LeaseState.PENDING,
+                                  LeaseState.CANCELED, LeaseState.FAILED}),
+    LeaseState.WAITING_FOR_WORKER: frozenset({LeaseState.GRANTED, LeaseState.CANCELED,
+                                              LeaseState.FAILED}),
+    LeaseState.GRANTED: frozenset({LeaseState.RETURNED}),
+    LeaseState.RETURNED: frozenset(),
+    LeaseState.CANCELED: frozenset(),
+    LeaseState.FAILED: frozenset(),
+}
+
+
 class Lease:
     """One lease request, from queued to granted to returned."""
 
     __slots__ = ("request", "fixed", "future", "allocation", "worker", "owner_conn",
-                 "lent", "queued_at", "granted_at")
+                 "lent", "queued_at", "granted_at", "state")
 
     def __init__(self, request: msg.RequestWorkerLease, owner_conn):
+        #: Changed only by :meth:`transition`.
+        self.state = LeaseState.PENDING
         self.request = request
         self.fixed = fixed_request(request.resources)
         self.future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -57,9 +96,39 @@ class Lease:
     def lease_id(self) -> bytes:
         return self.request.lease_id
 
+    def transition(self, new: LeaseState) -> None:
+        """The only way ``state`` changes: along an edge of ``_LEASE_EDGES``."""
+        if new not in _LEASE_EDGES[self.state]:
+            raise IllegalTransition(f"lease {self.lease_id.hex()} ({self.request.description})",
+                                    self.state, new)
+        self.state = new
+
+
+class LeaseWorkers(typing.Protocol):
+    """What the lease manager needs of a worker pool: :class:`~.worker_pool.WorkerPool` in the
+    raylet, :class:`~ember.raylet.fake_worker_pool.FakeWorkerPool` in unit tests."""
+
+    def pop(self, job_id: bytes) -> WorkerHandle | None:
+        """An idle worker, now LEASED and bound to ``job_id``; None if there is none."""
+
+    def push(self, handle: WorkerHandle) -> None:
+        """A lease ended: the worker goes back to idle (unless it died meanwhile)."""
+
+    def num_starting(self) -> int:
+        """Workers started and not registered yet."""
+
+    def start_worker(self) -> WorkerHandle | None:
+        """Start one more worker; None when no port is left for it."""
+
+    def ports_exhausted(self) -> str:
+        """Why start_worker returned None, for the error the leases fail with."""
+
+    def kill(self, handle: WorkerHandle, reason: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the worker's process; its death is reported later (worker_died)."""
+
 
 class LocalLeaseManager:
-    def __init__(self, resources: NodeResources, pool: WorkerPool, max_starting: int,
+    def __init__(self, resources: NodeResources, pool: LeaseWorkers, max_starting: int,
                  on_resources_changed):
         self.resources = resources
         self.pool = pool
@@ -74,6 +143,7 @@ class LocalLeaseManager:
     # --- queueing ---------------------------------------------------------------
 
     def queue(self, lease: Lease) -> None:
+        lease.transition(LeaseState.QUEUED)
         key = lease.request.scheduling_key
         self._queues.setdefault(key, collections.deque()).append(lease)
         self._queued_ids[lease.lease_id] = lease
@@ -84,6 +154,7 @@ class LocalLeaseManager:
         if lease is None:
             return False
         self._queues[lease.request.scheduling_key].remove(lease)
+        lease.transition(LeaseState.CANCELED)
         self._release(lease)
         if not lease.future.done():
             lease.future.set_result(msg.LeaseCanceled())
@@ -107,6 +178,7 @@ class LocalLeaseManager:
                     lease.allocation = self.resources.allocate(lease.fixed)
                     if lease.allocation is None:
                         break
+                    lease.transition(LeaseState.WAITING_FOR_WORKER)
                     changed = True
                 worker = self.pool.pop(lease.request.job_id)
                 if worker is None:
@@ -137,6 +209,7 @@ class LocalLeaseManager:
                 return
 
     def _grant(self, lease: Lease, worker: WorkerHandle) -> None:
+        lease.transition(LeaseState.GRANTED)
         worker.lease = lease
         worker.actor_id = lease.request.actor_id
         lease.worker = worker
@@ -171,6 +244,7 @@ class LocalLeaseManager:
         lease = self.granted.pop(lease_id, None)
         if lease is None:
             return
+        lease.transition(LeaseState.RETURNED)
         self._release(lease)
         worker = lease.worker
         if worker_failed:
@@ -188,6 +262,7 @@ class LocalLeaseManager:
     def worker_died(self, worker: WorkerHandle) -> None:
         lease = worker.lease
         if lease is not None and self.granted.pop(lease.lease_id, None) is not None:
+            lease.transition(LeaseState.RETURNED)
             self._release(lease)
         self.dispatch()
 
@@ -204,6 +279,7 @@ class LocalLeaseManager:
         for lease in list(self.granted.values()):
             if lease.owner_conn is conn and not lease.request.actor_id:
                 self.granted.pop(lease.lease_id, None)
+                lease.transition(LeaseState.RETURNED)
                 self._release(lease)
                 self.pool.kill(lease.worker, "the owner of its lease exited", signal.SIGTERM)
         self.dispatch()
@@ -224,6 +300,7 @@ class LocalLeaseManager:
             if predicate(lease):
                 del self._queued_ids[lease.lease_id]
                 self._queues[lease.request.scheduling_key].remove(lease)
+                lease.transition(LeaseState.FAILED)
                 self._release(lease)
                 if not lease.future.done():
                     lease.future.set_result(msg.LeaseFailed(
@@ -267,6 +344,7 @@ class LocalLeaseManager:
         self._queues[lease.request.scheduling_key].remove(lease)
         if not self._queues[lease.request.scheduling_key]:
             del self._queues[lease.request.scheduling_key]
+        lease.transition(LeaseState.PENDING)
         return lease
 
     # --- introspection ----------------------------------------------------------

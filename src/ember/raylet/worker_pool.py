@@ -1,6 +1,7 @@
 """The raylet's worker pool: start, register, lend, take back and reap workers.
 
-A worker's life::
+A worker's life (:class:`WorkerState`; :meth:`WorkerHandle.transition` allows only
+these edges)::
 
     STARTING ──register──► IDLE ◄──return──┐
        │                    │              │
@@ -38,6 +39,7 @@ import sys
 import time
 
 from ..config import config
+from ..exceptions import IllegalTransition
 from ..ports import WorkerPortAllocator
 from ..protocol import core_worker as cw
 from .zygote import Zygote
@@ -53,6 +55,15 @@ class WorkerState(enum.Enum):
     IDLE = "idle"          # registered, waiting in the pool
     LEASED = "leased"      # lent to an owner under a lease
     DEAD = "dead"          # exited; kept briefly to answer failure-cause queries
+
+
+#: The moves of the diagram above: state -> the states it may go to next.
+_WORKER_EDGES = {
+    WorkerState.STARTING: frozenset({WorkerState.IDLE, WorkerState.DEAD}),
+    WorkerState.IDLE: frozenset({WorkerState.LEASED, WorkerState.DEAD}),
+    WorkerState.LEASED: frozenset({WorkerState.IDLE, WorkerState.DEAD}),
+    WorkerState.DEAD: frozenset(),
+}
 
 
 class WorkerHandle:
@@ -86,9 +97,50 @@ class WorkerHandle:
         self.port = 0
 
 
+    def transition(self, new: WorkerState) -> None:
+        """The only way ``state`` changes: along an edge of ``_WORKER_EDGES``."""
+        if new not in _WORKER_EDGES[self.state]:
+            raise IllegalTransition(f"worker {self.worker_id.hex()} (pid {self.pid})",
+                                    self.state, new)
+        self.state = new
+
     @property
     def pid(self) -> int:
         return self.process.pid
+
+
+def lend_idle(idle: list[WorkerHandle], job_id: bytes) -> WorkerHandle | None:
+    """Take from ``idle`` the worker to lease to ``job_id`` and mark it LEASED (bound to
+    the job): the most recently idle one already bound to it, else an unbound one.
+
+    A function (as is :func:`take_back`), so that the fake pool (fake_worker_pool.py)
+    lends exactly as the real one.
+    """
+    for i in range(len(idle) - 1, -1, -1):
+        if idle[i].job_id == job_id:
+            handle = idle.pop(i)
+            break
+    else:
+        for i in range(len(idle) - 1, -1, -1):
+            if not idle[i].job_id:
+                handle = idle.pop(i)
+                break
+        else:
+            return None
+    handle.job_id = job_id
+    handle.transition(WorkerState.LEASED)
+    return handle
+
+
+
+def take_back(idle: list[WorkerHandle], handle: WorkerHandle) -> None:
+    """A lease of ``handle`` ended: it is idle again, in ``idle``, unless it died meanwhile."""
+    if handle.state is WorkerState.DEAD:
+        return
+    handle.transition(WorkerState.IDLE)
+    handle.lease = None
+    handle.idle_since = time.monotonic()
+    idle.append(handle)
 
 
 class WorkerPool:
@@ -175,7 +227,7 @@ class WorkerPool:
             self.ports.release(handle.port)  # it had to bind another port of the range
             handle.port = address.port
             self.ports.hold(handle.port)
-        handle.state = WorkerState.IDLE
+        handle.transition(WorkerState.IDLE)
         handle.idle_since = time.monotonic()
         self._idle.append(handle)
         self._on_worker_ready()
@@ -185,29 +237,11 @@ class WorkerPool:
 
     def pop(self, job_id: bytes) -> WorkerHandle | None:
         """An idle worker for ``job_id``: one already bound to it, else an unbound one."""
-        for i in range(len(self._idle) - 1, -1, -1):
-            if self._idle[i].job_id == job_id:
-                handle = self._idle.pop(i)
-                break
-        else:
-            for i in range(len(self._idle) - 1, -1, -1):
-                if not self._idle[i].job_id:
-                    handle = self._idle.pop(i)
-                    break
-            else:
-                return None
-        handle.job_id = job_id
-        handle.state = WorkerState.LEASED
-        return handle
+        return lend_idle(self._idle, job_id)
 
     def push(self, handle: WorkerHandle) -> None:
         """A lease ended; the worker waits for the next one."""
-        if handle.state is WorkerState.DEAD:
-            return
-        handle.state = WorkerState.IDLE
-        handle.lease = None
-        handle.idle_since = time.monotonic()
-        self._idle.append(handle)
+        take_back(self._idle, handle)
 
     def has_idle_for(self, job_id: bytes) -> bool:
         return any(w.job_id in (job_id, b"") for w in self._idle)
@@ -249,7 +283,7 @@ class WorkerPool:
             return
         if handle in self._idle:
             self._idle.remove(handle)
-        handle.state = WorkerState.DEAD
+        handle.transition(WorkerState.DEAD)
         self.ports.release(handle.port)
         self.workers.pop(handle.worker_id, None)
         self._dead[handle.worker_id] = handle

@@ -44,20 +44,20 @@ class Metric:
         if tag_keys is not None and (not isinstance(tag_keys, tuple) or not all(
                 isinstance(k, str) for k in tag_keys)):
             raise TypeError(f"tag_keys must be a tuple of str, got {tag_keys!r}.")
-        self._name = name
+        self.name = name
         self._description = description
         self._tag_keys = tuple(tag_keys or ())
         self._default_tags: dict[str, str] = {}
 
     @property
     def info(self) -> dict:
-        return {"name": self._name, "description": self._description,
+        return {"name": self.name, "description": self._description,
                 "tag_keys": self._tag_keys, "default_tags": dict(self._default_tags)}
 
     def set_default_tags(self, default_tags: dict[str, str]) -> "Metric":
         for key in default_tags:
             if key not in self._tag_keys:
-                raise ValueError(f"Unrecognized tag key {key!r}; the metric {self._name!r} has "
+                raise ValueError(f"Unrecognized tag key {key!r}; the metric {self.name!r} has "
                                  f"tag_keys {self._tag_keys}.")
         self._default_tags = dict(default_tags)
         return self
@@ -67,17 +67,18 @@ class Metric:
         if tags:
             for key in tags:
                 if key not in self._tag_keys:
-                    raise ValueError(f"Unrecognized tag key {key!r}; the metric {self._name!r} "
+                    raise ValueError(f"Unrecognized tag key {key!r}; the metric {self.name!r} "
                                      f"has tag_keys {self._tag_keys}.")
             merged.update(tags)
         missing = [k for k in self._tag_keys if k not in merged]
         if missing:
             raise ValueError(f"Missing value for tag key(s) {missing} of the metric "
-                             f"{self._name!r}: pass them in tags= or set_default_tags().")
+                             f"{self.name!r}: pass them in tags= or set_default_tags().")
         return tuple((k, str(merged[k])) for k in self._tag_keys)
 
-    def _definition(self) -> pm.MetricDefinition:
-        return pm.MetricDefinition(self._name, self._kind, self._description, self._tag_keys)
+    def definition(self) -> pm.MetricDefinition:
+        """What the recorder reports about this metric besides its values."""
+        return pm.MetricDefinition(self.name, self._kind, self._description, self._tag_keys)
 
 
 class Counter(Metric):
@@ -121,8 +122,9 @@ class Histogram(Metric):
     def observe(self, value: float, tags: dict | None = None) -> None:
         _recorder.observe(self, self._tags(tags), float(value))
 
-    def _definition(self) -> pm.MetricDefinition:
-        return pm.MetricDefinition(self._name, self._kind, self._description, self._tag_keys,
+    def definition(self) -> pm.MetricDefinition:
+        """What the recorder reports about this metric besides its values."""
+        return pm.MetricDefinition(self.name, self._kind, self._description, self._tag_keys,
                                    self.boundaries)
 
     @property
@@ -141,33 +143,33 @@ class _Recorder:
         self._started_for = None
 
     def add(self, metric: Metric, tags: tuple, value: float) -> None:
-        key = (metric._name, tags)
+        key = (metric.name, tags)
         with self._lock:
             entry = self._values.get(key)
             if entry is None:
-                entry = self._values[key] = [metric._definition(), 0.0, None]
+                entry = self._values[key] = [metric.definition(), 0.0, None]
             entry[1] += value
             self._dirty.add(key)
         self._ensure_reporting()
 
     def set(self, metric: Metric, tags: tuple, value: float) -> None:
-        key = (metric._name, tags)
+        key = (metric.name, tags)
         with self._lock:
             entry = self._values.get(key)
             if entry is None:
-                entry = self._values[key] = [metric._definition(), 0.0, None]
+                entry = self._values[key] = [metric.definition(), 0.0, None]
             entry[1] = value
             self._dirty.add(key)
         self._ensure_reporting()
 
     def observe(self, metric: Histogram, tags: tuple, value: float) -> None:
-        key = (metric._name, tags)
+        key = (metric.name, tags)
         bounds = metric.boundaries
         index = next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
         with self._lock:
             entry = self._values.get(key)
             if entry is None:
-                entry = self._values[key] = [metric._definition(), 0.0, [0] * (len(bounds) + 1)]
+                entry = self._values[key] = [metric.definition(), 0.0, [0] * (len(bounds) + 1)]
             entry[1] += value
             entry[2][index] += 1
             self._dirty.add(key)

@@ -10,7 +10,7 @@ import asyncio
 import queue as _stdlib_queue
 
 from .. import worker
-from ..actor import ActorClass
+from ..actor import actor_class
 
 
 class Empty(_stdlib_queue.Empty):
@@ -83,8 +83,8 @@ def _unwrap(exc, kind):
 class Queue:
     def __init__(self, maxsize: int = 0, actor_options: dict | None = None):
         self.maxsize = maxsize
-        actor_class = ActorClass._from_class(_QueueActor, {})
-        self.actor = actor_class.options(**(actor_options or {})).remote(maxsize)
+        queue_actor = actor_class(_QueueActor, {})
+        self.actor = queue_actor.options(**(actor_options or {})).remote(maxsize)
 
     def __len__(self):
         return self.size()

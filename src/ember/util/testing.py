@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ..actor import ActorClass
+from ..actor import actor_class
 
 
 def wait_for_condition(condition_predictor, timeout: float = 10, retry_interval_ms: float = 100,
@@ -65,4 +65,4 @@ class _Signal:
 
 #: ``SignalActor.remote()`` makes one; ``ray.get(signal.wait.remote())`` blocks
 #: until ``signal.send.remote()``. Runs no CPU, so it never takes a task's place.
-SignalActor = ActorClass._from_class(_Signal, {"num_cpus": 0})
+SignalActor = actor_class(_Signal, {"num_cpus": 0})

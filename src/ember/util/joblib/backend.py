@@ -1,6 +1,8 @@
 """The joblib backend behind :func:`ember.util.joblib.register_ray` (imports joblib)."""
 from __future__ import annotations
 
+# joblib exports no public base for a custom backend; Ray's backend subclasses this
+# private one too.
 from joblib._parallel_backends import MultiprocessingBackend
 
 from ... import worker

@@ -25,7 +25,7 @@ import warnings
 from typing import Any, Callable, Iterable
 
 from ... import worker
-from ...actor import ActorClass
+from ...actor import actor_class
 from ...exceptions import RayError
 from ..annotations import RayDeprecationWarning
 
@@ -64,7 +64,7 @@ class _PoolProcess:
         return results
 
 
-_PoolActor = ActorClass._from_class(_PoolProcess, {"num_cpus": 0})
+_PoolActor = actor_class(_PoolProcess, {"num_cpus": 0})
 
 
 def _first_error(chunk_results: list) -> BaseException | None:
@@ -143,7 +143,8 @@ class IMapIterator:
     consumer, so an endless or huge iterable is not read (or held) at once.
     """
 
-    def __init__(self, pool: "Pool", func, iterable: Iterable, chunksize: int, ordered: bool):
+    def __init__(self, submit: Callable, processes: int, func, iterable: Iterable, chunksize: int,
+                 ordered: bool):
         if chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, got {chunksize}.")
         if not isinstance(iterable, collections.abc.Iterable):
@@ -152,7 +153,8 @@ class IMapIterator:
                 "deprecated (as in Ray): it is taken as a one-item iterable.",
                 RayDeprecationWarning, stacklevel=3)
             iterable = [iterable]
-        self._pool = pool
+        #: The pool's ``_submit``: runs one chunk of calls on one of its actors.
+        self._submit = submit
         self._func = func
         self._items = iter(iterable)
         self._chunksize = chunksize
@@ -160,7 +162,7 @@ class IMapIterator:
         self._in_flight: collections.deque = collections.deque()
         self._ready: collections.deque = collections.deque()
         self._exhausted = False
-        for _ in range(2 * pool._processes):
+        for _ in range(2 * processes):
             self._submit_next()
 
     def _submit_next(self) -> None:
@@ -170,7 +172,7 @@ class IMapIterator:
         if len(chunk) < self._chunksize:
             self._exhausted = True
         if chunk:
-            self._in_flight.append(self._pool._submit(self._func, chunk))
+            self._in_flight.append(self._submit(self._func, chunk))
 
     def __iter__(self):
         return self
@@ -316,12 +318,14 @@ class Pool:
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
         self._check_running()
-        return IMapIterator(self, func, iterable, chunksize, ordered=True)
+        return IMapIterator(self._submit, self._processes, func, iterable, chunksize,
+                           ordered=True)
 
     def imap_unordered(self, func: Callable, iterable: Iterable,
                        chunksize: int = 1) -> IMapIterator:
         self._check_running()
-        return IMapIterator(self, func, iterable, chunksize, ordered=False)
+        return IMapIterator(self._submit, self._processes, func, iterable, chunksize,
+                           ordered=False)
 
     def close(self) -> None:
         """Take no more work; the processes end once what they were given is done."""
