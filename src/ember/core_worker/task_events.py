@@ -54,9 +54,16 @@ class TaskEventBuffer:
         self.node_id = node_id
         self.worker_id = worker_id
         #: Owner: task_id -> task whose current attempt the GCS has not been told of
-        #: yet. A task leaves it when it ends (its record is made then) or at a flush
-        #: (reported as it stands): nothing here keeps a finished task alive.
+        #: yet, submitted since the last flush (``_unreported``) or before it
+        #: (``_older``). A task leaves when it ends (its record is made then), or
+        #: at the flush after the one it was submitted before, unfinished (then it
+        #: is reported as it stands). So a task that ends within a flush interval or
+        #: two is reported once, not once unfinished and again when it ends (with a
+        #: thousand calls in flight, that doubled the records of every flush); one
+        #: that waits longer shows within two intervals. Nothing here keeps a
+        #: finished task alive.
         self._unreported: dict = {}
+        self._older: dict = {}
         #: Either side: the TaskEventRecord of each attempt that ended; a record's
         #: ``desc`` indexes ``_descs``.
         self._records: list = []
@@ -115,7 +122,8 @@ class TaskEventBuffer:
         # list), so it is sent as it is.
         self._records.append(self._record(task, state, task.spec.attempt, times))
         if not task.reported:
-            self._unreported.pop(task.spec.task_id, None)
+            if self._unreported.pop(task.spec.task_id, None) is None:
+                self._older.pop(task.spec.task_id, None)
             task.reported = True
 
     def _unsubmitted(self, task) -> list:
@@ -235,7 +243,7 @@ class TaskEventBuffer:
         """
         n, c, m = len(self._records), len(self._created), len(self._errors)
         running = list(self._running.items())
-        if not (n or c or m or self._unreported or running or self.dropped):
+        if not (n or c or m or self._unreported or self._older or running or self.dropped):
             return None
         records = self._records[:n]
         del self._records[:n]
@@ -243,8 +251,10 @@ class TaskEventBuffer:
         del self._created[:c]
         errors = self._errors[:m]
         del self._errors[:m]
-        unreported, self._unreported = self._unreported, {}
-        for task in unreported.values():  # not ended yet: sent as it stands
+        older, self._older, self._unreported = self._older, self._unreported, {}
+        for task in older.values():  # unfinished for a whole interval: sent as it stands
+            if task.reported:  # retried meanwhile, and reported as its new attempt
+                continue
             times = tuple(task.times)  # as it stands: the list changes on
             records.append(self._record(task, _furthest(times), task.spec.attempt, times))
             task.reported = True
@@ -260,6 +270,8 @@ class TaskEventBuffer:
             self.dropped += len(records) - self._max
             records = records[-self._max:]
         dropped, self.dropped = self.dropped, 0
+        if not (records or errors or dropped):  # only tasks not due yet
+            return None
         return te.AddTaskEvents(
             records=records, descs=descs,
             errors=[(task_id, attempt, error_type(err), error_message(err))
@@ -274,7 +286,7 @@ class TaskEventBuffer:
         self.flushed += len(batch.records)
 
     def debug_state(self) -> dict:
-        return {"buffered": len(self._unreported) + len(self._records),
+        return {"buffered": len(self._unreported) + len(self._older) + len(self._records),
                 "running": len(self._running), "flushed": self.flushed,
                 "dropped": self.dropped}
 
