@@ -144,6 +144,9 @@ class TaskEventBuffer:
         task.where = None
         task.ran_for = 0.0
         task.reported = False
+        # Its new attempt starts a new interval: it is due at the flush after next,
+        # like any task submitted now (and is in one table only, so its end frees it).
+        self._older.pop(task.spec.task_id, None)
         self._unreported[task.spec.task_id] = task
 
     def _record(self, task, state: int, attempt: int, times) -> te.TaskEventRecord:

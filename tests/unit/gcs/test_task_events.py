@@ -414,3 +414,19 @@ def test_records_keep_their_descriptions_when_the_table_of_descriptions_is_empti
     assert len(store._descs) <= 3
     got = {r.task_id: r.info.name for r in query(store).tasks}
     assert got == {task_id(n): f"f{n}" for n in range(10)}
+
+
+def test_a_retried_task_is_freed_when_its_new_attempt_ends():
+    """A task retried after a flush must leave the buffer when its new attempt ends."""
+    import weakref
+    buf = TaskEventBuffer()
+    task = _Task(spec(1, max_retries=1))
+    buf.submitted(task)
+    buf.take()                      # attempt 0 waits a whole interval before it is due
+    task.spec.attempt = 1
+    buf.retried(task)
+    buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
+    gone = weakref.ref(task)
+    del task
+    assert gone() is None
+    assert sorted(_attempts(buf.take())) == [(0, "FAILED"), (1, "FINISHED")]
