@@ -40,7 +40,7 @@ from .memory_monitor import MemoryMonitor, kill_reason, lease_candidates, oom_me
 from .node_usage import NodeUsage
 from .placement_groups import BundleManager
 from .resources import NodeResources
-from .worker_pool import WorkerHandle, WorkerPool
+from .worker_pool import WorkerHandle, WorkerPool, killed_by_raylet
 
 logger = logging.getLogger(__name__)
 
@@ -449,7 +449,7 @@ def exit_type(handle: WorkerHandle) -> str:
         return "NODE_OUT_OF_MEMORY"
     if code == 0:  # it said it was exiting (exit_actor(), max_calls), or sys.exit(0)
         return "INTENDED_USER_EXIT"
-    if handle.kill_reason and (code is None or code == -handle.kill_signal):
+    if killed_by_raylet(handle, code):
         return "INTENDED_SYSTEM_EXIT"  # the raylet ended it: its actor or job ended...
     return "SYSTEM_ERROR"
 

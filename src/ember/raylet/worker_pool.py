@@ -383,12 +383,16 @@ class WorkerPool:
                 "ports": self.ports.debug_state()}
 
 
+def killed_by_raylet(handle: WorkerHandle, code: int | None) -> bool:
+    """The raylet's own kill ended the worker. One that died on its own while a kill
+    was on its way is judged by its own exit status, not blamed on the raylet."""
+    return bool(handle.kill_reason) and (code is None or code == -handle.kill_signal)
+
+
 def describe_exit(handle: WorkerHandle, code: int | None) -> str:
     """A sentence on how a worker ended, for errors the user reads."""
     who = f"worker (pid {handle.pid})"
-    # A worker that died on its own while a kill was on its way is described by
-    # its own exit status, not blamed on the raylet.
-    if handle.kill_reason and (code is None or code == -handle.kill_signal):
+    if killed_by_raylet(handle, code):
         return f"{who} was killed by the raylet because {handle.kill_reason}"
     if code is None:
         return f"{who} closed its connection to the raylet and did not exit"
