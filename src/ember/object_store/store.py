@@ -31,7 +31,7 @@ Policy, as in Ray's plasma store and local object manager:
   restored) unlinks it at once (new readers miss it; the id may even be
   created again) but keeps its memory until the last pin goes.
 
-Object lifecycle. ``_transition`` is the only place that changes ``state``::
+Object lifecycle. ``Entry.transition`` is the only place that changes ``state``::
 
              seal                   spill (unpinned primary, store full)
     CREATED ──────────► SEALED ───────────────────────────────────► SPILLED
@@ -59,7 +59,7 @@ import logging
 import os
 import time
 
-from ..exceptions import ObjectStoreFullError, RayError
+from ..exceptions import IllegalTransition, ObjectStoreFullError, RayError
 from ..protocol.object_store import StoredObjectInfo
 from . import spill
 from .allocator import Allocator
@@ -129,6 +129,12 @@ class Entry:
         #: mapping of it (for transfers to other nodes); "" and None otherwise.
         self.path = ""
         self.disk = None
+
+    def transition(self, new: ObjectState) -> None:
+        """The only way ``state`` changes: along an edge of ``_EDGES``."""
+        if (self.state, new) not in _EDGES:
+            raise IllegalTransition(f"object {self.object_id.hex()}", self.state, new)
+        self.state = new
 
     @property
     def busy(self) -> bool:
@@ -282,7 +288,7 @@ class ObjectStore:
         if entry is None or entry.state is not ObjectState.CREATED:
             raise ValueError(f"Cannot seal object {object_id.hex()}: it is not being created "
                              "on this node.")
-        self._transition(entry, ObjectState.SEALED)
+        entry.transition(ObjectState.SEALED)
         entry.creator = None
         entry.last_access = self._clock()
         self._counters["sealed"] += 1
@@ -582,7 +588,7 @@ class ObjectStore:
             elif entry.spill_path and not entry.pins:
                 self._allocator.free(entry.offset)
                 entry.offset = -1
-                self._transition(entry, ObjectState.SPILLED)
+                entry.transition(ObjectState.SPILLED)
         return errors
 
     async def _restore(self, entry: Entry) -> None:
@@ -618,7 +624,7 @@ class ObjectStore:
             self._free_if_deleted(entry)
             return
         entry.io = None
-        self._transition(entry, ObjectState.SEALED)
+        entry.transition(ObjectState.SEALED)
         entry.last_access = self._clock()
         self._counters["restored"] += 1
         self._counters["restored_bytes"] += entry.size
@@ -746,12 +752,6 @@ class ObjectStore:
                 "room_lock_held": self._room_lock.locked()}
 
     # --- internals ---------------------------------------------------------------------
-
-    def _transition(self, entry: Entry, new: ObjectState) -> None:
-        if (entry.state, new) not in _EDGES:
-            raise AssertionError(f"object {entry.object_id.hex()}: no transition "
-                                 f"{entry.state.value} -> {new.value}")
-        entry.state = new
 
     def _start_task(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -13,10 +13,11 @@ import re
 
 import pytest
 
-from ember.exceptions import ObjectLostError, ObjectStoreFullError
+from ember.exceptions import (IllegalTransition, ObjectLostError, ObjectStoreFullError,
+                              RaySystemError)
 from ember.object_store.arena import Arena
 from ember.object_store.spill import SpilledObjectCorruptError
-from ember.object_store.store import ObjectExistsError, ObjectState, ObjectStore
+from ember.object_store.store import Entry, ObjectExistsError, ObjectState, ObjectStore
 
 KiB = 1024
 CAPACITY = 1024 * KiB
@@ -545,3 +546,17 @@ def test_closing_the_store_removes_on_disk_objects(make_store):
         store.close()
         assert not os.path.exists(path)
     run(main())
+
+
+def test_an_object_moves_only_along_its_lifecycle():
+    """CREATED -> SEALED <-> SPILLED; anything else is a bug in ember, named as such."""
+    entry = Entry(oid(1), SIZE, 0, None, True, None, 0.0)
+    for bad in (ObjectState.SPILLED, ObjectState.CREATED):
+        with pytest.raises(IllegalTransition, match=r"object 01000000.*CREATED -> ") as info:
+            entry.transition(bad)
+        assert isinstance(info.value, RaySystemError)
+    for good in (ObjectState.SEALED, ObjectState.SPILLED, ObjectState.SEALED):
+        entry.transition(good)
+        assert entry.state is good
+    with pytest.raises(IllegalTransition, match="SEALED -> SEALED"):
+        entry.transition(ObjectState.SEALED)
