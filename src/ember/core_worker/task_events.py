@@ -91,56 +91,59 @@ class TaskEventBuffer:
     # --- recording (hot path: a time stamp, at most one append) ----------------------
     #
     # The owner side runs on the I/O thread, as the flush does: it writes the times
-    # of a task's current attempt into ``task.times`` (indexed by state). An attempt
-    # is sent once when it ends, or at a flush if it has not ended by then (and
-    # again when it ends).
+    # of a task's current attempt into the task (``submitted_at``, ``queued_at``,
+    # ``pushed_at``: floats, so no container per task for the garbage collector to
+    # track). An attempt is sent once when it ends, or at a flush if it has not
+    # ended by then (and again when it ends).
 
     def submitted(self, task) -> None:
         """Owner: a task or actor call was submitted; its arguments may be pending."""
-        task.times = [_now(), 0.0, 0.0, 0.0, 0.0, 0.0]
+        task.submitted_at = _now()
+        task.queued_at = task.pushed_at = 0.0  # a task lineage runs again had them
         task.reported = False
         self._unreported[task.spec.task_id] = task
 
-    def state(self, task, state: int) -> None:
-        """Owner: ``task``'s current attempt reached ``state``."""
-        (task.times or self._unsubmitted(task))[state] = _now()
+    def queued(self, task) -> None:
+        """Owner: ``task``'s arguments are ready; it waits for a worker."""
+        if task.submitted_at is None:
+            self._unsubmitted(task)
+        task.queued_at = _now()
 
     def pushed(self, task, where: tuple[bytes, bytes, int]) -> None:
         """Owner: ``task``'s current attempt was sent to the worker ``where`` names
         (node id, worker id, pid: one tuple per leased worker, not per task)."""
-        (task.times or self._unsubmitted(task))[te.SUBMITTED_TO_WORKER] = _now()
+        if task.submitted_at is None:
+            self._unsubmitted(task)
+        task.pushed_at = _now()
         task.where = where
 
     def finished(self, task, returns) -> None:
         """Owner: the task's results (or its error) were stored."""
-        state = te.FAILED if returns and returns[0].value.kind == VALUE_ERROR else te.FINISHED
-        times = task.times or self._unsubmitted(task)
-        times[state] = now = _now()
-        if task.ran_for:  # the executor's measure: when it started running, from here
-            times[te.RUNNING] = now - task.ran_for
-        # The list itself: this attempt's times change no more (a retry starts a new
-        # list), so it is sent as it is.
-        self._records.append(self._record(task, state, task.spec.attempt, times))
+        failed = bool(returns) and returns[0].value.kind == VALUE_ERROR
+        if task.submitted_at is None:
+            self._unsubmitted(task)
+        self._records.append(self._record(task, te.FAILED if failed else te.FINISHED,
+                                          task.spec.attempt, _now()))
         if not task.reported:
             if self._unreported.pop(task.spec.task_id, None) is None:
                 self._older.pop(task.spec.task_id, None)
             task.reported = True
 
-    def _unsubmitted(self, task) -> list:
-        """The times of a task that ends (a call on a dead actor, say) without having
-        been submitted: it is still recorded."""
-        task.times = [0.0] * len(te.STATE_NAMES)
+    def _unsubmitted(self, task) -> None:
+        """A task that ends (a call on a dead actor, say) without having been
+        submitted: it is still recorded."""
+        task.submitted_at = 0.0
         task.reported = False
         self._unreported[task.spec.task_id] = task
-        return task.times
 
     def retried(self, task) -> None:
         """Owner: the previous attempt failed and ``task`` (its attempt raised) is queued."""
         now = _now()
-        times = task.times or self._unsubmitted(task)
-        times[te.FAILED] = now
-        self._records.append(self._record(task, te.FAILED, task.spec.attempt - 1, times))
-        task.times = [0.0, now, 0.0, 0.0, 0.0, 0.0]
+        if task.submitted_at is None:
+            self._unsubmitted(task)
+        self._records.append(self._record(task, te.FAILED, task.spec.attempt - 1, now))
+        task.submitted_at = task.pushed_at = 0.0
+        task.queued_at = now
         task.where = None
         task.ran_for = 0.0
         task.reported = False
@@ -149,9 +152,14 @@ class TaskEventBuffer:
         self._older.pop(task.spec.task_id, None)
         self._unreported[task.spec.task_id] = task
 
-    def _record(self, task, state: int, attempt: int, times) -> te.TaskEventRecord:
-        """What the owner knows of one attempt of ``task``; described if not sent before."""
+    def _record(self, task, state: int, attempt: int, ended: float) -> te.TaskEventRecord:
+        """What the owner knows of one attempt of ``task``, which reached ``state``
+        (at ``ended`` if it is FINISHED or FAILED); described if not sent before."""
         node_id, worker_id, pid = task.where or _NOWHERE
+        # RUNNING from the executor's measure: when it started, seen from here.
+        running = ended - task.ran_for if task.ran_for and ended else 0.0
+        times = (task.submitted_at, task.queued_at, task.pushed_at, running,
+                 ended if state == te.FINISHED else 0.0, ended if state == te.FAILED else 0.0)
         if task.reported:
             return te.TaskEventRecord(task.spec.task_id, attempt, state, times, node_id,
                                       worker_id, pid)
@@ -258,8 +266,7 @@ class TaskEventBuffer:
         for task in older.values():  # unfinished for a whole interval: sent as it stands
             if task.reported:  # retried meanwhile, and reported as its new attempt
                 continue
-            times = tuple(task.times)  # as it stands: the list changes on
-            records.append(self._record(task, _furthest(times), task.spec.attempt, times))
+            records.append(self._record(task, _furthest(task), task.spec.attempt, 0.0))
             task.reported = True
         for spec, record in created:
             record.desc = self._add_desc(describe(spec))
@@ -298,11 +305,12 @@ class TaskEventBuffer:
 _NOWHERE = (b"", b"", 0)
 
 
-def _furthest(times: list[float]) -> int:
-    """The furthest state an attempt reached, by the times recorded for it."""
-    for state in range(len(times) - 1, -1, -1):
-        if times[state]:
-            return state
+def _furthest(task) -> int:
+    """The furthest state an unfinished attempt reached, by the times recorded for it."""
+    if task.pushed_at:
+        return te.SUBMITTED_TO_WORKER
+    if task.queued_at:
+        return te.PENDING_NODE_ASSIGNMENT
     return te.PENDING_ARGS_AVAIL
 
 
@@ -343,7 +351,7 @@ class DisabledTaskEvents(TaskEventBuffer):
     def _skip(self, *args) -> None:
         pass
 
-    submitted = state = pushed = finished = failed = running = ended = retried = _skip
+    submitted = queued = pushed = finished = failed = running = ended = retried = _skip
 
     def take(self) -> None:
         return None

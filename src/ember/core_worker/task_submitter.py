@@ -39,7 +39,6 @@ from ..protocol import raylet as rl
 from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
 from ..raylet.lease_client import LeaseAttempt
 from ..raylet.policies import follows_data
-from ..protocol import task_events as te
 from .serialization import serialize_error
 
 logger = logging.getLogger(__name__)
@@ -71,7 +70,8 @@ class PendingTask:
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
                  "cancelled", "worker", "generator", "unresolved", "lost", "parent",
-                 "oom_retries_left", "oom_kills", "times", "reported", "where", "ran_for",
+                 "oom_retries_left", "oom_kills", "submitted_at", "queued_at", "pushed_at",
+                 "reported", "where", "ran_for",
                  "info")
 
     def nested_refs(self) -> list:
@@ -108,9 +108,13 @@ class PendingTask:
         self.unresolved = 0
         #: Actor calls: sent, then the connection broke before a reply came.
         self.lost = False
-        #: Unix time the current attempt reached each task state, and whether the
-        #: GCS has been sent it (core_worker/task_events.py).
-        self.times: list[float] | None = None
+        #: Unix time the current attempt was submitted (None: not recorded yet),
+        #: queued for a worker and pushed to one (0.0: not reached), and whether
+        #: the GCS has been sent it (core_worker/task_events.py). Floats, not a
+        #: list: the garbage collector tracks no list per pending task.
+        self.submitted_at: float | None = None
+        self.queued_at = 0.0
+        self.pushed_at = 0.0
         self.reported = False
         #: (node id, worker id, pid) the current attempt was pushed to, and how long
         #: it ran there (its reply's duration; 0.0 until it replied).
@@ -217,7 +221,7 @@ class NormalTaskSubmitter:
             self.store_returns(task, failed)
             return
         task.transition(TaskState.QUEUED)
-        self.task_events.state(task, te.PENDING_NODE_ASSIGNMENT)
+        self.task_events.queued(task)
         state = self._keys.get(task.key)
         if state is None:
             state = self._keys[task.key] = KeyState(task.key)

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from ember.core_worker.task_events import TaskEventBuffer, describe
+from ember.core_worker.task_submitter import PendingTask
 from ember.gcs.task_events import TaskEventManager
 from ember.protocol import task_events as te
 from ember.protocol.common import VALUE_ERROR, VALUE_PICKLE, SerializedValue
@@ -181,15 +182,14 @@ def spec(n: int, **kw) -> TaskSpec:
                     owner=Address(b"", "", 0), **kw)
 
 
-class _Task:
+class _Task(PendingTask):
+    """The owner's record of a submitted task, as the submitters make it (weakly
+    referable, for the tests that check nothing keeps it alive)."""
+
+    __slots__ = ("__weakref__",)
+
     def __init__(self, s, parent=None, info=None):
-        self.spec = s
-        self.parent = parent
-        self.times = None
-        self.reported = False
-        self.where = None
-        self.info = info
-        self.ran_for = 0.0
+        super().__init__(s, [b"r" * 28], None, None, parent=parent, info=info)
 
 
 def _attempts(sent) -> list[tuple[int, str]]:
@@ -200,7 +200,7 @@ def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_descriptio
     buf = TaskEventBuffer(b"node", b"worker")
     task = _Task(spec(1), parent=task_id(0))
     buf.submitted(task)
-    buf.state(task, te.PENDING_NODE_ASSIGNMENT)
+    buf.queued(task)
     buf.pushed(task, (b"N" * 28, b"W" * 28, 4321))
     task.ran_for = 0.001  # the reply's duration: the owner places RUNNING from it
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
@@ -232,7 +232,7 @@ def test_buffer_sends_an_attempt_unfinished_for_an_interval_then_again_when_it_e
     buf = TaskEventBuffer()
     task = _Task(spec(1))
     buf.submitted(task)
-    buf.state(task, te.SUBMITTED_TO_WORKER)
+    buf.pushed(task, (b"N" * 28, b"W" * 28, 1))
     assert buf.take() is None  # it may end before the next flush: then it is sent once
     assert _attempts(buf.take()) == [(0, "SUBMITTED_TO_WORKER")]
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_ERROR))])
