@@ -158,13 +158,14 @@ class TaskEventBuffer:
         node_id, worker_id, pid = task.where or _NOWHERE
         # RUNNING from the executor's measure: when it started, seen from here.
         running = ended - task.ran_for if task.ran_for and ended else 0.0
-        times = (task.submitted_at, task.queued_at, task.pushed_at, running,
-                 ended if state == te.FINISHED else 0.0, ended if state == te.FAILED else 0.0)
-        if task.reported:
-            return te.TaskEventRecord(task.spec.task_id, attempt, state, times, node_id,
-                                      worker_id, pid)
-        return te.TaskEventRecord(task.spec.task_id, attempt, state, times, node_id,
-                                  worker_id, pid, self._describe(task), task.parent or b"")
+        finished, failed = (ended, 0.0) if state == te.FINISHED else (0.0, ended)
+        rec = te.TaskEventRecord(task.spec.task_id, attempt, state, task.submitted_at,
+                                 task.queued_at, task.pushed_at, running, finished, failed,
+                                 node_id, worker_id, pid)
+        if not task.reported:
+            rec.desc = self._describe(task)
+            rec.parent_task_id = task.parent or b""
+        return rec
 
     def _describe(self, task) -> int:
         """The ``desc_id`` of ``task``'s description, put in this flush's table.
@@ -212,10 +213,10 @@ class TaskEventBuffer:
         now = _now()
         state = te.FAILED if reply.is_application_error else te.FINISHED
         began = started[1] if started else now
-        times = ((0.0, 0.0, 0.0, began, now, 0.0) if state == te.FINISHED
-                 else (0.0, 0.0, 0.0, began, 0.0, now))
-        self._created.append((spec, te.TaskEventRecord(spec.task_id, spec.attempt, state, times,
-                                                       *self._here())))
+        finished, failed = (now, 0.0) if state == te.FINISHED else (0.0, now)
+        self._created.append((spec, te.TaskEventRecord(
+            spec.task_id, spec.attempt, state, 0.0, 0.0, 0.0, began, finished, failed,
+            *self._here())))
 
     def _here(self) -> tuple[bytes, bytes, int]:
         """Executor: where its tasks run (this process), for the records it makes."""
@@ -273,7 +274,7 @@ class TaskEventBuffer:
             records.append(record)
         for task_id, (attempt, started, spec) in running:  # long tasks show RUNNING meanwhile
             records.append(te.TaskEventRecord(
-                task_id, attempt, te.RUNNING, (0.0, 0.0, 0.0, started, 0.0, 0.0), *self._here(),
+                task_id, attempt, te.RUNNING, 0.0, 0.0, 0.0, started, 0.0, 0.0, *self._here(),
                 desc=0 if spec is None else self._add_desc(describe(spec))))
         descs, self._descs, self._desc_index = self._descs, [], {}
         if len(records) > self._max:  # the GCS could not keep up, or we could not send

@@ -48,7 +48,6 @@ _JOB = operator.itemgetter(slice(-4, None))  # a task id ends with its job's id
 #: given theirs at once (descriptions are shared by the calls made alike, so this
 #: takes many distinct ones: a task name per call, say).
 _MAX_DESCS = 10_000
-_NOT_REACHED = (0.0,) * len(te.STATE_NAMES)
 _NODE_COUNTS_TTL_S = 1.0
 
 
@@ -89,7 +88,7 @@ class TaskEventManager:
         key = (task_id, attempt)
         rec = self.tasks.get(key)
         if rec is None:
-            rec = self.tasks[key] = te.TaskEventRecord(task_id, attempt, -1, _NOT_REACHED)
+            rec = self.tasks[key] = te.TaskEventRecord(task_id, attempt, -1)
         return rec
 
     def add_events(self, conn, batch: te.AddTaskEvents) -> None:
@@ -130,8 +129,7 @@ class TaskEventManager:
     def _merge(self, key, rec: te.TaskEventRecord, r: te.TaskEventRecord) -> None:
         """A later report of a stored attempt: each state keeps its earliest time
         (0.0: not reached), the state is the furthest seen."""
-        rec.state_ts = tuple([b if b and (not a or b < a) else a
-                              for a, b in zip(rec.state_ts, r.state_ts)])
+        rec.merge_times(r)
         if r.state > rec.state:
             if r.state >= FINISHED > rec.state:
                 self._finished.append(key)

@@ -33,9 +33,7 @@ ACTOR_TASK = 2
 TYPE_NAMES = ("NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK")
 
 
-#: An attempt's unix time per state (indexed by state), 0.0 where not reached. A
-#: tuple of floats, which the garbage collector stops tracking: the GCS holds
-#: a hundred thousand of them.
+#: An attempt's unix time per state (indexed by state), 0.0 where not reached.
 StateTimes = tuple[float, float, float, float, float, float]
 assert len(StateTimes.__args__) == len(STATE_NAMES)
 
@@ -109,8 +107,17 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=T
     #: The furthest state reached (-1: none yet, for an attempt known only by its
     #: error).
     state: int
-    #: Unix time per state reached, 0.0 where not (indexed by state).
-    state_ts: StateTimes
+    #: Unix time of each state reached, 0.0 where not (``state_ts`` has them as
+    #: a tuple). Floats in the record, not a tuple of them: a record then holds
+    #: no container, so making one allocates nothing the garbage collector
+    #: tracks, on the owner (a record per task) and in the GCS (a hundred
+    #: thousand stored).
+    pending_args_avail_ts: float = 0.0
+    pending_node_assignment_ts: float = 0.0
+    submitted_to_worker_ts: float = 0.0
+    running_ts: float = 0.0
+    finished_ts: float = 0.0
+    failed_ts: float = 0.0
     #: Where it ran, once it was pushed to a worker.
     node_id: bytes = b""
     worker_id: bytes = b""
@@ -125,6 +132,28 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=T
     #: Set by the GCS: why the attempt failed.
     error_type: str = ""
     error_message: str = ""
+
+    @property
+    def state_ts(self) -> StateTimes:
+        """The time of each state, indexed by state (0.0 where not reached)."""
+        return (self.pending_args_avail_ts, self.pending_node_assignment_ts,
+                self.submitted_to_worker_ts, self.running_ts, self.finished_ts,
+                self.failed_ts)
+
+    def merge_times(self, other: "TaskEventRecord") -> None:
+        """Take ``other``'s report of this attempt's times: each state keeps its
+        earliest time seen (the two sides' clocks differ a little)."""
+        for name in STATE_TS_FIELDS:
+            theirs = getattr(other, name)
+            if theirs:
+                ours = getattr(self, name)
+                if not ours or theirs < ours:
+                    setattr(self, name, theirs)
+
+
+#: TaskEventRecord's time fields, in state order.
+STATE_TS_FIELDS = tuple(f"{name.lower()}_ts" for name in STATE_NAMES)
+assert all(name in TaskEventRecord.__struct_fields__ for name in STATE_TS_FIELDS)
 
 
 class GetTaskEventsReply(Message):

@@ -41,7 +41,7 @@ def times(**at: float) -> tuple[float, ...]:
 
 def record(tid: bytes, attempt: int, state: int, ts, desc: int = 0,
            where=(b"", b"", 0)) -> te.TaskEventRecord:
-    return te.TaskEventRecord(tid, attempt, state, ts, *where, desc=desc)
+    return te.TaskEventRecord(tid, attempt, state, *ts, *where, desc=desc)
 
 
 def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
