@@ -108,6 +108,9 @@ class LocalLeaseService:
     def regrant(self, request: msg.RequestWorkerLease, owner_conn) -> msg.LeaseGranted | None:
         return self._then_run(self.manager.regrant(request, owner_conn))
 
+    def debug_state(self) -> dict:
+        return {**self.manager.debug_state(), "awaiting_reply": len(self._waiting)}
+
     # --- instructions -------------------------------------------------------------
 
     def _then_run(self, result: T) -> T:

@@ -437,7 +437,7 @@ class Raylet:
             "gcs": self.gcs.debug_state() if self.gcs is not None else None,
             "resources_total": self.resources.as_floats("total"),
             "resources_available": self.resources.as_floats("available"),
-            "leases": self.leases.debug_state(),
+            "leases": self.lease_service.debug_state(),
             **self.cluster_leases.debug_state(),
             "worker_pool": self.pool.debug_state(),
             "bundles": self.bundles.debug_state(),
