@@ -49,8 +49,9 @@ allocating and granting. ``kill`` stays with its siblings so that every change
 to a worker goes through one interface; only the delayed kill, which needs a
 timer, is an instruction. Instructions are immutable ``msgspec`` structs, and
 the two without fields are shared singletons (:data:`DISPATCH_SOON`,
-:data:`AVAILABILITY_CHANGED`), so a dispatch pass allocates one :class:`Reply`
-per grant and nothing else.
+:data:`AVAILABILITY_CHANGED`): the instructions add one small :class:`Reply`
+per answered lease to a dispatch pass, and nothing else. (The clock is passed
+in too, for the grant times the memory monitor orders its victims by.)
 
 A lease's life here (:class:`LeaseState`; :meth:`Lease.transition` allows only
 these edges)::

@@ -82,8 +82,10 @@ class Node:
                     self.reports.append(self.cpus_available())
                 elif instruction is DISPATCH_SOON:
                     dispatch = True
-                else:
+                elif type(instruction) is KillAfter:
                     self.kills_after.append(instruction)
+                else:
+                    raise AssertionError(f"unknown instruction {instruction!r}")
             if not dispatch:
                 return
             self.manager.dispatch()
