@@ -26,7 +26,8 @@ from ..config import config
 from ..protocol import gcs as gcs_msg
 from ..protocol import raylet as msg
 from ..protocol.common import Address
-from .lease_manager import Lease, LocalLeaseManager
+from .lease_manager import Lease
+from .lease_service import LocalLeaseService
 from .placement_groups import BundleManager
 from .cluster_view import ClusterView, NodeView
 from .policies import pick_node
@@ -41,7 +42,7 @@ PROMISE_TTL_S = max(1.0, 10 * config.resource_report_period_s)
 
 class ClusterLeaseManager:
     def __init__(self, node_id: bytes, resources: NodeResources, labels: dict[str, str],
-                 local: LocalLeaseManager, bundles: BundleManager,
+                 local: LocalLeaseService, bundles: BundleManager,
                  publish: typing.Callable[[object], None],
                  demand_changed: typing.Callable[[], None]):
         self.node_id = node_id
@@ -65,6 +66,14 @@ class ClusterLeaseManager:
         if refusal:
             return msg.LeaseFailed(f"{req.description} cannot run: {refusal}")
         lease = Lease(req, conn)
+        with self.local.waiting_for_reply(lease) as reply:
+            placed = self._place(lease)
+            return placed if placed is not None else await reply
+
+    def _place(self, lease: Lease) -> msg.WorkerLeaseReply | None:
+        """The reply to a new request if it is answered now; None if it waits (queued
+        here, or infeasible) for the reply the local lease service resolves."""
+        req = lease.request
         if req.grant_or_reject:
             # Sent here by another raylet, which chose this node: run it if it fits
             # now, else the owner asks its own raylet again, rather than wait here
@@ -72,7 +81,7 @@ class ClusterLeaseManager:
             if not self.resources.can_allocate(lease.fixed):
                 return msg.LeaseRejected()
             self.local.queue(lease)
-            return await lease.future
+            return None
         self.view.expire_promises(time.monotonic(), PROMISE_TTL_S)
         decision = pick_node(self.view, lease.fixed, req.strategy)
         if decision.unschedulable:
@@ -81,9 +90,8 @@ class ClusterLeaseManager:
         if decision.infeasible:
             self._infeasible[req.lease_id] = lease
             self.warn_infeasible(lease)
-            return await lease.future
-        spill = self._spill_or_queue(lease, decision.node_id)
-        return spill if spill is not None else await lease.future
+            return None
+        return self._spill_or_queue(lease, decision.node_id)
 
     def _spill_or_queue(self, lease: Lease, node_id: bytes) -> msg.LeaseSpillback | None:
         """The spillback reply sending ``lease`` to ``node_id``, counted as taken there in
@@ -98,7 +106,7 @@ class ClusterLeaseManager:
     def cancel(self, lease_id: bytes) -> bool:
         lease = self._infeasible.pop(lease_id, None)
         if lease is not None:
-            lease.future.set_result(msg.LeaseCanceled())
+            self.local.answer(lease, msg.LeaseCanceled())
             return True
         return self.local.cancel(lease_id)
 
@@ -114,7 +122,7 @@ class ClusterLeaseManager:
             refusal = self.bundles.refusal(lease.request.resources)
             if refusal:
                 del self._infeasible[lease_id]
-                lease.future.set_result(msg.LeaseFailed(
+                self.local.answer(lease, msg.LeaseFailed(
                     f"{lease.request.description} cannot run: {refusal}"))
 
     def demand(self) -> list[dict[str, float]]:
@@ -129,7 +137,8 @@ class ClusterLeaseManager:
         """
         counts: dict[tuple, gcs_msg.ResourceDemand] = {}
         waiting = [(lease, True) for lease in self._infeasible.values()]
-        waiting += [(lease, False) for lease in self.local.queued() if lease.allocation is None]
+        waiting += [(lease, False) for lease in self.local.manager.queued()
+                    if lease.allocation is None]
         for lease, infeasible in waiting:
             shape = lease.request.resources
             if any("_group_" in name for name in shape):
@@ -199,7 +208,7 @@ class ClusterLeaseManager:
         Requests spilled here (grant-or-reject) stay: their owner chose this node.
         """
         self.view.expire_promises(time.monotonic(), PROMISE_TTL_S)
-        for lease in self.local.queued():
+        for lease in self.local.manager.queued():
             if lease.allocation is not None or lease.request.grant_or_reject:
                 continue
             decision = pick_node(self.view, lease.fixed, lease.request.strategy)
@@ -209,7 +218,7 @@ class ClusterLeaseManager:
                     or not target.resources.can_allocate(lease.fixed)):
                 continue
             if self.local.take_waiting(lease.lease_id) is not None:
-                lease.future.set_result(self._spill_or_queue(lease, decision.node_id))
+                self.local.answer(lease, self._spill_or_queue(lease, decision.node_id))
 
     # --- infeasible requests -------------------------------------------------------
 
@@ -244,7 +253,7 @@ class ClusterLeaseManager:
                 continue
             spill = self._spill_or_queue(lease, decision.node_id)
             if spill is not None:
-                lease.future.set_result(spill)
+                self.local.answer(lease, spill)
 
     def debug_state(self) -> dict:
         return {

@@ -15,6 +15,44 @@ so that the tasks it waits on can run; it takes them back when it unblocks,
 even if that briefly oversubscribes the node. Without this, nested tasks
 deadlock a full pool.
 
+Events in, instructions out
+---------------------------
+This module is policy only, with no event loop and no clock of its own (as in
+dask's ``worker_state_machine``): every event is a method call (``queue``,
+``cancel``, ``dispatch``, ``return_worker``, ``worker_died``, ...), and what
+must then happen outside is appended to an outbox that the caller empties with
+:meth:`LocalLeaseManager.drain`, as :data:`Instruction` values:
+
+- :class:`Reply`: answer a lease request (granted, canceled or failed). The
+  manager holds no futures: who waits for a reply, and how, is the caller's
+  business (:mod:`.lease_service` keeps an asyncio future per waiting lease);
+- :class:`KillAfter`: kill a worker after a delay, which needs a timer;
+- :class:`DispatchSoon`: run :meth:`~LocalLeaseManager.dispatch` at the end
+  of this loop turn. Workers registering, bundles committing and cancels all
+  ask for it; the manager emits it once until that dispatch runs, so a burst
+  of them costs one pass over the queues;
+- :class:`AvailabilityChanged`: the node's available resources changed; other
+  nodes place their work by the report it leads to. Emitted at most once per
+  drain.
+
+So every rule here (order per key, lending, cancel, owner gone, port
+exhaustion) is tested by calling methods and reading the instructions, with
+no loop, no sleeps and no processes; the raylet's shell only carries them out.
+
+The worker pool stays a direct call, through the narrow :class:`LeaseWorkers`
+interface (with :class:`~.fake_worker_pool.FakeWorkerPool` beside it): the
+manager needs its answers at once (``pop`` gives the worker to grant,
+``start_worker`` returning None means the port range is used up and the
+waiting leases must fail), so making those instructions would split one
+dispatch pass into a round trip of events and let another event run between
+allocating and granting. ``kill`` stays with its siblings so that every change
+to a worker goes through one interface; only the delayed kill, which needs a
+timer, is an instruction. Instructions are immutable ``msgspec`` structs, and
+the two without fields are shared singletons (:data:`DISPATCH_SOON`,
+:data:`AVAILABILITY_CHANGED`): the instructions add one small :class:`Reply`
+per answered lease to a dispatch pass, and nothing else. (The clock is passed
+in too, for the grant times the memory monitor orders its victims by.)
+
 A lease's life here (:class:`LeaseState`; :meth:`Lease.transition` allows only
 these edges)::
 
@@ -23,16 +61,21 @@ these edges)::
        └──take_waiting───┘  └─cancel / fail─────┴──► CANCELED / FAILED   │
                                                                          ▼
                              returned, worker died, owner gone ──► RETURNED
+
+Every lease that leaves QUEUED or WAITING_FOR_WORKER other than by
+``take_waiting`` gets exactly one :class:`Reply`; every lease that reaches a
+final state has given its resources back.
 """
 from __future__ import annotations
 
-import asyncio
-import enum
-import signal
 import collections
+import enum
 import logging
+import signal
 import time
 import typing
+
+import msgspec
 
 from ..exceptions import IllegalTransition
 from ..protocol import raylet as msg
@@ -74,22 +117,22 @@ _LEASE_EDGES = {
 class Lease:
     """One lease request, from queued to granted to returned."""
 
-    __slots__ = ("request", "fixed", "future", "allocation", "worker", "owner_conn",
-                 "lent", "queued_at", "granted_at", "state")
+    __slots__ = ("request", "fixed", "allocation", "worker", "owner_conn", "lent",
+                 "granted_at", "state")
 
     def __init__(self, request: msg.RequestWorkerLease, owner_conn):
         #: Changed only by :meth:`transition`.
         self.state = LeaseState.PENDING
         self.request = request
         self.fixed = fixed_request(request.resources)
-        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
+        #: Held from QUEUED -> WAITING_FOR_WORKER until the lease ends; None otherwise.
         self.allocation: Allocation | None = None
         self.worker: WorkerHandle | None = None
         self.owner_conn = owner_conn
-        #: CPU amount lent back while the worker is blocked.
+        #: CPU amount lent back while the worker is blocked; 0 unless ``allocation`` is held.
         self.lent = 0
-        self.queued_at = time.monotonic()
-        #: When a worker was granted; the memory monitor kills the newest first.
+        #: When a worker was granted (the manager's clock); the memory monitor kills the
+        #: newest first.
         self.granted_at = 0.0
 
     @property
@@ -102,6 +145,41 @@ class Lease:
             raise IllegalTransition(f"lease {self.lease_id.hex()} ({self.request.description})",
                                     self.state, new)
         self.state = new
+
+
+# --- instructions: what the manager asks its caller to do ----------------------------
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """Answer ``lease``'s request; each lease gets one, when it is granted or ends queued."""
+
+    lease: Lease
+    reply: msg.LeaseGranted | msg.LeaseCanceled | msg.LeaseFailed
+
+
+class KillAfter(msgspec.Struct, frozen=True):
+    """Kill ``worker`` (through the pool) once ``delay_s`` has passed, if it still runs."""
+
+    worker: WorkerHandle
+    delay_s: float
+    reason: str
+
+
+class DispatchSoon(msgspec.Struct, frozen=True):
+    """Call :meth:`LocalLeaseManager.dispatch` at the end of this loop turn."""
+
+
+class AvailabilityChanged(msgspec.Struct, frozen=True):
+    """The node's available resources changed: report them (other nodes place work by it)."""
+
+
+#: The instructions without fields are shared: emitting them allocates nothing.
+DISPATCH_SOON = DispatchSoon()
+AVAILABILITY_CHANGED = AvailabilityChanged()
+
+Instruction = Reply | KillAfter | DispatchSoon | AvailabilityChanged
+
+_NOTHING: tuple = ()
 
 
 class LeaseWorkers(typing.Protocol):
@@ -128,17 +206,47 @@ class LeaseWorkers(typing.Protocol):
 
 
 class LocalLeaseManager:
+    """The leases of one node: queued per scheduling key, granted, and ended.
+
+    Owned by one thread (the raylet's loop); every method is an event and
+    returns at once. What it asks of the outside waits in the outbox until
+    :meth:`drain`.
+    """
+
     def __init__(self, resources: NodeResources, pool: LeaseWorkers, max_starting: int,
-                 on_resources_changed):
+                 clock: typing.Callable[[], float] = time.monotonic):
         self.resources = resources
         self.pool = pool
         self.max_starting = max(1, max_starting)
-        self._on_resources_changed = on_resources_changed
+        self._clock = clock
+        #: Scheduling key -> its queued leases in arrival order; never an empty deque.
         self._queues: dict[bytes, collections.deque[Lease]] = {}
-        #: Granted leases by id.
+        #: Granted leases by id: exactly the leases in state GRANTED.
         self.granted: dict[bytes, Lease] = {}
+        #: Queued leases by id: exactly those in the deques of ``_queues``.
         self._queued_ids: dict[bytes, Lease] = {}
+        self._outbox: list[Instruction] = []
+        #: A DISPATCH_SOON was emitted and its dispatch has not run yet.
         self._dispatch_scheduled = False
+        #: An AVAILABILITY_CHANGED waits in the outbox.
+        self._availability_pending = False
+
+    def drain(self) -> typing.Sequence[Instruction]:
+        """The instructions emitted since the last drain, oldest first; the caller runs
+        them in this order."""
+        if not self._outbox:
+            return _NOTHING
+        out, self._outbox = self._outbox, []
+        self._availability_pending = False
+        return out
+
+    def _reply(self, lease: Lease, reply) -> None:
+        self._outbox.append(Reply(lease, reply))
+
+    def _availability_changed(self) -> None:
+        if not self._availability_pending:
+            self._availability_pending = True
+            self._outbox.append(AVAILABILITY_CHANGED)
 
     # --- queueing ---------------------------------------------------------------
 
@@ -150,24 +258,33 @@ class LocalLeaseManager:
         self.dispatch()
 
     def cancel(self, lease_id: bytes) -> bool:
-        lease = self._queued_ids.pop(lease_id, None)
+        """Cancel a queued request (answered LeaseCanceled); False if none is queued."""
+        lease = self._queued_ids.get(lease_id)
         if lease is None:
             return False
-        self._queues[lease.request.scheduling_key].remove(lease)
+        self._unqueue(lease)
         lease.transition(LeaseState.CANCELED)
         self._release(lease)
-        if not lease.future.done():
-            lease.future.set_result(msg.LeaseCanceled())
-        self.schedule_dispatch()
+        self._reply(lease, msg.LeaseCanceled())
+        self.dispatch_soon()
         return True
 
-    def schedule_dispatch(self) -> None:
+    def _unqueue(self, lease: Lease) -> None:
+        del self._queued_ids[lease.lease_id]
+        key = lease.request.scheduling_key
+        queue = self._queues[key]
+        queue.remove(lease)
+        if not queue:
+            del self._queues[key]
+
+    def dispatch_soon(self) -> None:
         """Dispatch at the end of this loop turn, once, however often it is asked."""
         if not self._dispatch_scheduled:
             self._dispatch_scheduled = True
-            asyncio.get_running_loop().call_soon(self.dispatch)
+            self._outbox.append(DISPATCH_SOON)
 
     def dispatch(self) -> None:
+        """Grant what resources and idle workers allow, each key's queue in order."""
         self._dispatch_scheduled = False
         changed = False
         need_workers: dict[bytes, int] = {}
@@ -193,7 +310,7 @@ class LocalLeaseManager:
         if need_workers:
             self._start_workers(sum(need_workers.values()), set(need_workers))
         if changed:
-            self._on_resources_changed()
+            self._availability_changed()
 
     def _start_workers(self, wanted: int, jobs: set[bytes]) -> None:
         """Start workers for ``jobs``' queued leases. When the worker port range is used
@@ -213,16 +330,15 @@ class LocalLeaseManager:
         worker.lease = lease
         worker.actor_id = lease.request.actor_id
         lease.worker = worker
-        lease.granted_at = time.monotonic()
+        lease.granted_at = self._clock()
         running = lease.request.running_resources
         if running is not None:
             self.resources.shrink(lease.allocation, fixed_request(running))
-            self._on_resources_changed()
+            self._availability_changed()
         self.granted[lease.lease_id] = lease
-        if not lease.future.done():
-            lease.future.set_result(_granted_reply(lease))
+        self._reply(lease, _granted_reply(lease))
 
-    def regrant(self, request: msg.RequestWorkerLease, owner_conn):
+    def regrant(self, request: msg.RequestWorkerLease, owner_conn) -> msg.LeaseGranted | None:
         """The reply to an actor's lease asked for again, if it is granted here already.
 
         A restarted GCS schedules again an actor whose creation its previous
@@ -230,7 +346,8 @@ class LocalLeaseManager:
         still here (actor leases outlive their owner's connection, see
         owner_gone): it is granted again, to the new connection, rather than a
         second worker started while the first one holds its resources for ever.
-        None when there is no such lease.
+        None when there is no such lease. The reply is returned, not emitted:
+        it answers this very request, which has no lease of its own here.
         """
         lease = self.granted.get(request.lease_id)
         if lease is None or not request.actor_id or lease.request.actor_id != request.actor_id:
@@ -251,8 +368,8 @@ class LocalLeaseManager:
             # The owner saw the worker's connection drop, which usually means it is
             # dying on its own, and its exit status will say why. Kill it only if it
             # is still alive after a grace period: then it is hung, not dead.
-            asyncio.get_running_loop().call_later(
-                FAILED_WORKER_GRACE_S, self.pool.kill, worker, "its owner reported it failed")
+            self._outbox.append(KillAfter(worker, FAILED_WORKER_GRACE_S,
+                                          "its owner reported it failed"))
         elif worker.actor_id:
             self.pool.kill(worker, "its actor ended")
         else:
@@ -278,7 +395,7 @@ class LocalLeaseManager:
                 self.cancel(lease.lease_id)
         for lease in list(self.granted.values()):
             if lease.owner_conn is conn and not lease.request.actor_id:
-                self.granted.pop(lease.lease_id, None)
+                del self.granted[lease.lease_id]
                 lease.transition(LeaseState.RETURNED)
                 self._release(lease)
                 self.pool.kill(lease.worker, "the owner of its lease exited", signal.SIGTERM)
@@ -292,19 +409,17 @@ class LocalLeaseManager:
                 lease.lent = 0
             self.resources.release(lease.allocation)
             lease.allocation = None
-            self._on_resources_changed()
+            self._availability_changed()
 
     def fail_where(self, predicate, reason: str) -> None:
         """Answer "failed" to every queued request matching ``predicate``."""
         for lease in list(self._queued_ids.values()):
             if predicate(lease):
-                del self._queued_ids[lease.lease_id]
-                self._queues[lease.request.scheduling_key].remove(lease)
+                self._unqueue(lease)
                 lease.transition(LeaseState.FAILED)
                 self._release(lease)
-                if not lease.future.done():
-                    lease.future.set_result(msg.LeaseFailed(
-                        f"{lease.request.description} cannot run: {reason}"))
+                self._reply(lease, msg.LeaseFailed(
+                    f"{lease.request.description} cannot run: {reason}"))
 
     def kill_where(self, predicate, reason: str) -> None:
         """Kill the workers of every granted lease matching ``predicate``."""
@@ -321,7 +436,7 @@ class LocalLeaseManager:
         lease.lent = self.resources.lend(lease.allocation)
         if lease.lent:
             self.dispatch()
-            self._on_resources_changed()
+            self._availability_changed()
 
     def unblocked(self, worker: WorkerHandle) -> None:
         lease = worker.lease
@@ -329,21 +444,18 @@ class LocalLeaseManager:
             return
         self.resources.reclaim(lease.lent)
         lease.lent = 0
-        self._on_resources_changed()
+        self._availability_changed()
 
     def take_waiting(self, lease_id: bytes) -> Lease | None:
         """Unqueue a request that still waits for resources here, to send it elsewhere.
 
         None if it holds resources already (it waits only for a worker, which
-        comes soon) or is not queued.
+        comes soon) or is not queued. It is not answered: the caller answers it.
         """
         lease = self._queued_ids.get(lease_id)
         if lease is None or lease.allocation is not None:
             return None
-        del self._queued_ids[lease_id]
-        self._queues[lease.request.scheduling_key].remove(lease)
-        if not self._queues[lease.request.scheduling_key]:
-            del self._queues[lease.request.scheduling_key]
+        self._unqueue(lease)
         lease.transition(LeaseState.PENDING)
         return lease
 

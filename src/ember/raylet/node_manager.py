@@ -34,6 +34,7 @@ from ..protocol.common import Address
 from ..rpc.reconnecting import ReconnectingClient
 from .cluster_lease_manager import ClusterLeaseManager
 from .lease_manager import LocalLeaseManager
+from .lease_service import LocalLeaseService
 from .log_files import LogFiles
 from .log_monitor import LogMonitor
 from .memory_monitor import MemoryMonitor, kill_reason, lease_candidates, oom_message
@@ -80,11 +81,16 @@ class Raylet:
                                lambda port: port_check.is_free(node_ip, port),
                                on_worker_ready=self._on_worker_ready,
                                on_worker_dead=self._on_worker_dead)
+        #: The lease policy, for reads; its events go through lease_service, which
+        #: carries out what it asks for.
         self.leases = LocalLeaseManager(self.resources, self.pool,
-                                        max_starting=max(num_cpus, 1),
-                                        on_resources_changed=self._resources_changed)
-        self.bundles = BundleManager(self.resources, self.leases, self._resources_changed)
-        self.cluster_leases = ClusterLeaseManager(node_id, self.resources, labels, self.leases,
+                                        max_starting=max(num_cpus, 1))
+        self.lease_service = LocalLeaseService(self.leases, self.pool.kill,
+                                               self._resources_changed)
+        self.bundles = BundleManager(self.resources, self.lease_service,
+                                     self._resources_changed)
+        self.cluster_leases = ClusterLeaseManager(node_id, self.resources, labels,
+                                                  self.lease_service,
                                                   self.bundles, self._publish,
                                                   self._resources_changed)
         self.log_monitor = LogMonitor(node_ip, self._publish)
@@ -305,7 +311,7 @@ class Raylet:
         return reply
 
     def return_worker(self, conn, req: msg.ReturnWorker) -> None:
-        self.leases.return_worker(req.lease_id, req.worker_failed)
+        self.lease_service.return_worker(req.lease_id, req.worker_failed)
 
     def cancel_lease(self, conn, req: msg.CancelWorkerLease) -> msg.CancelWorkerLeaseReply:
         return msg.CancelWorkerLeaseReply(self.cluster_leases.cancel(req.lease_id))
@@ -316,11 +322,11 @@ class Raylet:
 
     def notify_blocked(self, conn, req) -> None:
         if conn.peer and conn.peer[0] == "worker":
-            self.leases.blocked(conn.peer[1])
+            self.lease_service.blocked(conn.peer[1])
 
     def notify_unblocked(self, conn, req) -> None:
         if conn.peer and conn.peer[0] == "worker":
-            self.leases.unblocked(conn.peer[1])
+            self.lease_service.unblocked(conn.peer[1])
 
     def kill_worker(self, conn, req: msg.KillWorker) -> gcs_msg.Ack:
         handle = self.pool.workers.get(req.worker_id)
@@ -380,10 +386,10 @@ class Raylet:
         self.cluster_leases.owner_gone(conn)
 
     def _on_worker_ready(self) -> None:
-        self.leases.schedule_dispatch()
+        self.lease_service.dispatch_soon()
 
     def _on_worker_dead(self, handle: WorkerHandle) -> None:
-        self.leases.worker_died(handle)
+        self.lease_service.worker_died(handle)
         self.object_store.store.delete_owned_by(handle.worker_id)
         if handle.address is not None:
             self._publish(gcs_msg.ReportWorkerFailure(
@@ -431,7 +437,7 @@ class Raylet:
             "gcs": self.gcs.debug_state() if self.gcs is not None else None,
             "resources_total": self.resources.as_floats("total"),
             "resources_available": self.resources.as_floats("available"),
-            "leases": self.leases.debug_state(),
+            "leases": self.lease_service.debug_state(),
             **self.cluster_leases.debug_state(),
             "worker_pool": self.pool.debug_state(),
             "bundles": self.bundles.debug_state(),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 
 from ..protocol import raylet as msg
+from .lease_service import LocalLeaseService
 from .resources import UNIT, Allocation, NodeResources, fixed_request
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def asks_for_group(resources, pg_id: bytes) -> bool:
 
 
 class BundleManager:
-    def __init__(self, resources: NodeResources, leases, on_change):
+    def __init__(self, resources: NodeResources, leases: LocalLeaseService, on_change):
         self._resources = resources
         self._leases = leases
         self._on_change = on_change
@@ -91,7 +92,7 @@ class BundleManager:
                 available[name] = available.get(name, 0) + amount
             self._committed[key] = (alloc, created)
         self._on_change(totals_changed=True)
-        self._leases.schedule_dispatch()
+        self._leases.dispatch_soon()
         return msg.PrepareBundleResourcesReply(True)
 
     def cancel(self, conn, req: msg.CancelResourceReserve) -> msg.PrepareBundleResourcesReply:

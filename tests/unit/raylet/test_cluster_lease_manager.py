@@ -9,11 +9,11 @@ from ember.protocol import gcs as gcs_msg
 from ember.protocol import raylet as msg
 from ember.protocol.common import Address, DefaultScheduling
 from ember.raylet.cluster_lease_manager import ClusterLeaseManager
+from ember.raylet.fake_worker_pool import FakeWorkerPool
 from ember.raylet.lease_manager import LocalLeaseManager
+from ember.raylet.lease_service import LocalLeaseService
 from ember.raylet.placement_groups import BundleManager
 from ember.raylet.resources import NodeResources
-
-from test_local_lease_manager import FakePool
 
 HERE = b"h" * 28
 
@@ -37,7 +37,9 @@ def request(i: int, cpus: float = 1.0, grant_or_reject=False) -> msg.RequestWork
 def run(test, cpus: float = 1.0):
     async def main():
         resources = NodeResources({"CPU": cpus})
-        local = LocalLeaseManager(resources, FakePool(), 1, on_resources_changed=lambda: None)
+        pool = FakeWorkerPool()
+        local = LocalLeaseService(LocalLeaseManager(resources, pool, 1), pool.kill,
+                                  on_availability_changed=lambda: None)
         published = []
         manager = ClusterLeaseManager(HERE, resources, {}, local,
                                       BundleManager(resources, local, lambda: None),
@@ -70,7 +72,7 @@ def test_a_spilled_request_that_does_not_fit_is_rejected_not_queued():
         assert await answer(manager, request(0)) is None
         reply = await answer(manager, request(1, grant_or_reject=True))
         assert type(reply) is msg.LeaseRejected
-        assert local.debug_state()["queued"] == 1
+        assert local.manager.debug_state()["queued"] == 1
     run(test)
 
 
