@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import time
 
+import ember
+
 
 def main() -> None:
-    import ember
-
     t0 = time.perf_counter()
     ember.init()
     print(f"Started a local cluster in {time.perf_counter() - t0:.2f} s: "

@@ -8,6 +8,7 @@ raises the task's error on ``get``.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from .ids import object_id_for_return
@@ -93,7 +94,6 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self):
-        import asyncio
         loop = asyncio.get_running_loop()
         ref = await loop.run_in_executor(None, self._next_ref, None)
         if ref is None:

@@ -17,10 +17,13 @@ the cluster that ``ember start`` runs, if any.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+
+import ember
 
 ROUND_S = float(os.environ.get("EMBER_BENCH_ROUND_S", "2.0"))
 ROUNDS = int(os.environ.get("EMBER_BENCH_ROUNDS", "4"))
@@ -61,9 +64,7 @@ def _report(result: dict, as_json: bool) -> None:
 
 def _define():
     """The remote functions and actors of Ray's ray_perf, with the same options."""
-    import numpy as np
-
-    import ember
+    import numpy as np  # optional: only the benchmarks that use arrays need it
 
     @ember.remote
     def small_value():
@@ -125,9 +126,8 @@ def _define():
 
 def _workloads(d: dict, n_cpu: int):
     """(name, setup) pairs; setup returns (fn, multiplier) and may create actors."""
-    import numpy as np
+    import numpy as np  # optional: only the benchmarks that use arrays need it
 
-    import ember
     get, put = ember.get, ember.put
     small_value = d["small_value"]
     Actor, AsyncActor, Client = d["Actor"], d["AsyncActor"], d["Client"]
@@ -206,10 +206,6 @@ def main(filters: list[str], as_json: bool = False) -> list[dict]:
 
 
 def _run(filters: list[str], as_json: bool) -> list[dict]:
-    import multiprocessing
-
-    import ember
-
     def want(name):
         return not filters or any(f in name for f in filters)
 
@@ -255,7 +251,6 @@ class _Progress:
 
 
 def _placement_groups(as_json: bool) -> dict:
-    import ember
     from ember.util.placement_group import placement_group, remove_placement_group
     ember.init(resources={"custom": 100})
     try:

@@ -19,6 +19,7 @@ first connection to it (``dashboard/on_demand.py``), so nothing waits for it.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import functools
@@ -499,7 +500,6 @@ def query_nodes(gcs_address: str, timeout: float = 10.0, until=None):
     ``timeout`` seconds pass, and return the last reply. Raises ConnectionError
     when the GCS cannot be reached.
     """
-    import asyncio
 
 
 
@@ -560,7 +560,7 @@ PROCESS_MARKERS = ("ember.gcs", "ember.raylet", "ember.core_worker.worker_main",
 
 def find_ember_processes(temp_dir: str | None = None) -> list:
     """ember daemons on this machine; with ``temp_dir``, only those whose session is in it."""
-    import psutil
+    import psutil  # 22 ms: imported when used, not by `import ember`
     prefix = None if temp_dir is None else os.path.abspath(temp_dir) + os.sep
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -591,7 +591,7 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
 
     Raylets go first, so that they stop their own workers.
     """
-    import psutil
+    import psutil  # 22 ms: imported when used, not by `import ember`
     procs = find_ember_processes(None if everywhere else config.temp_dir)
     order = {m: i for i, m in enumerate(("ember.autoscaler.monitor", "ember.dashboard",
                                           "ember.raylet",
@@ -625,7 +625,7 @@ def stop_all_processes(force: bool = False, grace_period: float = 10.0,
 
 def _session_dir_of(proc) -> str | None:
     """The session directory a raylet was started with (``--session-dir``), else None."""
-    import psutil
+    import psutil  # 22 ms: imported when used, not by `import ember`
     try:
         cmdline = proc.cmdline()
     except psutil.Error:
@@ -658,7 +658,7 @@ def default_node_ip() -> str:
 
 def is_local_host(host: str) -> bool:
     """Whether ``host`` (a name or an IPv4 address) is this machine."""
-    import psutil
+    import psutil  # 22 ms: imported when used, not by `import ember`
     try:
         ip = socket.gethostbyname(host)
     except OSError:

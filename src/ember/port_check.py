@@ -31,7 +31,7 @@ def is_free(host: str, port: int) -> bool:
 def holder(port: int) -> str:
     """The process listening on TCP ``port`` here, as "pid 123 (redis-server)"; "" if
     unknown (another user's process, or no permission to see it)."""
-    import psutil
+    import psutil  # 22 ms: imported when used, not by `import ember`
     try:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import psutil
 
@@ -57,7 +58,7 @@ def start_with_autoscaler(config: AutoscalerConfig, *, detached: bool,
 def start_monitor(processes: node_mod.NodeProcesses, config: AutoscalerConfig,
                   detached: bool) -> None:
     """Start the autoscaler of a running head, with its own copy of the config."""
-    import yaml
+    import yaml  # 25 ms: imported when used, not by `import ember`
     path = os.path.join(processes.session_dir, CONFIG_FILE)
     with open(path, "w") as f:
         yaml.safe_dump(dump_config(config), f, sort_keys=False)
@@ -148,5 +149,4 @@ def stop_labelled_node(provider_node_id: str, grace_period: float = 10.0) -> int
 
 
 if __name__ == "__main__":
-    import sys
     stop_labelled_node(sys.argv[1])

@@ -19,6 +19,7 @@ import hmac
 import inspect
 import logging
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -424,7 +425,6 @@ class TaskExecutor:
         pending = instance if isinstance(instance, _PendingInit) else None
         if pending is not None:
             instance = pending.instance
-        import pickle
         options = pickle.loads(spec.actor_options) if spec.actor_options else {}
         class_name = spec.function_name.rsplit(".", 2)[-2] if "." in spec.function_name \
             else spec.function_name
@@ -548,7 +548,6 @@ class TaskExecutor:
             return False
         if not spec.retry_exception_allowlist:
             return True
-        import pickle
         try:
             allowed = pickle.loads(spec.retry_exception_allowlist)
         except Exception:  # noqa: BLE001

@@ -1,9 +1,12 @@
 """Entry point: ``python -m ember.raylet --gcs-address HOST:PORT ...``."""
 import argparse
 import asyncio
+import errno
 import json
+import logging
 import os
 import signal
+import sys
 
 from .. import process_setup
 
@@ -51,10 +54,7 @@ async def _run(args) -> None:
     try:
         await raylet.start()
     except (ConnectionError, OSError) as exc:  # e.g. its port taken after the starter checked
-        import logging
-        import sys
         logging.getLogger(__name__).error("raylet could not start: %s", exc)
-        import errno
         why = (f"port {args.port} (--node-manager-port) is already in use on {args.node_ip}"
                if exc.errno == errno.EADDRINUSE else f"{exc}")
         print(f"ember raylet: could not start: {why}", file=sys.stderr, flush=True)

@@ -46,7 +46,9 @@ import resource
 import secrets
 import subprocess
 import sys
+import threading
 import time
+import uvloop
 
 import msgspec
 
@@ -432,7 +434,6 @@ class SimDriver:
     """
 
     def __init__(self, gcs_address: str):
-        import threading
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                         name="sim driver")
@@ -538,7 +539,6 @@ def main() -> None:
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    import uvloop
     uvloop.run(_main(args))
 
 
