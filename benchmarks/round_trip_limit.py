@@ -11,15 +11,25 @@ answering. "sync" sends one frame and waits for its answer; "pipelined" keeps
 (caller -> worker -> caller) plus running the function, so the sync rows are
 compared with the sync round trip and the async rows with the pipelined
 stream. Each figure is the best of three runs of ``--seconds``.
+
+A third limit shows what the threads cost: the same sync round trip with
+ember's thread layout and nothing else of ember. The caller hands the request
+to a loop thread and blocks; the answering process's loop thread hands it to
+its main thread, which hands the reply back to its loop. That is four thread
+hand-offs per call, as an ember call makes (driver -> its I/O thread,
+worker's I/O thread -> executor, and back), each a wake-up of a sleeping
+thread and a pass of the GIL.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
 
 import msgspec
@@ -59,16 +69,42 @@ class _Framed(asyncio.Protocol):
         self.transport.write(_HEADER.pack(len(body)) + body)
 
 
-def _serve(path: str) -> None:
-    """The answering process: decode each request, reply with a small result."""
+_REPLY_BODY = [[b"\x01" * 28, [0, b"ok"]], False]
+
+
+def _serve(path: str, threaded: bool) -> None:
+    """The answering process: decode each request, reply with a small result.
+
+    ``threaded``: as an ember worker does, the loop thread hands each request
+    to the main thread (a SimpleQueue), which "runs" it and hands the reply back
+    to the loop (call_soon_threadsafe) to send.
+    """
+    loop = uvloop.new_event_loop()
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def answer(proto, frame):
+        kind, rid, _, body = frame
+        if threaded:
+            inbox.put((proto, rid))
+        else:
+            proto.send([1, rid, "PushTaskReply", _REPLY_BODY])
+
     async def main():
-        def answer(proto, frame):
-            kind, rid, _, body = frame
-            proto.send([1, rid, "PushTaskReply", [[b"\x01" * 28, [0, b"ok"]], False]])
-        server = await asyncio.get_running_loop().create_unix_server(
-            lambda: _Framed(answer), path)
+        server = await loop.create_unix_server(lambda: _Framed(answer), path)
         await server.serve_forever()
-    uvloop.run(main())
+
+    if not threaded:
+        loop.run_until_complete(main())
+        return
+    threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True).start()
+    while True:
+        proto, rid = inbox.get()
+        loop.call_soon_threadsafe(proto.send, [1, rid, "PushTaskReply", _REPLY_BODY])
+
+
+#: A PushTask-shaped request frame: [kind, request id, message type, body].
+_REQUEST = [0, 0, "PushTask", [b"\x02" * 24, b"\x03" * 28, "module.function", [], [], 1,
+                               [b"\x04" * 28, "127.0.0.1", 1234]]]
 
 
 def _raw(path: str, window: int) -> float:
@@ -77,8 +113,7 @@ def _raw(path: str, window: int) -> float:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         state = {"sent": 0, "got": 0, "stop": loop.time() + SECONDS}
-        request = [0, 0, "PushTask", [b"\x02" * 24, b"\x03" * 28, "module.function", [],
-                                      [], 1, [b"\x04" * 28, "127.0.0.1", 1234]]]
+        request = list(_REQUEST)
 
         def send(proto):
             state["sent"] += 1
@@ -103,24 +138,62 @@ def _raw(path: str, window: int) -> float:
     return uvloop.run(main())
 
 
-def raw_limits() -> dict[str, float]:
+def _threaded_caller(path: str) -> float:
+    """Sync round trips per second with an ember driver's threads: the caller hands
+    each request to a loop thread (call_soon_threadsafe) and blocks on a lock that
+    the loop thread releases when the reply arrives."""
+    loop = uvloop.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    waiting: dict[int, threading.Lock] = {}
+
+    def got(proto, frame):
+        waiting.pop(frame[1]).release()
+
+    proto = asyncio.run_coroutine_threadsafe(_connect(path, got), loop).result()[1]
+    request = list(_REQUEST)
+    n, began = 0, time.perf_counter()
+    while time.perf_counter() - began < SECONDS:
+        n += 1
+        lock = threading.Lock()
+        lock.acquire()
+        waiting[n] = lock
+        request[1] = n
+        loop.call_soon_threadsafe(proto.send, list(request))
+        lock.acquire()
+    rate = n / (time.perf_counter() - began)
+    loop.call_soon_threadsafe(proto.transport.close)
+    loop.call_soon_threadsafe(loop.stop)
+    return rate
+
+
+async def _connect(path, on_frame):
+    return await asyncio.get_running_loop().create_unix_connection(
+        lambda: _Framed(on_frame), path)
+
+
+def _with_server(threaded: bool, measure) -> float:
     path = os.path.join(tempfile.mkdtemp(prefix="ember-rtt-"), "s")
     pid = os.fork()
     if pid == 0:
         try:
-            _serve(path)
+            _serve(path, threaded)
         finally:
             os._exit(0)
     try:
         while not os.path.exists(path):
             time.sleep(0.01)
-        return {"sync": max(_raw(path, 1) for _ in range(3)),
-                "pipelined": max(_raw(path, 1000) for _ in range(3))}
+        return max(measure(path) for _ in range(3))
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
         os.unlink(path)
         os.rmdir(os.path.dirname(path))
+
+
+def raw_limits() -> dict[str, float]:
+    return {"sync": _with_server(False, lambda path: _raw(path, 1)),
+            "pipelined": _with_server(False, lambda path: _raw(path, 1000)),
+            "threaded": _with_server(True, _threaded_caller)}
 
 
 def ember_rates() -> dict[str, float]:
@@ -172,12 +245,16 @@ def main() -> None:
     limits = raw_limits()
     rates = ember_rates()
     print(f"raw uvloop+msgspec round trip over a Unix socket: {limits['sync']:,.0f}/s sync, "
-          f"{limits['pipelined']:,.0f}/s pipelined (1,000 in flight)\n")
-    print("| workload | ember calls/s | fraction of the raw limit |")
-    print("|---|---|---|")
+          f"{limits['pipelined']:,.0f}/s pipelined (1,000 in flight); sync with ember's "
+          f"four thread hand-offs: {limits['threaded']:,.0f}/s\n")
+    print("| workload | ember calls/s | fraction of the raw limit | "
+          "fraction of the four-hand-off round trip |")
+    print("|---|---|---|---|")
     for name, value in rates.items():
-        limit = limits["sync" if name.endswith("sync") else "pipelined"]
-        print(f"| {name} | {value:,.0f} | {value / limit:.0%} |")
+        sync = name.endswith(" sync")
+        limit = limits["sync" if sync else "pipelined"]
+        threaded = f"{value / limits['threaded']:.0%}" if sync else "-"
+        print(f"| {name} | {value:,.0f} | {value / limit:.0%} | {threaded} |")
 
 
 if __name__ == "__main__":
