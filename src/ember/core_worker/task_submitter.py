@@ -7,6 +7,8 @@ up to ``max_tasks_in_flight_per_worker`` at a time (pipelining hides the round
 trip). More leases are requested while tasks are queued, and a worker that
 runs dry is kept for ``lease_idle_timeout_s`` before it goes back to the
 raylet, so a tight ``get(f.remote())`` loop leases once, not once per task.
+Those choices are made with no I/O in :mod:`.submit_policy`; this module
+carries them out (sends, lease requests, timers) and handles the replies.
 
 A task's life here (:class:`TaskState`; :meth:`PendingTask.transition` allows only
 these edges, and lineage reconstruction takes a FINISHED task back to the start)::
@@ -41,6 +43,7 @@ from ..raylet.lease_client import LeaseAttempt
 from ..raylet.policies import follows_data
 from ..protocol import task_events as te
 from .serialization import serialize_error
+from .submit_policy import pipeline_depth, plan_pump
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +198,7 @@ class NormalTaskSubmitter:
         self._keys: dict[SchedulingKey, KeyState] = {}
         #: Every unfinished task by task id.
         self.tasks: dict[bytes, PendingTask] = {}
-        self._max_inflight = max(1, config.max_tasks_in_flight_per_worker)
+        self._max_inflight = config.max_tasks_in_flight_per_worker
 
     # --- submission -------------------------------------------------------------
 
@@ -226,50 +229,28 @@ class NormalTaskSubmitter:
 
     # --- leases and pushes --------------------------------------------------------
 
-    def _depth(self, state: KeyState) -> int:
-        """How many tasks to push to one worker at once.
-
-        Pipelining hides the round trip of tiny tasks, but queues a long task
-        behind another on one worker while a second worker might be free. So
-        only keys whose tasks are known to be short are pipelined.
-        """
-        avg = state.avg_duration
-        if avg is not None and avg < config.pipeline_max_task_duration_s:
-            return self._max_inflight
-        return 1
-
     def _pump(self, state: KeyState) -> None:
+        """Carry out what :func:`~.submit_policy.plan_pump` decides for the key now."""
         queue = state.queue
-        workers = state.workers
-        depth = self._depth(state)
-        while queue:
-            # A worker may exit after any task of a max_calls function, and tasks
-            # pipelined behind that one would die with it: push those one at a time.
-            limit = 1 if queue[0].spec.max_calls else depth
-            best = None
-            for w in workers:
-                if not w.dead and w.inflight < limit and (
-                        best is None or w.inflight < best.inflight):
-                    best = w
-            if best is None:
-                break
-            if best.conn.closed:  # it (or its node) died while its lease sat idle here
-                self._worker_lost(state, best)
-                continue
-            self._push(best, queue.popleft())
-        if queue:
-            want = min(len(queue), config.max_pending_lease_requests)
-            while len(state.pending_leases) < want:
-                lease_id = os.urandom(16)
-                state.pending_leases[lease_id] = self._node.raylet
-                self._io.loop.create_task(self._request_lease(state, lease_id))
-        else:
-            if state.pending_leases:
-                self._cancel_pending_leases(state)
-            for w in workers:
-                if w.inflight == 0 and w.idle_timer is None and not w.dead:
-                    w.idle_timer = self._io.loop.call_later(
-                        config.lease_idle_timeout_s, self._idle_expired, state, w)
+        pending = state.pending_leases
+        lost, pushes, lease_requests, cancel_leases, idle = plan_pump(
+            queue, len(queue), state.workers, len(pending),
+            pipeline_depth(state.avg_duration, self._max_inflight,
+                           config.pipeline_max_task_duration_s),
+            config.max_pending_lease_requests)
+        for w in lost:  # it (or its node) died while its lease sat idle here
+            self._worker_lost(state, w)
+        for w in pushes:
+            self._push(w, queue.popleft())
+        for _ in range(lease_requests):
+            lease_id = os.urandom(16)
+            pending[lease_id] = self._node.raylet
+            self._io.loop.create_task(self._request_lease(state, lease_id))
+        if cancel_leases:
+            self._cancel_pending_leases(state)
+        for w in idle:
+            w.idle_timer = self._io.loop.call_later(
+                config.lease_idle_timeout_s, self._idle_expired, state, w)
 
     def _push(self, w: LeasedWorker, task: PendingTask) -> None:
         if w.idle_timer is not None:
