@@ -36,8 +36,11 @@ TaskBody = typing.Callable[[cw.TaskSpec], object]
 class FakeWorker:
     """A leased worker that runs every pushed task by calling ``body`` on its spec."""
 
-    def __init__(self, address: Address, pid: int, body: TaskBody, hold_replies: bool):
+    def __init__(self, address: Address, pid: int, lease_id: bytes, body: TaskBody,
+                 hold_replies: bool):
         self.address = address
+        #: The lease the worker was lent under.
+        self.lease_id = lease_id
         self.pid = pid
         self.body = body
         #: While True, replies wait until :meth:`release`.
@@ -164,7 +167,7 @@ class FakeNode:
         n = next(self._ids)
         worker = FakeWorker(Address(self.node_id, "127.0.0.1", 8000 + n,
                                     worker_id=n.to_bytes(28, "big")),
-                            1000 + n, self.body, self.hold_replies)
+                            1000 + n, lease_id, self.body, self.hold_replies)
         self.workers[worker.address.worker_id] = worker
         self.leases[lease_id] = worker
         return rl.LeaseGranted(lease_id, worker.address, worker.pid)

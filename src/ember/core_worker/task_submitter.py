@@ -565,6 +565,8 @@ class NormalTaskSubmitter:
             if state is not None and task in state.queue:
                 state.queue.remove(task)
             self._finish_with_error(task, TaskCancelledError(task_id.hex()))
+            if state is not None:  # its lease requests are cancelled if it was the last
+                self._pump(state)
         elif task.state is TaskState.RUNNING and task.worker is not None:
             w = task.worker
             task.retries_left = 0
