@@ -87,6 +87,22 @@ def run(test):
     return asyncio.run(test())
 
 
+async def running(owner: Owner, **options):
+    """Submit a task and wait until a worker runs it (holding its reply): (task, worker)."""
+    task = owner.submit(**options)
+    await until(lambda: any(w.held for w in owner.node.live_workers()))
+    (worker,) = [w for w in owner.node.live_workers() if w.held]
+    return task, worker
+
+
+async def finish(owner: Owner, tasks: list) -> None:
+    """Let every worker reply, until ``tasks`` are done."""
+    while not all(owner.done(t) for t in tasks):
+        for w in owner.node.live_workers():
+            w.release()
+        await asyncio.sleep(0)
+
+
 def test_tasks_complete_with_their_workers_returns():
     async def test():
         owner = Owner(FakeNode())
@@ -116,10 +132,7 @@ def test_short_tasks_are_pipelined_up_to_the_depth_and_no_further():
             await asyncio.sleep(0)
         assert worker.max_in_flight == depth and len(worker.held) == depth
         node.grant(len(node.waiting))
-        while not all(owner.done(t) for t in rest):
-            for w in node.live_workers():
-                w.release()
-            await asyncio.sleep(0)
+        await finish(owner, rest)
         assert max(w.max_in_flight for w in node.workers.values()) == depth
     run(test)
 
@@ -128,9 +141,7 @@ def test_a_task_whose_worker_dies_is_retried_on_another_worker():
     async def test():
         node = FakeNode(hold_replies=True)
         owner = Owner(node)
-        task = owner.submit(max_retries=1)
-        await until(lambda: any(w.held for w in node.workers.values()))
-        (first,) = node.workers.values()
+        task, first = await running(owner, max_retries=1)
         first.die()
         await until(lambda: len(node.live_workers()) == 1 and node.live_workers()[0].held)
         (second,) = node.live_workers()
@@ -146,11 +157,8 @@ def test_a_task_whose_worker_dies_is_retried_on_another_worker():
 
 def test_a_task_out_of_retries_fails_with_the_cause_its_raylet_gives():
     async def test():
-        node = FakeNode(hold_replies=True)
-        owner = Owner(node)
-        task = owner.submit(max_retries=0)
-        await until(lambda: any(w.held for w in node.workers.values()))
-        (worker,) = node.workers.values()
+        owner = Owner(FakeNode(hold_replies=True))
+        task, worker = await running(owner, max_retries=0)
         worker.die()
         await until(lambda: owner.done(task))
         with pytest.raises(WorkerCrashedError) as info:
@@ -179,11 +187,8 @@ def test_cancelling_queued_tasks_fails_them_and_cancels_the_lease_requests():
 
 def test_cancelling_a_running_task_asks_its_worker_to_stop_it():
     async def test():
-        node = FakeNode(hold_replies=True)
-        owner = Owner(node)
-        task = owner.submit()
-        await until(lambda: any(w.held for w in node.workers.values()))
-        (worker,) = node.workers.values()
+        owner = Owner(FakeNode(hold_replies=True))
+        task, worker = await running(owner)
         assert owner.submitter.cancel(task.spec.task_id, force=False)
         await until(lambda: worker.cancels)
         assert worker.cancels == [cw.CancelTask(task.spec.task_id, force=False, recursive=True)]
@@ -194,15 +199,10 @@ def test_a_max_calls_task_is_never_pipelined_behind_another():
     async def test():
         node = FakeNode(hold_replies=True)
         owner = Owner(node)
-        warm = owner.submit()  # a short task, so that the key is pipelined
-        await until(lambda: any(w.held for w in node.workers.values()))
-        for w in node.live_workers():
-            w.release()
+        warm, worker = await running(owner)  # a short task, so that the key is pipelined
+        worker.release()
         await until(lambda: owner.done(warm))
         tasks = [owner.submit(max_calls=1) for _ in range(3)]
-        while not all(owner.done(t) for t in tasks):
-            for w in node.live_workers():
-                w.release()
-            await asyncio.sleep(0)
+        await finish(owner, tasks)
         assert max(w.max_in_flight for w in node.workers.values()) == 1
     run(test)
