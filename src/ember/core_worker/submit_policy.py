@@ -31,9 +31,10 @@ The rules (those of Ray's ``NormalTaskSubmitter``):
   kept ``lease_idle_timeout_s`` for the next task of its key, so that a tight
   ``get(f.remote())`` loop leases once, not once per task.
 
-This is the submit hot path (every task goes through it), so a plan is a few
-lists of workers, not an object per instruction: task ``i`` of the plan's
-pushes is the ``i``-th task at the head of the queue.
+This is the submit hot path (every task goes through it), so a plan is a
+plain tuple of a few lists of workers, not an object per instruction: task
+``i`` of the plan's pushes is the ``i``-th task at the head of the queue, and
+the lists are a shared empty one when there is nothing to do.
 """
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ _UNUSABLE = sys.maxsize
 
 
 class PumpPlan(typing.NamedTuple):
-    """The instructions for one pump of one key, in the order to carry them out."""
+    """The instructions for one pump of one key, in the order to carry them out.
+
+    :func:`plan_pump` returns them as a plain tuple of these fields, in this order.
+    """
 
     #: Workers that were chosen but whose connection has closed: let them go,
     #: as failed (their raylet must not lend them again).
@@ -80,7 +84,7 @@ def pipeline_depth(avg_duration: float | None, max_in_flight: int,
 
 
 def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases: int,
-              depth: int, max_pending_leases: int) -> PumpPlan:
+              depth: int, max_pending_leases: int) -> tuple:
     """Decide one pump of a key; reads its arguments and changes nothing.
 
     ``queue``: the key's ready tasks, head first (``queued`` of them); only a
@@ -88,28 +92,44 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
     the order they were leased; only ``inflight``, ``dead``, ``conn.closed``
     and ``idle_timer`` are read. ``pending_leases``: how many lease requests
     are outstanding. ``depth``: :func:`pipeline_depth` for the key.
+
+    Returns a plain tuple in the order of :class:`PumpPlan`'s fields (making
+    the named tuple would cost more than the rest of a typical pump);
+    ``PumpPlan(*plan)`` names them.
     """
     pushes = lost = _EMPTY
+    #: The in-flight counts as they will be once the planned pushes are sent;
+    #: None until the plan pushes to or loses a worker (most pumps do neither).
     loads = None
     if workers and queued:
-        # In-flight counts as they will be once the planned pushes are sent.
-        loads = [_UNUSABLE if w.dead else w.inflight for w in workers]
         for task in queue:
             limit = 1 if task.spec.max_calls else depth
             while True:
                 best = -1
                 best_load = limit
-                for i, load in enumerate(loads):
-                    if load < best_load:
-                        best, best_load = i, load
+                i = 0
+                if loads is None:
+                    for w in workers:
+                        if w.inflight < best_load and not w.dead:
+                            best, best_load = i, w.inflight
+                        i += 1
+                else:
+                    for load in loads:
+                        if load < best_load:
+                            best, best_load = i, load
+                        i += 1
                 if best < 0 or not workers[best].conn.closed:
                     break
                 if lost is _EMPTY:
                     lost = []
                 lost.append(workers[best])
+                if loads is None:
+                    loads = _loads(workers)
                 loads[best] = _UNUSABLE
             if best < 0:
                 break
+            if loads is None:
+                loads = _loads(workers)
             loads[best] += 1
             if pushes is _EMPTY:
                 pushes = []
@@ -117,13 +137,20 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
     remaining = queued - len(pushes)
     if remaining:
         want = remaining if remaining < max_pending_leases else max_pending_leases
-        return PumpPlan(lost, pushes, want - pending_leases if want > pending_leases else 0,
-                        False, _EMPTY)
+        return lost, pushes, want - pending_leases if want > pending_leases else 0, False, _EMPTY
+    if loads is None:
+        loads = _loads(workers)
     idle = _EMPTY
-    for i, w in enumerate(workers):
-        load = loads[i] if loads is not None else (_UNUSABLE if w.dead else w.inflight)
-        if load == 0 and w.idle_timer is None:
+    i = 0
+    for w in workers:
+        if loads[i] == 0 and w.idle_timer is None:
             if idle is _EMPTY:
                 idle = []
             idle.append(w)
-    return PumpPlan(lost, pushes, 0, pending_leases > 0, idle)
+        i += 1
+    return lost, pushes, 0, pending_leases > 0, idle
+
+
+def _loads(workers: list) -> list[int]:
+    """The workers' in-flight counts, a dead one's too high to be chosen."""
+    return [_UNUSABLE if w.dead else w.inflight for w in workers]

@@ -37,7 +37,7 @@ def worker(inflight: int = 0, dead: bool = False, closed: bool = False,
 
 
 def plan(queue, workers, pending=0, depth=1, max_pending=10) -> PumpPlan:
-    return plan_pump(queue, len(queue), workers, pending, depth, max_pending)
+    return PumpPlan(*plan_pump(queue, len(queue), workers, pending, depth, max_pending))
 
 
 # --- pushes --------------------------------------------------------------------------
@@ -144,8 +144,8 @@ class Model:
 
     def pump(self, depth: int) -> None:
         pending_before = self.pending
-        p = plan_pump(self.queue, len(self.queue), self.workers, self.pending, depth,
-                      self.max_pending)
+        p = PumpPlan(*plan_pump(self.queue, len(self.queue), self.workers, self.pending,
+                                depth, self.max_pending))
         for w in p.lost:
             assert w.conn.closed and w in self.workers
             w.dead = True
