@@ -98,26 +98,30 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
     ``PumpPlan(*plan)`` names them.
     """
     pushes = lost = _EMPTY
-    #: The in-flight counts as they will be once the planned pushes are sent;
-    #: None until the plan pushes to or loses a worker (most pumps do neither).
+    #: The in-flight counts as they will be once the planned pushes are sent:
+    #: made only when a choice must see an earlier one (most pumps push one
+    #: task or none, and then never need them). Until then ``first`` is the
+    #: index of the one worker pushed to.
     loads = None
+    first = -1
     if workers and queued:
         for task in queue:
             limit = 1 if task.spec.max_calls else depth
+            if first >= 0 and loads is None:
+                loads = _loads(workers)
+                loads[first] += 1
             while True:
-                best = -1
-                best_load = limit
-                i = 0
                 if loads is None:
+                    best = -1
+                    best_load = limit
+                    i = 0
                     for w in workers:
                         if w.inflight < best_load and not w.dead:
                             best, best_load = i, w.inflight
                         i += 1
-                else:
-                    for load in loads:
-                        if load < best_load:
-                            best, best_load = i, load
-                        i += 1
+                else:  # min and index loop in C: a key may lease hundreds of workers
+                    best_load = min(loads)
+                    best = loads.index(best_load) if best_load < limit else -1
                 if best < 0 or not workers[best].conn.closed:
                     break
                 if lost is _EMPTY:
@@ -128,9 +132,10 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
                 loads[best] = _UNUSABLE
             if best < 0:
                 break
-            if loads is None:
-                loads = _loads(workers)
-            loads[best] += 1
+            if loads is not None:
+                loads[best] += 1
+            else:
+                first = best
             if pushes is _EMPTY:
                 pushes = []
             pushes.append(workers[best])
@@ -138,12 +143,11 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
     if remaining:
         want = remaining if remaining < max_pending_leases else max_pending_leases
         return lost, pushes, want - pending_leases if want > pending_leases else 0, False, _EMPTY
-    if loads is None:
-        loads = _loads(workers)
     idle = _EMPTY
     i = 0
     for w in workers:
-        if loads[i] == 0 and w.idle_timer is None:
+        if w.idle_timer is None and (w.inflight == 0 and not w.dead and i != first
+                                     if loads is None else loads[i] == 0):
             if idle is _EMPTY:
                 idle = []
             idle.append(w)
