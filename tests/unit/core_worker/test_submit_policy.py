@@ -91,6 +91,12 @@ def test_a_chosen_worker_whose_connection_closed_is_lost_and_the_next_one_chosen
     assert p.lost == [closed] and p.pushes == [alive, alive]
 
 
+def test_a_closed_worker_found_after_a_push_is_lost_and_the_push_stands():
+    alive, closed = worker(0), worker(0, closed=True)
+    p = plan([task(), task()], [alive, closed], depth=1, max_pending=5)
+    assert p == PumpPlan([closed], [alive], 1, False, [])
+
+
 def test_a_closed_worker_that_is_not_chosen_is_left_alone():
     alive, closed = worker(0), worker(1, closed=True)
     assert plan([task()], [alive, closed], depth=4) == PumpPlan([], [alive], 0, False, [])
