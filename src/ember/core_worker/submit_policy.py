@@ -98,47 +98,55 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
     ``PumpPlan(*plan)`` names them.
     """
     pushes = lost = _EMPTY
-    #: The in-flight counts as they will be once the planned pushes are sent:
-    #: made only when a choice must see an earlier one (most pumps push one
-    #: task or none, and then never need them). Until then ``first`` is the
-    #: index of the one worker pushed to.
+    # The in-flight counts as they will be once the planned pushes are sent.
+    # While every push went to one worker (most pumps push one task, or fill
+    # one new worker) they are the workers' own counts plus ``extra`` on
+    # ``first``; only a plan that pushes to two workers or loses one makes the
+    # list ``loads``. The scans hold workers, not indices: they run over every
+    # worker of the key on every submission.
+    first = None
+    extra = 0
     loads = None
-    first = -1
     if workers and queued:
         for task in queue:
             limit = 1 if task.spec.max_calls else depth
-            if first >= 0 and loads is None:
-                loads = _loads(workers)
-                loads[first] += 1
             while True:
-                if loads is None:
-                    best = -1
-                    best_load = limit
-                    i = 0
+                best = None
+                best_load = limit
+                if loads is not None:  # min and index loop in C: keys may lease hundreds
+                    least = min(loads)
+                    if least < limit:
+                        best = workers[loads.index(least)]
+                elif first is None:
                     for w in workers:
                         if w.inflight < best_load and not w.dead:
-                            best, best_load = i, w.inflight
-                        i += 1
-                else:  # min and index loop in C: a key may lease hundreds of workers
-                    best_load = min(loads)
-                    best = loads.index(best_load) if best_load < limit else -1
-                if best < 0 or not workers[best].conn.closed:
+                            best, best_load = w, w.inflight
+                else:
+                    for w in workers:
+                        load = w.inflight + extra if w is first else w.inflight
+                        if load < best_load and not w.dead:
+                            best, best_load = w, load
+                if best is None or not best.conn.closed:
                     break
                 if lost is _EMPTY:
                     lost = []
-                lost.append(workers[best])
+                lost.append(best)
                 if loads is None:
-                    loads = _loads(workers)
-                loads[best] = _UNUSABLE
-            if best < 0:
+                    loads = _loads(workers, first, extra)
+                loads[workers.index(best)] = _UNUSABLE
+            if best is None:
                 break
             if loads is not None:
-                loads[best] += 1
-            else:
+                loads[workers.index(best)] += 1
+            elif first is None or best is first:
                 first = best
+                extra += 1
+            else:
+                loads = _loads(workers, first, extra)
+                loads[workers.index(best)] += 1
             if pushes is _EMPTY:
                 pushes = []
-            pushes.append(workers[best])
+            pushes.append(best)
     remaining = queued - len(pushes)
     if remaining:
         want = remaining if remaining < max_pending_leases else max_pending_leases
@@ -146,7 +154,7 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
     idle = _EMPTY
     i = 0
     for w in workers:
-        if w.idle_timer is None and (w.inflight == 0 and not w.dead and i != first
+        if w.idle_timer is None and (w.inflight == 0 and not w.dead and w is not first
                                      if loads is None else loads[i] == 0):
             if idle is _EMPTY:
                 idle = []
@@ -155,6 +163,10 @@ def plan_pump(queue: typing.Iterable, queued: int, workers: list, pending_leases
     return lost, pushes, 0, pending_leases > 0, idle
 
 
-def _loads(workers: list) -> list[int]:
-    """The workers' in-flight counts, a dead one's too high to be chosen."""
-    return [_UNUSABLE if w.dead else w.inflight for w in workers]
+def _loads(workers: list, first, extra: int) -> list[int]:
+    """The workers' in-flight counts with ``extra`` planned on ``first`` (if not
+    None); a dead worker's too high to be chosen."""
+    loads = [_UNUSABLE if w.dead else w.inflight for w in workers]
+    if first is not None:
+        loads[workers.index(first)] += extra
+    return loads

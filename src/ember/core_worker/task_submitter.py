@@ -169,7 +169,8 @@ class LeasedWorker:
 
 
 class KeyState:
-    __slots__ = ("key", "queue", "workers", "pending_leases", "wire_key", "avg_duration")
+    __slots__ = ("key", "queue", "workers", "pending_leases", "wire_key", "avg_duration",
+                 "depth")
 
     def __init__(self, key: SchedulingKey):
         self.key = key
@@ -180,6 +181,9 @@ class KeyState:
         self.wire_key = key.wire_key()
         #: Moving average of the tasks' run time; None until one finished.
         self.avg_duration: float | None = None
+        #: How many tasks to push to one worker at once: pipeline_depth of the
+        #: average, kept with it (the pump reads it on every submission).
+        self.depth = 1
 
 
 class NormalTaskSubmitter:
@@ -199,6 +203,8 @@ class NormalTaskSubmitter:
         #: Every unfinished task by task id.
         self.tasks: dict[bytes, PendingTask] = {}
         self._max_inflight = config.max_tasks_in_flight_per_worker
+        self._short_task_s = config.pipeline_max_task_duration_s
+        self._max_pending_leases = config.max_pending_lease_requests
 
     # --- submission -------------------------------------------------------------
 
@@ -234,19 +240,18 @@ class NormalTaskSubmitter:
         queue = state.queue
         pending = state.pending_leases
         lost, pushes, lease_requests, cancel_leases, idle = plan_pump(
-            queue, len(queue), state.workers, len(pending),
-            pipeline_depth(state.avg_duration, self._max_inflight,
-                           config.pipeline_max_task_duration_s),
-            config.max_pending_lease_requests)
+            queue, len(queue), state.workers, len(pending), state.depth,
+            self._max_pending_leases)
         for w in lost:  # it (or its node) died while its lease sat idle here
             self._worker_lost(state, w)
         for w in pushes:
             self._push(w, queue.popleft())
-        for _ in range(lease_requests):
-            lease_id = os.urandom(16)
-            pending[lease_id] = self._node.raylet
-            self._io.loop.create_task(self._request_lease(state, lease_id))
-        if cancel_leases:
+        if lease_requests:
+            for _ in range(lease_requests):
+                lease_id = os.urandom(16)
+                pending[lease_id] = self._node.raylet
+                self._io.loop.create_task(self._request_lease(state, lease_id))
+        elif cancel_leases:
             self._cancel_pending_leases(state)
         for w in idle:
             w.idle_timer = self._io.loop.call_later(
@@ -293,8 +298,9 @@ class NormalTaskSubmitter:
             task.ran_for = reply.duration
             if state is not None:
                 avg = state.avg_duration
-                state.avg_duration = (reply.duration if avg is None
-                                      else 0.8 * avg + 0.2 * reply.duration)
+                state.avg_duration = avg = (reply.duration if avg is None
+                                            else 0.8 * avg + 0.2 * reply.duration)
+                state.depth = pipeline_depth(avg, self._max_inflight, self._short_task_s)
             if reply.worker_exiting:
                 self._drop_worker(state, w, failed=False)
             if (reply.is_application_error and reply.retryable and not task.cancelled
