@@ -7,6 +7,8 @@ up to ``max_tasks_in_flight_per_worker`` at a time (pipelining hides the round
 trip). More leases are requested while tasks are queued, and a worker that
 runs dry is kept for ``lease_idle_timeout_s`` before it goes back to the
 raylet, so a tight ``get(f.remote())`` loop leases once, not once per task.
+Those choices are made with no I/O in :mod:`.submit_policy`; this module
+carries them out (sends, lease requests, timers) and handles the replies.
 
 A task's life here (:class:`TaskState`; :meth:`PendingTask.transition` allows only
 these edges, and lineage reconstruction takes a FINISHED task back to the start)::
@@ -40,6 +42,7 @@ from ..protocol.common import VALUE_IN_STORE, SchedulingStrategy
 from ..raylet.lease_client import LeaseAttempt
 from ..raylet.policies import follows_data
 from .serialization import serialize_error
+from .submit_policy import pipeline_depth, plan_pump
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +173,8 @@ class LeasedWorker:
 
 
 class KeyState:
-    __slots__ = ("key", "queue", "workers", "pending_leases", "wire_key", "avg_duration")
+    __slots__ = ("key", "queue", "workers", "pending_leases", "wire_key", "avg_duration",
+                 "depth")
 
     def __init__(self, key: SchedulingKey):
         self.key = key
@@ -181,6 +185,9 @@ class KeyState:
         self.wire_key = key.wire_key()
         #: Moving average of the tasks' run time; None until one finished.
         self.avg_duration: float | None = None
+        #: How many tasks to push to one worker at once: pipeline_depth of the
+        #: average, kept with it (the pump reads it on every submission).
+        self.depth = 1
 
 
 class NormalTaskSubmitter:
@@ -199,7 +206,9 @@ class NormalTaskSubmitter:
         self._keys: dict[SchedulingKey, KeyState] = {}
         #: Every unfinished task by task id.
         self.tasks: dict[bytes, PendingTask] = {}
-        self._max_inflight = max(1, config.max_tasks_in_flight_per_worker)
+        self._max_inflight = config.max_tasks_in_flight_per_worker
+        self._short_task_s = config.pipeline_max_task_duration_s
+        self._max_pending_leases = config.max_pending_lease_requests
 
     # --- submission -------------------------------------------------------------
 
@@ -230,50 +239,27 @@ class NormalTaskSubmitter:
 
     # --- leases and pushes --------------------------------------------------------
 
-    def _depth(self, state: KeyState) -> int:
-        """How many tasks to push to one worker at once.
-
-        Pipelining hides the round trip of tiny tasks, but queues a long task
-        behind another on one worker while a second worker might be free. So
-        only keys whose tasks are known to be short are pipelined.
-        """
-        avg = state.avg_duration
-        if avg is not None and avg < config.pipeline_max_task_duration_s:
-            return self._max_inflight
-        return 1
-
     def _pump(self, state: KeyState) -> None:
+        """Carry out what :func:`~.submit_policy.plan_pump` decides for the key now."""
         queue = state.queue
-        workers = state.workers
-        depth = self._depth(state)
-        while queue:
-            # A worker may exit after any task of a max_calls function, and tasks
-            # pipelined behind that one would die with it: push those one at a time.
-            limit = 1 if queue[0].spec.max_calls else depth
-            best = None
-            for w in workers:
-                if not w.dead and w.inflight < limit and (
-                        best is None or w.inflight < best.inflight):
-                    best = w
-            if best is None:
-                break
-            if best.conn.closed:  # it (or its node) died while its lease sat idle here
-                self._worker_lost(state, best)
-                continue
-            self._push(best, queue.popleft())
-        if queue:
-            want = min(len(queue), config.max_pending_lease_requests)
-            while len(state.pending_leases) < want:
+        pending = state.pending_leases
+        lost, pushes, lease_requests, cancel_leases, idle = plan_pump(
+            queue, len(queue), state.workers, len(pending), state.depth,
+            self._max_pending_leases)
+        for w in lost:  # it (or its node) died while its lease sat idle here
+            self._worker_lost(state, w)
+        for w in pushes:
+            self._push(w, queue.popleft())
+        if lease_requests:
+            for _ in range(lease_requests):
                 lease_id = os.urandom(16)
-                state.pending_leases[lease_id] = self._node.raylet
+                pending[lease_id] = self._node.raylet
                 self._io.loop.create_task(self._request_lease(state, lease_id))
-        else:
-            if state.pending_leases:
-                self._cancel_pending_leases(state)
-            for w in workers:
-                if w.inflight == 0 and w.idle_timer is None and not w.dead:
-                    w.idle_timer = self._io.loop.call_later(
-                        config.lease_idle_timeout_s, self._idle_expired, state, w)
+        elif cancel_leases:
+            self._cancel_pending_leases(state)
+        for w in idle:
+            w.idle_timer = self._io.loop.call_later(
+                config.lease_idle_timeout_s, self._idle_expired, state, w)
 
     def _push(self, w: LeasedWorker, task: PendingTask) -> None:
         if w.idle_timer is not None:
@@ -316,8 +302,9 @@ class NormalTaskSubmitter:
             task.ran_for = reply.duration
             if state is not None:
                 avg = state.avg_duration
-                state.avg_duration = (reply.duration if avg is None
-                                      else 0.8 * avg + 0.2 * reply.duration)
+                state.avg_duration = avg = (reply.duration if avg is None
+                                            else 0.8 * avg + 0.2 * reply.duration)
+                state.depth = pipeline_depth(avg, self._max_inflight, self._short_task_s)
             if reply.worker_exiting:
                 self._drop_worker(state, w, failed=False)
             if (reply.is_application_error and reply.retryable and not task.cancelled
@@ -588,6 +575,8 @@ class NormalTaskSubmitter:
             if state is not None and task in state.queue:
                 state.queue.remove(task)
             self._finish_with_error(task, TaskCancelledError(task_id.hex()))
+            if state is not None:  # its lease requests are cancelled if it was the last
+                self._pump(state)
         elif task.state is TaskState.RUNNING and task.worker is not None:
             w = task.worker
             task.retries_left = 0
