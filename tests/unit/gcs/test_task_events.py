@@ -339,6 +339,25 @@ def test_store_never_exceeds_its_bound(max_tasks):
     assert store.debug_state()["dropped_tasks"] == 200 - max_tasks
 
 
+def test_a_full_store_drops_by_age_skipping_what_already_left_or_runs_again():
+    """Eviction in bulk, with its rare cases mixed in: finished attempts whose job
+    was dropped already, and one dropped attempt reported again as running."""
+    other = b"\x02\x00\x00\x00"
+    store = TaskEventManager(max_tasks=6)
+    store.add_events(None, batch([(task_id(i, other), 0, te.FINISHED, 1.0) for i in range(2)]
+                                 + [(task_id(i), 0, te.FINISHED, 2.0) for i in range(4)]))
+    store.drop_job(other)  # their keys stay in the finished order, naming nothing
+    store.add_events(None, batch([(task_id(i), 0, te.FINISHED, 3.0) for i in range(4, 8)]))
+    # 8 stored over a bound of 6: the two oldest finished that are still stored go.
+    assert {r.task_id for r in query(store).tasks} == {task_id(i) for i in range(2, 8)}
+    assert store.debug_state()["dropped_tasks"] == 2
+    store.add_events(None, batch([(task_id(0), 0, te.RUNNING, 4.0)]))  # dropped, runs again
+    store.add_events(None, batch([(task_id(i), 0, te.FINISHED, 5.0) for i in range(8, 10)]))
+    kept = {r.task_id for r in query(store).tasks}
+    assert len(kept) == 6 and task_id(0) in kept and task_id(9) in kept
+    assert store.debug_state()["dropped_tasks"] == 5
+
+
 def test_store_applies_column_filters_and_summarizes():
     store = TaskEventManager(max_tasks=100)
     store.add_events(None, batch(
