@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+import psutil
+from harness import run_probe
+
+import ember
 
 CALLS = int(sys.argv[sys.argv.index("--calls") + 1]) if "--calls" in sys.argv else 100_000
 PAIRS = int(sys.argv[sys.argv.index("--pairs") + 1]) if "--pairs" in sys.argv else 2
@@ -26,10 +30,6 @@ WORKLOADS = [a for a in sys.argv[1:] if a in ("tasks", "actor")] or ["actor", "t
 
 def one_run(workload: str, calls: int) -> dict[str, float]:
     """In a child process: CPU microseconds per call by process kind, and the rate."""
-    import psutil
-
-    import ember
-
     ember.init(num_cpus=2)
 
     @ember.remote
@@ -85,13 +85,18 @@ def one_run(workload: str, calls: int) -> dict[str, float]:
     return per_call
 
 
+#: Runs one measurement in a fresh interpreter and prints it as a JSON line.
+PROBE = f"""
+import json, sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import task_events_cost
+print(json.dumps(task_events_cost.one_run(sys.argv[2], int(sys.argv[3]))))
+"""
+
+
 def measure(workload: str, events: bool) -> dict[str, float]:
-    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-            f"import task_events_cost as t; print(repr(t.one_run({workload!r}, {CALLS})))")
-    env = dict(os.environ, EMBER_TASK_EVENTS_ENABLED="1" if events else "0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=900, check=True).stdout
-    return eval(out.strip().splitlines()[-1])  # noqa: S307 - our own child's repr of a dict
+    return run_probe(PROBE, "ember", workload, str(CALLS), timeout=900,
+                     env={"EMBER_TASK_EVENTS_ENABLED": "1" if events else "0"})
 
 
 def main() -> None:
