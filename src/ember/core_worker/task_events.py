@@ -4,17 +4,20 @@ Why this shape. The submit and execute paths run tens of thousands of tasks a
 second, so recording must cost about a time stamp: no message, no lock, no
 formatting per event, and one record per attempt and side for the GCS to
 merge, not one per state change (the GCS's merge, in Python, was most of the
-cost). The owner writes the times its task reaches each state (submitted,
-arguments ready, pushed to a worker, finished or failed) into the task
-object, with the worker it pushed to, and places RUNNING from the reply's
-duration: it reports the whole attempt. The executor reports only what its
-owner cannot: tasks still running at a flush (as RUNNING, so a long task
-shows while it runs) and actor creations (pushed by the GCS, which keeps no
-buffer). About once a second (``task_events_report_interval_ms``) a timer on
-the I/O thread sends every attempt recorded or advanced since, as one
+cost). The owner makes an attempt's record when it submits it (``task.event``)
+and writes the times it reaches each state (submitted, arguments ready,
+pushed to a worker, finished or failed) into it, with the worker it pushed
+to, and places RUNNING from the reply's duration: it reports the whole
+attempt. The executor reports only what its owner cannot: tasks that run
+across a whole flush interval (as RUNNING, so a long task shows while it
+runs) and actor creations (pushed by the GCS, which keeps no buffer). About
+once a second (``task_events_report_interval_ms``) a timer on the I/O
+thread sends every attempt recorded or advanced since, as one
 :class:`~ember.protocol.task_events.AddTaskEvents`, to the GCS's task-event
 store (``ember/gcs/task_events.py``), which merges the reports of an attempt.
-The state API, the CLI and the timeline read only that store.
+Attempts that ended and were never reported before, nearly all of them,
+travel apart, encoded already: the GCS keeps them undecoded until the store
+is read. The state API, the CLI and the timeline read only that store.
 
 Threads. The owner side records on the I/O thread, as the flush runs, so
 it may write into live task objects. The executor records on the main
@@ -31,6 +34,7 @@ the GCS shows such attempts in their last state seen.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -64,11 +68,15 @@ class TaskEventBuffer:
         #: finished task alive.
         self._unreported: dict = {}
         self._older: dict = {}
-        #: Either side: the TaskEventRecord of each attempt that ended; a record's
-        #: ``desc`` indexes ``_descs``.
+        #: Owner: the records of attempts that ended, never reported before (the GCS
+        #: keeps them without decoding: ``AddTaskEvents.ended``), and how many of them
+        #: failed.
+        self._ended: list = []
+        self._ended_failed = 0
+        #: Either side: reports the GCS merges into what it has (``records``).
         self._records: list = []
-        #: This flush's task descriptions, each once, and their index by what
-        #: tells them apart (see :meth:`_describe`).
+        #: This flush's task descriptions, each once, and their index by identity
+        #: (see :meth:`_add_desc`).
         self._descs: list = []
         self._desc_index: dict = {}
         #: Executor: (spec, record) of actor creations that ended, described at
@@ -78,9 +86,15 @@ class TaskEventBuffer:
         #: Executor: task_id -> (attempt, unix time it started running, spec if it is
         #: an actor creation).
         self._running: dict = {}
+        #: Unix time of the previous ``take``: a task running since before it is shown
+        #: RUNNING at this one (one that ends sooner is reported by its owner).
+        self._previous_take = 0.0
         #: (task_id, attempt, exception)
         self._errors: list = []
         self._max = config.task_events_max_buffer_size
+        #: An attempt that ran longer than this may have been reported RUNNING by its
+        #: executor (see take), so its end is merged into that report, not sent apart.
+        self._long_s = config.task_events_report_interval_ms / 2000
         #: Attempts dropped because more than ``task_events_max_buffer_size`` piled
         #: up between two flushes; reported with the next flush.
         self.dropped = 0
@@ -90,61 +104,51 @@ class TaskEventBuffer:
 
     # --- recording (hot path: a time stamp, at most one append) ----------------------
     #
-    # The owner side runs on the I/O thread, as the flush does: it writes the times
-    # of a task's current attempt into the task (``submitted_at``, ``queued_at``,
-    # ``pushed_at``: floats, so no container per task for the garbage collector to
-    # track). An attempt is sent once when it ends, or at a flush if it has not
-    # ended by then (and again when it ends).
+    # The owner side runs on the I/O thread, as the flush does. A task's current
+    # attempt has its record from the start (``task.event``): the hooks write its
+    # times and worker into it, so the record is made once per attempt and nothing
+    # is copied when it ends. An attempt is sent once when it ends, or at a flush
+    # if it has not ended by then (and again when it ends).
 
     def submitted(self, task) -> None:
         """Owner: a task or actor call was submitted; its arguments may be pending."""
-        task.submitted_at = _now()
-        task.queued_at = task.pushed_at = 0.0  # a task lineage runs again had them
+        spec = task.spec
+        task.event = _Record(spec.task_id, spec.attempt, te.PENDING_ARGS_AVAIL, _now())
         task.reported = False
-        self._unreported[task.spec.task_id] = task
+        self._unreported[spec.task_id] = task
 
     def queued(self, task) -> None:
         """Owner: ``task``'s arguments are ready; it waits for a worker."""
-        if task.submitted_at is None:
-            self._unsubmitted(task)
-        task.queued_at = _now()
+        (task.event or self._unsubmitted(task)).pending_node_assignment_ts = _now()
 
     def pushed(self, task, where: tuple[bytes, bytes, int]) -> None:
         """Owner: ``task``'s current attempt was sent to the worker ``where`` names
         (node id, worker id, pid: one tuple per leased worker, not per task)."""
-        if task.submitted_at is None:
-            self._unsubmitted(task)
-        task.pushed_at = _now()
-        task.where = where
+        ev = task.event or self._unsubmitted(task)
+        ev.submitted_to_worker_ts = _now()
+        ev.node_id, ev.worker_id, ev.worker_pid = where
 
     def finished(self, task, returns) -> None:
         """Owner: the task's results (or its error) were stored."""
         failed = bool(returns) and returns[0].value.kind == VALUE_ERROR
-        if task.submitted_at is None:
-            self._unsubmitted(task)
-        self._records.append(self._record(task, te.FAILED if failed else te.FINISHED,
-                                          task.spec.attempt, _now()))
-        if not task.reported:
-            if self._unreported.pop(task.spec.task_id, None) is None:
-                self._older.pop(task.spec.task_id, None)
-            task.reported = True
+        self._end(task, task.event or self._unsubmitted(task), failed, _now())
+        task.event = None  # lineage may keep the task; its record has left
 
-    def _unsubmitted(self, task) -> None:
+    def _unsubmitted(self, task) -> te.TaskEventRecord:
         """A task that ends (a call on a dead actor, say) without having been
         submitted: it is still recorded."""
-        task.submitted_at = 0.0
-        task.reported = False
-        self._unreported[task.spec.task_id] = task
+        self.submitted(task)
+        task.event.pending_args_avail_ts = 0.0
+        return task.event
 
     def retried(self, task) -> None:
         """Owner: the previous attempt failed and ``task`` (its attempt raised) is queued."""
         now = _now()
-        if task.submitted_at is None:
-            self._unsubmitted(task)
-        self._records.append(self._record(task, te.FAILED, task.spec.attempt - 1, now))
-        task.submitted_at = task.pushed_at = 0.0
-        task.queued_at = now
-        task.where = None
+        ev = task.event or self._unsubmitted(task)
+        ev.attempt = task.spec.attempt - 1
+        self._end(task, ev, True, now)
+        task.event = _Record(task.spec.task_id, task.spec.attempt, te.PENDING_NODE_ASSIGNMENT,
+                             0.0, now)
         task.ran_for = 0.0
         task.reported = False
         # Its new attempt starts a new interval: it is due at the flush after next,
@@ -152,37 +156,48 @@ class TaskEventBuffer:
         self._older.pop(task.spec.task_id, None)
         self._unreported[task.spec.task_id] = task
 
-    def _record(self, task, state: int, attempt: int, ended: float) -> te.TaskEventRecord:
-        """What the owner knows of one attempt of ``task``, which reached ``state``
-        (at ``ended`` if it is FINISHED or FAILED); described if not sent before."""
-        node_id, worker_id, pid = task.where or _NOWHERE
-        # RUNNING from the executor's measure: when it started, seen from here.
-        running = ended - task.ran_for if task.ran_for and ended else 0.0
-        finished, failed = (ended, 0.0) if state == te.FINISHED else (0.0, ended)
-        rec = te.TaskEventRecord(task.spec.task_id, attempt, state, task.submitted_at,
-                                 task.queued_at, task.pushed_at, running, finished, failed,
-                                 node_id, worker_id, pid)
+    def _end(self, task, ev: te.TaskEventRecord, failed: bool, now: float) -> None:
+        """``task``'s attempt ``ev`` ended at ``now``: it goes out with the next flush."""
+        if failed:
+            ev.state = te.FAILED
+            ev.failed_ts = now
+        else:
+            ev.state = te.FINISHED
+            ev.finished_ts = now
+        if task.ran_for:  # RUNNING from the executor's measure, seen from here
+            ev.running_ts = now - task.ran_for
         if not task.reported:
-            rec.desc = self._describe(task)
-            rec.parent_task_id = task.parent or b""
-        return rec
+            self._first_report(task, ev)
+            if self._unreported.pop(task.spec.task_id, None) is None:
+                self._older.pop(task.spec.task_id, None)
+            if task.ran_for <= self._long_s:  # the GCS has not heard of it: sent apart
+                self._ended.append(ev)
+                self._ended_failed += failed
+                return
+        # The GCS has it unfinished, from here or (if it ran across a flush there) as
+        # RUNNING from its executor: a report to merge at once.
+        self._records.append(ev)
 
-    def _describe(self, task) -> int:
-        """The ``desc_id`` of ``task``'s description, put in this flush's table.
+    def _first_report(self, task, ev: te.TaskEventRecord) -> None:
+        """Name ``ev``'s description and parent: the first report of an attempt does.
 
         Calls of one function (or method of one actor) with the same options share
         one description, made once where the calls are made (``task.info``, see
         remote_function.py and actor.py) and sent once per flush: describing each
-        task was half of what task events cost the owner. The table is keyed by
-        the description's identity, which is safe: it keeps the description alive
-        until the flush, when it is emptied.
+        task was half of what task events cost the owner.
         """
+        task.reported = True
         info = task.info
         if info is None:  # a task made elsewhere (tests, lineage): described alone
             info = task.info = describe(task.spec)
-        return self._add_desc(info)
+        ev.desc = self._add_desc(info)
+        if task.parent:
+            ev.parent_task_id = task.parent
 
     def _add_desc(self, info: te.TaskInfo) -> int:
+        """``info``'s ``desc_id``, with ``info`` in this flush's table. The table is
+        keyed by the description's identity, which is safe: it keeps the
+        description alive until the flush, when it is emptied."""
         if id(info) not in self._desc_index:
             if not info.desc_id:
                 info.desc_id = random.getrandbits(62) | 1
@@ -253,9 +268,14 @@ class TaskEventBuffer:
         ``n`` entries and deleted as exactly those (each step atomic under the
         GIL): an append racing with it goes out with the next flush.
         """
+        since, self._previous_take = self._previous_take, _now()
         n, c, m = len(self._records), len(self._created), len(self._errors)
-        running = list(self._running.items())
-        if not (n or c or m or self._unreported or self._older or running or self.dropped):
+        ended, self._ended = self._ended, []
+        ended_failed, self._ended_failed = self._ended_failed, 0
+        running = [(task_id, *entry) for task_id, entry in list(self._running.items())
+                   if entry[1] < since]
+        if not (ended or n or c or m or self._unreported or self._older or running
+                or self.dropped):
             return None
         records = self._records[:n]
         del self._records[:n]
@@ -267,24 +287,34 @@ class TaskEventBuffer:
         for task in older.values():  # unfinished for a whole interval: sent as it stands
             if task.reported:  # retried meanwhile, and reported as its new attempt
                 continue
-            records.append(self._record(task, _furthest(task), task.spec.attempt, 0.0))
-            task.reported = True
+            ev = copy.copy(task.event)  # the attempt goes on: send how it stands now
+            ev.state = _furthest(ev)
+            self._first_report(task, ev)
+            records.append(ev)
         for spec, record in created:
             record.desc = self._add_desc(describe(spec))
             records.append(record)
-        for task_id, (attempt, started, spec) in running:  # long tasks show RUNNING meanwhile
+        here = self._here()
+        for task_id, attempt, started, spec in running:  # long tasks show RUNNING meanwhile
             records.append(te.TaskEventRecord(
-                task_id, attempt, te.RUNNING, 0.0, 0.0, 0.0, started, 0.0, 0.0, *self._here(),
+                task_id, attempt, te.RUNNING, 0.0, 0.0, 0.0, started, 0.0, 0.0, *here,
                 desc=0 if spec is None else self._add_desc(describe(spec))))
         descs, self._descs, self._desc_index = self._descs, [], {}
-        if len(records) > self._max:  # the GCS could not keep up, or we could not send
-            self.dropped += len(records) - self._max
-            records = records[-self._max:]
+        if len(ended) + len(records) > self._max:  # the GCS could not keep up, or we could not send
+            excess = len(ended) + len(records) - self._max
+            self.dropped += excess
+            if excess >= len(ended):
+                records = records[excess - len(ended):]
+                ended = []
+            else:
+                ended_failed = sum(ev.state == te.FAILED for ev in ended[excess:])
+                ended = ended[excess:]
         dropped, self.dropped = self.dropped, 0
-        if not (records or errors or dropped):  # only tasks not due yet
+        if not (ended or records or errors or dropped):  # only tasks not due yet
             return None
         return te.AddTaskEvents(
-            records=records, descs=descs,
+            records=records, ended=te.encode_records(ended),
+            ended_count=len(ended), ended_failed=ended_failed, descs=descs,
             errors=[(task_id, attempt, error_type(err), error_message(err))
                     for task_id, attempt, err in errors],
             node_id=self.node_id, worker_id=self.worker_id, pid=os.getpid(), dropped=dropped)
@@ -294,23 +324,23 @@ class TaskEventBuffer:
         if batch is None or self._gcs is None:
             return
         self._gcs.notify(batch)
-        self.flushed += len(batch.records)
+        self.flushed += len(batch.records) + batch.ended_count
 
     def debug_state(self) -> dict:
-        return {"buffered": len(self._unreported) + len(self._older) + len(self._records),
+        return {"buffered": (len(self._unreported) + len(self._older) + len(self._ended)
+                             + len(self._records)),
                 "running": len(self._running), "flushed": self.flushed,
                 "dropped": self.dropped}
 
 
-#: ``task.where`` of an attempt not pushed to a worker yet.
-_NOWHERE = (b"", b"", 0)
+_Record = te.TaskEventRecord
 
 
-def _furthest(task) -> int:
+def _furthest(ev: te.TaskEventRecord) -> int:
     """The furthest state an unfinished attempt reached, by the times recorded for it."""
-    if task.pushed_at:
+    if ev.submitted_to_worker_ts:
         return te.SUBMITTED_TO_WORKER
-    if task.queued_at:
+    if ev.pending_node_assignment_ts:
         return te.PENDING_NODE_ASSIGNMENT
     return te.PENDING_ARGS_AVAIL
 

@@ -73,8 +73,7 @@ class PendingTask:
 
     __slots__ = ("spec", "return_ids", "keep_alive", "retries_left", "key", "state",
                  "cancelled", "worker", "generator", "unresolved", "lost", "parent",
-                 "oom_retries_left", "oom_kills", "submitted_at", "queued_at", "pushed_at",
-                 "reported", "where", "ran_for",
+                 "oom_retries_left", "oom_kills", "event", "reported", "ran_for",
                  "info")
 
     def nested_refs(self) -> list:
@@ -111,17 +110,13 @@ class PendingTask:
         self.unresolved = 0
         #: Actor calls: sent, then the connection broke before a reply came.
         self.lost = False
-        #: Unix time the current attempt was submitted (None: not recorded yet),
-        #: queued for a worker and pushed to one (0.0: not reached), and whether
-        #: the GCS has been sent it (core_worker/task_events.py). Floats, not a
-        #: list: the garbage collector tracks no list per pending task.
-        self.submitted_at: float | None = None
-        self.queued_at = 0.0
-        self.pushed_at = 0.0
+        #: The current attempt's task-event record (None: not recorded yet), which
+        #: the task-event hooks write its times and worker into, and whether the
+        #: GCS has been sent it (core_worker/task_events.py).
+        self.event = None
         self.reported = False
-        #: (node id, worker id, pid) the current attempt was pushed to, and how long
-        #: it ran there (its reply's duration; 0.0 until it replied).
-        self.where: tuple | None = None
+        #: How long the current attempt ran on its worker (its reply's duration;
+        #: 0.0 until it replied).
         self.ran_for = 0.0
         #: What the task is, for task events: one TaskInfo shared by the calls made
         #: alike (core_worker/task_events.py), or None to describe it from its spec.

@@ -7,6 +7,11 @@ worker it ran on (its owner knows the worker it pushed to; an executor
 names itself), and what a task is (:class:`TaskInfo`) travels once per batch for all the calls
 of one function with the same options: the first record of an attempt
 points at it by its ``desc_id``.
+
+Most attempts are reported once, whole, by their owner when they end. A batch
+carries those apart from the rest, already encoded (``ended``): the GCS keeps
+them as they came, undecoded, until someone reads the store (see
+gcs/task_events.py), so the common case costs it nothing per task.
 """
 from __future__ import annotations
 
@@ -59,7 +64,16 @@ class TaskInfo(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
 class AddTaskEvents(Message):
     """One process's task events since its last flush (a notification)."""
 
-    records: list[TaskEventRecord]
+    #: Reports the GCS merges into what it holds: attempts not ended yet, later
+    #: reports of attempts reported before, and the executor's.
+    records: list[TaskEventRecord] = []
+    #: Attempts that ended and were never reported before, as one encoded
+    #: ``list[TaskEventRecord]`` (:func:`encode_records`), ``ended_count`` of
+    #: them, ``ended_failed`` of them FAILED. Bytes, not a ``msgspec.Raw``: a Raw
+    #: would be a view of the receiving connection's buffer.
+    ended: bytes = b""
+    ended_count: int = 0
+    ended_failed: int = 0
     descs: list[TaskInfo] = []
     #: (task_id, attempt, error_type, error_message) for failed attempts.
     errors: list[tuple[bytes, int, str, str]] = []
@@ -104,8 +118,8 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=T
 
     task_id: bytes
     attempt: int
-    #: The furthest state reached (-1: none yet, for an attempt known only by its
-    #: error).
+    #: The furthest state reached (a STATE_NAMES index; another value shows as
+    #: "NIL").
     state: int
     #: Unix time of each state reached, 0.0 where not (``state_ts`` has them as
     #: a tuple). Floats in the record, not a tuple of them: a record then holds
@@ -149,6 +163,20 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=T
                 ours = getattr(self, name)
                 if not ours or theirs < ours:
                     setattr(self, name, theirs)
+
+
+_encode_records = msgspec.msgpack.Encoder().encode
+_decode_records = msgspec.msgpack.Decoder(list[TaskEventRecord]).decode
+
+
+def encode_records(records: list[TaskEventRecord]) -> bytes:
+    """``records`` as ``AddTaskEvents.ended`` carries them."""
+    return _encode_records(records) if records else b""
+
+
+def decode_records(data: bytes) -> list[TaskEventRecord]:
+    """The records of an ``AddTaskEvents.ended``."""
+    return _decode_records(data) if data else []
 
 
 #: TaskEventRecord's time fields, in state order.

@@ -44,15 +44,29 @@ def record(tid: bytes, attempt: int, state: int, ts, desc: int = 0,
     return te.TaskEventRecord(tid, attempt, state, *ts, *where, desc=desc)
 
 
-def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0):
+def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0,
+          ended=False):
     """A batch of one record per (task_id, attempt, state, time) event, each as a
     separate report of its attempt: the store must merge them as it merges sides.
-    With ``descs``, the k-th event's record points at the k-th description."""
+    With ``descs``, the k-th event's record points at the k-th description. With
+    ``ended``, the records travel as first reports of ended attempts, encoded
+    (``AddTaskEvents.ended``), through a real encode and decode."""
     records = [record(tid, attempt, state, times(**{te.STATE_NAMES[state]: ts}),
                       descs[k].desc_id if k < len(descs) else 0, (node, worker, pid))
                for k, (tid, attempt, state, ts) in enumerate(events)]
-    return te.AddTaskEvents(records=records, descs=list(descs), errors=list(errors),
-                            node_id=node, worker_id=worker, pid=pid, dropped=dropped)
+    if not ended:
+        return te.AddTaskEvents(records=records, descs=list(descs), errors=list(errors),
+                                node_id=node, worker_id=worker, pid=pid, dropped=dropped)
+    sent = te.AddTaskEvents(ended=te.encode_records(records), ended_count=len(records),
+                            ended_failed=sum(r.state == te.FAILED for r in records),
+                            descs=list(descs), errors=list(errors), node_id=node,
+                            worker_id=worker, pid=pid, dropped=dropped)
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents)
+
+
+def sent_records(sent: te.AddTaskEvents) -> list[te.TaskEventRecord]:
+    """Every record of a batch: its ended attempts' and the others."""
+    return te.decode_records(sent.ended) + sent.records
 
 
 def query(store, **kw) -> te.GetTaskEventsReply:
@@ -193,7 +207,7 @@ class _Task(PendingTask):
 
 
 def _attempts(sent) -> list[tuple[int, str]]:
-    return [(r.attempt, te.STATE_NAMES[r.state]) for r in sent.records]
+    return [(r.attempt, te.STATE_NAMES[r.state]) for r in sent_records(sent)]
 
 
 def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_description():
@@ -205,7 +219,8 @@ def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_descriptio
     task.ran_for = 0.001  # the reply's duration: the owner places RUNNING from it
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
-    (rec,) = sent.records
+    assert sent.records == [] and sent.ended_count == 1  # an ended attempt, sent once
+    (rec,) = sent_records(sent)
     assert (rec.task_id, rec.attempt, rec.state) == (task_id(1), 0, te.FINISHED)
     assert (rec.node_id, rec.worker_id, rec.worker_pid) == (b"N" * 28, b"W" * 28, 4321)
     ts = rec.state_ts
@@ -245,6 +260,7 @@ def test_buffer_shows_a_running_task_until_it_ends_on_the_executor():
     buf = TaskEventBuffer(b"node", b"worker")
     s = spec(1)
     buf.running(s)
+    assert buf.take() is None  # it may end before the next flush: its owner reports it
     assert _attempts(buf.take()) == [(0, "RUNNING")]
     assert _attempts(buf.take()) == [(0, "RUNNING")]  # still running: still shown
     buf.ended(s, PushTaskReply([], is_application_error=False))
@@ -276,7 +292,8 @@ def test_buffer_error_outcomes_and_retries():
     assert sorted(_attempts(sent)) == [(0, "FAILED"), (1, "FAILED")]
     assert sent.errors == [(task_id(1), 0, "TASK_EXECUTION_EXCEPTION", "bad")]
     # Both attempts are described, by the one description they share.
-    assert len(sent.descs) == 1 and [r.desc for r in sent.records] == [sent.descs[0].desc_id] * 2
+    assert len(sent.descs) == 1 and [r.desc for r in sent_records(sent)] == [
+        sent.descs[0].desc_id] * 2
 
 
 def test_a_task_that_ends_within_two_flushes_is_sent_once():
@@ -302,7 +319,7 @@ def test_buffer_full_drops_and_counts():
     for task in tasks:
         buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
-    assert len(sent.records) == 2 and sent.dropped == 2
+    assert len(sent_records(sent)) == sent.ended_count == 2 and sent.dropped == 2
 
 
 def test_buffer_loses_nothing_to_a_racing_flush():
@@ -335,7 +352,7 @@ def test_store_never_exceeds_its_bound(max_tasks):
     for i in range(200):
         state = te.FINISHED if i % 3 else te.RUNNING
         store.add_events(None, batch([(task_id(i), 0, state, float(i))]))
-    assert len(store.tasks) == max_tasks
+    assert len(store) == max_tasks
     assert store.debug_state()["dropped_tasks"] == 200 - max_tasks
 
 
@@ -397,7 +414,7 @@ def test_calls_made_alike_share_one_description_per_flush():
     sent = buf.take()
     assert sorted(d.name for d in sent.descs) == ["custom", "func"]
     names = {d.desc_id: d.name for d in sent.descs}
-    by_task = {r.task_id: names[r.desc] for r in sent.records}
+    by_task = {r.task_id: names[r.desc] for r in sent_records(sent)}
     assert by_task == {task_id(0): "func", task_id(1): "func", task_id(2): "func",
                        task_id(9): "custom"}
     store = TaskEventManager(max_tasks=10)
@@ -449,3 +466,88 @@ def test_a_retried_task_is_freed_when_its_new_attempt_ends():
     del task
     assert gone() is None
     assert sorted(_attempts(buf.take())) == [(0, "FAILED"), (1, "FINISHED")]
+
+
+# --- attempts sent apart, undecoded until read -----------------------------------------
+
+def test_ended_attempts_wait_undecoded_until_read_then_merge_with_the_rest():
+    store = TaskEventManager(max_tasks=100)
+    t = [task_id(i) for i in range(3)]
+    store.add_events(None, batch([(t[0], 0, te.FINISHED, 2.0), (t[1], 0, te.FAILED, 3.0)],
+                                 descs=[info(0), info(1)], ended=True))
+    # Another process's reports: an attempt still running, and why t[1] failed.
+    store.add_events(None, batch([(t[2], 0, te.RUNNING, 1.5)],
+                                 errors=[(t[1], 0, "TASK_EXECUTION_EXCEPTION", "ValueError: x")]))
+    assert store.debug_state()["undecoded"] == 2 and len(store) == 3
+    counts = query(store, counts_only=True).state_counts  # answered without decoding
+    assert counts == {"FINISHED": 1, "FAILED": 1, "RUNNING": 1}
+    assert store.debug_state()["undecoded"] == 2
+    got = {r.task_id: r for r in query(store).tasks}
+    assert store.debug_state()["undecoded"] == 0
+    assert {tid: te.STATE_NAMES[r.state] for tid, r in got.items()} == {
+        t[0]: "FINISHED", t[1]: "FAILED", t[2]: "RUNNING"}
+    assert got[t[0]].info.name == "f0" and got[t[1]].info.name == "f1"
+    assert (got[t[1]].error_type, got[t[1]].error_message) == ("TASK_EXECUTION_EXCEPTION",
+                                                               "ValueError: x")
+
+
+def test_a_later_report_merges_with_an_attempt_still_undecoded():
+    store = TaskEventManager(max_tasks=100)
+    tid = task_id(1)
+    store.add_events(None, batch([(tid, 0, te.FINISHED, 5.0)], ended=True))
+    store.add_events(None, batch([(tid, 0, te.RUNNING, 4.0)], node=b"X", worker=b"Y", pid=9))
+    (rec,) = query(store).tasks
+    assert te.STATE_NAMES[rec.state] == "FINISHED"
+    assert rec.state_ts[te.RUNNING] == 4.0 and rec.state_ts[te.FINISHED] == 5.0
+
+
+def test_a_full_store_drops_decoded_finished_first_then_whole_chunks_oldest_first():
+    store = TaskEventManager(max_tasks=20)
+    running = [(task_id(i), 0, te.RUNNING, 1.0) for i in range(2)]
+    store.add_events(None, batch(running))
+    store.add_events(None, batch([(task_id(i), 0, te.FINISHED, 2.0) for i in range(2, 6)]))
+    for first in range(6, 30, 4):  # chunks of 4: 6-9, 10-13, ..., 26-29
+        store.add_events(None, batch([(task_id(i), 0, te.FINISHED, 3.0)
+                                      for i in range(first, first + 4)], ended=True))
+    # The decoded finished ones went first (2-5), then whole chunks, oldest first
+    # (6-9, 10-13): a chunk goes whole when that leaves the store at least 90% full.
+    assert len(store) == 18 and store.debug_state()["dropped_tasks"] == 12
+    assert store.debug_state()["undecoded"] == 16  # the chunks left, never decoded
+    kept = {r.task_id for r in query(store).tasks}
+    assert kept == {task_id(i) for i in (0, 1, *range(14, 30))}
+    assert query(store).num_status_task_events_dropped == 12
+
+
+def test_a_chunk_larger_than_the_excess_is_trimmed_not_dropped_whole():
+    """Dropping a chunk whole must not leave the store far below its bound."""
+    store = TaskEventManager(max_tasks=10)
+    store.add_events(None, batch([(task_id(i), 0, te.FINISHED, 1.0) for i in range(8)],
+                                 ended=True))
+    store.add_events(None, batch([(task_id(i), 0, te.FINISHED, 2.0) for i in range(8, 12)],
+                                 ended=True))
+    assert len(store) == 10 and store.debug_state()["dropped_tasks"] == 2
+    assert {r.task_id for r in query(store).tasks} == {task_id(i) for i in range(2, 12)}
+
+
+def test_unfinished_reports_never_crowd_out_the_finished_attempts():
+    """Attempts first seen unfinished are kept from eviction; past a tenth of the bound
+    the chunks are decoded, so those their owners ended (in a chunk) can go."""
+    store = TaskEventManager(max_tasks=50)
+    for first in range(0, 300, 3):
+        ids = [task_id(i) for i in range(first, first + 3)]
+        store.add_events(None, batch([(tid, 0, te.RUNNING, 1.0) for tid in ids]))
+        store.add_events(None, batch([(tid, 0, te.FINISHED, 2.0) for tid in ids], ended=True))
+    got = query(store).tasks
+    assert len(got) <= 50
+    states = [te.STATE_NAMES[r.state] for r in got]
+    assert states.count("FINISHED") == len(got)  # no attempt left that shows RUNNING
+    assert task_id(299) in {r.task_id for r in got}  # the newest kept
+
+
+def test_a_chunk_that_does_not_decode_is_dropped_and_counted_at_the_read():
+    store = TaskEventManager(max_tasks=100)
+    store.add_events(None, te.AddTaskEvents(ended=b"\xc1not msgpack", ended_count=3))
+    store.add_events(None, batch([(task_id(1), 0, te.FINISHED, 1.0)], ended=True))
+    reply = query(store)
+    assert [r.task_id for r in reply.tasks] == [task_id(1)]
+    assert reply.num_status_task_events_dropped == 3 and len(store) == 1
