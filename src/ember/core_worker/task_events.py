@@ -307,14 +307,12 @@ class TaskEventBuffer:
                 records = records[excess - len(ended):]
                 ended = []
             else:
-                ended_failed = sum(ev.state == te.FAILED for ev in ended[excess:])
                 ended = ended[excess:]
         dropped, self.dropped = self.dropped, 0
         if not (ended or records or errors or dropped):  # only tasks not due yet
             return None
         return te.AddTaskEvents(
-            records=records, ended=te.encode_records(ended),
-            ended_count=len(ended), ended_failed=ended_failed, descs=descs,
+            records=records, ended=te.encode_ended(ended, ended_failed), descs=descs,
             errors=[(task_id, attempt, error_type(err), error_message(err))
                     for task_id, attempt, err in errors],
             node_id=self.node_id, worker_id=self.worker_id, pid=os.getpid(), dropped=dropped)
@@ -324,7 +322,7 @@ class TaskEventBuffer:
         if batch is None or self._gcs is None:
             return
         self._gcs.notify(batch)
-        self.flushed += len(batch.records) + batch.ended_count
+        self.flushed += len(batch.records) + sum(count for _, count, _ in batch.ended)
 
     def debug_state(self) -> dict:
         return {"buffered": (len(self._unreported) + len(self._older) + len(self._ended)

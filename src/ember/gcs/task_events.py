@@ -110,15 +110,16 @@ class TaskEventManager:
     def add_events(self, conn, batch: te.AddTaskEvents) -> None:
         """Store a batch: its ``ended`` part as a chunk, undecoded; its other records
         merged into ``tasks`` at once."""
-        self.events_received += len(batch.records) + batch.ended_count
+        self.events_received += len(batch.records)
         self.dropped_at_workers += batch.dropped
         descs = self._descs
         for info in batch.descs:
             descs[info.desc_id] = info
-        count = batch.ended_count
-        if batch.ended and count > 0:
-            self._chunks.append((batch.ended, count, min(max(batch.ended_failed, 0), count)))
-            self._in_chunks += count
+        for data, count, failed in batch.ended:
+            if count > 0:
+                self._chunks.append((data, count, min(max(failed, 0), count)))
+                self._in_chunks += count
+                self.events_received += count
         if batch.records:
             self._store(batch.records)
         errors = self._errors

@@ -67,13 +67,11 @@ class AddTaskEvents(Message):
     #: Reports the GCS merges into what it holds: attempts not ended yet, later
     #: reports of attempts reported before, and the executor's.
     records: list[TaskEventRecord] = []
-    #: Attempts that ended and were never reported before, as one encoded
-    #: ``list[TaskEventRecord]`` (:func:`encode_records`), ``ended_count`` of
-    #: them, ``ended_failed`` of them FAILED. Bytes, not a ``msgspec.Raw``: a Raw
-    #: would be a view of the receiving connection's buffer.
-    ended: bytes = b""
-    ended_count: int = 0
-    ended_failed: int = 0
+    #: Attempts that ended and were never reported before, in chunks of at most
+    #: ``ENDED_CHUNK`` (:func:`encode_ended`): (an encoded ``list[TaskEventRecord]``,
+    #: how many records, how many of them FAILED). Bytes, not ``msgspec.Raw``: a
+    #: Raw would be a view of the receiving connection's buffer.
+    ended: list[tuple[bytes, int, int]] = []
     descs: list[TaskInfo] = []
     #: (task_id, attempt, error_type, error_message) for failed attempts.
     errors: list[tuple[bytes, int, str, str]] = []
@@ -169,14 +167,25 @@ _encode_records = msgspec.msgpack.Encoder().encode
 _decode_records = msgspec.msgpack.Decoder(list[TaskEventRecord]).decode
 
 
-def encode_records(records: list[TaskEventRecord]) -> bytes:
-    """``records`` as ``AddTaskEvents.ended`` carries them."""
-    return _encode_records(records) if records else b""
+#: Records per chunk of ``AddTaskEvents.ended``: small enough that a full GCS
+#: store drops whole chunks (see gcs/task_events.py), large enough that a chunk
+#: costs nothing per record.
+ENDED_CHUNK = 1000
+
+
+def encode_ended(records: list[TaskEventRecord], failed: int) -> list[tuple[bytes, int, int]]:
+    """``records`` (``failed`` of them FAILED) as ``AddTaskEvents.ended`` carries them."""
+    chunks = []
+    for i in range(0, len(records), ENDED_CHUNK):
+        part = records[i:i + ENDED_CHUNK]
+        part_failed = sum(r.state == FAILED for r in part) if failed else 0
+        chunks.append((_encode_records(part), len(part), part_failed))
+    return chunks
 
 
 def decode_records(data: bytes) -> list[TaskEventRecord]:
-    """The records of an ``AddTaskEvents.ended``."""
-    return _decode_records(data) if data else []
+    """The records of a chunk of ``AddTaskEvents.ended``."""
+    return _decode_records(data)
 
 
 #: TaskEventRecord's time fields, in state order.

@@ -57,16 +57,15 @@ def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0,
     if not ended:
         return te.AddTaskEvents(records=records, descs=list(descs), errors=list(errors),
                                 node_id=node, worker_id=worker, pid=pid, dropped=dropped)
-    sent = te.AddTaskEvents(ended=te.encode_records(records), ended_count=len(records),
-                            ended_failed=sum(r.state == te.FAILED for r in records),
-                            descs=list(descs), errors=list(errors), node_id=node,
+    failed = sum(r.state == te.FAILED for r in records)
+    sent = te.AddTaskEvents(ended=te.encode_ended(records, failed), descs=list(descs), errors=list(errors), node_id=node,
                             worker_id=worker, pid=pid, dropped=dropped)
     return msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents)
 
 
 def sent_records(sent: te.AddTaskEvents) -> list[te.TaskEventRecord]:
     """Every record of a batch: its ended attempts' and the others."""
-    return te.decode_records(sent.ended) + sent.records
+    return [r for data, _, _ in sent.ended for r in te.decode_records(data)] + sent.records
 
 
 def query(store, **kw) -> te.GetTaskEventsReply:
@@ -219,7 +218,7 @@ def test_buffer_sends_an_owned_attempt_once_with_its_times_worker_and_descriptio
     task.ran_for = 0.001  # the reply's duration: the owner places RUNNING from it
     buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
-    assert sent.records == [] and sent.ended_count == 1  # an ended attempt, sent once
+    assert sent.records == [] and [n for _, n, _ in sent.ended] == [1]  # an ended attempt, sent once
     (rec,) = sent_records(sent)
     assert (rec.task_id, rec.attempt, rec.state) == (task_id(1), 0, te.FINISHED)
     assert (rec.node_id, rec.worker_id, rec.worker_pid) == (b"N" * 28, b"W" * 28, 4321)
@@ -319,7 +318,7 @@ def test_buffer_full_drops_and_counts():
     for task in tasks:
         buf.finished(task, [ReturnObject(b"o", SerializedValue(VALUE_PICKLE))])
     sent = buf.take()
-    assert len(sent_records(sent)) == sent.ended_count == 2 and sent.dropped == 2
+    assert len(sent_records(sent)) == 2 and sent.dropped == 2
 
 
 def test_buffer_loses_nothing_to_a_racing_flush():
@@ -546,8 +545,28 @@ def test_unfinished_reports_never_crowd_out_the_finished_attempts():
 
 def test_a_chunk_that_does_not_decode_is_dropped_and_counted_at_the_read():
     store = TaskEventManager(max_tasks=100)
-    store.add_events(None, te.AddTaskEvents(ended=b"\xc1not msgpack", ended_count=3))
+    store.add_events(None, te.AddTaskEvents(ended=[(b"\xc1not msgpack", 3, 0)]))
     store.add_events(None, batch([(task_id(1), 0, te.FINISHED, 1.0)], ended=True))
     reply = query(store)
     assert [r.task_id for r in reply.tasks] == [task_id(1)]
     assert reply.num_status_task_events_dropped == 3 and len(store) == 1
+
+
+def test_ended_attempts_travel_in_chunks_that_a_full_store_drops_whole():
+    buf = TaskEventBuffer()
+    tasks = [_Task(spec(n)) for n in range(2 * te.ENDED_CHUNK + 5)]
+    for task in tasks:
+        buf.submitted(task)
+    for n, task in enumerate(tasks):
+        kind = VALUE_ERROR if n % 7 == 0 else VALUE_PICKLE
+        buf.finished(task, [ReturnObject(b"o", SerializedValue(kind))])
+    sent = buf.take()
+    assert [n for _, n, _ in sent.ended] == [te.ENDED_CHUNK, te.ENDED_CHUNK, 5]
+    assert sum(failed for _, _, failed in sent.ended) == len(range(0, len(tasks), 7))
+    store = TaskEventManager(max_tasks=3 * te.ENDED_CHUNK + 10)
+    store.add_events(None, sent)
+    store.add_events(None, sent)  # the same attempts again: merged when read
+    # 4,010 over a bound of 3,010: the oldest chunk goes, whole, undecoded.
+    assert store.debug_state()["undecoded"] == 3 * te.ENDED_CHUNK + 10
+    assert store.debug_state()["dropped_tasks"] == te.ENDED_CHUNK
+    assert len(query(store).tasks) == len(tasks)
