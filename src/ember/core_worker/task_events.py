@@ -190,7 +190,7 @@ class TaskEventBuffer:
         info = task.info
         if info is None:  # a task made elsewhere (tests, lineage): described alone
             info = task.info = describe(task.spec)
-        ev.desc = self._add_desc(info)
+        ev.desc = info.desc_id if id(info) in self._desc_index else self._add_desc(info)
         if task.parent:
             ev.parent_task_id = task.parent
 
