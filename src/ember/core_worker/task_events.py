@@ -59,7 +59,7 @@ class TaskEventBuffer:
         self.worker_id = worker_id
         #: Owner: task_id -> task whose current attempt the GCS has not been told of
         #: yet, submitted since the last flush (``_unreported``) or before it
-        #: (``_older``). A task leaves when it ends (its record is made then), or
+        #: (``_older``). A task leaves when it ends (its record is sent then), or
         #: at the flush after the one it was submitted before, unfinished (then it
         #: is reported as it stands). So a task that ends within a flush interval or
         #: two is reported once, not once unfinished and again when it ends (with a
@@ -212,8 +212,10 @@ class TaskEventBuffer:
     def running(self, spec) -> None:
         """Executor: the task starts running in this process (any thread).
 
-        Nothing is sent for it unless it still runs at a flush: its owner reports
-        the attempt, with this worker and (from the reply's duration) when it ran.
+        Nothing is sent for it unless it runs across a whole flush interval (it
+        started before the previous flush and still runs at this one): its owner
+        reports the attempt, with this worker and (from the reply's duration) when
+        it ran.
         """
         self._running[spec.task_id] = (spec.attempt, _now(),
                                        spec if spec.is_actor_creation else None)
