@@ -68,11 +68,9 @@ class TaskEventBuffer:
         #: finished task alive.
         self._unreported: dict = {}
         self._older: dict = {}
-        #: Owner: the records of attempts that ended, never reported before (the GCS
-        #: keeps them without decoding: ``AddTaskEvents.ended``), and how many of them
-        #: failed.
-        self._ended: list = []
-        self._ended_failed = 0
+        #: Owner: the records of attempts that ended, never reported before, encoded
+        #: as they end (the GCS keeps them without decoding: ``AddTaskEvents.ended``).
+        self._ended = te.EndedChunks()
         #: Either side: reports the GCS merges into what it has (``records``).
         self._records: list = []
         #: This flush's task descriptions, each once, and their index by identity
@@ -171,8 +169,7 @@ class TaskEventBuffer:
             if self._unreported.pop(task.spec.task_id, None) is None:
                 self._older.pop(task.spec.task_id, None)
             if task.ran_for <= self._long_s:  # the GCS has not heard of it: sent apart
-                self._ended.append(ev)
-                self._ended_failed += failed
+                self._ended.add(ev, failed)
                 return
         # The GCS has it unfinished, from here or (if it ran across a flush there) as
         # RUNNING from its executor: a report to merge at once.
@@ -272,8 +269,7 @@ class TaskEventBuffer:
         """
         since, self._previous_take = self._previous_take, _now()
         n, c, m = len(self._records), len(self._created), len(self._errors)
-        ended, self._ended = self._ended, []
-        ended_failed, self._ended_failed = self._ended_failed, 0
+        ended = self._ended.take()
         running = [(task_id, *entry) for task_id, entry in list(self._running.items())
                    if entry[1] < since]
         if not (ended or n or c or m or self._unreported or self._older or running
@@ -302,19 +298,15 @@ class TaskEventBuffer:
                 task_id, attempt, te.RUNNING, 0.0, 0.0, 0.0, started, 0.0, 0.0, *here,
                 desc=0 if spec is None else self._add_desc(describe(spec))))
         descs, self._descs, self._desc_index = self._descs, [], {}
-        if len(ended) + len(records) > self._max:  # the GCS could not keep up, or we could not send
-            excess = len(ended) + len(records) - self._max
+        excess = sum(n for _, n, _ in ended) + len(records) - self._max
+        if excess > 0:  # the GCS could not keep up, or we could not send
             self.dropped += excess
-            if excess >= len(ended):
-                records = records[excess - len(ended):]
-                ended = []
-            else:
-                ended = ended[excess:]
+            ended, records = _drop_oldest(ended, records, excess)
         dropped, self.dropped = self.dropped, 0
         if not (ended or records or errors or dropped):  # only tasks not due yet
             return None
         return te.AddTaskEvents(
-            records=records, ended=te.encode_ended(ended, ended_failed), descs=descs,
+            records=records, ended=ended, descs=descs,
             errors=[(task_id, attempt, error_type(err), error_message(err))
                     for task_id, attempt, err in errors],
             node_id=self.node_id, worker_id=self.worker_id, pid=os.getpid(), dropped=dropped)
@@ -327,13 +319,25 @@ class TaskEventBuffer:
         self.flushed += len(batch.records) + sum(count for _, count, _ in batch.ended)
 
     def debug_state(self) -> dict:
-        return {"buffered": (len(self._unreported) + len(self._older) + len(self._ended)
+        return {"buffered": (len(self._unreported) + len(self._older) + self._ended.count
                              + len(self._records)),
                 "running": len(self._running), "flushed": self.flushed,
                 "dropped": self.dropped}
 
 
 _Record = te.TaskEventRecord
+
+
+def _drop_oldest(ended: list, records: list, excess: int) -> tuple[list, list]:
+    """``ended`` chunks and ``records`` without the oldest ``excess`` records (ended
+    ones first: they are older than the reports made at the flush)."""
+    while ended and excess >= ended[0][1]:
+        excess -= ended.pop(0)[1]
+    if ended and excess:  # part of a chunk: rare, so decoded and encoded again
+        data, count, _ = ended[0]
+        ended[0:1] = te.encode_ended(te.decode_records(data)[excess:])
+        excess = 0
+    return ended, records[excess:]
 
 
 def _furthest(ev: te.TaskEventRecord) -> int:

@@ -15,6 +15,8 @@ gcs/task_events.py), so the common case costs it nothing per task.
 """
 from __future__ import annotations
 
+import struct
+
 import msgspec
 
 from .common import Message
@@ -163,7 +165,6 @@ class TaskEventRecord(msgspec.Struct, array_like=True, gc=False, omit_defaults=T
                     setattr(self, name, theirs)
 
 
-_encode_records = msgspec.msgpack.Encoder().encode
 _decode_records = msgspec.msgpack.Decoder(list[TaskEventRecord]).decode
 
 
@@ -173,14 +174,62 @@ _decode_records = msgspec.msgpack.Decoder(list[TaskEventRecord]).decode
 ENDED_CHUNK = 1000
 
 
-def encode_ended(records: list[TaskEventRecord], failed: int) -> list[tuple[bytes, int, int]]:
-    """``records`` (``failed`` of them FAILED) as ``AddTaskEvents.ended`` carries them."""
-    chunks = []
-    for i in range(0, len(records), ENDED_CHUNK):
-        part = records[i:i + ENDED_CHUNK]
-        part_failed = sum(r.state == FAILED for r in part) if failed else 0
-        chunks.append((_encode_records(part), len(part), part_failed))
-    return chunks
+def encode_ended(records: list[TaskEventRecord]) -> list[tuple[bytes, int, int]]:
+    """``records`` as ``AddTaskEvents.ended`` carries them."""
+    chunks = EndedChunks()
+    for r in records:
+        chunks.add(r, r.state == FAILED)
+    return chunks.take()
+
+
+class EndedChunks:
+    """Records of ended attempts, encoded as they are added, in the chunks
+    ``AddTaskEvents.ended`` carries.
+
+    Encoded at once, into the chunk: the record can then be freed at once, so an
+    owner holds a record per call in flight, not one per call of the last
+    second (tens of thousands, which crowded the CPU's caches). A chunk is one
+    msgpack array: a 32-bit array header, its count filled in when the chunk is
+    sealed, then the records.
+    """
+
+    __slots__ = ("chunks", "count", "_buf", "_n", "_failed")
+
+    def __init__(self):
+        #: Sealed chunks: (encoded records, how many, how many FAILED).
+        self.chunks: list[tuple[bytearray, int, int]] = []
+        #: Records added and not taken yet.
+        self.count = 0
+        self._start()
+
+    def _start(self) -> None:
+        self._buf = bytearray(_ARRAY32)
+        self._n = self._failed = 0
+
+    def add(self, record: TaskEventRecord, failed: bool) -> None:
+        _encode_into(record, self._buf, -1)
+        self._failed += failed
+        self._n += 1
+        self.count += 1
+        if self._n == ENDED_CHUNK:
+            self._seal()
+
+    def _seal(self) -> None:
+        _pack_count(self._buf, 1, self._n)
+        self.chunks.append((self._buf, self._n, self._failed))
+        self._start()
+
+    def take(self) -> list[tuple[bytearray, int, int]]:
+        """The chunks so far (the last one sealed as it stands), emptying this."""
+        if self._n:
+            self._seal()
+        chunks, self.chunks, self.count = self.chunks, [], 0
+        return chunks
+
+
+_encode_into = msgspec.msgpack.Encoder().encode_into
+_ARRAY32 = b"\xdd\x00\x00\x00\x00"
+_pack_count = struct.Struct(">I").pack_into
 
 
 def decode_records(data: bytes) -> list[TaskEventRecord]:

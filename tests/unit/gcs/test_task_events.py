@@ -57,8 +57,7 @@ def batch(events, descs=(), errors=(), node=b"N", worker=b"W", pid=7, dropped=0,
     if not ended:
         return te.AddTaskEvents(records=records, descs=list(descs), errors=list(errors),
                                 node_id=node, worker_id=worker, pid=pid, dropped=dropped)
-    failed = sum(r.state == te.FAILED for r in records)
-    sent = te.AddTaskEvents(ended=te.encode_ended(records, failed), descs=list(descs), errors=list(errors), node_id=node,
+    sent = te.AddTaskEvents(ended=te.encode_ended(records), descs=list(descs), errors=list(errors), node_id=node,
                             worker_id=worker, pid=pid, dropped=dropped)
     return msgspec.msgpack.decode(msgspec.msgpack.encode(sent), type=te.AddTaskEvents)
 
