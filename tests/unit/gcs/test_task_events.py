@@ -569,3 +569,16 @@ def test_ended_attempts_travel_in_chunks_that_a_full_store_drops_whole():
     assert store.debug_state()["undecoded"] == 3 * te.ENDED_CHUNK + 10
     assert store.debug_state()["dropped_tasks"] == te.ENDED_CHUNK
     assert len(query(store).tasks) == len(tasks)
+
+
+def test_a_watched_store_takes_chunks_in_as_they_come():
+    """After a read, chunks are decoded as they arrive, so the next read finds them
+    decoded; counting states alone does not make the store watched."""
+    store = TaskEventManager(max_tasks=100)
+    store.add_events(None, batch([(task_id(1), 0, te.FINISHED, 1.0)], ended=True))
+    query(store, counts_only=True)
+    store.add_events(None, batch([(task_id(2), 0, te.FINISHED, 1.0)], ended=True))
+    assert store.debug_state()["undecoded"] == 2
+    query(store, limit=1)
+    store.add_events(None, batch([(task_id(3), 0, te.FINISHED, 1.0)], ended=True))
+    assert store.debug_state()["undecoded"] == 0 and len(store) == 3
