@@ -106,6 +106,11 @@ class Config:
     #: First delay before such a retry; it doubles per OOM kill, up to a minute.
     task_oom_retry_delay_base_ms: int = 1000
 
+    #: CPython's first collection threshold in every ember process, drivers too
+    #: (allocations between collections of the youngest objects; Python's default
+    #: is 700); 0 leaves the collector as Python sets it. See process_setup.tune_gc.
+    gc_gen0_threshold: int = 7000
+
     # --- object store ----------------------------------------------------
     #: Cap for the default store size (30% of RAM).
     object_store_memory_cap: int = 200 * 1024**3

@@ -164,6 +164,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         worker_ports = node_ports.workers
 
     process_setup.raise_open_file_limit()  # a connection per actor called
+    process_setup.tune_gc()
     core = CoreWorker(is_driver=True, node_id=node_id, node_ip=node_ip,
                       raylet_socket=raylet_socket, gcs_address=gcs_address,
                       session_dir=session_dir, make_ref=ObjectRef, ports=worker_ports)

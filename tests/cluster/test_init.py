@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 import ember as ray
+from ember.config import config as ray_config
 from helpers import (DriverProcess, ember_processes, ember_shm_entries, run_driver,
                      wait_for_condition, wait_no_ember_processes)
 
@@ -213,3 +214,29 @@ def test_is_initialized_false_in_a_new_process(tmp_path):
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "OK"
+
+
+def test_workers_collect_cycles_less_often_and_keep_their_startup_out_of_scans(shared):
+    """Every ember process raises the collector's first threshold (process_setup.tune_gc),
+    a driver too; a worker also freezes what its startup made. Cycles are still
+    collected in a task, without an explicit gc.collect()."""
+    import gc
+
+    @ray.remote
+    def collector():
+        import weakref
+
+        class Node:
+            pass
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        junk = [[] for _ in range(3 * gc.get_threshold()[0])]
+        del junk
+        return gc.get_threshold()[0], gc.get_freeze_count(), gone() is None
+
+    threshold, frozen, collected = ray.get(collector.remote())
+    assert threshold == ray_config.gc_gen0_threshold > 700
+    assert frozen > 1000 and collected
+    assert gc.get_threshold()[0] >= ray_config.gc_gen0_threshold  # the driver's

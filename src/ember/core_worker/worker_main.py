@@ -68,6 +68,7 @@ def main() -> None:
     core.on_raylet_lost = lambda: os._exit(1)
     signal.signal(signal.SIGTERM, lambda signum, frame: _die_of_sigterm(core, out, err))
     core.connect()
+    process_setup.tune_gc(freeze=True)  # after startup: what it made is kept from scans
     executor.run_forever()
     out.flush()
     err.flush()
