@@ -217,26 +217,16 @@ def test_is_initialized_false_in_a_new_process(tmp_path):
 
 
 def test_workers_collect_cycles_less_often_and_keep_their_startup_out_of_scans(shared):
-    """Every ember process raises the collector's first threshold (process_setup.tune_gc),
-    a driver too; a worker also freezes what its startup made. Cycles are still
-    collected in a task, without an explicit gc.collect()."""
+    """Every ember process raises the collector's first threshold (process_setup.tune_gc;
+    that cycles are still collected is tests/unit/ember/test_process_setup.py's), a
+    driver too; a worker also freezes what its startup made."""
     import gc
 
     @ray.remote
     def collector():
-        import weakref
+        return gc.get_threshold()[0], gc.get_freeze_count()
 
-        class Node:
-            pass
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        gone = weakref.ref(a)
-        del a, b
-        junk = [[] for _ in range(3 * gc.get_threshold()[0])]
-        del junk
-        return gc.get_threshold()[0], gc.get_freeze_count(), gone() is None
-
-    threshold, frozen, collected = ray.get(collector.remote())
+    threshold, frozen = ray.get(collector.remote())
     assert threshold == ray_config.gc_gen0_threshold > 700
-    assert frozen > 1000 and collected
+    assert frozen > 1000
     assert gc.get_threshold()[0] >= ray_config.gc_gen0_threshold  # the driver's
