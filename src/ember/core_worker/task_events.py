@@ -187,7 +187,7 @@ class TaskEventBuffer:
         info = task.info
         if info is None:  # a task made elsewhere (tests, lineage): described alone
             info = task.info = describe(task.spec)
-        ev.desc = info.desc_id if id(info) in self._desc_index else self._add_desc(info)
+        ev.desc = self._add_desc(info)
         if task.parent:
             ev.parent_task_id = task.parent
 
@@ -334,8 +334,7 @@ def _drop_oldest(ended: list, records: list, excess: int) -> tuple[list, list]:
     while ended and excess >= ended[0][1]:
         excess -= ended.pop(0)[1]
     if ended and excess:  # part of a chunk: rare, so decoded and encoded again
-        data, count, _ = ended[0]
-        ended[0:1] = te.encode_ended(te.decode_records(data)[excess:])
+        ended[0:1] = te.encode_ended(te.decode_records(ended[0][0])[excess:])
         excess = 0
     return ended, records[excess:]
 

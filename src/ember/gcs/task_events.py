@@ -42,6 +42,7 @@ import operator
 import time
 
 import msgspec
+
 from ..config import config
 from ..observability import records
 from ..protocol import task_events as te

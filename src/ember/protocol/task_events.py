@@ -193,14 +193,17 @@ class EndedChunks:
     sealed, then the records.
     """
 
-    __slots__ = ("chunks", "count", "_buf", "_n", "_failed")
+    __slots__ = ("chunks", "_buf", "_n", "_failed")
 
     def __init__(self):
         #: Sealed chunks: (encoded records, how many, how many FAILED).
         self.chunks: list[tuple[bytearray, int, int]] = []
-        #: Records added and not taken yet.
-        self.count = 0
         self._start()
+
+    @property
+    def count(self) -> int:
+        """Records added and not taken yet."""
+        return sum(n for _, n, _ in self.chunks) + self._n
 
     def _start(self) -> None:
         self._buf = bytearray(_ARRAY32)
@@ -210,7 +213,6 @@ class EndedChunks:
         _encode_into(record, self._buf, -1)
         self._failed += failed
         self._n += 1
-        self.count += 1
         if self._n == ENDED_CHUNK:
             self._seal()
 
@@ -223,7 +225,7 @@ class EndedChunks:
         """The chunks so far (the last one sealed as it stands), emptying this."""
         if self._n:
             self._seal()
-        chunks, self.chunks, self.count = self.chunks, [], 0
+        chunks, self.chunks = self.chunks, []
         return chunks
 
 
